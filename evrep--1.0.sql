@@ -1,0 +1,405 @@
+/* evrep--1.0.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION evrep" to load this file. \quit
+
+/*
+ * Internal state lives in schema evrep; the user-facing functions live in
+ * the schema the extension is created in (public by default), so that
+ * "SELECT evrep_publish('customer')" works with the default search_path.
+ */
+CREATE SCHEMA evrep;
+REVOKE ALL ON SCHEMA evrep FROM PUBLIC;
+
+-- Members of evrep_admin may publish, subscribe and replay without being
+-- superuser.  Roles are cluster-wide, so another database may have made it.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'evrep_admin') THEN
+		CREATE ROLE evrep_admin NOLOGIN;
+	END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA evrep TO evrep_admin;
+
+/*
+ * One row per table this node publishes.  Rows are deactivated, not deleted,
+ * by evrep_unpublish: outbox rows still pending refer to them, and last_seq
+ * must never go backwards for subscribers that keep progress per stream.
+ */
+CREATE TABLE evrep.publication (
+	id			serial PRIMARY KEY,
+	relid		oid NOT NULL,
+	schema_name text NOT NULL,
+	table_name	text NOT NULL,
+	key_columns text[] NOT NULL,
+	active		boolean NOT NULL DEFAULT true,
+	last_seq	bigint NOT NULL DEFAULT 0,	-- last number given to an event
+	published_at timestamptz NOT NULL DEFAULT now(),
+	UNIQUE (schema_name, table_name)
+);
+
+/*
+ * Captured changes waiting for the broker's confirm.  seq is NULL until the
+ * publisher numbers the row (in its own committed transaction, before
+ * sending), so that numbers follow commit order, not INSERT order, and a
+ * re-send after a crash reuses them.  Rows are deleted once confirmed;
+ * fillfactor leaves room for that numbering update to stay HOT, and
+ * autovacuum is told to keep up with a table that is all churn.
+ */
+CREATE TABLE evrep.outbox (
+	id			bigserial PRIMARY KEY,
+	pub_id		integer NOT NULL,
+	op			"char" NOT NULL,	-- i(nsert), u(pdate), d(elete)
+	row_data	json NOT NULL,		-- new row, or old row for deletes
+	seq			bigint,
+	commit_ts	timestamptz
+) WITH (fillfactor = 70,
+		autovacuum_vacuum_scale_factor = 0,
+		autovacuum_vacuum_threshold = 5000,
+		autovacuum_vacuum_insert_scale_factor = 0,
+		autovacuum_vacuum_insert_threshold = 50000,
+		autovacuum_vacuum_cost_delay = 0);
+
+/* One row per remote table this node applies. */
+CREATE TABLE evrep.subscription (
+	schema_name text NOT NULL,
+	table_name	text NOT NULL,
+	relid		oid NOT NULL,
+	owner		oid NOT NULL,		-- the apply runs as this role
+	key_columns text[] NOT NULL,
+	subscribed_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (schema_name, table_name)
+);
+
+/*
+ * Apply progress per origin and stream, written in the transaction that
+ * applies the events.  Events up to last_seq are done except those inside
+ * gaps (flattened [lo, hi] pairs): numbers seen missing, still expected.
+ */
+CREATE TABLE evrep.progress (
+	origin		text NOT NULL,
+	schema_name text NOT NULL,
+	table_name	text NOT NULL,
+	last_seq	bigint NOT NULL,
+	gaps		bigint[] NOT NULL DEFAULT '{}',
+	applied		bigint NOT NULL DEFAULT 0,
+	skipped		bigint NOT NULL DEFAULT 0,
+	parked		bigint NOT NULL DEFAULT 0,
+	last_commit_ts timestamptz,		-- origin commit time of the last event
+	last_applied_at timestamptz,
+	PRIMARY KEY (origin, schema_name, table_name)
+);
+
+/* Events that could not be applied, kept for an operator to fix and replay. */
+CREATE TABLE evrep.dead_letter (
+	id			bigserial PRIMARY KEY,
+	received_at timestamptz NOT NULL DEFAULT now(),
+	origin		text,
+	schema_name text,
+	table_name	text,
+	seq			bigint,
+	sqlstate	text NOT NULL,
+	error		text NOT NULL,
+	body		text NOT NULL,		-- one-event envelope, or the raw message
+	replay_count integer NOT NULL DEFAULT 0,
+	replayed_at timestamptz
+);
+
+/*
+ * The capture trigger.  Arguments: publication id, then the attribute
+ * numbers of the primary key (to notice key changes).
+ */
+CREATE FUNCTION evrep.capture()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'evrep_capture'
+LANGUAGE C;
+
+/*
+ * The management functions run as the caller: publishing needs the
+ * TRIGGER privilege on the table, subscribing needs the privileges the
+ * apply will use, and evrep_admin is granted just enough on evrep's own
+ * tables to record the result.
+ */
+CREATE FUNCTION evrep._check_admin()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+	   AND NOT pg_catalog.pg_has_role(current_user, 'evrep_admin', 'MEMBER') THEN
+		RAISE EXCEPTION 'permission denied to manage evrep'
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'Only superusers and members of evrep_admin may publish, subscribe or replay.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION evrep._key_columns(rel regclass)
+RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+	SELECT array_agg(a.attname::text ORDER BY k.ord)
+	FROM pg_catalog.pg_index i
+	CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+	JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+	WHERE i.indrelid = rel AND i.indisprimary
+$$;
+
+-- Checks shared by publish and subscribe; returns schema, name and key.
+CREATE FUNCTION evrep._check_table(rel regclass, privileges text,
+								   OUT nsp text, OUT tbl text, OUT keys text[])
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	PERFORM evrep._check_admin();
+	IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) NOT IN ('r', 'p') THEN
+		RAISE EXCEPTION '"%" is not a table', rel
+			USING ERRCODE = 'wrong_object_type';
+	END IF;
+	IF NOT pg_catalog.has_table_privilege(rel, privileges) THEN
+		RAISE EXCEPTION 'permission denied for table %', rel
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('evrep needs %s on it.', privileges);
+	END IF;
+	keys := evrep._key_columns(rel);
+	IF keys IS NULL THEN
+		RAISE EXCEPTION 'table % has no primary key', rel
+			USING ERRCODE = 'invalid_table_definition',
+				  HINT = 'evrep identifies rows by primary key; add one first.';
+	END IF;
+	SELECT n.nspname, c.relname INTO nsp, tbl
+	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.oid = rel;
+END
+$$;
+
+/*
+ * evrep_publish: capture every change of a table into the outbox.
+ */
+CREATE FUNCTION evrep_publish(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	t record;
+	attnums text;
+	pid integer;
+BEGIN
+	t := evrep._check_table(rel, 'TRIGGER');
+	IF EXISTS (SELECT FROM evrep.publication p
+			   WHERE p.schema_name = t.nsp AND p.table_name = t.tbl AND p.active) THEN
+		RAISE EXCEPTION 'table % is already published', rel
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+
+	INSERT INTO evrep.publication AS p (relid, schema_name, table_name, key_columns)
+	VALUES (rel, t.nsp, t.tbl, t.keys)
+	ON CONFLICT (schema_name, table_name) DO UPDATE
+		SET relid = EXCLUDED.relid, key_columns = EXCLUDED.key_columns,
+			active = true, published_at = now()
+	RETURNING p.id INTO pid;
+
+	SELECT string_agg(quote_literal(k::text), ', ' ORDER BY ord) INTO attnums
+	FROM pg_catalog.pg_index i
+	CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS u(k, ord)
+	WHERE i.indrelid = rel AND i.indisprimary;
+
+	EXECUTE format('CREATE TRIGGER evrep_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+				   'FOR EACH ROW EXECUTE FUNCTION evrep.capture(%s, %s)',
+				   rel, quote_literal(pid::text), attnums);
+END
+$$;
+
+COMMENT ON FUNCTION evrep_publish(regclass) IS
+'capture INSERT, UPDATE and DELETE of a table into the evrep outbox';
+
+CREATE FUNCTION evrep_unpublish(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	PERFORM evrep._check_admin();
+	IF NOT pg_catalog.has_table_privilege(rel, 'TRIGGER') THEN
+		RAISE EXCEPTION 'permission denied for table %', rel
+			USING ERRCODE = 'insufficient_privilege';
+	END IF;
+	UPDATE evrep.publication SET active = false WHERE relid = rel AND active;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table % is not published', rel
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	EXECUTE format('DROP TRIGGER evrep_capture ON %s', rel);
+END
+$$;
+
+COMMENT ON FUNCTION evrep_unpublish(regclass) IS
+'stop capturing a table; events already captured are still sent';
+
+/*
+ * evrep_subscribe: apply the events other nodes publish for a table.  The
+ * name is resolved locally; the remote table must have the same schema,
+ * name and primary key columns.  The apply runs as the subscriber.
+ */
+CREATE FUNCTION evrep_subscribe(table_name text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	rel regclass := to_regclass(table_name);
+	t record;
+BEGIN
+	PERFORM evrep._check_admin();
+	IF rel IS NULL THEN
+		RAISE EXCEPTION 'table "%" does not exist', table_name
+			USING ERRCODE = 'undefined_table',
+				  HINT = 'Create the local copy of the table, with the same primary key, before subscribing.';
+	END IF;
+	t := evrep._check_table(rel, 'SELECT, INSERT, UPDATE, DELETE');
+	BEGIN
+		INSERT INTO evrep.subscription (schema_name, table_name, relid, owner, key_columns)
+		VALUES (t.nsp, t.tbl, rel,
+				(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user), t.keys);
+	EXCEPTION WHEN unique_violation THEN
+		RAISE EXCEPTION 'table % is already subscribed', rel
+			USING ERRCODE = 'duplicate_object';
+	END;
+	PERFORM evrep._subscriptions_changed();
+END
+$$;
+
+COMMENT ON FUNCTION evrep_subscribe(text) IS
+'apply events published by other nodes for this table';
+
+CREATE FUNCTION evrep_unsubscribe(table_name text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	rel regclass := to_regclass(table_name);
+BEGIN
+	PERFORM evrep._check_admin();
+	DELETE FROM evrep.subscription s WHERE s.relid = rel;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table "%" is not subscribed', table_name
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	PERFORM evrep._subscriptions_changed();
+END
+$$;
+
+COMMENT ON FUNCTION evrep_unsubscribe(text) IS
+'stop applying events for this table; later events for it are parked';
+
+CREATE FUNCTION evrep._subscriptions_changed()
+RETURNS void
+AS 'MODULE_PATHNAME', 'evrep_subscriptions_changed_sql'
+LANGUAGE C STRICT;
+
+/*
+ * evrep_apply: apply one wire message (see README, "Wire format"), as the
+ * consumer worker does.  Returns the number of events applied.
+ */
+CREATE FUNCTION evrep_apply(message text)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'evrep_apply'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION evrep_apply(text) IS
+'apply one evrep wire message; duplicates are skipped, bad events parked';
+
+/*
+ * evrep_replay: retry one dead letter.  Succeeds at most once per dead
+ * letter; a failure records the new error and leaves it parked.
+ */
+CREATE FUNCTION evrep_replay(dead_letter_id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'evrep_replay'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION evrep_replay(bigint) IS
+'retry one parked event; true when it was applied';
+
+/*
+ * evrep_claim: number and return the next batch of outbox events encoded
+ * as wire messages, as the publisher does before sending.  For tests and
+ * for inspecting the wire format; it does not send or delete anything.
+ */
+CREATE FUNCTION evrep_claim(max_events integer DEFAULT 1000,
+							events_per_message integer DEFAULT NULL,
+							OUT routing_key text, OUT events integer,
+							OUT message text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'evrep_claim'
+LANGUAGE C;
+
+-- Workers' state from shared memory.
+CREATE FUNCTION evrep.worker_state(OUT worker text, OUT pid integer,
+								   OUT connected boolean, OUT events bigint,
+								   OUT last_error text,
+								   OUT last_error_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'evrep_worker_state'
+LANGUAGE C STRICT;
+
+/*
+ * Monitoring: one row per published table (role 'publish') and one per
+ * applied stream (role 'apply', per origin and table).
+ */
+CREATE VIEW evrep.status AS
+SELECT 'publish'::text AS role,
+	   current_setting('evrep.node_name') AS origin,
+	   p.schema_name, p.table_name,
+	   coalesce(o.depth, 0) AS outbox_depth,
+	   now() - o.oldest_commit AS oldest_unsent_age,
+	   p.last_seq,
+	   NULL::bigint AS applied,
+	   NULL::bigint AS skipped,
+	   NULL::bigint AS dead_letters,
+	   NULL::timestamptz AS last_applied_at,
+	   NULL::interval AS lag,
+	   w.last_error
+FROM evrep.publication p
+LEFT JOIN LATERAL (
+	SELECT count(*) AS depth,
+		   min(coalesce(ob.commit_ts,
+						 CASE WHEN current_setting('track_commit_timestamp')::boolean
+							  THEN pg_xact_commit_timestamp(ob.xmin) END)) AS oldest_commit
+	FROM evrep.outbox ob WHERE ob.pub_id = p.id) o ON true
+LEFT JOIN evrep.worker_state() w ON w.worker = 'publisher'
+WHERE p.active OR o.depth > 0
+UNION ALL
+SELECT 'apply', g.origin, g.schema_name, g.table_name,
+	   NULL, NULL, g.last_seq, g.applied, g.skipped,
+	   (SELECT count(*) FROM evrep.dead_letter d
+		WHERE d.origin = g.origin AND d.schema_name = g.schema_name
+		  AND d.table_name = g.table_name AND d.replayed_at IS NULL),
+	   g.last_applied_at,
+	   g.last_applied_at - g.last_commit_ts,
+	   coalesce((SELECT d.error FROM evrep.dead_letter d
+				 WHERE d.origin = g.origin AND d.schema_name = g.schema_name
+				   AND d.table_name = g.table_name AND d.replayed_at IS NULL
+				 ORDER BY d.id DESC LIMIT 1), w.last_error)
+FROM evrep.progress g
+LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer';
+
+COMMENT ON VIEW evrep.status IS
+'evrep queue depth, lag, counts and last error per published table and applied stream';
+
+GRANT SELECT ON evrep.status, evrep.dead_letter TO evrep_admin, pg_monitor;
+GRANT USAGE ON SCHEMA evrep TO pg_monitor;
+
+REVOKE ALL ON FUNCTION evrep_publish(regclass), evrep_unpublish(regclass),
+	evrep_subscribe(text), evrep_unsubscribe(text),
+	evrep._subscriptions_changed() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evrep_publish(regclass), evrep_unpublish(regclass),
+	evrep_subscribe(text), evrep_unsubscribe(text),
+	evrep._subscriptions_changed() TO evrep_admin;
+GRANT SELECT, INSERT, UPDATE ON evrep.publication TO evrep_admin;
+GRANT USAGE ON SEQUENCE evrep.publication_id_seq TO evrep_admin;
+GRANT SELECT, INSERT, DELETE ON evrep.subscription TO evrep_admin;
+REVOKE ALL ON FUNCTION evrep_apply(text), evrep_replay(bigint),
+	evrep_claim(integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evrep_replay(bigint) TO evrep_admin;
+GRANT SELECT, UPDATE ON evrep.dead_letter TO evrep_admin;
+GRANT SELECT, INSERT, UPDATE ON evrep.progress TO evrep_admin;

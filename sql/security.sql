@@ -1,0 +1,59 @@
+-- Least privilege: who may manage evrep, what the apply may write, and
+-- where the broker password is visible.
+CREATE ROLE evrep_nobody LOGIN;
+CREATE ROLE evrep_manager LOGIN IN ROLE evrep_admin;
+CREATE TABLE secret (id integer PRIMARY KEY, v text);
+CREATE TABLE managed (id integer PRIMARY KEY, v text);
+ALTER TABLE managed OWNER TO evrep_manager;
+GRANT SELECT ON customer TO evrep_manager;
+
+SET ROLE evrep_nobody;
+SHOW evrep.broker_url;
+SELECT count(*) FROM pg_settings WHERE name = 'evrep.broker_url';
+SELECT count(*) FROM pg_settings WHERE setting LIKE '%s3cret%';
+SELECT evrep_publish('secret');
+SELECT evrep_subscribe('secret');
+SELECT evrep_apply('{}');
+SELECT count(*) FROM evrep.outbox;
+RESET ROLE;
+
+-- evrep_admin members manage tables they have rights on, and only those
+SET ROLE evrep_manager;
+SHOW evrep.broker_url;
+SELECT evrep_publish('secret');
+SELECT evrep_subscribe('secret');
+SELECT evrep_subscribe('managed');
+SELECT evrep_publish('managed');
+INSERT INTO managed VALUES (1, 'captured');
+RESET ROLE;
+SELECT count(*) FROM evrep.outbox o JOIN evrep.publication p ON p.id = o.pub_id
+WHERE p.table_name = 'managed';
+SELECT evrep_unpublish('managed');
+DELETE FROM evrep.outbox;
+
+-- the apply runs as the subscription's owner: revoke its right, the event parks
+SELECT owner::regrole FROM evrep.subscription WHERE table_name = 'managed';
+REVOKE ALL ON managed FROM evrep_manager;
+SELECT evrep_apply(msg('z', 1, 'insert', '{"id": 2, "v": "as owner"}', 'managed'));
+SELECT error FROM evrep.dead_letter ORDER BY id DESC LIMIT 1;
+GRANT ALL ON managed TO evrep_manager;
+SELECT evrep_apply(msg('z', 2, 'insert', '{"id": 3, "v": "as owner"}', 'managed'));
+SELECT * FROM managed ORDER BY id;
+
+-- identifiers with quotes, dots and SQL in them are inert
+CREATE SCHEMA "we.ird";
+CREATE TABLE "we.ird"."x""; DROP TABLE secret; --" ("id"")" integer PRIMARY KEY, "v.v" text);
+SELECT evrep_publish('"we.ird"."x""; DROP TABLE secret; --"');
+SELECT evrep_subscribe('"we.ird"."x""; DROP TABLE secret; --"');
+INSERT INTO "we.ird"."x""; DROP TABLE secret; --" VALUES (1, 'a''b');
+SELECT routing_key, events FROM evrep_claim(10);
+-- replay what was captured into the same table after deleting it locally
+CREATE TEMP TABLE m AS SELECT message FROM evrep_claim(10);
+DELETE FROM "we.ird"."x""; DROP TABLE secret; --";
+SELECT evrep_apply(jsonb_set(message::jsonb, '{origin}', '"elsewhere"')::text) FROM m;
+SELECT * FROM "we.ird"."x""; DROP TABLE secret; --";
+SELECT to_regclass('secret') IS NOT NULL AS secret_still_there;
+-- a message naming a table by SQL text applies nothing
+SELECT evrep_apply(msg('z', 1, 'insert', '{"id": 1}', 'secret; DROP TABLE secret'));
+SELECT to_regclass('secret') IS NOT NULL AS secret_still_there;
+DELETE FROM evrep.outbox;

@@ -1,0 +1,315 @@
+/*
+ * evrep.c
+ *		Module load: settings, shared memory, worker registration, and the
+ *		small SQL-callable functions about them.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "evrep.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *evrep_node_name = "";
+char	   *evrep_database = "";
+char	   *evrep_broker_url = "";
+char	   *evrep_exchange = "evrep";
+char	   *evrep_ssl_ca_file = "";
+char	   *evrep_ssl_cert_file = "";
+char	   *evrep_ssl_key_file = "";
+bool		evrep_ssl_verify_peer = true;
+bool		evrep_ssl_verify_hostname = true;
+int			evrep_heartbeat = 10;
+int			evrep_batch_size = 5000;
+int			evrep_message_events = 500;
+int			evrep_poll_interval = 1000;
+int			evrep_prefetch = 2000;
+int			evrep_apply_batch = 1000;
+int			evrep_reconnect_max = 30000;
+
+EvrepShared *evrep_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void define_settings(void);
+static void register_worker(const char *type, const char *function);
+static void evrep_shmem_request(void);
+static void evrep_shmem_startup(void);
+static void worker_exit(int code, Datum arg);
+
+void
+_PG_init(void)
+{
+	/*
+	 * Settings are defined even when loaded later (CREATE EXTENSION in a
+	 * session), so SHOW works; the workers and shared memory need preload.
+	 */
+	define_settings();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = evrep_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = evrep_shmem_startup;
+
+	if (evrep_database[0] != '\0')
+	{
+		register_worker("evrep publisher", "evrep_publisher_main");
+		register_worker("evrep consumer", "evrep_consumer_main");
+	}
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("evrep.node_name",
+							   "Name of this node, the origin of the events it publishes.",
+							   "Also names the node's queue: evrep.<node_name>.",
+							   &evrep_node_name, "", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.database",
+							   "Database the evrep workers serve; empty starts no workers.",
+							   NULL, &evrep_database, "", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	/*
+	 * The URL carries the broker password: visible to superusers only, and
+	 * never echoed by a check hook (whose error would print the value).
+	 */
+	DefineCustomStringVariable("evrep.broker_url",
+							   "RabbitMQ URL, amqp://user:password@host:port/vhost or amqps://...",
+							   NULL, &evrep_broker_url, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.exchange",
+							   "Durable topic exchange events are published to.",
+							   NULL, &evrep_exchange, "evrep", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.ssl_ca_file",
+							   "CA certificates to verify the broker with (amqps).",
+							   NULL, &evrep_ssl_ca_file, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.ssl_cert_file",
+							   "Client certificate for the broker (amqps).",
+							   NULL, &evrep_ssl_cert_file, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.ssl_key_file",
+							   "Client private key for the broker (amqps).",
+							   NULL, &evrep_ssl_key_file, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomBoolVariable("evrep.ssl_verify_peer",
+							 "Verify the broker's certificate (amqps).",
+							 NULL, &evrep_ssl_verify_peer, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("evrep.ssl_verify_hostname",
+							 "Verify that the broker's certificate names its host (amqps).",
+							 NULL, &evrep_ssl_verify_hostname, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.heartbeat",
+							"AMQP heartbeat interval.",
+							NULL, &evrep_heartbeat, 10, 0, 3600, PGC_SIGHUP,
+							GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.batch_size",
+							"Outbox events the publisher sends per confirmed round.",
+							NULL, &evrep_batch_size, 5000, 1, 1000000, PGC_SIGHUP,
+							0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.message_events",
+							"Most events of one table packed into one AMQP message.",
+							NULL, &evrep_message_events, 500, 1, 100000, PGC_SIGHUP,
+							0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.poll_interval",
+							"Publisher's fallback poll of the outbox when not woken.",
+							NULL, &evrep_poll_interval, 1000, 10, 3600000, PGC_SIGHUP,
+							GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.prefetch",
+							"Unacknowledged deliveries the consumer accepts.",
+							NULL, &evrep_prefetch, 2000, 1, 65535, PGC_SIGHUP,
+							0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.apply_batch",
+							"Deliveries the consumer applies in one transaction.",
+							NULL, &evrep_apply_batch, 1000, 1, 65535, PGC_SIGHUP,
+							0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.reconnect_max",
+							"Longest wait between broker reconnect attempts.",
+							NULL, &evrep_reconnect_max, 30000, 100, 3600000, PGC_SIGHUP,
+							GUC_UNIT_MS, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("evrep");
+}
+
+static void
+register_worker(const char *type, const char *function)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "evrep");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s for %s", type, evrep_database);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+evrep_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(EvrepShared)));
+}
+
+static void
+evrep_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	evrep_shared = ShmemInitStruct("evrep", sizeof(EvrepShared), &found);
+	if (!found)
+	{
+		memset(evrep_shared, 0, sizeof(EvrepShared));
+		SpinLockInit(&evrep_shared->mutex);
+		pg_atomic_init_u64(&evrep_shared->subscription_generation, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+evrep_wake_publisher(void)
+{
+	Latch	   *latch;
+
+	if (evrep_shared == NULL)
+		return;
+	/* a stale pointer is harmless: latches live in PGPROC, never freed */
+	latch = evrep_shared->workers[EVREP_PUBLISHER].latch;
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+void
+evrep_subscriptions_changed(void)
+{
+	Latch	   *latch;
+
+	if (evrep_shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&evrep_shared->subscription_generation, 1);
+	latch = evrep_shared->workers[EVREP_CONSUMER].latch;
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+char *
+evrep_queue_name(void)
+{
+	return psprintf("evrep.%s", evrep_node_name);
+}
+
+void
+evrep_worker_started(EvrepWorkerKind kind)
+{
+	EvrepWorkerState *w = &evrep_shared->workers[kind];
+
+	SpinLockAcquire(&evrep_shared->mutex);
+	w->pid = MyProcPid;
+	w->connected = false;
+	w->events = 0;
+	SpinLockRelease(&evrep_shared->mutex);
+	w->latch = MyLatch;
+	before_shmem_exit(worker_exit, Int32GetDatum(kind));
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	EvrepWorkerState *w = &evrep_shared->workers[DatumGetInt32(arg)];
+
+	w->latch = NULL;
+	SpinLockAcquire(&evrep_shared->mutex);
+	w->pid = 0;
+	w->connected = false;
+	SpinLockRelease(&evrep_shared->mutex);
+}
+
+void
+evrep_worker_report(EvrepWorkerKind kind, bool connected, int64 events_done,
+					const char *error)
+{
+	EvrepWorkerState *w = &evrep_shared->workers[kind];
+
+	SpinLockAcquire(&evrep_shared->mutex);
+	w->connected = connected;
+	w->events += events_done;
+	if (error != NULL)
+	{
+		strlcpy(w->last_error, error, EVREP_ERROR_LEN);
+		w->last_error_at = error[0] ? GetCurrentTimestamp() : 0;
+	}
+	SpinLockRelease(&evrep_shared->mutex);
+}
+
+PG_FUNCTION_INFO_V1(evrep_subscriptions_changed_sql);
+Datum
+evrep_subscriptions_changed_sql(PG_FUNCTION_ARGS)
+{
+	evrep_subscriptions_changed();
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(evrep_worker_state);
+Datum
+evrep_worker_state(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	static const char *const names[] = {"publisher", "consumer"};
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (evrep_shared == NULL)
+		return (Datum) 0;
+
+	for (int i = 0; i < lengthof(names); i++)
+	{
+		EvrepWorkerState copy;
+		Datum		values[6];
+		bool		nulls[6] = {0};
+
+		SpinLockAcquire(&evrep_shared->mutex);
+		memcpy(&copy, &evrep_shared->workers[i], sizeof(copy));
+		SpinLockRelease(&evrep_shared->mutex);
+
+		values[0] = CStringGetTextDatum(names[i]);
+		values[1] = Int32GetDatum(copy.pid);
+		nulls[1] = (copy.pid == 0);
+		values[2] = BoolGetDatum(copy.connected);
+		values[3] = Int64GetDatum(copy.events);
+		values[4] = CStringGetTextDatum(copy.last_error);
+		nulls[4] = (copy.last_error[0] == '\0');
+		values[5] = TimestampTzGetDatum(copy.last_error_at);
+		nulls[5] = (copy.last_error_at == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

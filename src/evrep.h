@@ -1,0 +1,81 @@
+/*
+ * evrep.h
+ *		Settings and shared state every evrep module needs.
+ */
+#ifndef EVREP_H
+#define EVREP_H
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/s_lock.h"
+
+/* Settings (evrep.c); strings are never NULL after _PG_init. */
+extern char *evrep_node_name;
+extern char *evrep_database;
+extern char *evrep_broker_url;
+extern char *evrep_exchange;
+extern char *evrep_ssl_ca_file;
+extern char *evrep_ssl_cert_file;
+extern char *evrep_ssl_key_file;
+extern bool evrep_ssl_verify_peer;
+extern bool evrep_ssl_verify_hostname;
+extern int	evrep_heartbeat;		/* seconds */
+extern int	evrep_batch_size;		/* events per publisher round */
+extern int	evrep_message_events;	/* max events in one AMQP message */
+extern int	evrep_poll_interval;	/* ms, publisher fallback poll */
+extern int	evrep_prefetch;			/* consumer prefetch count */
+extern int	evrep_apply_batch;		/* deliveries per apply transaction */
+extern int	evrep_reconnect_max;	/* ms, cap of the reconnect backoff */
+
+/*
+ * Shared memory.  The publisher advertises its latch so that committing
+ * writers can wake it; evrep_subscribe/unsubscribe bump the generation so
+ * that the consumer re-syncs its queue bindings without a restart.
+ */
+typedef enum EvrepWorkerKind
+{
+	EVREP_PUBLISHER = 0,
+	EVREP_CONSUMER = 1
+} EvrepWorkerKind;
+
+#define EVREP_ERROR_LEN 256
+
+typedef struct EvrepWorkerState
+{
+	Latch	   *latch;			/* NULL while the worker does not run */
+	int			pid;
+	bool		connected;		/* to the broker */
+	int64		events;			/* published resp. applied since start */
+	TimestampTz last_error_at;
+	char		last_error[EVREP_ERROR_LEN];
+} EvrepWorkerState;
+
+typedef struct EvrepShared
+{
+	slock_t		mutex;			/* protects workers[] except latch */
+	EvrepWorkerState workers[2];
+	pg_atomic_uint64 subscription_generation;
+} EvrepShared;
+
+extern EvrepShared *evrep_shared;
+
+/* Wakes the publisher; cheap, safe to call with no publisher running. */
+extern void evrep_wake_publisher(void);
+/* Tells the consumer the set of subscriptions changed. */
+extern void evrep_subscriptions_changed(void);
+
+/*
+ * Worker bookkeeping shown by evrep.status: call evrep_worker_started()
+ * once the worker runs (it advertises MyLatch and clears it at exit),
+ * evrep_worker_report() after connecting, failing or making progress
+ * (error NULL clears nothing; pass "" to clear the last error).
+ */
+extern void evrep_worker_started(EvrepWorkerKind kind);
+extern void evrep_worker_report(EvrepWorkerKind kind, bool connected,
+								int64 events_done, const char *error);
+
+/* Queue name of this node: "evrep." || node_name (palloc'd). */
+extern char *evrep_queue_name(void);
+
+#endif							/* EVREP_H */

@@ -1,0 +1,41 @@
+/*
+ * outbox.h
+ *		Publisher side of the outbox: claim, encode, and remove after confirm.
+ */
+#ifndef EVREP_OUTBOX_H
+#define EVREP_OUTBOX_H
+
+#include "nodes/pg_list.h"
+
+/* One AMQP message ready to send: several events of one table, in order. */
+typedef struct OutboxMessage
+{
+	char	   *routing_key;	/* escaped "schema.table" */
+	char	   *body;			/* JSON envelope, see README "Wire format" */
+	int			body_len;
+	int			nevents;
+	char	   *message_id;		/* "<origin>/<table>/<first seq>" for tracing */
+} OutboxMessage;
+
+typedef struct OutboxBatch
+{
+	List	   *messages;		/* of OutboxMessage *, in send order */
+	int			nevents;
+	int64	   *ids;			/* outbox ids covered, to delete on confirm */
+} OutboxBatch;
+
+/*
+ * Numbers up to max_events unsent outbox rows (re-using the numbers of rows
+ * already numbered by a previous run that were never confirmed) and encodes
+ * them into messages.  Must be called inside a transaction; the caller
+ * commits before sending, so that a re-send reuses the same numbers.
+ * Returns NULL when there is nothing to send.  Memory is allocated in
+ * the given context so it survives the commit.
+ */
+extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message,
+									   MemoryContext mcxt);
+
+/* Deletes the rows of a confirmed batch.  Inside a transaction. */
+extern void outbox_remove_batch(OutboxBatch *batch);
+
+#endif							/* EVREP_OUTBOX_H */

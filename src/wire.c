@@ -1,0 +1,226 @@
+/*
+ * wire.c
+ *		Encoding and decoding of evrep.v1 messages.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "wire.h"
+
+static void
+append_header(StringInfo buf, const char *origin, const char *schema,
+			  const char *table)
+{
+	appendStringInfoString(buf, "{\"format\":\"" EVREP_WIRE_FORMAT "\",\"origin\":");
+	escape_json(buf, origin);
+	appendStringInfoString(buf, ",\"schema\":");
+	escape_json(buf, schema);
+	appendStringInfoString(buf, ",\"table\":");
+	escape_json(buf, table);
+}
+
+static const char *
+op_name(char op)
+{
+	switch (op)
+	{
+		case 'i':
+			return "insert";
+		case 'u':
+			return "update";
+		case 'd':
+			return "delete";
+	}
+	elog(ERROR, "unknown evrep operation code \"%c\"", op);
+	return NULL;				/* keep compiler quiet */
+}
+
+void
+wire_begin_message(StringInfo buf, const char *origin, const char *schema,
+				   const char *table, const char *key_json)
+{
+	append_header(buf, origin, schema, table);
+	appendStringInfo(buf, ",\"key\":%s,\"events\":[", key_json);
+}
+
+void
+wire_add_event(StringInfo buf, bool first, int64 seq, char op,
+			   const char *commit_ts_json, const char *row_json)
+{
+	appendStringInfo(buf, "%s{\"seq\":" INT64_FORMAT ",\"op\":\"%s\"",
+					 first ? "" : ",", seq, op_name(op));
+	if (commit_ts_json != NULL)
+		appendStringInfo(buf, ",\"commit_ts\":%s", commit_ts_json);
+	appendStringInfo(buf, ",\"row\":%s}", row_json);
+}
+
+void
+wire_end_message(StringInfo buf)
+{
+	appendStringInfoString(buf, "]}");
+}
+
+static void
+append_routing_word(StringInfo buf, const char *word)
+{
+	for (const char *p = word; *p; p++)
+	{
+		if (*p == '.' || *p == '*' || *p == '#' || *p == '%')
+			appendStringInfo(buf, "%%%02X", (unsigned char) *p);
+		else
+			appendStringInfoChar(buf, *p);
+	}
+}
+
+char *
+wire_routing_key(const char *schema, const char *table)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	append_routing_word(&buf, schema);
+	appendStringInfoChar(&buf, '.');
+	append_routing_word(&buf, table);
+	return buf.data;
+}
+
+/* ---- decoding ---- */
+
+static void
+invalid_message(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid evrep message: %s", detail)));
+}
+
+static JsonbValue *
+get_field(JsonbContainer *obj, const char *key, enum jbvType type, bool required)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(obj, key, strlen(key), NULL);
+
+	if (v == NULL || v->type == jbvNull)
+	{
+		if (required)
+			invalid_message(psprintf("field \"%s\" is missing", key));
+		return NULL;
+	}
+	if (v->type != type)
+		invalid_message(psprintf("field \"%s\" has the wrong JSON type", key));
+	return v;
+}
+
+static char *
+get_string(JsonbContainer *obj, const char *key, bool required)
+{
+	JsonbValue *v = get_field(obj, key, jbvString, required);
+
+	if (v == NULL)
+		return NULL;
+	if (v->val.string.len == 0)
+		invalid_message(psprintf("field \"%s\" is empty", key));
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+static char
+parse_op(const char *op)
+{
+	if (strcmp(op, "insert") == 0)
+		return 'i';
+	if (strcmp(op, "update") == 0)
+		return 'u';
+	if (strcmp(op, "delete") == 0)
+		return 'd';
+	invalid_message(psprintf("unknown op \"%s\"", op));
+	return 0;					/* keep compiler quiet */
+}
+
+static void
+parse_event(JsonbValue *ev, WireEvent *out)
+{
+	JsonbContainer *obj;
+	JsonbValue *v;
+	char	   *ts;
+
+	if (ev->type != jbvBinary || !JsonContainerIsObject(ev->val.binary.data))
+		invalid_message("an event is not a JSON object");
+	obj = ev->val.binary.data;
+
+	v = get_field(obj, "seq", jbvNumeric, true);
+	out->seq = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+												 NumericGetDatum(v->val.numeric)));
+	if (out->seq <= 0)
+		invalid_message("\"seq\" must be positive");
+	out->op = parse_op(get_string(obj, "op", true));
+
+	ts = get_string(obj, "commit_ts", false);
+	out->commit_ts = ts ? DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																  CStringGetDatum(ts),
+																  ObjectIdGetDatum(InvalidOid),
+																  Int32GetDatum(-1))) : 0;
+
+	v = get_field(obj, "row", jbvBinary, true);
+	if (!JsonContainerIsObject(v->val.binary.data))
+		invalid_message("\"row\" is not a JSON object");
+	out->row = JsonbValueToJsonb(v);
+	out->event = JsonbValueToJsonb(ev);
+}
+
+WireMessage *
+wire_parse(const char *body, int len)
+{
+	WireMessage *msg = palloc0(sizeof(WireMessage));
+	char	   *text;
+	Jsonb	   *jb;
+	JsonbValue *events;
+	char	   *format;
+
+	if (memchr(body, '\0', len) != NULL)
+		invalid_message("the body contains a zero byte");
+	pg_verify_mbstr(GetDatabaseEncoding(), body, len, false);
+	text = pnstrdup(body, len);
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (!JB_ROOT_IS_OBJECT(jb))
+		invalid_message("the body is not a JSON object");
+
+	format = get_string(&jb->root, "format", true);
+	if (strcmp(format, EVREP_WIRE_FORMAT) != 0)
+		invalid_message(psprintf("unsupported format \"%s\"", format));
+	msg->origin = get_string(&jb->root, "origin", true);
+	msg->schema = get_string(&jb->root, "schema", true);
+	msg->table = get_string(&jb->root, "table", true);
+
+	events = get_field(&jb->root, "events", jbvBinary, true);
+	if (!JsonContainerIsArray(events->val.binary.data))
+		invalid_message("\"events\" is not an array");
+	msg->nevents = JsonContainerSize(events->val.binary.data);
+	if (msg->nevents == 0)
+		invalid_message("\"events\" is empty");
+	msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
+	for (int i = 0; i < msg->nevents; i++)
+		parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i),
+					&msg->events[i]);
+	return msg;
+}
+
+char *
+wire_single_event(const WireMessage *msg, const WireEvent *ev)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	append_header(&buf, msg->origin, msg->schema, msg->table);
+	appendStringInfoString(&buf, ",\"events\":[");
+	appendStringInfoString(&buf, JsonbToCString(NULL, &ev->event->root,
+												VARSIZE(ev->event)));
+	appendStringInfoString(&buf, "]}");
+	return buf.data;
+}

@@ -1,0 +1,64 @@
+/*
+ * wire.h
+ *		The evrep wire format, version 1 (README "Wire format").
+ *
+ * One AMQP message carries one or more events of one table from one
+ * origin, in the origin's order:
+ *
+ *	{"format": "evrep.v1", "origin": "...", "schema": "...", "table": "...",
+ *	 "key": ["id"], "events": [{"seq": 1, "op": "insert",
+ *	 "commit_ts": "...", "row": {...}}, ...]}
+ */
+#ifndef EVREP_WIRE_H
+#define EVREP_WIRE_H
+
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+
+#define EVREP_WIRE_FORMAT "evrep.v1"
+#define EVREP_WIRE_TYPE "evrep.v1"
+
+/*
+ * Encoding.  The *_json arguments are already JSON text (PostgreSQL's own
+ * output), copied verbatim so the row is never re-parsed on the way out.
+ */
+extern void wire_begin_message(StringInfo buf, const char *origin,
+							   const char *schema, const char *table,
+							   const char *key_json);
+extern void wire_add_event(StringInfo buf, bool first, int64 seq, char op,
+						   const char *commit_ts_json, const char *row_json);
+extern void wire_end_message(StringInfo buf);
+
+/* "schema.table" with '.', '*', '#' and '%' percent-escaped (palloc'd). */
+extern char *wire_routing_key(const char *schema, const char *table);
+
+/* A parsed message; strings point into palloc'd copies. */
+typedef struct WireEvent
+{
+	int64		seq;
+	char		op;				/* 'i', 'u', 'd' */
+	TimestampTz commit_ts;		/* 0 when absent */
+	Jsonb	   *row;
+	Jsonb	   *event;			/* the whole event object, for parking */
+} WireEvent;
+
+typedef struct WireMessage
+{
+	char	   *origin;
+	char	   *schema;
+	char	   *table;
+	int			nevents;
+	WireEvent  *events;
+} WireMessage;
+
+/*
+ * Parses and validates a message; raises ERRCODE_INVALID_TEXT_REPRESENTATION
+ * or ERRCODE_INVALID_PARAMETER_VALUE with a precise message when it is not
+ * a valid evrep.v1 message.
+ */
+extern WireMessage *wire_parse(const char *body, int len);
+
+/* Re-wraps one event of a message as a one-event message (for parking). */
+extern char *wire_single_event(const WireMessage *msg, const WireEvent *ev);
+
+#endif							/* EVREP_WIRE_H */
