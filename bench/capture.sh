@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Capture cost: single-row INSERT transactions with pgbench, 8 clients, into
+# the same table shape with and without the evrep capture trigger, rounds
+# interleaved in one run so machine noise hits both alike.  Prints each
+# round's tps and the ratio of the medians (goal >= 0.95).
+#
+#   bench/capture.sh [ROUNDS=5] [SECONDS=15] [CLIENTS=8]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench}
+source test/lib/pg.sh
+
+rounds=${1:-5}
+secs=${2:-15}
+clients=${3:-8}
+node=benchcap
+port=${EVREP_BENCH_PORT:-5901}
+
+trap 'pg_stop $node >/dev/null 2>&1 || true' EXIT
+
+# no broker: the outbox only grows, which is the writer's side of the cost
+pg_init $node "$port" "evrep.database = ''" "shared_buffers = '256MB'" "max_wal_size = '4GB'" >/dev/null
+pg_start $node >/dev/null
+pg_psql $node <<'SQL'
+CREATE EXTENSION evrep;
+CREATE TABLE plain (id bigserial PRIMARY KEY, name text NOT NULL, credit integer NOT NULL);
+CREATE TABLE captured (LIKE plain INCLUDING ALL);
+SELECT evrep_publish('captured');
+SQL
+
+tmp=$(mktemp -d)
+for t in plain captured; do
+	printf "INSERT INTO %s (id, name, credit) VALUES (nextval('plain_id_seq'), 'customer ' || :client_id, 100);\n" "$t" >"$tmp/$t.sql"
+done
+
+run() {
+	"$PG_BINDIR/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$clients" -j 2 \
+		-T "$secs" -f "$tmp/$1.sql" $node 2>/dev/null |
+		awk '/^tps/ {printf "%.0f\n", $3}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+: >"$tmp/plain.tps"; : >"$tmp/captured.tps"
+for r in $(seq "$rounds"); do
+	for t in plain captured; do
+		tps=$(run $t)
+		echo "$tps" >>"$tmp/$t.tps"
+		printf 'round %d %-9s %s tps\n' "$r" "$t" "$tps"
+	done
+done
+p=$(median <"$tmp/plain.tps")
+c=$(median <"$tmp/captured.tps")
+outbox=$(pg_psql $node -c "SELECT count(*) FROM evrep.outbox")
+captured=$(pg_psql $node -c "SELECT count(*) FROM captured")
+printf 'median tps: plain %s, with evrep capture %s, ratio %.3f (clients %s, %s x %ss)\n' \
+	"$p" "$c" "$(echo "$c / $p" | bc -l)" "$clients" "$rounds" "$secs"
+printf 'check: %s rows captured, %s outbox rows\n' "$captured" "$outbox"
+rm -rf "$tmp"
