@@ -33,6 +33,7 @@
 
 #include "apply.h"
 #include "evrep.h"
+#include "spi_plan.h"
 #include "wire.h"
 
 /* Statements for one subscribed relation, built from the catalog. */
@@ -73,22 +74,6 @@ static SPIPlanPtr subscription_plan = NULL;
 static SPIPlanPtr progress_load_plan = NULL;
 static SPIPlanPtr progress_save_plan = NULL;
 static SPIPlanPtr park_plan = NULL;
-
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *cache, const char *query, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(query, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", query,
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*cache = plan;
-	}
-	return *cache;
-}
 
 /* ---- statements per relation ---- */
 
@@ -327,7 +312,7 @@ progress_load(WireMessage *msg, Progress *p)
 	values[0] = CStringGetTextDatum(msg->origin);
 	values[1] = CStringGetTextDatum(msg->schema);
 	values[2] = CStringGetTextDatum(msg->table);
-	ret = SPI_execute_plan(keep_plan(&progress_load_plan,
+	ret = SPI_execute_plan(spi_kept_plan(&progress_load_plan,
 									 "SELECT last_seq, gaps FROM evrep.progress"
 									 " WHERE origin = $1 AND schema_name = $2"
 									 " AND table_name = $3 FOR UPDATE",
@@ -383,7 +368,7 @@ progress_save(WireMessage *msg, Progress *p)
 	if (p->last_commit_ts == 0)
 		nulls[8] = 'n';
 
-	ret = SPI_execute_plan(keep_plan(&progress_save_plan,
+	ret = SPI_execute_plan(spi_kept_plan(&progress_save_plan,
 									 "INSERT INTO evrep.progress AS g (origin, schema_name,"
 									 " table_name, last_seq, gaps, applied, skipped, parked,"
 									 " last_commit_ts, last_applied_at)"
@@ -485,7 +470,7 @@ park(const char *origin, const char *schema, const char *table, int64 seq,
 	nulls[2] = table ? ' ' : 'n';
 	nulls[3] = seq > 0 ? ' ' : 'n';
 
-	ret = SPI_execute_plan(keep_plan(&park_plan,
+	ret = SPI_execute_plan(spi_kept_plan(&park_plan,
 									 "INSERT INTO evrep.dead_letter (origin, schema_name,"
 									 " table_name, seq, sqlstate, error, body)"
 									 " VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -579,7 +564,7 @@ lookup_subscription(WireMessage *msg, Subscription *sub)
 
 	values[0] = CStringGetTextDatum(msg->schema);
 	values[1] = CStringGetTextDatum(msg->table);
-	ret = SPI_execute_plan(keep_plan(&subscription_plan,
+	ret = SPI_execute_plan(spi_kept_plan(&subscription_plan,
 									 "SELECT relid, owner FROM evrep.subscription"
 									 " WHERE schema_name = $1 AND table_name = $2",
 									 2, argtypes),

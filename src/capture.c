@@ -22,6 +22,7 @@
 #include "utils/syscache.h"
 
 #include "evrep.h"
+#include "spi_plan.h"
 
 /* Per backend: the saved INSERT and the role that owns the outbox. */
 static SPIPlanPtr outbox_insert_plan = NULL;
@@ -168,7 +169,6 @@ prepare_outbox_insert(void)
 	Oid			argtypes[3] = {INT4OID, CHAROID, JSONOID};
 	Oid			nspid = get_namespace_oid("evrep", false);
 	Oid			relid = get_relname_relid("outbox", nspid);
-	SPIPlanPtr	plan;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
@@ -176,13 +176,9 @@ prepare_outbox_insert(void)
 				 errmsg("evrep outbox table is missing"),
 				 errhint("Is the evrep extension installed in this database?")));
 	outbox_owner = relation_owner(relid);
-
-	plan = SPI_prepare("INSERT INTO evrep.outbox (pub_id, op, row_data) VALUES ($1, $2, $3)",
-					   3, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	outbox_insert_plan = plan;
+	(void) spi_kept_plan(&outbox_insert_plan,
+						 "INSERT INTO evrep.outbox (pub_id, op, row_data) VALUES ($1, $2, $3)",
+						 3, argtypes);
 }
 
 static void

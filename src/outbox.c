@@ -24,6 +24,7 @@
 #include "utils/memutils.h"
 
 #include "evrep.h"
+#include "spi_plan.h"
 #include "outbox.h"
 #include "wire.h"
 
@@ -70,21 +71,6 @@ static bool maybe_unconfirmed = true;
 static SPIPlanPtr resend_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr remove_plan = NULL;
-
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *cache, const char *query, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(query, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*cache = plan;
-	}
-	return *cache;
-}
 
 static char *
 column_text(HeapTuple tuple, TupleDesc desc, int col)
@@ -181,7 +167,7 @@ outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt)
 	values[1] = BoolGetDatum(track_commit_timestamp);
 	if (maybe_unconfirmed)
 	{
-		ret = SPI_execute_plan(keep_plan(&resend_plan, resend_query, 1, argtypes),
+		ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 1, argtypes),
 							   values, NULL, true, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "could not read unconfirmed outbox rows: %s",
@@ -191,7 +177,7 @@ outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt)
 	}
 	if (batch == NULL)
 	{
-		ret = SPI_execute_plan(keep_plan(&claim_plan, claim_query, 2, argtypes),
+		ret = SPI_execute_plan(spi_kept_plan(&claim_plan, claim_query, 2, argtypes),
 							   values, NULL, false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
@@ -218,7 +204,7 @@ outbox_remove_batch(OutboxBatch *batch)
 												TYPALIGN_DOUBLE));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_plan(keep_plan(&remove_plan,
+	ret = SPI_execute_plan(spi_kept_plan(&remove_plan,
 									 "DELETE FROM evrep.outbox WHERE id = ANY ($1)",
 									 1, argtypes),
 						   values, NULL, false, 0);
