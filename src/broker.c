@@ -1,0 +1,1084 @@
+/*
+ * broker.c
+ *		AMQP connection to RabbitMQ for the evrep workers (rabbitmq-c 0.11).
+ *
+ * Every frame the broker sends goes through one dispatcher (on_frame), so
+ * that confirms, returns, deliveries and closes are handled the same way
+ * whichever call happened to read them.  Synchronous RPCs use the library's
+ * helpers: while they wait they queue unrelated frames, and the next
+ * broker_poll hands those queued frames to the dispatcher in arrival order,
+ * so a delivery that arrives during a queue.bind is not lost.
+ */
+#include "postgres.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+
+#include "broker.h"
+#include "evrep.h"
+#include "miscadmin.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#define PUBLISH_CHANNEL		1
+#define CONSUME_CHANNEL		1
+#define TOPOLOGY_CHANNEL	2	/* RPCs must not share the consumer channel's
+								 * failure: a bad bind closes only this one */
+
+#define FRAME_MAX			131072
+#define CONNECT_TIMEOUT_S	10
+#define RPC_TIMEOUT_S		30
+#define CLOSE_TIMEOUT_S		2
+#define BACKOFF_MIN_MS		100
+
+#define EVREP_MESSAGE_TYPE	"evrep.v1"
+#define EVREP_CONTENT_TYPE	"application/json"
+
+/* Used when peer verification is on and evrep.ssl_ca_file is empty. */
+#define SYSTEM_CA_BUNDLE	"/etc/ssl/certs/ca-certificates.crt"
+
+typedef struct DeliveryNode
+{
+	BrokerDelivery d;			/* first, so a BrokerDelivery * is the node */
+	struct DeliveryNode *next;
+} DeliveryNode;
+
+typedef enum ContentKind
+{
+	CONTENT_NONE,
+	CONTENT_DELIVERY,
+	CONTENT_RETURN
+} ContentKind;
+
+struct BrokerConn
+{
+	BrokerRole	role;
+	MemoryContext cxt;			/* this struct and its strings */
+	MemoryContext deliv_cxt;	/* deliveries until freed */
+	amqp_connection_state_t state;
+	bool		logged_in;
+	bool		broken;			/* sticky: every call now fails */
+	bool		blocked;		/* connection.blocked received */
+	uint64		events;			/* bumped when something arrives for the
+								 * caller */
+	int			heartbeat_ms;	/* negotiated; 0 when off */
+
+	/* settings the connection was built from */
+	char	   *settings;		/* fingerprint, see settings_fingerprint */
+	char	   *where;			/* for logs: no password */
+	char	   *exchange;
+	char	   *queue;
+	char	   *node_name;
+
+	/* publisher confirms: conf_pending[tag - conf_base] */
+	uint64		next_tag;
+	uint64		conf_base;
+	uint64		conf_low;		/* no pending tag below this */
+	bool	   *conf_pending;
+	uint64		conf_cap;
+	int			unconfirmed;
+	bool		nacked;
+
+	/* content (header + body frames) being received */
+	ContentKind content;
+	bool		content_header_seen;
+	uint64		content_size;
+	uint64		content_got;
+	DeliveryNode *content_node;
+
+	/* completed deliveries, oldest first */
+	DeliveryNode *deliv_head;
+	DeliveryNode *deliv_tail;
+	int			npending;
+};
+
+/* Why the last connection failed, for the monitoring view. */
+static char last_error[256];
+
+/*
+ * A broker outage fails every reconnect the same way; one WARNING a minute
+ * says so without flooding the log.  Cleared by a successful connect.
+ */
+#define REPEAT_LOG_MS	60000
+static char last_logged[256];
+static TimestampTz last_logged_at;
+
+static const char *
+role_name(BrokerConn *conn)
+{
+	return conn->role == BROKER_PUBLISHER ? "publisher" : "consumer";
+}
+
+static char *
+bytes_to_cstring(amqp_bytes_t b)
+{
+	return pnstrdup(b.bytes, b.len);
+}
+
+/*
+ * Marks the connection unusable and logs why.  WARNING, not ERROR: the
+ * worker must survive to reconnect.
+ */
+static BrokerStatus
+conn_failed(BrokerConn *conn, const char *what)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		repeat;
+
+	if (conn->broken)
+		return BROKER_ERROR;
+	conn->broken = true;
+	snprintf(last_error, sizeof(last_error), "%s: %s", conn->where, what);
+	repeat = strcmp(last_error, last_logged) == 0 &&
+		!TimestampDifferenceExceeds(last_logged_at, now, REPEAT_LOG_MS);
+	if (!repeat)
+	{
+		strlcpy(last_logged, last_error, sizeof(last_logged));
+		last_logged_at = now;
+	}
+	ereport(repeat ? DEBUG1 : WARNING,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("evrep %s: broker connection to %s failed: %s",
+					role_name(conn), conn->where, what)));
+	return BROKER_ERROR;
+}
+
+static BrokerStatus
+status_failed(BrokerConn *conn, const char *doing, int status)
+{
+	return conn_failed(conn, psprintf("%s: %s", doing,
+									  amqp_error_string2(status)));
+}
+
+static char *
+describe_close(amqp_method_t *m)
+{
+	if (m->id == AMQP_CONNECTION_CLOSE_METHOD)
+	{
+		amqp_connection_close_t *c = m->decoded;
+
+		return psprintf("connection closed by broker: %u %s",
+						c->reply_code, bytes_to_cstring(c->reply_text));
+	}
+	if (m->id == AMQP_CHANNEL_CLOSE_METHOD)
+	{
+		amqp_channel_close_t *c = m->decoded;
+
+		return psprintf("channel closed by broker: %u %s",
+						c->reply_code, bytes_to_cstring(c->reply_text));
+	}
+	return psprintf("unexpected method 0x%08X from broker", m->id);
+}
+
+static char *
+describe_reply(amqp_rpc_reply_t r)
+{
+	switch (r.reply_type)
+	{
+		case AMQP_RESPONSE_NORMAL:
+			return pstrdup("success");
+		case AMQP_RESPONSE_NONE:
+			return pstrdup("no reply");
+		case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+			return pstrdup(amqp_error_string2(r.library_error));
+		case AMQP_RESPONSE_SERVER_EXCEPTION:
+			return describe_close(&r.reply);
+	}
+	return pstrdup("unknown reply");
+}
+
+/* Checks the reply of the RPC just made; logs and fails if it failed. */
+static bool
+rpc_ok(BrokerConn *conn, const char *doing)
+{
+	amqp_rpc_reply_t r = amqp_get_rpc_reply(conn->state);
+
+	if (r.reply_type == AMQP_RESPONSE_NORMAL)
+		return true;
+	conn_failed(conn, psprintf("%s: %s", doing, describe_reply(r)));
+	return false;
+}
+
+/* ---- confirms ---- */
+
+static void
+track_publish(BrokerConn *conn)
+{
+	uint64		idx = conn->next_tag - conn->conf_base;
+
+	if (idx >= conn->conf_cap)
+	{
+		uint64		newcap = Max(conn->conf_cap * 2, 64);
+
+		conn->conf_pending = conn->conf_pending == NULL
+			? MemoryContextAllocZero(conn->cxt, newcap * sizeof(bool))
+			: repalloc(conn->conf_pending, newcap * sizeof(bool));
+		memset(conn->conf_pending + conn->conf_cap, 0,
+			   (newcap - conn->conf_cap) * sizeof(bool));
+		conn->conf_cap = newcap;
+	}
+	conn->conf_pending[idx] = true;
+	conn->unconfirmed++;
+	conn->next_tag++;
+}
+
+/*
+ * RabbitMQ may confirm out of order, so each tag is tracked; "multiple"
+ * settles every pending tag up to the one given.
+ */
+static void
+settle(BrokerConn *conn, uint64 tag, bool multiple, bool acked)
+{
+	uint64		t;
+
+	if (!acked)
+		conn->nacked = true;
+	if (tag < conn->conf_low || tag >= conn->next_tag)
+		return;					/* already settled, or not ours */
+
+	for (t = multiple ? conn->conf_low : tag; t <= tag; t++)
+	{
+		if (conn->conf_pending[t - conn->conf_base])
+		{
+			conn->conf_pending[t - conn->conf_base] = false;
+			conn->unconfirmed--;
+		}
+	}
+	while (conn->conf_low < conn->next_tag &&
+		   !conn->conf_pending[conn->conf_low - conn->conf_base])
+		conn->conf_low++;
+
+	/* all settled: restart the window so the array does not grow */
+	if (conn->unconfirmed == 0)
+		conn->conf_base = conn->conf_low = conn->next_tag;
+}
+
+/* ---- incoming content: deliveries and returns ---- */
+
+static bool
+begin_content(BrokerConn *conn, ContentKind kind)
+{
+	if (conn->content != CONTENT_NONE)
+	{
+		conn_failed(conn, "protocol error: new message before the previous one was complete");
+		return false;
+	}
+	conn->content = kind;
+	conn->content_header_seen = false;
+	conn->content_size = conn->content_got = 0;
+	return true;
+}
+
+static bool
+on_deliver(BrokerConn *conn, amqp_basic_deliver_t *m)
+{
+	DeliveryNode *node;
+
+	if (!begin_content(conn, CONTENT_DELIVERY))
+		return false;
+	node = MemoryContextAllocZero(conn->deliv_cxt, sizeof(DeliveryNode));
+	node->d.tag = m->delivery_tag;
+	node->d.redelivered = m->redelivered;
+	node->d.routing_key = MemoryContextAlloc(conn->deliv_cxt,
+											 m->routing_key.len + 1);
+	memcpy(node->d.routing_key, m->routing_key.bytes, m->routing_key.len);
+	node->d.routing_key[m->routing_key.len] = '\0';
+	conn->content_node = node;
+	return true;
+}
+
+/*
+ * mandatory=true makes the broker return a message that no queue is bound
+ * for, and then ack it.  No queue means no node subscribes to that table
+ * (yet), so there is nobody to deliver to and nothing to retry: the message
+ * counts as delivered once the ack arrives.  A subscriber that binds later
+ * starts from its own snapshot, not from the stream's history.
+ */
+static bool
+on_return(BrokerConn *conn, amqp_basic_return_t *m)
+{
+	if (!begin_content(conn, CONTENT_RETURN))
+		return false;
+	ereport(DEBUG1,
+			(errmsg_internal("evrep publisher: message for routing key \"%s\" was unroutable (%u %s); counted as delivered",
+							 bytes_to_cstring(m->routing_key), m->reply_code,
+							 bytes_to_cstring(m->reply_text))));
+	return true;
+}
+
+static void
+finish_content(BrokerConn *conn)
+{
+	DeliveryNode *node = conn->content_node;
+
+	if (conn->content == CONTENT_DELIVERY)
+	{
+		node->d.body[node->d.len] = '\0';
+		if (conn->deliv_tail)
+			conn->deliv_tail->next = node;
+		else
+			conn->deliv_head = node;
+		conn->deliv_tail = node;
+		conn->npending++;
+		conn->events++;
+	}
+	conn->content = CONTENT_NONE;
+	conn->content_node = NULL;
+}
+
+static bool
+on_header(BrokerConn *conn, amqp_frame_t *f)
+{
+	uint64		size = f->payload.properties.body_size;
+
+	if (conn->content == CONTENT_NONE || conn->content_header_seen)
+	{
+		conn_failed(conn, "protocol error: unexpected content header");
+		return false;
+	}
+	conn->content_header_seen = true;
+	conn->content_size = size;
+	if (conn->content == CONTENT_DELIVERY)
+	{
+		if (size >= (uint64) INT_MAX)
+		{
+			conn_failed(conn, psprintf("message of " UINT64_FORMAT " bytes is too large", size));
+			return false;
+		}
+		conn->content_node->d.body = MemoryContextAllocHuge(conn->deliv_cxt, size + 1);
+		conn->content_node->d.len = (int) size;
+	}
+	if (size == 0)
+		finish_content(conn);
+	return true;
+}
+
+static bool
+on_body(BrokerConn *conn, amqp_frame_t *f)
+{
+	amqp_bytes_t frag = f->payload.body_fragment;
+
+	if (conn->content == CONTENT_NONE || !conn->content_header_seen ||
+		conn->content_got + frag.len > conn->content_size)
+	{
+		conn_failed(conn, "protocol error: unexpected content body");
+		return false;
+	}
+	if (conn->content == CONTENT_DELIVERY)
+		memcpy(conn->content_node->d.body + conn->content_got,
+			   frag.bytes, frag.len);
+	conn->content_got += frag.len;
+	if (conn->content_got == conn->content_size)
+		finish_content(conn);
+	return true;
+}
+
+/* ---- methods ---- */
+
+static bool
+on_close(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
+{
+	char	   *why = describe_close(m);
+
+	/* answer politely; the connection is rebuilt anyway */
+	if (m->id == AMQP_CONNECTION_CLOSE_METHOD)
+	{
+		amqp_connection_close_ok_t ok = {0};
+
+		(void) amqp_send_method(conn->state, 0,
+								AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+	}
+	else
+	{
+		amqp_channel_close_ok_t ok = {0};
+
+		(void) amqp_send_method(conn->state, channel,
+								AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+	}
+	conn_failed(conn, why);
+	return false;
+}
+
+static bool
+on_method(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
+{
+	switch (m->id)
+	{
+		case AMQP_BASIC_ACK_METHOD:
+			{
+				amqp_basic_ack_t *a = m->decoded;
+
+				settle(conn, a->delivery_tag, a->multiple, true);
+				return true;
+			}
+		case AMQP_BASIC_NACK_METHOD:
+			{
+				amqp_basic_nack_t *n = m->decoded;
+
+				ereport(LOG,
+						(errmsg("evrep publisher: broker refused message " UINT64_FORMAT "%s; the batch will be sent again",
+								n->delivery_tag,
+								n->multiple ? " and earlier" : "")));
+				settle(conn, n->delivery_tag, n->multiple, false);
+				return true;
+			}
+		case AMQP_BASIC_RETURN_METHOD:
+			return on_return(conn, m->decoded);
+		case AMQP_BASIC_DELIVER_METHOD:
+			return on_deliver(conn, m->decoded);
+		case AMQP_CHANNEL_CLOSE_METHOD:
+		case AMQP_CONNECTION_CLOSE_METHOD:
+			return on_close(conn, channel, m);
+		case AMQP_BASIC_CANCEL_METHOD:
+			conn_failed(conn, "broker cancelled the consumer (queue deleted?)");
+			return false;
+		case AMQP_CONNECTION_BLOCKED_METHOD:
+			{
+				amqp_connection_blocked_t *b = m->decoded;
+
+				ereport(LOG,
+						(errmsg("evrep %s: broker blocks publishing: %s",
+								role_name(conn), bytes_to_cstring(b->reason))));
+				conn->blocked = true;
+				return true;
+			}
+		case AMQP_CONNECTION_UNBLOCKED_METHOD:
+			ereport(LOG,
+					(errmsg("evrep %s: broker accepts publishing again",
+							role_name(conn))));
+			conn->blocked = false;
+			conn->events++;
+			return true;
+		default:
+			/* late RPC replies and the like carry nothing for us */
+			elog(DEBUG1, "evrep %s: ignoring method 0x%08X on channel %u",
+				 role_name(conn), m->id, channel);
+			return true;
+	}
+}
+
+static bool
+on_frame(BrokerConn *conn, amqp_frame_t *f)
+{
+	switch (f->frame_type)
+	{
+		case AMQP_FRAME_METHOD:
+			return on_method(conn, f->channel, &f->payload.method);
+		case AMQP_FRAME_HEADER:
+			return on_header(conn, f);
+		case AMQP_FRAME_BODY:
+			return on_body(conn, f);
+		case AMQP_FRAME_HEARTBEAT:
+			/* frames queued by the library may include heartbeats */
+			return true;
+	}
+	conn_failed(conn, psprintf("protocol error: frame type %d", f->frame_type));
+	return false;
+}
+
+/* ---- reading and waiting ---- */
+
+/*
+ * Reads and dispatches every frame available without blocking: first the
+ * frames the library queued during RPCs, then its input buffer, then the
+ * socket, until the socket would block.  A zero timeout still lets the
+ * library send a due heartbeat and notice a missed one.
+ */
+BrokerStatus
+broker_poll(BrokerConn *conn)
+{
+	struct timeval zero = {0, 0};
+
+	for (;;)
+	{
+		amqp_frame_t frame;
+		int			rc;
+
+		if (conn->broken)
+			return BROKER_ERROR;
+		rc = amqp_simple_wait_frame_noblock(conn->state, &frame, &zero);
+		if (rc == AMQP_STATUS_TIMEOUT)
+			break;
+		if (rc != AMQP_STATUS_OK)
+			return status_failed(conn, "reading from broker", rc);
+		if (!on_frame(conn, &frame))
+			return BROKER_ERROR;
+		/* everything needed was copied out of the frame */
+		amqp_maybe_release_buffers_on_channel(conn->state, frame.channel);
+	}
+	return BROKER_OK;
+}
+
+/*
+ * One sleep on the latch and the socket.  Capped at half the heartbeat so
+ * that the next broker_poll sends ours in time.
+ */
+static BrokerStatus
+sleep_on_socket(BrokerConn *conn, long timeout_ms)
+{
+	int			fd = amqp_get_sockfd(conn->state);
+	int			rc;
+
+	if (fd < 0)
+		return conn_failed(conn, "socket closed");
+	if (conn->heartbeat_ms > 0)
+		timeout_ms = Min(timeout_ms, conn->heartbeat_ms / 2);
+	rc = WaitLatchOrSocket(MyLatch,
+						   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT |
+						   WL_EXIT_ON_PM_DEATH,
+						   fd, timeout_ms, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		return BROKER_LATCH;
+	}
+	return BROKER_OK;
+}
+
+static long
+ms_until(TimestampTz deadline)
+{
+	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+}
+
+BrokerStatus
+broker_wait(BrokerConn *conn, long timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   timeout_ms);
+	uint64		events = conn->events;
+
+	for (;;)
+	{
+		BrokerStatus st = broker_poll(conn);
+		long		left;
+
+		if (st != BROKER_OK)
+			return st;
+		if (conn->npending > 0 || conn->events != events)
+			return BROKER_OK;
+		left = ms_until(deadline);
+		if (left <= 0)
+			return BROKER_TIMEOUT;
+		st = sleep_on_socket(conn, left);
+		if (st != BROKER_OK)
+			return st;
+	}
+}
+
+/* ---- publisher ---- */
+
+BrokerStatus
+broker_publish(BrokerConn *conn, const char *routing_key,
+			   const char *body, int len, const char *message_id)
+{
+	amqp_basic_properties_t props;
+	amqp_bytes_t payload;
+	int			rc;
+
+	Assert(conn->role == BROKER_PUBLISHER);
+	if (conn->broken)
+		return BROKER_ERROR;
+
+	memset(&props, 0, sizeof(props));
+	props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+		AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
+		AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_APP_ID_FLAG;
+	props.content_type = amqp_cstring_bytes(EVREP_CONTENT_TYPE);
+	props.delivery_mode = 2;	/* persistent */
+	props.message_id = amqp_cstring_bytes(message_id);
+	props.timestamp = (uint64) time(NULL);
+	props.type = amqp_cstring_bytes(EVREP_MESSAGE_TYPE);
+	props.app_id = amqp_cstring_bytes(conn->node_name);
+
+	payload.len = len;
+	payload.bytes = (void *) body;
+
+	rc = amqp_basic_publish(conn->state, PUBLISH_CHANNEL,
+							amqp_cstring_bytes(conn->exchange),
+							amqp_cstring_bytes(routing_key),
+							true,	/* mandatory: see on_return */
+							false, &props, payload);
+	if (rc != AMQP_STATUS_OK)
+		return status_failed(conn, "publishing", rc);
+	track_publish(conn);
+	return BROKER_OK;
+}
+
+int
+broker_unconfirmed(BrokerConn *conn)
+{
+	return conn->unconfirmed;
+}
+
+BrokerStatus
+broker_wait_confirms(BrokerConn *conn, long timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   timeout_ms);
+
+	for (;;)
+	{
+		BrokerStatus st = broker_poll(conn);
+		long		left;
+
+		if (st != BROKER_OK)
+			return st;
+		if (conn->nacked)
+			return BROKER_NACKED;
+		if (conn->unconfirmed == 0)
+			return BROKER_OK;
+		left = ms_until(deadline);
+		if (left <= 0)
+			return BROKER_TIMEOUT;
+		st = sleep_on_socket(conn, left);
+		if (st != BROKER_OK)
+			return st;
+	}
+}
+
+const char *
+broker_last_error(void)
+{
+	return last_error;
+}
+
+bool
+broker_blocked(BrokerConn *conn)
+{
+	return conn->blocked;
+}
+
+/* ---- consumer ---- */
+
+BrokerStatus
+broker_bind(BrokerConn *conn, const char *routing_key)
+{
+	Assert(conn->role == BROKER_CONSUMER);
+	if (conn->broken)
+		return BROKER_ERROR;
+	amqp_queue_bind(conn->state, TOPOLOGY_CHANNEL,
+					amqp_cstring_bytes(conn->queue),
+					amqp_cstring_bytes(conn->exchange),
+					amqp_cstring_bytes(routing_key), amqp_empty_table);
+	if (!rpc_ok(conn, psprintf("binding routing key \"%s\"", routing_key)))
+		return BROKER_ERROR;
+	return BROKER_OK;
+}
+
+BrokerStatus
+broker_unbind(BrokerConn *conn, const char *routing_key)
+{
+	Assert(conn->role == BROKER_CONSUMER);
+	if (conn->broken)
+		return BROKER_ERROR;
+	amqp_queue_unbind(conn->state, TOPOLOGY_CHANNEL,
+					  amqp_cstring_bytes(conn->queue),
+					  amqp_cstring_bytes(conn->exchange),
+					  amqp_cstring_bytes(routing_key), amqp_empty_table);
+	if (!rpc_ok(conn, psprintf("unbinding routing key \"%s\"", routing_key)))
+		return BROKER_ERROR;
+	return BROKER_OK;
+}
+
+int
+broker_pending(BrokerConn *conn)
+{
+	return conn->npending;
+}
+
+BrokerDelivery *
+broker_take(BrokerConn *conn)
+{
+	DeliveryNode *node = conn->deliv_head;
+
+	if (node == NULL)
+		return NULL;
+	conn->deliv_head = node->next;
+	if (conn->deliv_head == NULL)
+		conn->deliv_tail = NULL;
+	conn->npending--;
+	node->next = NULL;
+	return &node->d;
+}
+
+void
+broker_free_delivery(BrokerDelivery *delivery)
+{
+	if (delivery->body)
+		pfree(delivery->body);
+	pfree(delivery->routing_key);
+	pfree(delivery);
+}
+
+BrokerStatus
+broker_ack(BrokerConn *conn, uint64 tag)
+{
+	int			rc;
+
+	if (conn->broken)
+		return BROKER_ERROR;
+	rc = amqp_basic_ack(conn->state, CONSUME_CHANNEL, tag, true);
+	if (rc != AMQP_STATUS_OK)
+		return status_failed(conn, "acknowledging deliveries", rc);
+	return BROKER_OK;
+}
+
+/* ---- connecting ---- */
+
+static char *
+settings_fingerprint(void)
+{
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d",
+					evrep_broker_url, evrep_exchange, evrep_node_name,
+					evrep_ssl_ca_file, evrep_ssl_cert_file, evrep_ssl_key_file,
+					(int) evrep_ssl_verify_peer,
+					(int) evrep_ssl_verify_hostname,
+					evrep_heartbeat, evrep_prefetch);
+}
+
+bool
+broker_settings_changed(BrokerConn *conn)
+{
+	char	   *now = settings_fingerprint();
+	bool		changed = strcmp(now, conn->settings) != 0;
+
+	pfree(now);
+	return changed;
+}
+
+static amqp_socket_t *
+new_ssl_socket(BrokerConn *conn)
+{
+	amqp_socket_t *sock = amqp_ssl_socket_new(conn->state);
+	const char *ca = evrep_ssl_ca_file;
+	int			rc;
+
+	if (sock == NULL)
+	{
+		conn_failed(conn, "could not create TLS socket");
+		return NULL;
+	}
+	amqp_ssl_socket_set_verify_peer(sock, evrep_ssl_verify_peer);
+	amqp_ssl_socket_set_verify_hostname(sock, evrep_ssl_verify_hostname);
+	rc = amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2, AMQP_TLSvLATEST);
+	if (rc != AMQP_STATUS_OK)
+	{
+		status_failed(conn, "restricting TLS versions", rc);
+		return NULL;
+	}
+
+	/* rabbitmq-c loads no default trust store */
+	if (ca[0] == '\0' && evrep_ssl_verify_peer &&
+		access(SYSTEM_CA_BUNDLE, R_OK) == 0)
+		ca = SYSTEM_CA_BUNDLE;
+	if (ca[0] != '\0' &&
+		(rc = amqp_ssl_socket_set_cacert(sock, ca)) != AMQP_STATUS_OK)
+	{
+		status_failed(conn, psprintf("loading CA file \"%s\"", ca), rc);
+		return NULL;
+	}
+
+	if (evrep_ssl_cert_file[0] != '\0' || evrep_ssl_key_file[0] != '\0')
+	{
+		if (evrep_ssl_cert_file[0] == '\0' || evrep_ssl_key_file[0] == '\0')
+		{
+			conn_failed(conn, "evrep.ssl_cert_file and evrep.ssl_key_file must be set together");
+			return NULL;
+		}
+		rc = amqp_ssl_socket_set_key(sock, evrep_ssl_cert_file,
+									 evrep_ssl_key_file);
+		if (rc != AMQP_STATUS_OK)
+		{
+			status_failed(conn, "loading client certificate and key", rc);
+			return NULL;
+		}
+	}
+	return sock;
+}
+
+static amqp_table_entry_t
+bool_entry(const char *key, bool value)
+{
+	amqp_table_entry_t e;
+
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	e.value.value.boolean = value;
+	return e;
+}
+
+/*
+ * The capabilities make RabbitMQ tell us when it blocks publishing and when
+ * it cancels our consumer (queue deleted); without consumer_cancel_notify a
+ * cancelled consumer just stops receiving, silently.
+ */
+static bool
+login(BrokerConn *conn, struct amqp_connection_info *info)
+{
+	amqp_table_entry_t caps[3];
+	amqp_table_entry_t props[2];
+	amqp_table_t caps_table;
+	amqp_table_t props_table;
+	amqp_rpc_reply_t r;
+
+	caps[0] = bool_entry("connection.blocked", true);
+	caps[1] = bool_entry("consumer_cancel_notify", true);
+	caps[2] = bool_entry("basic.nack", true);
+	caps_table.num_entries = lengthof(caps);
+	caps_table.entries = caps;
+
+	props[0].key = amqp_cstring_bytes("connection_name");
+	props[0].value.kind = AMQP_FIELD_KIND_UTF8;
+	props[0].value.value.bytes =
+		amqp_cstring_bytes(psprintf("evrep %s %s", role_name(conn),
+									conn->node_name));
+	props[1].key = amqp_cstring_bytes("capabilities");
+	props[1].value.kind = AMQP_FIELD_KIND_TABLE;
+	props[1].value.value.table = caps_table;
+	props_table.num_entries = lengthof(props);
+	props_table.entries = props;
+
+	r = amqp_login_with_properties(conn->state, info->vhost, 0, FRAME_MAX,
+								   evrep_heartbeat, &props_table,
+								   AMQP_SASL_METHOD_PLAIN,
+								   info->user, info->password);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+	{
+		conn_failed(conn, psprintf("login: %s", describe_reply(r)));
+		return false;
+	}
+	conn->logged_in = true;
+	conn->heartbeat_ms = amqp_get_heartbeat(conn->state) * 1000;
+	return true;
+}
+
+static bool
+open_connection(BrokerConn *conn, struct amqp_connection_info *info)
+{
+	amqp_socket_t *sock;
+	struct timeval connect_tv = {CONNECT_TIMEOUT_S, 0};
+	struct timeval rpc_tv = {RPC_TIMEOUT_S, 0};
+	int			rc;
+
+	conn->state = amqp_new_connection();
+	if (conn->state == NULL)
+	{
+		conn_failed(conn, "out of memory");
+		return false;
+	}
+	sock = info->ssl ? new_ssl_socket(conn) : amqp_tcp_socket_new(conn->state);
+	if (sock == NULL)
+	{
+		conn_failed(conn, "could not create socket");
+		return false;
+	}
+	amqp_set_handshake_timeout(conn->state, &connect_tv);
+	amqp_set_rpc_timeout(conn->state, &rpc_tv);
+
+	rc = amqp_socket_open_noblock(sock, info->host, info->port, &connect_tv);
+	if (rc != AMQP_STATUS_OK)
+	{
+		status_failed(conn, "could not open a connection", rc);
+		return false;
+	}
+	return login(conn, info);
+}
+
+static bool
+open_channel(BrokerConn *conn, amqp_channel_t channel)
+{
+	amqp_channel_open(conn->state, channel);
+	return rpc_ok(conn, "opening channel");
+}
+
+static bool
+declare_exchange(BrokerConn *conn, amqp_channel_t channel)
+{
+	amqp_exchange_declare(conn->state, channel,
+						  amqp_cstring_bytes(conn->exchange),
+						  amqp_cstring_bytes("topic"),
+						  false,	/* passive */
+						  true,		/* durable */
+						  false,	/* auto-delete */
+						  false,	/* internal */
+						  amqp_empty_table);
+	return rpc_ok(conn, psprintf("declaring exchange \"%s\"", conn->exchange));
+}
+
+static bool
+setup_publisher(BrokerConn *conn)
+{
+	if (!open_channel(conn, PUBLISH_CHANNEL) ||
+		!declare_exchange(conn, PUBLISH_CHANNEL))
+		return false;
+	amqp_confirm_select(conn->state, PUBLISH_CHANNEL);
+	if (!rpc_ok(conn, "enabling publisher confirms"))
+		return false;
+	conn->next_tag = conn->conf_base = conn->conf_low = 1;
+	return true;
+}
+
+/*
+ * The consumer is exclusive: two nodes configured with the same node name
+ * would otherwise split one queue between them and break per-origin order.
+ */
+static bool
+setup_consumer(BrokerConn *conn)
+{
+	int			prefetch = Min(Max(evrep_prefetch, 1), UINT16_MAX);
+
+	if (!open_channel(conn, CONSUME_CHANNEL) ||
+		!open_channel(conn, TOPOLOGY_CHANNEL) ||
+		!declare_exchange(conn, TOPOLOGY_CHANNEL))
+		return false;
+	amqp_queue_declare(conn->state, TOPOLOGY_CHANNEL,
+					   amqp_cstring_bytes(conn->queue),
+					   false,	/* passive */
+					   true,	/* durable */
+					   false,	/* exclusive */
+					   false,	/* auto-delete */
+					   amqp_empty_table);
+	if (!rpc_ok(conn, psprintf("declaring queue \"%s\"", conn->queue)))
+		return false;
+	amqp_basic_qos(conn->state, CONSUME_CHANNEL, 0, (uint16_t) prefetch, false);
+	if (!rpc_ok(conn, "setting prefetch"))
+		return false;
+	amqp_basic_consume(conn->state, CONSUME_CHANNEL,
+					   amqp_cstring_bytes(conn->queue), amqp_empty_bytes,
+					   false,	/* no-local */
+					   false,	/* no-ack: we ack after commit */
+					   true,	/* exclusive */
+					   amqp_empty_table);
+	return rpc_ok(conn, psprintf("consuming from queue \"%s\"", conn->queue));
+}
+
+static BrokerConn *
+new_conn(BrokerRole role)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext,
+											  "evrep broker connection",
+											  ALLOCSET_SMALL_SIZES);
+	BrokerConn *conn = MemoryContextAllocZero(cxt, sizeof(BrokerConn));
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	conn->role = role;
+	conn->cxt = cxt;
+	conn->deliv_cxt = AllocSetContextCreate(cxt, "evrep deliveries",
+											ALLOCSET_DEFAULT_SIZES);
+	conn->settings = settings_fingerprint();
+	conn->where = pstrdup("(unparsed evrep.broker_url)");
+	conn->exchange = pstrdup(evrep_exchange);
+	conn->node_name = pstrdup(evrep_node_name);
+	conn->queue = evrep_queue_name();
+	MemoryContextSwitchTo(old);
+	return conn;
+}
+
+/* Where we connect, for logs; the URL minus its password. */
+static char *
+describe_target(struct amqp_connection_info *info)
+{
+	return psprintf("%s://%s@%s:%d vhost \"%s\"",
+					info->ssl ? "amqps" : "amqp", info->user, info->host,
+					info->port, info->vhost);
+}
+
+BrokerConn *
+broker_connect(BrokerRole role)
+{
+	BrokerConn *conn = new_conn(role);
+	MemoryContext old = MemoryContextSwitchTo(conn->cxt);
+	struct amqp_connection_info info;
+	char	   *url = pstrdup(evrep_broker_url);	/* parsed in place */
+	bool		ok;
+
+	/* never echo the URL: it may hold the password */
+	if (url[0] == '\0')
+		conn_failed(conn, "evrep.broker_url is not set");
+	else if (amqp_parse_url(url, &info) != AMQP_STATUS_OK)
+		conn_failed(conn, "evrep.broker_url is not a valid amqp:// or amqps:// URL");
+	else
+	{
+		conn->where = describe_target(&info);
+		if (open_connection(conn, &info))
+			(void) (role == BROKER_PUBLISHER ? setup_publisher(conn)
+					: setup_consumer(conn));
+	}
+	ok = !conn->broken;
+	/* the parsed copy holds the password: do not keep it around */
+	explicit_bzero(url, strlen(evrep_broker_url));
+	pfree(url);
+	MemoryContextSwitchTo(old);
+
+	if (!ok)
+	{
+		broker_close(conn);
+		return NULL;
+	}
+	last_logged[0] = '\0';
+	ereport(LOG,
+			(errmsg("evrep %s connected to broker %s (heartbeat %d s)",
+					role_name(conn), conn->where, conn->heartbeat_ms / 1000)));
+	return conn;
+}
+
+void
+broker_close(BrokerConn *conn)
+{
+	if (conn == NULL)
+		return;
+	if (conn->state != NULL)
+	{
+		if (conn->logged_in && !conn->broken)
+		{
+			struct timeval tv = {CLOSE_TIMEOUT_S, 0};
+
+			amqp_set_rpc_timeout(conn->state, &tv);
+			(void) amqp_connection_close(conn->state, AMQP_REPLY_SUCCESS);
+		}
+		amqp_destroy_connection(conn->state);
+	}
+	MemoryContextDelete(conn->cxt);
+}
+
+/* ---- backoff ---- */
+
+void
+broker_backoff_sleep(BrokerBackoff *backoff)
+{
+	int			cap = Max(evrep_reconnect_max, BACKOFF_MIN_MS);
+	int			delay = Min(Max(backoff->delay_ms, BACKOFF_MIN_MS), cap);
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+
+	for (;;)
+	{
+		long		left = ms_until(end);
+		int			rc;
+
+		/* a reload may have fixed the URL: do not sit out the delay */
+		if (left <= 0 || ConfigReloadPending)
+			break;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   left, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	backoff->delay_ms = Min(delay * 2, cap);
+}
+
+void
+broker_backoff_reset(BrokerBackoff *backoff)
+{
+	backoff->delay_ms = 0;
+}

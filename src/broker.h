@@ -1,0 +1,117 @@
+/*
+ * broker.h
+ *		AMQP 0-9-1 connection to RabbitMQ over rabbitmq-c 0.11.
+ *
+ * rabbitmq-c does nothing in the background, so every function here reads
+ * whatever the broker sent (confirms, deliveries, heartbeats, closes) before
+ * doing its own work, and the waiting functions sleep on the process latch
+ * and the broker socket together.  No function raises an ERROR for a broker
+ * problem: it logs what happened (never the password) and returns
+ * BROKER_ERROR, after which the connection only answers BROKER_ERROR; the
+ * caller closes it and reconnects with a backoff.
+ */
+#ifndef EVREP_BROKER_H
+#define EVREP_BROKER_H
+
+typedef enum BrokerStatus
+{
+	BROKER_OK = 0,				/* done, or something arrived for the caller */
+	BROKER_TIMEOUT,				/* the wait ended with nothing to report */
+	BROKER_LATCH,				/* MyLatch was set (and reset): check
+								 * interrupts, then call again */
+	BROKER_NACKED,				/* the broker refused a message: re-send */
+	BROKER_ERROR				/* connection unusable: close and reconnect */
+} BrokerStatus;
+
+typedef enum BrokerRole
+{
+	BROKER_PUBLISHER,			/* exchange + confirm mode on channel 1 */
+	BROKER_CONSUMER				/* queue + consumer on channel 1, topology on
+								 * channel 2 */
+} BrokerRole;
+
+typedef struct BrokerConn BrokerConn;
+
+/* One message received by the consumer; owned by the connection. */
+typedef struct BrokerDelivery
+{
+	uint64		tag;			/* delivery tag, for broker_ack */
+	bool		redelivered;
+	char	   *routing_key;
+	char	   *body;			/* NUL-terminated after len bytes */
+	int			len;
+} BrokerDelivery;
+
+/*
+ * Connects with the current evrep.* settings and sets up the role's
+ * topology.  Returns NULL (after logging why) on failure.
+ */
+extern BrokerConn *broker_connect(BrokerRole role);
+
+/* Closes politely if the connection is healthy; frees everything. */
+extern void broker_close(BrokerConn *conn);
+
+/* Why the last connection failed (no password); "" if none did. */
+extern const char *broker_last_error(void);
+
+/* True when a reload changed a setting this connection was built from. */
+extern bool broker_settings_changed(BrokerConn *conn);
+
+/* True while RabbitMQ blocks publishing (resource alarm). */
+extern bool broker_blocked(BrokerConn *conn);
+
+/*
+ * Reads everything the broker sent so far and sends a due heartbeat;
+ * never sleeps.  Safe inside a transaction, to keep a long apply alive.
+ */
+extern BrokerStatus broker_poll(BrokerConn *conn);
+
+/*
+ * Sleeps until the latch is set (BROKER_LATCH), something arrives for the
+ * caller, i.e. a delivery or the end of a publishing block (BROKER_OK), or
+ * timeout_ms passes (BROKER_TIMEOUT), servicing heartbeats meanwhile.
+ */
+extern BrokerStatus broker_wait(BrokerConn *conn, long timeout_ms);
+
+/* Publisher: sends one persistent, mandatory message on channel 1. */
+extern BrokerStatus broker_publish(BrokerConn *conn, const char *routing_key,
+								   const char *body, int len,
+								   const char *message_id);
+
+/* Publisher: messages sent and not yet acked or nacked. */
+extern int	broker_unconfirmed(BrokerConn *conn);
+
+/*
+ * Publisher: waits until every message sent is confirmed (BROKER_OK), one
+ * was nacked (BROKER_NACKED), the latch is set (BROKER_LATCH), timeout_ms
+ * passed (BROKER_TIMEOUT) or the connection failed (BROKER_ERROR).
+ */
+extern BrokerStatus broker_wait_confirms(BrokerConn *conn, long timeout_ms);
+
+/* Consumer: binds / unbinds the node's queue to evrep.exchange. */
+extern BrokerStatus broker_bind(BrokerConn *conn, const char *routing_key);
+extern BrokerStatus broker_unbind(BrokerConn *conn, const char *routing_key);
+
+/* Consumer: deliveries received and not yet taken. */
+extern int	broker_pending(BrokerConn *conn);
+
+/* Consumer: oldest delivery not yet taken, or NULL; free it when done. */
+extern BrokerDelivery *broker_take(BrokerConn *conn);
+extern void broker_free_delivery(BrokerDelivery *delivery);
+
+/* Consumer: acks every delivery up to and including tag. */
+extern BrokerStatus broker_ack(BrokerConn *conn, uint64 tag);
+
+/*
+ * Reconnect backoff: sleeps, doubling from 100 ms up to
+ * evrep.reconnect_max; a configuration reload cuts the sleep short.
+ */
+typedef struct BrokerBackoff
+{
+	int			delay_ms;		/* 0: next sleep is the shortest */
+} BrokerBackoff;
+
+extern void broker_backoff_sleep(BrokerBackoff *backoff);
+extern void broker_backoff_reset(BrokerBackoff *backoff);
+
+#endif							/* EVREP_BROKER_H */

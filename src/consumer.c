@@ -1,0 +1,352 @@
+/*
+ * consumer.c
+ *		Background worker that applies deliveries from the node's queue.
+ *
+ * Deliveries are applied in batches, one transaction per batch, and acked
+ * (multiple=true, up to the batch's last tag) only after that transaction
+ * committed.  If the transaction fails, nothing is acked and the connection
+ * is rebuilt, so the broker delivers the same messages again, in order;
+ * apply_message recognises what was already applied.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "apply.h"
+#include "broker.h"
+#include "worker.h"
+
+/* Idle wake-up; deliveries, heartbeats and the latch end it earlier. */
+#define IDLE_WAIT_MS			10000
+
+/*
+ * Bindings are re-checked this often even without a generation change:
+ * the change is signalled before the subscribing transaction commits, so
+ * the sync it triggers may not see it yet.
+ */
+#define RESYNC_MS				10000
+#define NO_EXTENSION_WAIT_MS	5000
+
+static BrokerConn *conn = NULL;
+static BrokerBackoff backoff;
+
+/*
+ * Routing keys this process bound and has not unbound.  Bindings are
+ * durable and AMQP cannot list them, so a key unsubscribed while no
+ * consumer ran stays bound; apply_message ignores such tables anyway.
+ */
+static MemoryContext bound_cxt;
+static List *bound = NIL;
+
+static void
+close_at_exit(int code, Datum arg)
+{
+	broker_close(conn);
+	conn = NULL;
+}
+
+static void
+drop_connection(void)
+{
+	evrep_worker_report(EVREP_CONSUMER, false, 0, broker_last_error());
+	broker_close(conn);
+	conn = NULL;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	broker_backoff_sleep(&backoff);
+}
+
+/* Sets *fresh when a new connection was made. */
+static bool
+ensure_connected(bool *fresh)
+{
+	if (conn != NULL && broker_settings_changed(conn))
+	{
+		ereport(LOG,
+				(errmsg("evrep consumer reconnects: broker settings changed")));
+		broker_close(conn);
+		conn = NULL;
+	}
+	if (conn != NULL)
+		return true;
+	if (!worker_extension_ready_txn())
+	{
+		worker_sleep(NO_EXTENSION_WAIT_MS);
+		return false;
+	}
+	pgstat_report_activity(STATE_RUNNING, "connecting to broker");
+	conn = broker_connect(BROKER_CONSUMER);
+	if (conn == NULL)
+	{
+		evrep_worker_report(EVREP_CONSUMER, false, 0, broker_last_error());
+		pgstat_report_activity(STATE_IDLE, NULL);
+		broker_backoff_sleep(&backoff);
+		return false;
+	}
+	evrep_worker_report(EVREP_CONSUMER, true, 0, NULL);
+	*fresh = true;
+	return true;
+}
+
+/* ---- bindings ---- */
+
+static bool
+key_in(const char *key, List *keys)
+{
+	ListCell   *lc;
+
+	foreach(lc, keys)
+	{
+		if (strcmp(key, lfirst(lc)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The keys the subscriptions want, copied out of the transaction. */
+static List *
+wanted_keys(MemoryContext cxt)
+{
+	List	   *keys = NIL;
+	ListCell   *lc;
+
+	StartTransactionCommand();
+	if (worker_extension_ready())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		foreach(lc, apply_subscription_keys())
+			keys = lappend(keys, MemoryContextStrdup(cxt, lfirst(lc)));
+		PopActiveSnapshot();
+	}
+	CommitTransactionCommand();
+	return keys;
+}
+
+static bool
+bind_key(const char *key)
+{
+	bool		known = key_in(key, bound);
+	MemoryContext old;
+
+	if (broker_bind(conn, key) != BROKER_OK)
+		return false;
+	if (known)
+		return true;
+	ereport(LOG,
+			(errmsg("evrep consumer: queue bound to routing key \"%s\"", key)));
+	old = MemoryContextSwitchTo(bound_cxt);
+	bound = lappend(bound, pstrdup(key));
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+static bool
+unbind_key(const char *key)
+{
+	if (broker_unbind(conn, key) != BROKER_OK)
+		return false;
+	ereport(LOG,
+			(errmsg("evrep consumer: queue unbound from routing key \"%s\"", key)));
+	return true;
+}
+
+/*
+ * Binds the wanted keys and unbinds what this process bound that is no
+ * longer wanted.  On a fresh connection every wanted key is bound again
+ * (idempotent, and cheaper than guessing what a previous process left);
+ * otherwise only the differences cost an RPC, so a periodic sync is cheap.
+ */
+static bool
+sync_bindings(bool fresh)
+{
+	MemoryContext tmp = AllocSetContextCreate(TopMemoryContext,
+											  "evrep binding sync",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(tmp);
+	List	   *want;
+	List	   *keep = NIL;
+	ListCell   *lc;
+	bool		ok = true;
+
+	pgstat_report_activity(STATE_RUNNING, "syncing queue bindings");
+	want = wanted_keys(tmp);
+	MemoryContextSwitchTo(tmp);
+	foreach(lc, want)
+	{
+		if ((fresh || !key_in(lfirst(lc), bound)) &&
+			!(ok = bind_key(lfirst(lc))))
+			break;
+	}
+
+	MemoryContextSwitchTo(bound_cxt);
+	foreach(lc, bound)
+	{
+		char	   *key = lfirst(lc);
+
+		if (ok && !key_in(key, want) && (ok = unbind_key(key)))
+			pfree(key);
+		else
+			keep = lappend(keep, key);
+	}
+	list_free(bound);
+	bound = keep;
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(tmp);
+	return ok;
+}
+
+/* ---- applying ---- */
+
+/*
+ * The one place an ERROR is survived: a failed batch is rolled back and
+ * reported, and the caller makes the broker deliver it again.
+ */
+static bool
+apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+	volatile int64 total = 0;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		worker_durable_commit();
+		for (int i = 0; i < n; i++)
+		{
+			PushActiveSnapshot(GetTransactionSnapshot());
+			total += apply_message(ds[i]->body, ds[i]->len);
+			PopActiveSnapshot();
+			/* later messages must see what earlier ones wrote */
+			CommandCounterIncrement();
+			/* a long batch must not miss heartbeats; errors show at ack */
+			(void) broker_poll(conn);
+		}
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("evrep consumer could not apply %d messages: %s",
+						n, edata->message),
+				 errdetail("Nothing was acknowledged; the broker delivers the messages again.")));
+		evrep_worker_report(EVREP_CONSUMER, true, 0, edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_stat(false);
+	*applied = total;
+	return ok;
+}
+
+/* Applies up to evrep.apply_batch deliveries already received, then acks. */
+static bool
+apply_pending(MemoryContext batch_cxt)
+{
+	int			n = Min(broker_pending(conn), evrep_apply_batch);
+	BrokerDelivery **ds;
+	int64		applied = 0;
+	bool		ok;
+
+	MemoryContextSwitchTo(batch_cxt);
+	ds = palloc(sizeof(BrokerDelivery *) * n);
+	for (int i = 0; i < n; i++)
+		ds[i] = broker_take(conn);
+
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("applying %d messages", n));
+	ok = apply_batch_txn(ds, n, &applied) &&
+		broker_ack(conn, ds[n - 1]->tag) == BROKER_OK;
+	if (ok)
+	{
+		broker_backoff_reset(&backoff);
+		evrep_worker_report(EVREP_CONSUMER, true, applied, NULL);
+	}
+
+	for (int i = 0; i < n; i++)
+		broker_free_delivery(ds[i]);
+	MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContextReset(batch_cxt);
+	return ok;
+}
+
+/* Rows the apply writes are not captured again: no echo between nodes. */
+static void
+set_replica_role(void)
+{
+	SetConfigOption("session_replication_role", "replica",
+					PGC_SUSET, PGC_S_SESSION);
+}
+
+void
+evrep_consumer_main(Datum main_arg)
+{
+	MemoryContext batch_cxt;
+	uint64		synced_generation = 0;
+	TimestampTz synced_at = 0;
+	bool		fresh = true;
+
+	worker_init(EVREP_CONSUMER, "evrep consumer");
+	before_shmem_exit(close_at_exit, (Datum) 0);
+	set_replica_role();
+	bound_cxt = AllocSetContextCreate(TopMemoryContext,
+									  "evrep consumer bindings",
+									  ALLOCSET_SMALL_SIZES);
+	batch_cxt = AllocSetContextCreate(TopMemoryContext,
+									  "evrep consumer batch",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		uint64		generation;
+
+		worker_check_interrupts();
+		MemoryContextSwitchTo(TopMemoryContext);
+		if (!ensure_connected(&fresh))
+			continue;
+
+		/* read before syncing: a change during the sync syncs again */
+		generation = pg_atomic_read_u64(&evrep_shared->subscription_generation);
+		if (fresh || generation != synced_generation ||
+			TimestampDifferenceExceeds(synced_at, GetCurrentTimestamp(),
+									   RESYNC_MS))
+		{
+			if (!sync_bindings(fresh))
+			{
+				drop_connection();
+				continue;
+			}
+			fresh = false;
+			synced_generation = generation;
+			synced_at = GetCurrentTimestamp();
+		}
+
+		if (broker_pending(conn) == 0)
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			pgstat_report_stat(true);
+			if (broker_wait(conn, IDLE_WAIT_MS) == BROKER_ERROR)
+				drop_connection();
+			continue;
+		}
+		if (!apply_pending(batch_cxt))
+			drop_connection();
+	}
+}

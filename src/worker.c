@@ -1,0 +1,127 @@
+/*
+ * worker.c
+ *		Start-up and housekeeping shared by the publisher and the consumer.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+
+#include "worker.h"
+
+/*
+ * worker_spi idiom: SIGTERM ends the worker at the next
+ * CHECK_FOR_INTERRUPTS, SIGHUP rereads the configuration at the next
+ * worker_check_interrupts.
+ */
+void
+worker_init(EvrepWorkerKind kind, const char *name)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(evrep_database, NULL, 0);
+
+	/* the assign hook also shows it in pg_stat_activity */
+	SetConfigOption("application_name", name, PGC_USERSET, PGC_S_SESSION);
+	evrep_worker_started(kind);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	/*
+	 * node_name cannot change without a restart; without it there is no
+	 * origin and no queue name, so idle instead of failing every 5 s.
+	 */
+	if (evrep_node_name[0] == '\0')
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s idles: evrep.node_name is not set", name),
+				 errhint("Set evrep.node_name in postgresql.conf and restart the server.")));
+		evrep_worker_report(kind, false, 0, "evrep.node_name is not set");
+		for (;;)
+			worker_sleep(-1);
+	}
+}
+
+void
+worker_check_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/* Inside a transaction: has CREATE EXTENSION evrep run in this database? */
+bool
+worker_extension_ready(void)
+{
+	return OidIsValid(get_extension_oid("evrep", true));
+}
+
+bool
+worker_extension_ready_txn(void)
+{
+	bool		ready;
+
+	StartTransactionCommand();
+	ready = worker_extension_ready();
+	CommitTransactionCommand();
+	return ready;
+}
+
+/*
+ * For the transaction in progress.  The publisher's numbering and the
+ * consumer's apply are followed by a promise to the broker (send, ack), so
+ * they must be on disk before it: a numbering lost in a crash would be
+ * redone with other numbers and defeat duplicate detection, and an acked
+ * apply lost in a crash would be lost for good.  A stronger setting of the
+ * administrator's (remote_*) is kept.
+ */
+void
+worker_durable_commit(void)
+{
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		(void) set_config_option("synchronous_commit", "local",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+								 true, 0, false);
+}
+
+/*
+ * For the transaction in progress, when losing it in a crash only causes
+ * a harmless repeat (the outbox delete after a confirm: the rows are sent
+ * again with the same numbers and skipped by the subscribers).
+ */
+void
+worker_async_commit(void)
+{
+	(void) set_config_option("synchronous_commit", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
+}
+
+/* Sleeps on the latch only; timeout -1 waits for the latch alone. */
+void
+worker_sleep(long timeout_ms)
+{
+	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+	int			rc;
+
+	if (timeout_ms >= 0)
+		events |= WL_TIMEOUT;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	rc = WaitLatch(MyLatch, events, timeout_ms, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	worker_check_interrupts();
+}

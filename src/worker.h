@@ -1,0 +1,23 @@
+/*
+ * worker.h
+ *		The evrep background workers and what they share.
+ */
+#ifndef EVREP_WORKER_H
+#define EVREP_WORKER_H
+
+#include "evrep.h"
+
+/* Entry points named in the BackgroundWorker registrations (evrep.c). */
+PGDLLEXPORT void evrep_publisher_main(Datum main_arg);
+PGDLLEXPORT void evrep_consumer_main(Datum main_arg);
+
+/* worker.c */
+extern void worker_init(EvrepWorkerKind kind, const char *name);
+extern void worker_check_interrupts(void);
+extern bool worker_extension_ready(void);
+extern bool worker_extension_ready_txn(void);
+extern void worker_durable_commit(void);
+extern void worker_async_commit(void);
+extern void worker_sleep(long timeout_ms);
+
+#endif							/* EVREP_WORKER_H */
