@@ -27,26 +27,27 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#define PUBLISH_CHANNEL		1
-#define CONSUME_CHANNEL		1
-#define TOPOLOGY_CHANNEL	2	/* RPCs must not share the consumer channel's
-								 * failure: a bad bind closes only this one */
+#define PUBLISH_CHANNEL 1
+#define CONSUME_CHANNEL 1
+#define TOPOLOGY_CHANNEL                                                                           \
+	2 /* RPCs must not share the consumer channel's                                                \
+	   * failure: a bad bind closes only this one */
 
-#define FRAME_MAX			131072
-#define CONNECT_TIMEOUT_S	10
-#define RPC_TIMEOUT_S		30
-#define CLOSE_TIMEOUT_S		2
-#define BACKOFF_MIN_MS		100
+#define FRAME_MAX 131072
+#define CONNECT_TIMEOUT_S 10
+#define RPC_TIMEOUT_S 30
+#define CLOSE_TIMEOUT_S 2
+#define BACKOFF_MIN_MS 100
 
-#define EVREP_MESSAGE_TYPE	"evrep.v1"
-#define EVREP_CONTENT_TYPE	"application/json"
+#define EVREP_MESSAGE_TYPE "evrep.v1"
+#define EVREP_CONTENT_TYPE "application/json"
 
 /* Used when peer verification is on and evrep.ssl_ca_file is empty. */
-#define SYSTEM_CA_BUNDLE	"/etc/ssl/certs/ca-certificates.crt"
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
 typedef struct DeliveryNode
 {
-	BrokerDelivery d;			/* first, so a BrokerDelivery * is the node */
+	BrokerDelivery d; /* first, so a BrokerDelivery * is the node */
 	struct DeliveryNode *next;
 } DeliveryNode;
 
@@ -59,44 +60,44 @@ typedef enum ContentKind
 
 struct BrokerConn
 {
-	BrokerRole	role;
-	MemoryContext cxt;			/* this struct and its strings */
-	MemoryContext deliv_cxt;	/* deliveries until freed */
+	BrokerRole role;
+	MemoryContext cxt;		 /* this struct and its strings */
+	MemoryContext deliv_cxt; /* deliveries until freed */
 	amqp_connection_state_t state;
-	bool		logged_in;
-	bool		broken;			/* sticky: every call now fails */
-	bool		blocked;		/* connection.blocked received */
-	uint64		events;			/* bumped when something arrives for the
-								 * caller */
-	int			heartbeat_ms;	/* negotiated; 0 when off */
+	bool logged_in;
+	bool broken;	  /* sticky: every call now fails */
+	bool blocked;	  /* connection.blocked received */
+	uint64 events;	  /* bumped when something arrives for the
+					   * caller */
+	int heartbeat_ms; /* negotiated; 0 when off */
 
 	/* settings the connection was built from */
-	char	   *settings;		/* fingerprint, see settings_fingerprint */
-	char	   *where;			/* for logs: no password */
-	char	   *exchange;
-	char	   *queue;
-	char	   *node_name;
+	char *settings; /* fingerprint, see settings_fingerprint */
+	char *where;	/* for logs: no password */
+	char *exchange;
+	char *queue;
+	char *node_name;
 
 	/* publisher confirms: conf_pending[tag - conf_base] */
-	uint64		next_tag;
-	uint64		conf_base;
-	uint64		conf_low;		/* no pending tag below this */
-	bool	   *conf_pending;
-	uint64		conf_cap;
-	int			unconfirmed;
-	bool		nacked;
+	uint64 next_tag;
+	uint64 conf_base;
+	uint64 conf_low; /* no pending tag below this */
+	bool *conf_pending;
+	uint64 conf_cap;
+	int unconfirmed;
+	bool nacked;
 
 	/* content (header + body frames) being received */
 	ContentKind content;
-	bool		content_header_seen;
-	uint64		content_size;
-	uint64		content_got;
+	bool content_header_seen;
+	uint64 content_size;
+	uint64 content_got;
 	DeliveryNode *content_node;
 
 	/* completed deliveries, oldest first */
 	DeliveryNode *deliv_head;
 	DeliveryNode *deliv_tail;
-	int			npending;
+	int npending;
 };
 
 /* Why the last connection failed, for the monitoring view. */
@@ -106,7 +107,7 @@ static char last_error[256];
  * A broker outage fails every reconnect the same way; one WARNING a minute
  * says so without flooding the log.  Cleared by a successful connect.
  */
-#define REPEAT_LOG_MS	60000
+#define REPEAT_LOG_MS 60000
 static char last_logged[256];
 static TimestampTz last_logged_at;
 
@@ -130,31 +131,29 @@ static BrokerStatus
 conn_failed(BrokerConn *conn, const char *what)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	bool		repeat;
+	bool repeat;
 
 	if (conn->broken)
 		return BROKER_ERROR;
 	conn->broken = true;
 	snprintf(last_error, sizeof(last_error), "%s: %s", conn->where, what);
 	repeat = strcmp(last_error, last_logged) == 0 &&
-		!TimestampDifferenceExceeds(last_logged_at, now, REPEAT_LOG_MS);
+			 !TimestampDifferenceExceeds(last_logged_at, now, REPEAT_LOG_MS);
 	if (!repeat)
 	{
 		strlcpy(last_logged, last_error, sizeof(last_logged));
 		last_logged_at = now;
 	}
-	ereport(repeat ? DEBUG1 : WARNING,
-			(errcode(ERRCODE_CONNECTION_FAILURE),
-			 errmsg("evrep %s: broker connection to %s failed: %s",
-					role_name(conn), conn->where, what)));
+	ereport(repeat ? DEBUG1 : WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
+										errmsg("evrep %s: broker connection to %s failed: %s",
+											   role_name(conn), conn->where, what)));
 	return BROKER_ERROR;
 }
 
 static BrokerStatus
 status_failed(BrokerConn *conn, const char *doing, int status)
 {
-	return conn_failed(conn, psprintf("%s: %s", doing,
-									  amqp_error_string2(status)));
+	return conn_failed(conn, psprintf("%s: %s", doing, amqp_error_string2(status)));
 }
 
 static char *
@@ -164,15 +163,15 @@ describe_close(amqp_method_t *m)
 	{
 		amqp_connection_close_t *c = m->decoded;
 
-		return psprintf("connection closed by broker: %u %s",
-						c->reply_code, bytes_to_cstring(c->reply_text));
+		return psprintf("connection closed by broker: %u %s", c->reply_code,
+						bytes_to_cstring(c->reply_text));
 	}
 	if (m->id == AMQP_CHANNEL_CLOSE_METHOD)
 	{
 		amqp_channel_close_t *c = m->decoded;
 
-		return psprintf("channel closed by broker: %u %s",
-						c->reply_code, bytes_to_cstring(c->reply_text));
+		return psprintf("channel closed by broker: %u %s", c->reply_code,
+						bytes_to_cstring(c->reply_text));
 	}
 	return psprintf("unexpected method 0x%08X from broker", m->id);
 }
@@ -211,17 +210,16 @@ rpc_ok(BrokerConn *conn, const char *doing)
 static void
 track_publish(BrokerConn *conn)
 {
-	uint64		idx = conn->next_tag - conn->conf_base;
+	uint64 idx = conn->next_tag - conn->conf_base;
 
 	if (idx >= conn->conf_cap)
 	{
-		uint64		newcap = Max(conn->conf_cap * 2, 64);
+		uint64 newcap = Max(conn->conf_cap * 2, 64);
 
 		conn->conf_pending = conn->conf_pending == NULL
-			? MemoryContextAllocZero(conn->cxt, newcap * sizeof(bool))
-			: repalloc(conn->conf_pending, newcap * sizeof(bool));
-		memset(conn->conf_pending + conn->conf_cap, 0,
-			   (newcap - conn->conf_cap) * sizeof(bool));
+								 ? MemoryContextAllocZero(conn->cxt, newcap * sizeof(bool))
+								 : repalloc(conn->conf_pending, newcap * sizeof(bool));
+		memset(conn->conf_pending + conn->conf_cap, 0, (newcap - conn->conf_cap) * sizeof(bool));
 		conn->conf_cap = newcap;
 	}
 	conn->conf_pending[idx] = true;
@@ -236,12 +234,12 @@ track_publish(BrokerConn *conn)
 static void
 settle(BrokerConn *conn, uint64 tag, bool multiple, bool acked)
 {
-	uint64		t;
+	uint64 t;
 
 	if (!acked)
 		conn->nacked = true;
 	if (tag < conn->conf_low || tag >= conn->next_tag)
-		return;					/* already settled, or not ours */
+		return; /* already settled, or not ours */
 
 	for (t = multiple ? conn->conf_low : tag; t <= tag; t++)
 	{
@@ -251,8 +249,7 @@ settle(BrokerConn *conn, uint64 tag, bool multiple, bool acked)
 			conn->unconfirmed--;
 		}
 	}
-	while (conn->conf_low < conn->next_tag &&
-		   !conn->conf_pending[conn->conf_low - conn->conf_base])
+	while (conn->conf_low < conn->next_tag && !conn->conf_pending[conn->conf_low - conn->conf_base])
 		conn->conf_low++;
 
 	/* all settled: restart the window so the array does not grow */
@@ -286,8 +283,7 @@ on_deliver(BrokerConn *conn, amqp_basic_deliver_t *m)
 	node = MemoryContextAllocZero(conn->deliv_cxt, sizeof(DeliveryNode));
 	node->d.tag = m->delivery_tag;
 	node->d.redelivered = m->redelivered;
-	node->d.routing_key = MemoryContextAlloc(conn->deliv_cxt,
-											 m->routing_key.len + 1);
+	node->d.routing_key = MemoryContextAlloc(conn->deliv_cxt, m->routing_key.len + 1);
 	memcpy(node->d.routing_key, m->routing_key.bytes, m->routing_key.len);
 	node->d.routing_key[m->routing_key.len] = '\0';
 	conn->content_node = node;
@@ -306,10 +302,10 @@ on_return(BrokerConn *conn, amqp_basic_return_t *m)
 {
 	if (!begin_content(conn, CONTENT_RETURN))
 		return false;
-	ereport(DEBUG1,
-			(errmsg_internal("evrep publisher: message for routing key \"%s\" was unroutable (%u %s); counted as delivered",
-							 bytes_to_cstring(m->routing_key), m->reply_code,
-							 bytes_to_cstring(m->reply_text))));
+	ereport(DEBUG1, (errmsg_internal("evrep publisher: message for routing key \"%s\" was "
+									 "unroutable (%u %s); counted as delivered",
+									 bytes_to_cstring(m->routing_key), m->reply_code,
+									 bytes_to_cstring(m->reply_text))));
 	return true;
 }
 
@@ -336,7 +332,7 @@ finish_content(BrokerConn *conn)
 static bool
 on_header(BrokerConn *conn, amqp_frame_t *f)
 {
-	uint64		size = f->payload.properties.body_size;
+	uint64 size = f->payload.properties.body_size;
 
 	if (conn->content == CONTENT_NONE || conn->content_header_seen)
 	{
@@ -372,8 +368,7 @@ on_body(BrokerConn *conn, amqp_frame_t *f)
 		return false;
 	}
 	if (conn->content == CONTENT_DELIVERY)
-		memcpy(conn->content_node->d.body + conn->content_got,
-			   frag.bytes, frag.len);
+		memcpy(conn->content_node->d.body + conn->content_got, frag.bytes, frag.len);
 	conn->content_got += frag.len;
 	if (conn->content_got == conn->content_size)
 		finish_content(conn);
@@ -385,22 +380,20 @@ on_body(BrokerConn *conn, amqp_frame_t *f)
 static bool
 on_close(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
 {
-	char	   *why = describe_close(m);
+	char *why = describe_close(m);
 
 	/* answer politely; the connection is rebuilt anyway */
 	if (m->id == AMQP_CONNECTION_CLOSE_METHOD)
 	{
 		amqp_connection_close_ok_t ok = {0};
 
-		(void) amqp_send_method(conn->state, 0,
-								AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+		(void) amqp_send_method(conn->state, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
 	}
 	else
 	{
 		amqp_channel_close_ok_t ok = {0};
 
-		(void) amqp_send_method(conn->state, channel,
-								AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+		(void) amqp_send_method(conn->state, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
 	}
 	conn_failed(conn, why);
 	return false;
@@ -412,23 +405,22 @@ on_method(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
 	switch (m->id)
 	{
 		case AMQP_BASIC_ACK_METHOD:
-			{
-				amqp_basic_ack_t *a = m->decoded;
+		{
+			amqp_basic_ack_t *a = m->decoded;
 
-				settle(conn, a->delivery_tag, a->multiple, true);
-				return true;
-			}
+			settle(conn, a->delivery_tag, a->multiple, true);
+			return true;
+		}
 		case AMQP_BASIC_NACK_METHOD:
-			{
-				amqp_basic_nack_t *n = m->decoded;
+		{
+			amqp_basic_nack_t *n = m->decoded;
 
-				ereport(LOG,
-						(errmsg("evrep publisher: broker refused message " UINT64_FORMAT "%s; the batch will be sent again",
-								n->delivery_tag,
-								n->multiple ? " and earlier" : "")));
-				settle(conn, n->delivery_tag, n->multiple, false);
-				return true;
-			}
+			ereport(LOG, (errmsg("evrep publisher: broker refused message " UINT64_FORMAT
+								 "%s; the batch will be sent again",
+								 n->delivery_tag, n->multiple ? " and earlier" : "")));
+			settle(conn, n->delivery_tag, n->multiple, false);
+			return true;
+		}
 		case AMQP_BASIC_RETURN_METHOD:
 			return on_return(conn, m->decoded);
 		case AMQP_BASIC_DELIVER_METHOD:
@@ -440,26 +432,23 @@ on_method(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
 			conn_failed(conn, "broker cancelled the consumer (queue deleted?)");
 			return false;
 		case AMQP_CONNECTION_BLOCKED_METHOD:
-			{
-				amqp_connection_blocked_t *b = m->decoded;
+		{
+			amqp_connection_blocked_t *b = m->decoded;
 
-				ereport(LOG,
-						(errmsg("evrep %s: broker blocks publishing: %s",
-								role_name(conn), bytes_to_cstring(b->reason))));
-				conn->blocked = true;
-				return true;
-			}
+			ereport(LOG, (errmsg("evrep %s: broker blocks publishing: %s", role_name(conn),
+								 bytes_to_cstring(b->reason))));
+			conn->blocked = true;
+			return true;
+		}
 		case AMQP_CONNECTION_UNBLOCKED_METHOD:
-			ereport(LOG,
-					(errmsg("evrep %s: broker accepts publishing again",
-							role_name(conn))));
+			ereport(LOG, (errmsg("evrep %s: broker accepts publishing again", role_name(conn))));
 			conn->blocked = false;
 			conn->events++;
 			return true;
 		default:
 			/* late RPC replies and the like carry nothing for us */
-			elog(DEBUG1, "evrep %s: ignoring method 0x%08X on channel %u",
-				 role_name(conn), m->id, channel);
+			elog(DEBUG1, "evrep %s: ignoring method 0x%08X on channel %u", role_name(conn), m->id,
+				 channel);
 			return true;
 	}
 }
@@ -499,7 +488,7 @@ broker_poll(BrokerConn *conn)
 	for (;;)
 	{
 		amqp_frame_t frame;
-		int			rc;
+		int rc;
 
 		if (conn->broken)
 			return BROKER_ERROR;
@@ -523,17 +512,16 @@ broker_poll(BrokerConn *conn)
 static BrokerStatus
 sleep_on_socket(BrokerConn *conn, long timeout_ms)
 {
-	int			fd = amqp_get_sockfd(conn->state);
-	int			rc;
+	int fd = amqp_get_sockfd(conn->state);
+	int rc;
 
 	if (fd < 0)
 		return conn_failed(conn, "socket closed");
 	if (conn->heartbeat_ms > 0)
 		timeout_ms = Min(timeout_ms, conn->heartbeat_ms / 2);
 	rc = WaitLatchOrSocket(MyLatch,
-						   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT |
-						   WL_EXIT_ON_PM_DEATH,
-						   fd, timeout_ms, PG_WAIT_EXTENSION);
+						   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, fd,
+						   timeout_ms, PG_WAIT_EXTENSION);
 	if (rc & WL_LATCH_SET)
 	{
 		ResetLatch(MyLatch);
@@ -551,14 +539,13 @@ ms_until(TimestampTz deadline)
 BrokerStatus
 broker_wait(BrokerConn *conn, long timeout_ms)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   timeout_ms);
-	uint64		events = conn->events;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	uint64 events = conn->events;
 
 	for (;;)
 	{
 		BrokerStatus st = broker_poll(conn);
-		long		left;
+		long left;
 
 		if (st != BROKER_OK)
 			return st;
@@ -576,12 +563,12 @@ broker_wait(BrokerConn *conn, long timeout_ms)
 /* ---- publisher ---- */
 
 BrokerStatus
-broker_publish(BrokerConn *conn, const char *routing_key,
-			   const char *body, int len, const char *message_id)
+broker_publish(BrokerConn *conn, const char *routing_key, const char *body, int len,
+			   const char *message_id)
 {
 	amqp_basic_properties_t props;
 	amqp_bytes_t payload;
-	int			rc;
+	int rc;
 
 	Assert(conn->role == BROKER_PUBLISHER);
 	if (conn->broken)
@@ -589,10 +576,10 @@ broker_publish(BrokerConn *conn, const char *routing_key,
 
 	memset(&props, 0, sizeof(props));
 	props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-		AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
-		AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_APP_ID_FLAG;
+				   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_TYPE_FLAG |
+				   AMQP_BASIC_APP_ID_FLAG;
 	props.content_type = amqp_cstring_bytes(EVREP_CONTENT_TYPE);
-	props.delivery_mode = 2;	/* persistent */
+	props.delivery_mode = 2; /* persistent */
 	props.message_id = amqp_cstring_bytes(message_id);
 	props.timestamp = (uint64) time(NULL);
 	props.type = amqp_cstring_bytes(EVREP_MESSAGE_TYPE);
@@ -601,10 +588,8 @@ broker_publish(BrokerConn *conn, const char *routing_key,
 	payload.len = len;
 	payload.bytes = (void *) body;
 
-	rc = amqp_basic_publish(conn->state, PUBLISH_CHANNEL,
-							amqp_cstring_bytes(conn->exchange),
-							amqp_cstring_bytes(routing_key),
-							true,	/* mandatory: see on_return */
+	rc = amqp_basic_publish(conn->state, PUBLISH_CHANNEL, amqp_cstring_bytes(conn->exchange),
+							amqp_cstring_bytes(routing_key), true, /* mandatory: see on_return */
 							false, &props, payload);
 	if (rc != AMQP_STATUS_OK)
 		return status_failed(conn, "publishing", rc);
@@ -621,13 +606,12 @@ broker_unconfirmed(BrokerConn *conn)
 BrokerStatus
 broker_wait_confirms(BrokerConn *conn, long timeout_ms)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   timeout_ms);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	for (;;)
 	{
 		BrokerStatus st = broker_poll(conn);
-		long		left;
+		long left;
 
 		if (st != BROKER_OK)
 			return st;
@@ -664,10 +648,9 @@ broker_bind(BrokerConn *conn, const char *routing_key)
 	Assert(conn->role == BROKER_CONSUMER);
 	if (conn->broken)
 		return BROKER_ERROR;
-	amqp_queue_bind(conn->state, TOPOLOGY_CHANNEL,
-					amqp_cstring_bytes(conn->queue),
-					amqp_cstring_bytes(conn->exchange),
-					amqp_cstring_bytes(routing_key), amqp_empty_table);
+	amqp_queue_bind(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->queue),
+					amqp_cstring_bytes(conn->exchange), amqp_cstring_bytes(routing_key),
+					amqp_empty_table);
 	if (!rpc_ok(conn, psprintf("binding routing key \"%s\"", routing_key)))
 		return BROKER_ERROR;
 	return BROKER_OK;
@@ -679,10 +662,9 @@ broker_unbind(BrokerConn *conn, const char *routing_key)
 	Assert(conn->role == BROKER_CONSUMER);
 	if (conn->broken)
 		return BROKER_ERROR;
-	amqp_queue_unbind(conn->state, TOPOLOGY_CHANNEL,
-					  amqp_cstring_bytes(conn->queue),
-					  amqp_cstring_bytes(conn->exchange),
-					  amqp_cstring_bytes(routing_key), amqp_empty_table);
+	amqp_queue_unbind(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->queue),
+					  amqp_cstring_bytes(conn->exchange), amqp_cstring_bytes(routing_key),
+					  amqp_empty_table);
 	if (!rpc_ok(conn, psprintf("unbinding routing key \"%s\"", routing_key)))
 		return BROKER_ERROR;
 	return BROKER_OK;
@@ -721,7 +703,7 @@ broker_free_delivery(BrokerDelivery *delivery)
 BrokerStatus
 broker_ack(BrokerConn *conn, uint64 tag)
 {
-	int			rc;
+	int rc;
 
 	if (conn->broken)
 		return BROKER_ERROR;
@@ -736,19 +718,17 @@ broker_ack(BrokerConn *conn, uint64 tag)
 static char *
 settings_fingerprint(void)
 {
-	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d",
-					evrep_broker_url, evrep_exchange, evrep_node_name,
-					evrep_ssl_ca_file, evrep_ssl_cert_file, evrep_ssl_key_file,
-					(int) evrep_ssl_verify_peer,
-					(int) evrep_ssl_verify_hostname,
-					evrep_heartbeat, evrep_prefetch);
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d", evrep_broker_url, evrep_exchange,
+					evrep_node_name, evrep_ssl_ca_file, evrep_ssl_cert_file, evrep_ssl_key_file,
+					(int) evrep_ssl_verify_peer, (int) evrep_ssl_verify_hostname, evrep_heartbeat,
+					evrep_prefetch);
 }
 
 bool
 broker_settings_changed(BrokerConn *conn)
 {
-	char	   *now = settings_fingerprint();
-	bool		changed = strcmp(now, conn->settings) != 0;
+	char *now = settings_fingerprint();
+	bool changed = strcmp(now, conn->settings) != 0;
 
 	pfree(now);
 	return changed;
@@ -759,7 +739,7 @@ new_ssl_socket(BrokerConn *conn)
 {
 	amqp_socket_t *sock = amqp_ssl_socket_new(conn->state);
 	const char *ca = evrep_ssl_ca_file;
-	int			rc;
+	int rc;
 
 	if (sock == NULL)
 	{
@@ -776,11 +756,9 @@ new_ssl_socket(BrokerConn *conn)
 	}
 
 	/* rabbitmq-c loads no default trust store */
-	if (ca[0] == '\0' && evrep_ssl_verify_peer &&
-		access(SYSTEM_CA_BUNDLE, R_OK) == 0)
+	if (ca[0] == '\0' && evrep_ssl_verify_peer && access(SYSTEM_CA_BUNDLE, R_OK) == 0)
 		ca = SYSTEM_CA_BUNDLE;
-	if (ca[0] != '\0' &&
-		(rc = amqp_ssl_socket_set_cacert(sock, ca)) != AMQP_STATUS_OK)
+	if (ca[0] != '\0' && (rc = amqp_ssl_socket_set_cacert(sock, ca)) != AMQP_STATUS_OK)
 	{
 		status_failed(conn, psprintf("loading CA file \"%s\"", ca), rc);
 		return NULL;
@@ -793,8 +771,7 @@ new_ssl_socket(BrokerConn *conn)
 			conn_failed(conn, "evrep.ssl_cert_file and evrep.ssl_key_file must be set together");
 			return NULL;
 		}
-		rc = amqp_ssl_socket_set_key(sock, evrep_ssl_cert_file,
-									 evrep_ssl_key_file);
+		rc = amqp_ssl_socket_set_key(sock, evrep_ssl_cert_file, evrep_ssl_key_file);
 		if (rc != AMQP_STATUS_OK)
 		{
 			status_failed(conn, "loading client certificate and key", rc);
@@ -838,18 +815,16 @@ login(BrokerConn *conn, struct amqp_connection_info *info)
 	props[0].key = amqp_cstring_bytes("connection_name");
 	props[0].value.kind = AMQP_FIELD_KIND_UTF8;
 	props[0].value.value.bytes =
-		amqp_cstring_bytes(psprintf("evrep %s %s", role_name(conn),
-									conn->node_name));
+		amqp_cstring_bytes(psprintf("evrep %s %s", role_name(conn), conn->node_name));
 	props[1].key = amqp_cstring_bytes("capabilities");
 	props[1].value.kind = AMQP_FIELD_KIND_TABLE;
 	props[1].value.value.table = caps_table;
 	props_table.num_entries = lengthof(props);
 	props_table.entries = props;
 
-	r = amqp_login_with_properties(conn->state, info->vhost, 0, FRAME_MAX,
-								   evrep_heartbeat, &props_table,
-								   AMQP_SASL_METHOD_PLAIN,
-								   info->user, info->password);
+	r = amqp_login_with_properties(conn->state, info->vhost, 0, FRAME_MAX, evrep_heartbeat,
+								   &props_table, AMQP_SASL_METHOD_PLAIN, info->user,
+								   info->password);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
 	{
 		conn_failed(conn, psprintf("login: %s", describe_reply(r)));
@@ -866,7 +841,7 @@ open_connection(BrokerConn *conn, struct amqp_connection_info *info)
 	amqp_socket_t *sock;
 	struct timeval connect_tv = {CONNECT_TIMEOUT_S, 0};
 	struct timeval rpc_tv = {RPC_TIMEOUT_S, 0};
-	int			rc;
+	int rc;
 
 	conn->state = amqp_new_connection();
 	if (conn->state == NULL)
@@ -902,13 +877,11 @@ open_channel(BrokerConn *conn, amqp_channel_t channel)
 static bool
 declare_exchange(BrokerConn *conn, amqp_channel_t channel)
 {
-	amqp_exchange_declare(conn->state, channel,
-						  amqp_cstring_bytes(conn->exchange),
-						  amqp_cstring_bytes("topic"),
-						  false,	/* passive */
-						  true,		/* durable */
-						  false,	/* auto-delete */
-						  false,	/* internal */
+	amqp_exchange_declare(conn->state, channel, amqp_cstring_bytes(conn->exchange),
+						  amqp_cstring_bytes("topic"), false, /* passive */
+						  true,								  /* durable */
+						  false,							  /* auto-delete */
+						  false,							  /* internal */
 						  amqp_empty_table);
 	return rpc_ok(conn, psprintf("declaring exchange \"%s\"", conn->exchange));
 }
@@ -916,8 +889,7 @@ declare_exchange(BrokerConn *conn, amqp_channel_t channel)
 static bool
 setup_publisher(BrokerConn *conn)
 {
-	if (!open_channel(conn, PUBLISH_CHANNEL) ||
-		!declare_exchange(conn, PUBLISH_CHANNEL))
+	if (!open_channel(conn, PUBLISH_CHANNEL) || !declare_exchange(conn, PUBLISH_CHANNEL))
 		return false;
 	amqp_confirm_select(conn->state, PUBLISH_CHANNEL);
 	if (!rpc_ok(conn, "enabling publisher confirms"))
@@ -933,29 +905,26 @@ setup_publisher(BrokerConn *conn)
 static bool
 setup_consumer(BrokerConn *conn)
 {
-	int			prefetch = Min(Max(evrep_prefetch, 1), UINT16_MAX);
+	int prefetch = Min(Max(evrep_prefetch, 1), UINT16_MAX);
 
-	if (!open_channel(conn, CONSUME_CHANNEL) ||
-		!open_channel(conn, TOPOLOGY_CHANNEL) ||
+	if (!open_channel(conn, CONSUME_CHANNEL) || !open_channel(conn, TOPOLOGY_CHANNEL) ||
 		!declare_exchange(conn, TOPOLOGY_CHANNEL))
 		return false;
-	amqp_queue_declare(conn->state, TOPOLOGY_CHANNEL,
-					   amqp_cstring_bytes(conn->queue),
-					   false,	/* passive */
-					   true,	/* durable */
-					   false,	/* exclusive */
-					   false,	/* auto-delete */
+	amqp_queue_declare(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->queue),
+					   false, /* passive */
+					   true,  /* durable */
+					   false, /* exclusive */
+					   false, /* auto-delete */
 					   amqp_empty_table);
 	if (!rpc_ok(conn, psprintf("declaring queue \"%s\"", conn->queue)))
 		return false;
 	amqp_basic_qos(conn->state, CONSUME_CHANNEL, 0, (uint16_t) prefetch, false);
 	if (!rpc_ok(conn, "setting prefetch"))
 		return false;
-	amqp_basic_consume(conn->state, CONSUME_CHANNEL,
-					   amqp_cstring_bytes(conn->queue), amqp_empty_bytes,
-					   false,	/* no-local */
-					   false,	/* no-ack: we ack after commit */
-					   true,	/* exclusive */
+	amqp_basic_consume(conn->state, CONSUME_CHANNEL, amqp_cstring_bytes(conn->queue),
+					   amqp_empty_bytes, false, /* no-local */
+					   false,					/* no-ack: we ack after commit */
+					   true,					/* exclusive */
 					   amqp_empty_table);
 	return rpc_ok(conn, psprintf("consuming from queue \"%s\"", conn->queue));
 }
@@ -963,16 +932,14 @@ setup_consumer(BrokerConn *conn)
 static BrokerConn *
 new_conn(BrokerRole role)
 {
-	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext,
-											  "evrep broker connection",
-											  ALLOCSET_SMALL_SIZES);
+	MemoryContext cxt =
+		AllocSetContextCreate(TopMemoryContext, "evrep broker connection", ALLOCSET_SMALL_SIZES);
 	BrokerConn *conn = MemoryContextAllocZero(cxt, sizeof(BrokerConn));
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 
 	conn->role = role;
 	conn->cxt = cxt;
-	conn->deliv_cxt = AllocSetContextCreate(cxt, "evrep deliveries",
-											ALLOCSET_DEFAULT_SIZES);
+	conn->deliv_cxt = AllocSetContextCreate(cxt, "evrep deliveries", ALLOCSET_DEFAULT_SIZES);
 	conn->settings = settings_fingerprint();
 	conn->where = pstrdup("(unparsed evrep.broker_url)");
 	conn->exchange = pstrdup(evrep_exchange);
@@ -986,9 +953,8 @@ new_conn(BrokerRole role)
 static char *
 describe_target(struct amqp_connection_info *info)
 {
-	return psprintf("%s://%s@%s:%d vhost \"%s\"",
-					info->ssl ? "amqps" : "amqp", info->user, info->host,
-					info->port, info->vhost);
+	return psprintf("%s://%s@%s:%d vhost \"%s\"", info->ssl ? "amqps" : "amqp", info->user,
+					info->host, info->port, info->vhost);
 }
 
 BrokerConn *
@@ -997,8 +963,8 @@ broker_connect(BrokerRole role)
 	BrokerConn *conn = new_conn(role);
 	MemoryContext old = MemoryContextSwitchTo(conn->cxt);
 	struct amqp_connection_info info;
-	char	   *url = pstrdup(evrep_broker_url);	/* parsed in place */
-	bool		ok;
+	char *url = pstrdup(evrep_broker_url); /* parsed in place */
+	bool ok;
 
 	/* never echo the URL: it may hold the password */
 	if (url[0] == '\0')
@@ -1009,8 +975,7 @@ broker_connect(BrokerRole role)
 	{
 		conn->where = describe_target(&info);
 		if (open_connection(conn, &info))
-			(void) (role == BROKER_PUBLISHER ? setup_publisher(conn)
-					: setup_consumer(conn));
+			(void) (role == BROKER_PUBLISHER ? setup_publisher(conn) : setup_consumer(conn));
 	}
 	ok = !conn->broken;
 	/* the parsed copy holds the password: do not keep it around */
@@ -1024,9 +989,8 @@ broker_connect(BrokerRole role)
 		return NULL;
 	}
 	last_logged[0] = '\0';
-	ereport(LOG,
-			(errmsg("evrep %s connected to broker %s (heartbeat %d s)",
-					role_name(conn), conn->where, conn->heartbeat_ms / 1000)));
+	ereport(LOG, (errmsg("evrep %s connected to broker %s (heartbeat %d s)", role_name(conn),
+						 conn->where, conn->heartbeat_ms / 1000)));
 	return conn;
 }
 
@@ -1054,20 +1018,20 @@ broker_close(BrokerConn *conn)
 void
 broker_backoff_sleep(BrokerBackoff *backoff)
 {
-	int			cap = Max(evrep_reconnect_max, BACKOFF_MIN_MS);
-	int			delay = Min(Max(backoff->delay_ms, BACKOFF_MIN_MS), cap);
+	int cap = Max(evrep_reconnect_max, BACKOFF_MIN_MS);
+	int delay = Min(Max(backoff->delay_ms, BACKOFF_MIN_MS), cap);
 	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
 
 	for (;;)
 	{
-		long		left = ms_until(end);
-		int			rc;
+		long left = ms_until(end);
+		int rc;
 
 		/* a reload may have fixed the URL: do not sit out the delay */
 		if (left <= 0 || ConfigReloadPending)
 			break;
-		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					   left, PG_WAIT_EXTENSION);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, left,
+					   PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);

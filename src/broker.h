@@ -15,19 +15,19 @@
 
 typedef enum BrokerStatus
 {
-	BROKER_OK = 0,				/* done, or something arrived for the caller */
-	BROKER_TIMEOUT,				/* the wait ended with nothing to report */
-	BROKER_LATCH,				/* MyLatch was set (and reset): check
-								 * interrupts, then call again */
-	BROKER_NACKED,				/* the broker refused a message: re-send */
-	BROKER_ERROR				/* connection unusable: close and reconnect */
+	BROKER_OK = 0,	/* done, or something arrived for the caller */
+	BROKER_TIMEOUT, /* the wait ended with nothing to report */
+	BROKER_LATCH,	/* MyLatch was set (and reset): check
+					 * interrupts, then call again */
+	BROKER_NACKED,	/* the broker refused a message: re-send */
+	BROKER_ERROR	/* connection unusable: close and reconnect */
 } BrokerStatus;
 
 typedef enum BrokerRole
 {
-	BROKER_PUBLISHER,			/* exchange + confirm mode on channel 1 */
-	BROKER_CONSUMER				/* queue + consumer on channel 1, topology on
-								 * channel 2 */
+	BROKER_PUBLISHER, /* exchange + confirm mode on channel 1 */
+	BROKER_CONSUMER	  /* queue + consumer on channel 1, topology on
+					   * channel 2 */
 } BrokerRole;
 
 typedef struct BrokerConn BrokerConn;
@@ -35,11 +35,11 @@ typedef struct BrokerConn BrokerConn;
 /* One message received by the consumer; owned by the connection. */
 typedef struct BrokerDelivery
 {
-	uint64		tag;			/* delivery tag, for broker_ack */
-	bool		redelivered;
-	char	   *routing_key;
-	char	   *body;			/* NUL-terminated after len bytes */
-	int			len;
+	uint64 tag; /* delivery tag, for broker_ack */
+	bool redelivered;
+	char *routing_key;
+	char *body; /* NUL-terminated after len bytes */
+	int len;
 } BrokerDelivery;
 
 /*
@@ -74,12 +74,11 @@ extern BrokerStatus broker_poll(BrokerConn *conn);
 extern BrokerStatus broker_wait(BrokerConn *conn, long timeout_ms);
 
 /* Publisher: sends one persistent, mandatory message on channel 1. */
-extern BrokerStatus broker_publish(BrokerConn *conn, const char *routing_key,
-								   const char *body, int len,
-								   const char *message_id);
+extern BrokerStatus broker_publish(BrokerConn *conn, const char *routing_key, const char *body,
+								   int len, const char *message_id);
 
 /* Publisher: messages sent and not yet acked or nacked. */
-extern int	broker_unconfirmed(BrokerConn *conn);
+extern int broker_unconfirmed(BrokerConn *conn);
 
 /*
  * Publisher: waits until every message sent is confirmed (BROKER_OK), one
@@ -93,7 +92,7 @@ extern BrokerStatus broker_bind(BrokerConn *conn, const char *routing_key);
 extern BrokerStatus broker_unbind(BrokerConn *conn, const char *routing_key);
 
 /* Consumer: deliveries received and not yet taken. */
-extern int	broker_pending(BrokerConn *conn);
+extern int broker_pending(BrokerConn *conn);
 
 /* Consumer: oldest delivery not yet taken, or NULL; free it when done. */
 extern BrokerDelivery *broker_take(BrokerConn *conn);
@@ -108,10 +107,10 @@ extern BrokerStatus broker_ack(BrokerConn *conn, uint64 tag);
  */
 typedef struct BrokerBackoff
 {
-	int			delay_ms;		/* 0: next sleep is the shortest */
+	int delay_ms; /* 0: next sleep is the shortest */
 } BrokerBackoff;
 
 extern void broker_backoff_sleep(BrokerBackoff *backoff);
 extern void broker_backoff_reset(BrokerBackoff *backoff);
 
-#endif							/* EVREP_BROKER_H */
+#endif /* EVREP_BROKER_H */

@@ -24,15 +24,15 @@
 #include "worker.h"
 
 /* Idle wake-up; deliveries, heartbeats and the latch end it earlier. */
-#define IDLE_WAIT_MS			10000
+#define IDLE_WAIT_MS 10000
 
 /*
  * Bindings are re-checked this often even without a generation change:
  * the change is signalled before the subscribing transaction commits, so
  * the sync it triggers may not see it yet.
  */
-#define RESYNC_MS				10000
-#define NO_EXTENSION_WAIT_MS	5000
+#define RESYNC_MS 10000
+#define NO_EXTENSION_WAIT_MS 5000
 
 static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
@@ -68,8 +68,7 @@ ensure_connected(bool *fresh)
 {
 	if (conn != NULL && broker_settings_changed(conn))
 	{
-		ereport(LOG,
-				(errmsg("evrep consumer reconnects: broker settings changed")));
+		ereport(LOG, (errmsg("evrep consumer reconnects: broker settings changed")));
 		broker_close(conn);
 		conn = NULL;
 	}
@@ -99,9 +98,9 @@ ensure_connected(bool *fresh)
 static bool
 key_in(const char *key, List *keys)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
-	foreach(lc, keys)
+	foreach (lc, keys)
 	{
 		if (strcmp(key, lfirst(lc)) == 0)
 			return true;
@@ -113,14 +112,14 @@ key_in(const char *key, List *keys)
 static List *
 wanted_keys(MemoryContext cxt)
 {
-	List	   *keys = NIL;
-	ListCell   *lc;
+	List *keys = NIL;
+	ListCell *lc;
 
 	StartTransactionCommand();
 	if (worker_extension_ready())
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
-		foreach(lc, apply_subscription_keys())
+		foreach (lc, apply_subscription_keys())
 			keys = lappend(keys, MemoryContextStrdup(cxt, lfirst(lc)));
 		PopActiveSnapshot();
 	}
@@ -131,15 +130,14 @@ wanted_keys(MemoryContext cxt)
 static bool
 bind_key(const char *key)
 {
-	bool		known = key_in(key, bound);
+	bool known = key_in(key, bound);
 	MemoryContext old;
 
 	if (broker_bind(conn, key) != BROKER_OK)
 		return false;
 	if (known)
 		return true;
-	ereport(LOG,
-			(errmsg("evrep consumer: queue bound to routing key \"%s\"", key)));
+	ereport(LOG, (errmsg("evrep consumer: queue bound to routing key \"%s\"", key)));
 	old = MemoryContextSwitchTo(bound_cxt);
 	bound = lappend(bound, pstrdup(key));
 	MemoryContextSwitchTo(old);
@@ -151,43 +149,40 @@ unbind_key(const char *key)
 {
 	if (broker_unbind(conn, key) != BROKER_OK)
 		return false;
-	ereport(LOG,
-			(errmsg("evrep consumer: queue unbound from routing key \"%s\"", key)));
+	ereport(LOG, (errmsg("evrep consumer: queue unbound from routing key \"%s\"", key)));
 	return true;
 }
 
 /*
- * Binds the wanted keys and unbinds what this process bound that is no
- * longer wanted.  On a fresh connection every wanted key is bound again
- * (idempotent, and cheaper than guessing what a previous process left);
- * otherwise only the differences cost an RPC, so a periodic sync is cheap.
+ * Binds every wanted key and unbinds what this process bound that is no
+ * longer wanted.  Binding is idempotent, so every sync binds everything
+ * again: that also repairs bindings lost behind our back (exchange deleted
+ * and re-declared by a publisher, queue deleted), within RESYNC_MS.
  */
 static bool
-sync_bindings(bool fresh)
+sync_bindings(void)
 {
-	MemoryContext tmp = AllocSetContextCreate(TopMemoryContext,
-											  "evrep binding sync",
-											  ALLOCSET_SMALL_SIZES);
+	MemoryContext tmp =
+		AllocSetContextCreate(TopMemoryContext, "evrep binding sync", ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(tmp);
-	List	   *want;
-	List	   *keep = NIL;
-	ListCell   *lc;
-	bool		ok = true;
+	List *want;
+	List *keep = NIL;
+	ListCell *lc;
+	bool ok = true;
 
 	pgstat_report_activity(STATE_RUNNING, "syncing queue bindings");
 	want = wanted_keys(tmp);
 	MemoryContextSwitchTo(tmp);
-	foreach(lc, want)
+	foreach (lc, want)
 	{
-		if ((fresh || !key_in(lfirst(lc), bound)) &&
-			!(ok = bind_key(lfirst(lc))))
+		if (!(ok = bind_key(lfirst(lc))))
 			break;
 	}
 
 	MemoryContextSwitchTo(bound_cxt);
-	foreach(lc, bound)
+	foreach (lc, bound)
 	{
-		char	   *key = lfirst(lc);
+		char *key = lfirst(lc);
 
 		if (ok && !key_in(key, want) && (ok = unbind_key(key)))
 			pfree(key);
@@ -234,7 +229,7 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData *edata;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
@@ -242,8 +237,7 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 		AbortCurrentTransaction();
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
-				 errmsg("evrep consumer could not apply %d messages: %s",
-						n, edata->message),
+				 errmsg("evrep consumer could not apply %d messages: %s", n, edata->message),
 				 errdetail("Nothing was acknowledged; the broker delivers the messages again.")));
 		evrep_worker_report(EVREP_CONSUMER, true, 0, edata->message);
 		FreeErrorData(edata);
@@ -260,20 +254,18 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 static bool
 apply_pending(MemoryContext batch_cxt)
 {
-	int			n = Min(broker_pending(conn), evrep_apply_batch);
+	int n = Min(broker_pending(conn), evrep_apply_batch);
 	BrokerDelivery **ds;
-	int64		applied = 0;
-	bool		ok;
+	int64 applied = 0;
+	bool ok;
 
 	MemoryContextSwitchTo(batch_cxt);
 	ds = palloc(sizeof(BrokerDelivery *) * n);
 	for (int i = 0; i < n; i++)
 		ds[i] = broker_take(conn);
 
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("applying %d messages", n));
-	ok = apply_batch_txn(ds, n, &applied) &&
-		broker_ack(conn, ds[n - 1]->tag) == BROKER_OK;
+	pgstat_report_activity(STATE_RUNNING, psprintf("applying %d messages", n));
+	ok = apply_batch_txn(ds, n, &applied) && broker_ack(conn, ds[n - 1]->tag) == BROKER_OK;
 	if (ok)
 	{
 		broker_backoff_reset(&backoff);
@@ -291,31 +283,28 @@ apply_pending(MemoryContext batch_cxt)
 static void
 set_replica_role(void)
 {
-	SetConfigOption("session_replication_role", "replica",
-					PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_SESSION);
 }
 
 void
 evrep_consumer_main(Datum main_arg)
 {
 	MemoryContext batch_cxt;
-	uint64		synced_generation = 0;
+	uint64 synced_generation = 0;
 	TimestampTz synced_at = 0;
-	bool		fresh = true;
+	bool fresh = true;
 
 	worker_init(EVREP_CONSUMER, "evrep consumer");
 	before_shmem_exit(close_at_exit, (Datum) 0);
 	set_replica_role();
-	bound_cxt = AllocSetContextCreate(TopMemoryContext,
-									  "evrep consumer bindings",
-									  ALLOCSET_SMALL_SIZES);
-	batch_cxt = AllocSetContextCreate(TopMemoryContext,
-									  "evrep consumer batch",
-									  ALLOCSET_DEFAULT_SIZES);
+	bound_cxt =
+		AllocSetContextCreate(TopMemoryContext, "evrep consumer bindings", ALLOCSET_SMALL_SIZES);
+	batch_cxt =
+		AllocSetContextCreate(TopMemoryContext, "evrep consumer batch", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
-		uint64		generation;
+		uint64 generation;
 
 		worker_check_interrupts();
 		MemoryContextSwitchTo(TopMemoryContext);
@@ -325,10 +314,9 @@ evrep_consumer_main(Datum main_arg)
 		/* read before syncing: a change during the sync syncs again */
 		generation = pg_atomic_read_u64(&evrep_shared->subscription_generation);
 		if (fresh || generation != synced_generation ||
-			TimestampDifferenceExceeds(synced_at, GetCurrentTimestamp(),
-									   RESYNC_MS))
+			TimestampDifferenceExceeds(synced_at, GetCurrentTimestamp(), RESYNC_MS))
 		{
-			if (!sync_bindings(fresh))
+			if (!sync_bindings())
 			{
 				drop_connection();
 				continue;

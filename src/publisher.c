@@ -27,10 +27,10 @@
  * blocked (resource alarm) or overloaded; after this long a new connection
  * and a re-send are worth their duplicates.
  */
-#define CONFIRM_TIMEOUT_MS		60000
+#define CONFIRM_TIMEOUT_MS 60000
 
 /* How often to look for CREATE EXTENSION while it has not run. */
-#define NO_EXTENSION_WAIT_MS	5000
+#define NO_EXTENSION_WAIT_MS 5000
 
 static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
@@ -58,8 +58,7 @@ ensure_connected(void)
 {
 	if (conn != NULL && broker_settings_changed(conn))
 	{
-		ereport(LOG,
-				(errmsg("evrep publisher reconnects: broker settings changed")));
+		ereport(LOG, (errmsg("evrep publisher reconnects: broker settings changed")));
 		broker_close(conn);
 		conn = NULL;
 	}
@@ -96,8 +95,7 @@ claim_batch(MemoryContext round_cxt, bool *ready)
 	{
 		worker_durable_commit();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		batch = outbox_claim_batch(evrep_batch_size, evrep_message_events,
-								   round_cxt);
+		batch = outbox_claim_batch(evrep_batch_size, evrep_message_events, round_cxt);
 		PopActiveSnapshot();
 	}
 	CommitTransactionCommand();
@@ -121,21 +119,31 @@ remove_batch(OutboxBatch *batch)
 static BrokerStatus
 wait_confirms(void)
 {
-	TimestampTz deadline =
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS);
 	BrokerStatus st;
 
-	/* committing writers set the latch too: it only means "look again" */
-	while ((st = broker_wait_confirms(conn,
-									  TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-																	  deadline))) == BROKER_LATCH)
+	for (;;)
+	{
+		long left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		st = broker_wait_confirms(conn, left);
+		if (st == BROKER_TIMEOUT && broker_blocked(conn))
+		{
+			/* a resource alarm: a new connection would be blocked too */
+			deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS);
+			continue;
+		}
+		if (st != BROKER_LATCH)
+			break;
+		/* committing writers set the latch too: it only means "look again" */
 		worker_check_interrupts();
+	}
 
 	if (st == BROKER_TIMEOUT)
-		ereport(WARNING,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("evrep publisher: %d messages not confirmed within %d s; sending them again on a new connection",
-						broker_unconfirmed(conn), CONFIRM_TIMEOUT_MS / 1000)));
+		ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
+						  errmsg("evrep publisher: %d messages not confirmed within %d s; sending "
+								 "them again on a new connection",
+								 broker_unconfirmed(conn), CONFIRM_TIMEOUT_MS / 1000)));
 	return st;
 }
 
@@ -143,18 +151,15 @@ wait_confirms(void)
 static bool
 send_batch(OutboxBatch *batch)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("publishing %d events in %d messages",
-									batch->nevents,
-									list_length(batch->messages)));
-	foreach(lc, batch->messages)
+	pgstat_report_activity(STATE_RUNNING, psprintf("publishing %d events in %d messages",
+												   batch->nevents, list_length(batch->messages)));
+	foreach (lc, batch->messages)
 	{
 		OutboxMessage *m = lfirst(lc);
 
-		if (broker_publish(conn, m->routing_key, m->body, m->body_len,
-						   m->message_id) != BROKER_OK)
+		if (broker_publish(conn, m->routing_key, m->body, m->body_len, m->message_id) != BROKER_OK)
 			return false;
 	}
 	return wait_confirms() == BROKER_OK;
@@ -177,14 +182,13 @@ evrep_publisher_main(Datum main_arg)
 
 	worker_init(EVREP_PUBLISHER, "evrep publisher");
 	before_shmem_exit(close_at_exit, (Datum) 0);
-	round_cxt = AllocSetContextCreate(TopMemoryContext,
-									  "evrep publisher round",
-									  ALLOCSET_DEFAULT_SIZES);
+	round_cxt =
+		AllocSetContextCreate(TopMemoryContext, "evrep publisher round", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		OutboxBatch *batch;
-		bool		ready;
+		bool ready;
 
 		MemoryContextSwitchTo(TopMemoryContext);
 		worker_check_interrupts();
@@ -198,7 +202,7 @@ evrep_publisher_main(Datum main_arg)
 
 		MemoryContextReset(round_cxt);
 		batch = claim_batch(round_cxt, &ready);
-		MemoryContextSwitchTo(round_cxt);	/* the commit left us in Top */
+		MemoryContextSwitchTo(round_cxt); /* the commit left us in Top */
 		if (!ready)
 		{
 			idle(NO_EXTENSION_WAIT_MS);

@@ -72,7 +72,7 @@ worker_extension_ready(void)
 bool
 worker_extension_ready_txn(void)
 {
-	bool		ready;
+	bool ready;
 
 	StartTransactionCommand();
 	ready = worker_extension_ready();
@@ -92,9 +92,8 @@ void
 worker_durable_commit(void)
 {
 	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
-		(void) set_config_option("synchronous_commit", "local",
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-								 true, 0, false);
+		(void) set_config_option("synchronous_commit", "local", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 /*
@@ -105,17 +104,16 @@ worker_durable_commit(void)
 void
 worker_async_commit(void)
 {
-	(void) set_config_option("synchronous_commit", "off",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 /* Sleeps on the latch only; timeout -1 waits for the latch alone. */
 void
 worker_sleep(long timeout_ms)
 {
-	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
-	int			rc;
+	int events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+	int rc;
 
 	if (timeout_ms >= 0)
 		events |= WL_TIMEOUT;

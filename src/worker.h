@@ -20,4 +20,4 @@ extern void worker_durable_commit(void);
 extern void worker_async_commit(void);
 extern void worker_sleep(long timeout_ms);
 
-#endif							/* EVREP_WORKER_H */
+#endif /* EVREP_WORKER_H */
