@@ -29,9 +29,8 @@
 
 #define PUBLISH_CHANNEL 1
 #define CONSUME_CHANNEL 1
-#define TOPOLOGY_CHANNEL                                                                           \
-	2 /* RPCs must not share the consumer channel's                                                \
-	   * failure: a bad bind closes only this one */
+/* RPCs get their own channel: a failed bind must not close the consumer's */
+#define TOPOLOGY_CHANNEL 2
 
 #define FRAME_MAX 131072
 #define CONNECT_TIMEOUT_S 10
@@ -67,8 +66,7 @@ struct BrokerConn
 	bool logged_in;
 	bool broken;	  /* sticky: every call now fails */
 	bool blocked;	  /* connection.blocked received */
-	uint64 events;	  /* bumped when something arrives for the
-					   * caller */
+	uint64 events;	  /* bumped on news for the caller */
 	int heartbeat_ms; /* negotiated; 0 when off */
 
 	/* settings the connection was built from */
@@ -292,10 +290,13 @@ on_deliver(BrokerConn *conn, amqp_basic_deliver_t *m)
 
 /*
  * mandatory=true makes the broker return a message that no queue is bound
- * for, and then ack it.  No queue means no node subscribes to that table
- * (yet), so there is nobody to deliver to and nothing to retry: the message
- * counts as delivered once the ack arrives.  A subscriber that binds later
- * starts from its own snapshot, not from the stream's history.
+ * for, and then ack it.  No bound queue means no node subscribes to that
+ * table, so there is nobody to deliver to: the message counts as delivered
+ * once the ack arrives.  Retrying instead would let one unsubscribed table
+ * hold up the whole outbox forever.  The price: events published while a
+ * subscriber's binding is missing (exchange deleted and re-declared) are
+ * dropped for it; consumers re-bind within seconds to keep that window
+ * short.
  */
 static bool
 on_return(BrokerConn *conn, amqp_basic_return_t *m)

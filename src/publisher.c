@@ -214,6 +214,18 @@ evrep_publisher_main(Datum main_arg)
 			continue;
 		}
 
+		/*
+		 * No heartbeats are sent during the claim; a slow one can cost the
+		 * connection.  Find out now and send on a new connection, rather
+		 * than fail halfway through the batch.
+		 */
+		if (broker_poll(conn) != BROKER_OK)
+		{
+			broker_close(conn);
+			conn = NULL;
+			if (!ensure_connected())
+				continue;
+		}
 		if (!send_batch(batch))
 		{
 			drop_connection();
