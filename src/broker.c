@@ -21,6 +21,7 @@
 #include "broker.h"
 #include "evrep.h"
 #include "miscadmin.h"
+#include "storage/fd.h"
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
@@ -719,7 +720,8 @@ broker_ack(BrokerConn *conn, uint64 tag)
 static char *
 settings_fingerprint(void)
 {
-	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d", evrep_broker_url, evrep_exchange,
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d", evrep_broker_url,
+					evrep_broker_password_file, evrep_exchange,
 					evrep_node_name, evrep_ssl_ca_file, evrep_ssl_cert_file, evrep_ssl_key_file,
 					(int) evrep_ssl_verify_peer, (int) evrep_ssl_verify_hostname, evrep_heartbeat,
 					evrep_prefetch);
@@ -950,6 +952,38 @@ new_conn(BrokerRole role)
 	return conn;
 }
 
+/*
+ * The password from evrep.broker_password_file replaces the URL's, so that
+ * the URL in postgresql.conf holds none (PostgreSQL logs a reloaded
+ * setting's new value).  First line, without its newline; palloc'd.
+ */
+static char *
+read_password_file(BrokerConn *conn)
+{
+	FILE	   *f;
+	char		buf[1024];
+	char	   *pw = NULL;
+
+	f = AllocateFile(evrep_broker_password_file, "r");
+	if (f == NULL)
+	{
+		conn_failed(conn, psprintf("could not open evrep.broker_password_file \"%s\": %m",
+								   evrep_broker_password_file));
+		return NULL;
+	}
+	if (fgets(buf, sizeof(buf), f) != NULL)
+	{
+		buf[strcspn(buf, "\r\n")] = '\0';
+		pw = pstrdup(buf);
+	}
+	else
+		conn_failed(conn, psprintf("evrep.broker_password_file \"%s\" is empty",
+								   evrep_broker_password_file));
+	explicit_bzero(buf, sizeof(buf));
+	FreeFile(f);
+	return pw;
+}
+
 /* Where we connect, for logs; the URL minus its password. */
 static char *
 describe_target(struct amqp_connection_info *info)
@@ -972,6 +1006,9 @@ broker_connect(BrokerRole role)
 		conn_failed(conn, "evrep.broker_url is not set");
 	else if (amqp_parse_url(url, &info) != AMQP_STATUS_OK)
 		conn_failed(conn, "evrep.broker_url is not a valid amqp:// or amqps:// URL");
+	else if (evrep_broker_password_file[0] != '\0' &&
+			 (info.password = read_password_file(conn)) == NULL)
+		;						/* conn_failed said why */
 	else
 	{
 		conn->where = describe_target(&info);

@@ -5,6 +5,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -26,13 +27,14 @@ void		_PG_init(void);
 char	   *evrep_node_name = "";
 char	   *evrep_database = "";
 char	   *evrep_broker_url = "";
+char	   *evrep_broker_password_file = "";
 char	   *evrep_exchange = "evrep";
 char	   *evrep_ssl_ca_file = "";
 char	   *evrep_ssl_cert_file = "";
 char	   *evrep_ssl_key_file = "";
 bool		evrep_ssl_verify_peer = true;
 bool		evrep_ssl_verify_hostname = true;
-int			evrep_heartbeat = 10;
+int			evrep_heartbeat = 30;
 int			evrep_batch_size = 5000;
 int			evrep_message_events = 500;
 int			evrep_poll_interval = 1000;
@@ -97,6 +99,12 @@ define_settings(void)
 							   NULL, &evrep_broker_url, "", PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.broker_password_file",
+							   "File whose first line is the broker password; overrides the URL's.",
+							   "Keeps the password out of postgresql.conf and out of the log line "
+							   "PostgreSQL writes when a reloaded setting changes.",
+							   &evrep_broker_password_file, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("evrep.exchange",
 							   "Durable topic exchange events are published to.",
 							   NULL, &evrep_exchange, "evrep", PGC_SIGHUP, 0,
@@ -209,17 +217,43 @@ evrep_wake_publisher(void)
 		SetLatch(latch);
 }
 
-void
-evrep_subscriptions_changed(void)
+/*
+ * The consumer re-reads the subscriptions when told; telling it before the
+ * subscribing transaction commits would let it read the old set.
+ */
+static bool subscriptions_changed_pending = false;
+static bool subscriptions_callback_registered = false;
+
+static void
+subscriptions_xact_callback(XactEvent event, void *arg)
 {
 	Latch	   *latch;
 
+	if (!subscriptions_changed_pending)
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		subscriptions_changed_pending = false;
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+		return;
+	subscriptions_changed_pending = false;
 	if (evrep_shared == NULL)
 		return;
 	pg_atomic_fetch_add_u64(&evrep_shared->subscription_generation, 1);
 	latch = evrep_shared->workers[EVREP_CONSUMER].latch;
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+void
+evrep_subscriptions_changed(void)
+{
+	if (!subscriptions_callback_registered)
+	{
+		RegisterXactCallback(subscriptions_xact_callback, NULL);
+		subscriptions_callback_registered = true;
+	}
+	subscriptions_changed_pending = true;
 }
 
 char *

@@ -14,6 +14,7 @@
 extern char *evrep_node_name;
 extern char *evrep_database;
 extern char *evrep_broker_url;
+extern char *evrep_broker_password_file;
 extern char *evrep_exchange;
 extern char *evrep_ssl_ca_file;
 extern char *evrep_ssl_cert_file;
@@ -62,7 +63,7 @@ extern EvrepShared *evrep_shared;
 
 /* Wakes the publisher; cheap, safe to call with no publisher running. */
 extern void evrep_wake_publisher(void);
-/* Tells the consumer the set of subscriptions changed. */
+/* Tells the consumer, once this transaction commits, that subscriptions changed. */
 extern void evrep_subscriptions_changed(void);
 
 /*

@@ -28,39 +28,30 @@
 #include "outbox.h"
 #include "wire.h"
 
-/* Columns both queries return, in this order. */
-#define OUTBOX_COLUMNS \
-	"o.id, o.pub_id, o.seq, o.op, o.row_data::text, to_json(o.commit_ts)::text, " \
-	"p.schema_name, p.table_name, to_json(p.key_columns)::text"
-
-static const char *const resend_query =
-"SELECT " OUTBOX_COLUMNS
-" FROM evrep.outbox o JOIN evrep.publication p ON p.id = o.pub_id"
-" WHERE o.seq IS NOT NULL ORDER BY o.id LIMIT $1";
-
 /*
- * Numbers the oldest unnumbered rows per publication, continuing each
- * publication's last_seq, and returns them in id order.
+ * Each step is a plain statement over the outbox's primary key.  One
+ * statement joining a batch CTE back to the outbox was planned as a hash
+ * join over the whole table once the outbox held a backlog.
  */
-static const char *const claim_query =
-"WITH todo AS ("
-"  SELECT id, pub_id,"
-"         row_number() OVER (PARTITION BY pub_id ORDER BY id) AS rn,"
-"         CASE WHEN $2 THEN pg_xact_commit_timestamp(xmin) END AS cts"
-"  FROM (SELECT id, pub_id, xmin FROM evrep.outbox WHERE seq IS NULL"
-"        ORDER BY id LIMIT $1) s),"
-" bump AS ("
-"  UPDATE evrep.publication p SET last_seq = p.last_seq + c.n"
-"  FROM (SELECT pub_id, count(*) AS n FROM todo GROUP BY pub_id) c"
-"  WHERE p.id = c.pub_id"
-"  RETURNING p.id, p.last_seq - c.n AS base),"
-" o AS ("
-"  UPDATE evrep.outbox o SET seq = bump.base + todo.rn, commit_ts = todo.cts"
-"  FROM todo JOIN bump ON bump.id = todo.pub_id"
-"  WHERE o.id = todo.id"
-"  RETURNING o.*)"
-"SELECT " OUTBOX_COLUMNS
-" FROM o JOIN evrep.publication p ON p.id = o.pub_id ORDER BY o.id";
+static const char *const unnumbered_query =
+"SELECT id, pub_id, CASE WHEN $2 THEN pg_xact_commit_timestamp(xmin) END"
+" FROM evrep.outbox WHERE seq IS NULL ORDER BY id LIMIT $1";
+
+static const char *const reserve_query =
+"UPDATE evrep.publication SET last_seq = last_seq + $2 WHERE id = $1"
+" RETURNING last_seq - $2";
+
+static const char *const number_query =
+"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
+" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
+" WHERE o.id = u.id";
+
+static const char *const numbered_query =
+"SELECT id, pub_id, seq, op, row_data::text, to_json(commit_ts)::text"
+" FROM evrep.outbox WHERE seq IS NOT NULL ORDER BY id LIMIT $1";
+
+static const char *const publications_query =
+"SELECT id, schema_name, table_name, to_json(key_columns)::text FROM evrep.publication";
 
 /*
  * True until a round found no numbered-but-unconfirmed rows; spares the
@@ -68,15 +59,29 @@ static const char *const claim_query =
  */
 static bool maybe_unconfirmed = true;
 
-static SPIPlanPtr resend_plan = NULL;
-static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr unnumbered_plan = NULL;
+static SPIPlanPtr reserve_plan = NULL;
+static SPIPlanPtr number_plan = NULL;
+static SPIPlanPtr numbered_plan = NULL;
+static SPIPlanPtr publications_plan = NULL;
 static SPIPlanPtr remove_plan = NULL;
 
-static char *
-column_text(HeapTuple tuple, TupleDesc desc, int col)
+/* A publication as the batch builder needs it. */
+typedef struct PubInfo
 {
-	return SPI_getvalue(tuple, desc, col);
-}
+	int32		id;
+	char	   *schema;
+	char	   *table;
+	char	   *key_json;
+} PubInfo;
+
+/* Per publication in one numbering round. */
+typedef struct PubCount
+{
+	int32		id;
+	int64		count;
+	int64		next_seq;
+} PubCount;
 
 static void
 finish_message(OutboxBatch *batch, OutboxMessage *m, StringInfo buf)
@@ -87,20 +92,75 @@ finish_message(OutboxBatch *batch, OutboxMessage *m, StringInfo buf)
 	batch->messages = lappend(batch->messages, m);
 }
 
+static PubInfo *
+load_publications(int *npubs)
+{
+	PubInfo    *pubs;
+	int			ret;
+
+	ret = SPI_execute_plan(spi_kept_plan(&publications_plan, publications_query, 0, NULL),
+						   NULL, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
+	*npubs = SPI_processed;
+	pubs = palloc(sizeof(PubInfo) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		pubs[i].id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		pubs[i].schema = SPI_getvalue(tup, desc, 2);
+		pubs[i].table = SPI_getvalue(tup, desc, 3);
+		pubs[i].key_json = SPI_getvalue(tup, desc, 4);
+	}
+	return pubs;
+}
+
+static PubInfo *
+find_publication(PubInfo *pubs, int npubs, int32 id)
+{
+	for (int i = 0; i < npubs; i++)
+	{
+		if (pubs[i].id == id)
+			return &pubs[i];
+	}
+	elog(ERROR, "evrep outbox row refers to unknown publication %d", id);
+	return NULL;				/* keep compiler quiet */
+}
+
 /*
- * Turns the SPI result (rows in send order) into messages of consecutive
- * events of one publication, in mcxt.
+ * Reads the numbered rows (in id order, which within a publication is
+ * number order) and packs consecutive events of one publication into
+ * messages, allocated in mcxt.  Returns NULL when there are none.
  */
 static OutboxBatch *
-build_batch(int max_per_message, MemoryContext mcxt)
+read_numbered(int max_events, int max_per_message, MemoryContext mcxt)
 {
-	TupleDesc	desc = SPI_tuptable->tupdesc;
-	MemoryContext old = MemoryContextSwitchTo(mcxt);
-	OutboxBatch *batch = palloc0(sizeof(OutboxBatch));
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(max_events)};
+	PubInfo    *pubs;
+	int			npubs;
+	OutboxBatch *batch;
 	OutboxMessage *m = NULL;
 	StringInfoData buf;
-	int32		cur_pub = -1;
+	MemoryContext old;
+	TupleDesc	desc;
+	int			ret;
 
+	pubs = load_publications(&npubs);
+	/* not read-only: it must see the numbers given just before */
+	ret = SPI_execute_plan(spi_kept_plan(&numbered_plan, numbered_query, 1, argtypes),
+						   values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return NULL;
+
+	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(mcxt);
+	batch = palloc0(sizeof(OutboxBatch));
 	batch->nevents = SPI_processed;
 	batch->ids = palloc(sizeof(int64) * SPI_processed);
 
@@ -108,37 +168,133 @@ build_batch(int max_per_message, MemoryContext mcxt)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		int32		pub = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		char		op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
 
-		batch->ids[i] = id;
-		if (m == NULL || pub != cur_pub || m->nevents >= max_per_message)
+		batch->ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message)
 		{
-			char	   *schema = column_text(tup, desc, 7);
-			char	   *table = column_text(tup, desc, 8);
+			PubInfo    *p = find_publication(pubs, npubs, pub);
 
 			if (m != NULL)
 				finish_message(batch, m, &buf);
 			m = palloc0(sizeof(OutboxMessage));
-			m->routing_key = wire_routing_key(schema, table);
+			m->pub_id = pub;
+			m->routing_key = wire_routing_key(p->schema, p->table);
 			m->message_id = psprintf("%s/%s.%s/" INT64_FORMAT,
-									 evrep_node_name, schema, table, seq);
+									 evrep_node_name, p->schema, p->table, seq);
 			initStringInfo(&buf);
-			wire_begin_message(&buf, evrep_node_name, schema, table,
-							   column_text(tup, desc, 9));
-			cur_pub = pub;
+			wire_begin_message(&buf, evrep_node_name, p->schema, p->table, p->key_json);
 		}
 		wire_add_event(&buf, m->nevents == 0, seq, op,
-					   column_text(tup, desc, 6), column_text(tup, desc, 5));
+					   SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 5));
 		m->nevents++;
 	}
-	if (m != NULL)
-		finish_message(batch, m, &buf);
-
+	finish_message(batch, m, &buf);
 	MemoryContextSwitchTo(old);
 	return batch;
+}
+
+static int64
+reserve_numbers(int32 pub_id, int64 count)
+{
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		values[2] = {Int32GetDatum(pub_id), Int64GetDatum(count)};
+	bool		isnull;
+	int			ret;
+
+	ret = SPI_execute_plan(spi_kept_plan(&reserve_plan, reserve_query, 2, argtypes),
+						   values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not reserve evrep numbers for publication %d", pub_id);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									   &isnull));
+}
+
+static PubCount *
+find_count(PubCount *counts, int *ncounts, int32 pub_id)
+{
+	for (int i = 0; i < *ncounts; i++)
+	{
+		if (counts[i].id == pub_id)
+			return &counts[i];
+	}
+	counts[*ncounts].id = pub_id;
+	counts[*ncounts].count = 0;
+	return &counts[(*ncounts)++];
+}
+
+/*
+ * Numbers up to max_events unnumbered rows in id order, continuing each
+ * publication's last_seq.  Returns how many were numbered.
+ */
+static int
+number_rows(int max_events)
+{
+	Oid			argtypes[3] = {INT4OID, BOOLOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	char		nulls[3] = "   ";
+	int			n;
+	Datum	   *ids,
+			   *seqs,
+			   *cts;
+	bool	   *cts_null;
+	int32	   *pub_ids;
+	PubCount   *counts;
+	int			ncounts = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			ret;
+
+	values[0] = Int32GetDatum(max_events);
+	values[1] = BoolGetDatum(track_commit_timestamp);
+	ret = SPI_execute_plan(spi_kept_plan(&unnumbered_plan, unnumbered_query, 2, argtypes),
+						   values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read unnumbered outbox rows: %s", SPI_result_code_string(ret));
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+
+	ids = palloc(sizeof(Datum) * n);
+	seqs = palloc(sizeof(Datum) * n);
+	cts = palloc(sizeof(Datum) * n);
+	cts_null = palloc(sizeof(bool) * n);
+	pub_ids = palloc(sizeof(int32) * n);
+	counts = palloc(sizeof(PubCount) * n);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		ids[i] = SPI_getbinval(tup, desc, 1, &isnull);
+		pub_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		cts[i] = SPI_getbinval(tup, desc, 3, &cts_null[i]);
+		find_count(counts, &ncounts, pub_ids[i])->count++;
+	}
+	for (int i = 0; i < ncounts; i++)
+		counts[i].next_seq = reserve_numbers(counts[i].id, counts[i].count) + 1;
+	for (int i = 0; i < n; i++)
+		seqs[i] = Int64GetDatum(find_count(counts, &ncounts, pub_ids[i])->next_seq++);
+
+	dims[0] = n;
+	argtypes[0] = INT8ARRAYOID;
+	argtypes[1] = INT8ARRAYOID;
+	argtypes[2] = TIMESTAMPTZARRAYOID;
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[2] = PointerGetDatum(construct_md_array(cts, cts_null, 1, dims, lbs,
+												   TIMESTAMPTZOID, sizeof(TimestampTz),
+												   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ret = SPI_execute_plan(spi_kept_plan(&number_plan, number_query, 3, argtypes),
+						   values, nulls, false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) n)
+		elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
+	return n;
 }
 
 static void
@@ -154,36 +310,16 @@ require_node_name(void)
 OutboxBatch *
 outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt)
 {
-	Oid			argtypes[2] = {INT4OID, BOOLOID};
-	Datum		values[2];
 	OutboxBatch *batch = NULL;
-	int			ret;
 
 	require_node_name();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	values[0] = Int32GetDatum(max_events);
-	values[1] = BoolGetDatum(track_commit_timestamp);
 	if (maybe_unconfirmed)
-	{
-		ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 1, argtypes),
-							   values, NULL, true, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not read unconfirmed outbox rows: %s",
-				 SPI_result_code_string(ret));
-		if (SPI_processed > 0)
-			batch = build_batch(max_per_message, mcxt);
-	}
-	if (batch == NULL)
-	{
-		ret = SPI_execute_plan(spi_kept_plan(&claim_plan, claim_query, 2, argtypes),
-							   values, NULL, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
-		if (SPI_processed > 0)
-			batch = build_batch(max_per_message, mcxt);
-	}
+		batch = read_numbered(max_events, max_per_message, mcxt);
+	if (batch == NULL && number_rows(max_events) > 0)
+		batch = read_numbered(max_events, max_per_message, mcxt);
 	maybe_unconfirmed = (batch != NULL);
 	SPI_finish();
 	return batch;

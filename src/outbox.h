@@ -10,6 +10,7 @@
 /* One AMQP message ready to send: several events of one table, in order. */
 typedef struct OutboxMessage
 {
+	int32		pub_id;
 	char	   *routing_key;	/* escaped "schema.table" */
 	char	   *body;			/* JSON envelope, see README "Wire format" */
 	int			body_len;
