@@ -1,0 +1,249 @@
+# test/t/replication_lib.sh -- helpers shared by the replication tests
+# (test/t/1x_*.t, 2x_*.t). Source it after test/lib/tap.sh:
+#
+#   source "$(dirname "$0")/../lib/tap.sh"
+#   source "$(dirname "$0")/replication_lib.sh"
+#
+#   repl_setup BROKER AMQP_PORT NODE PG_PORT [NODE PG_PORT...]
+#                                  start the broker and the nodes in parallel (pg_init
+#                                  with the broker URL and REPL_CONF, pg_start,
+#                                  CREATE EXTENSION evrep); BAIL_OUT on failure
+#   repl_broker NAME PORT          rmq_start, BAIL_OUT if it fails
+#   repl_node NAME PORT BROKER [CONF...]   pg_init, pg_start, CREATE EXTENSION
+#   sql NODE 'SQL'                 pg_psql NODE -c SQL (prints rows, '|'-separated;
+#                                  several statements run as ONE transaction)
+#   sql_script NODE 'SQL'          SQL via stdin: one transaction per statement
+#   row_count NODE TABLE           SELECT count(*)
+#   table_md5 NODE TABLE           md5 of all rows in id order
+#   outbox_depth NODE              rows in evrep.outbox (not yet confirmed)
+#   applied NODE ORIGIN TABLE      evrep.progress.applied (0 if no row yet)
+#   skipped NODE ORIGIN TABLE      evrep.progress.skipped (0 if no row yet)
+#   worker_connected NODE WORKER   't' / 'f' from evrep.worker_state()
+#   worker_pid NODE BACKEND_TYPE   pid from pg_stat_activity ('evrep publisher' ...)
+#   wait_value TIMEOUT EXPECTED CMD...
+#                                  wait until CMD prints EXPECTED (no assertion;
+#                                  assert afterwards with is "$(CMD)" EXPECTED)
+#   create_customer NODE / create_orders NODE   ($CUSTOMER_DDL / $ORDERS_DDL)
+#   single_inserts TABLE FIRST LAST   SQL: one INSERT per id (feed to pg_psql)
+#   repl_writer NODE TABLE FIRST LAST [DELAY_S] [STOPFILE]
+#                                  insert ids FIRST..LAST into TABLE, one
+#                                  transaction each, retrying every id whose
+#                                  transaction did not certainly commit (the
+#                                  server may crash under it); idempotent via
+#                                  ON CONFLICT DO NOTHING. Stops early (after a
+#                                  chunk of 100) once STOPFILE exists. Prints
+#                                  "writer done FIRST..LAST retries=N" at the end:
+#                                  every id FIRST..LAST is committed then.
+#   start_writer NAME NODE TABLE FIRST LAST [DELAY_S]  repl_writer in the background;
+#   writer_done NAME / stop_writer NAME / writer_last NAME / writer_retries NAME
+#   queue_bound NODE KEY           true once NODE's consumer logged binding its queue to KEY
+#   broker_bound BROKER NODE KEY   true when the broker lists evrep -> evrep.NODE with KEY (slow)
+#   same_ids NODE1 NODE2 TABLE     prints "n|missing|extra": ids on NODE1, ids
+#                                  of NODE1 missing on NODE2, ids on NODE2 not on NODE1
+
+[[ -n "${_EVREP_REPL_LIB_SH:-}" ]] && return 0
+_EVREP_REPL_LIB_SH=1
+
+# Settings that make the tests recover from faults quickly.
+REPL_CONF=(
+    "evrep.poll_interval = 200"
+    "evrep.reconnect_max = 2000"
+    "log_min_messages = info"
+)
+
+repl_broker() {
+    local name=$1 port=$2
+    ok "start RabbitMQ $name on port $port" rmq_start "$name" "$port" \
+        || BAIL_OUT "cannot start RabbitMQ $name"
+}
+
+repl_node() {
+    local name=$1 port=$2 broker=$3; shift 3
+    local url; url=$(rmq_url "$broker") || BAIL_OUT "no url for broker $broker"
+    EVREP_BROKER_URL=$url ok "pg_init $name" pg_init "$name" "$port" "${REPL_CONF[@]}" "$@" \
+        || BAIL_OUT "pg_init $name failed"
+    ok "pg_start $name" pg_start "$name" || BAIL_OUT "cannot start $name"
+    ok "CREATE EXTENSION evrep on $name" pg_psql "$name" -c 'CREATE EXTENSION evrep' \
+        || BAIL_OUT "CREATE EXTENSION failed on $name"
+}
+
+# repl_setup BROKER AMQP_PORT NODE PG_PORT [NODE PG_PORT...]
+#   The broker and every node (pg_init with REPL_CONF and the broker's URL,
+#   pg_start, CREATE EXTENSION evrep) are started in parallel -- RabbitMQ
+#   takes ~7 s to boot, the workers reconnect once it is up. One TAP result
+#   per node and one for the broker; BAIL_OUT if any of them failed.
+#   REPL_INIT[NODE] (optional) is SQL run with CREATE EXTENSION: tables,
+#   evrep_publish, evrep_subscribe made then are bound by the consumer's
+#   first connection, so the test does not wait for a live re-binding.
+declare -A REPL_INIT=()
+repl_setup() {
+    local mq=$1 mqport=$2; shift 2
+    local url="amqp://guest:guest@127.0.0.1:$mqport" dir rpid
+    local -a pids=() names=() ports=()
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/evrep-setup.XXXXXX")
+    rmq_start "$mq" "$mqport" >"$dir/rmq.out" 2>&1 &
+    rpid=$!
+    while (( $# >= 2 )); do
+        ( EVREP_BROKER_URL=$url pg_init "$1" "$2" "${REPL_CONF[@]}" \
+              && pg_start "$1" && pg_psql "$1" -c "CREATE EXTENSION evrep; ${REPL_INIT[$1]:-}" ) >"$dir/$1.out" 2>&1 &
+        pids+=($!); names+=("$1"); ports+=("$2"); shift 2
+    done
+    local i bad=0
+    for i in "${!pids[@]}"; do
+        if wait "${pids[i]}"; then
+            pass "node ${names[i]} on port ${ports[i]}: initdb, start, CREATE EXTENSION evrep"
+        else
+            fail "node ${names[i]} on port ${ports[i]}: initdb, start, CREATE EXTENSION evrep" "$(tail -n 30 "$dir/${names[i]}.out")"
+            bad=1
+        fi
+    done
+    if wait "$rpid"; then
+        pass "RabbitMQ $mq on port $mqport"
+    else
+        fail "RabbitMQ $mq on port $mqport" "$(tail -n 30 "$dir/rmq.out")"
+        bad=1
+    fi
+    rm -rf "$dir"
+    (( bad == 0 )) || BAIL_OUT "setup failed"
+}
+
+sql() { local n=$1; shift; pg_psql "$n" -c "$*"; }
+
+# sql_script NODE SCRIPT -- run SCRIPT through psql's stdin: in autocommit
+# mode every statement is its own transaction (unlike sql's -c).
+sql_script() { printf '%s\n' "$2" | pg_psql "$1"; }
+
+row_count() { sql "$1" "SELECT count(*) FROM $2"; }
+
+table_md5() { sql "$1" "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM $2 t"; }
+
+outbox_depth() { sql "$1" "SELECT count(*) FROM evrep.outbox"; }
+
+applied() {
+    sql "$1" "SELECT coalesce(sum(applied), 0) FROM evrep.progress WHERE origin = '$2' AND table_name = '$3'"
+}
+
+skipped() {
+    sql "$1" "SELECT coalesce(sum(skipped), 0) FROM evrep.progress WHERE origin = '$2' AND table_name = '$3'"
+}
+
+worker_connected() {
+    sql "$1" "SELECT CASE bool_and(connected) WHEN true THEN 't' WHEN false THEN 'f' ELSE 'none' END FROM evrep.worker_state() WHERE worker = '$2'"
+}
+
+worker_pid() {
+    sql "$1" "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity WHERE backend_type = '$2'"
+}
+
+wait_value() {
+    local timeout=$1 exp=$2; shift 2
+    local _cmd; printf -v _cmd '%q ' "$@"
+    wait_until "$timeout" "[[ \$($_cmd 2>/dev/null) == $(printf '%q' "$exp") ]]" 0.3
+}
+
+CUSTOMER_DDL='CREATE TABLE customer (id int PRIMARY KEY, name text NOT NULL, credit int)'
+ORDERS_DDL='CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, amount int)'
+
+create_customer() {
+    sql "$1" "$CUSTOMER_DDL"
+}
+
+create_orders() {
+    sql "$1" "$ORDERS_DDL"
+}
+
+# _repl_values TABLE ID -- set REPL_V to the VALUES tuple of row ID of
+# TABLE (customer or orders); no subshell, it runs thousands of times.
+_repl_values() {
+    case "$1" in
+        orders) printf -v REPL_V "(%d, %d, %d)" "$2" $(( $2 % 97 )) $(( $2 * 3 )) ;;
+        *)      printf -v REPL_V "(%d, 'name %d', %d)" "$2" "$2" $(( $2 % 1000 )) ;;
+    esac
+}
+
+# single_inserts TABLE FIRST LAST -- one INSERT statement per id (run through
+# psql in autocommit mode: one transaction each).
+single_inserts() {
+    local i
+    for ((i = $2; i <= $3; i++)); do
+        _repl_values "$1" "$i"
+        printf 'INSERT INTO %s VALUES %s;\n' "$1" "$REPL_V"
+    done
+}
+
+repl_writer() {
+    local node=$1 table=$2 first=$3 last=$4 delay=${5:-0} stopfile=${6:-}
+    local next=$first out got i end tries=0 chunk=100 retrying=0
+    while (( next <= last )); do
+        # never stop while the outcome of id $next is unknown
+        if (( !retrying )) && [[ -n "$stopfile" && -e "$stopfile" ]]; then
+            last=$((next - 1)); break
+        fi
+        end=$(( next + chunk - 1 < last ? next + chunk - 1 : last ))
+        # One session per chunk, one autocommit transaction per INSERT;
+        # RETURNING prints the id once it committed. A statement whose
+        # outcome is unknown (session lost) is sent again: ON CONFLICT DO
+        # NOTHING makes that harmless.
+        out=$(
+            for ((i = next; i <= end; i++)); do
+                _repl_values "$table" "$i"
+                printf 'INSERT INTO %s VALUES %s ON CONFLICT (id) DO NOTHING RETURNING id;\n' \
+                    "$table" "$REPL_V"
+                if [[ "$delay" != 0 ]]; then printf 'SELECT pg_sleep(%s);\n' "$delay"; fi
+            done | pg_psql "$node" 2>&1
+        ) && { next=$((end + 1)); retrying=0; continue; }
+        retrying=1 tries=$((tries + 1))
+        if (( tries > 1000 )); then
+            echo "writer gives up at id $next" >&2; return 1
+        fi
+        got=$(grep -E '^[0-9]+$' <<<"$out" | tail -n 1)
+        [[ -n "$got" ]] && next=$((got + 1))
+        echo "writer: session failed, retrying from id $next: $(grep -vE '^[0-9]*$' <<<"$out" | tail -n 1)" >&2
+        sleep 0.3
+    done
+    echo "writer done $first..$last retries=$tries"
+}
+
+same_ids() {
+    local n1=$1 n2=$2 table=$3 ids1 ids2
+    ids1=$(sql "$n1" "SELECT id FROM $table ORDER BY id") || return 1
+    ids2=$(sql "$n2" "SELECT id FROM $table ORDER BY id") || return 1
+    printf '%s|%s|%s\n' \
+        "$(grep -c . <<<"$ids1")" \
+        "$(comm -23 <(sort <<<"$ids1") <(sort <<<"$ids2") | grep -c .)" \
+        "$(comm -13 <(sort <<<"$ids1") <(sort <<<"$ids2") | grep -c .)"
+}
+
+# start_writer NAME NODE TABLE FIRST LAST [DELAY_S]
+#   repl_writer in the background (bg_start: own process group, log in
+#   $(bg_logfile NAME), stopped at exit).
+# writer_done NAME      true once it committed every id it wrote
+# stop_writer NAME      ask it to stop after the current chunk
+# writer_last NAME      the last id it committed (after writer_done)
+REPL_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+start_writer() {
+    local name=$1 log; shift
+    log=$(bg_logfile "$name") || return 1
+    rm -f "$log" "$log.stop"
+    bg_start "$name" bash -c 'source "$1/../lib/pg.sh" && source "$1/replication_lib.sh" && shift && repl_writer "$@"' \
+        _ "$REPL_LIB_DIR" "$1" "$2" "$3" "$4" "${5:-0}" "$log.stop"
+}
+writer_done() { grep -q '^writer done' "$(bg_logfile "$1")" 2>/dev/null; }
+stop_writer() { touch "$(bg_logfile "$1").stop"; }
+writer_last() { sed -n 's/^writer done [0-9]*\.\.\([0-9]*\).*/\1/p' "$(bg_logfile "$1")"; }
+writer_retries() { sed -n 's/^writer done .* retries=\([0-9]*\)/\1/p' "$(bg_logfile "$1")"; }
+
+# queue_bound NODE KEY -- true once NODE's consumer logged that it bound its
+# queue to routing key KEY. Events for a routing key no queue is bound to are
+# dropped by the broker (documented contract), so tests wait for the binding
+# before writing. (The consumer's log line is used rather than rabbitmqctl
+# list_bindings, which takes 2-7 s per call on a busy 2-core machine.)
+queue_bound() {
+    grep -qF "queue bound to routing key \"$2\"" "$(pg_logfile "$1")"
+}
+
+# broker_bound BROKER NODE KEY -- the same, asked of the broker (slow).
+broker_bound() {
+    rmq_ctl "$1" -q list_bindings --no-table-headers source_name destination_name routing_key 2>/dev/null \
+        | grep -qxF "$(printf 'evrep\tevrep.%s\t%s' "$2" "$3")"
+}
