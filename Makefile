@@ -27,12 +27,16 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test demo demo-stop format
+.PHONY: test demo demo-stop services format
 test:
 	./test/run
+# demo: deps, build, two databases + RabbitMQ + both services, show the
+# replication, stop it all.  ./scripts/demo.sh keep leaves it running.
 demo:
 	./scripts/demo.sh
 demo-stop:
 	./scripts/demo.sh stop
+services:
+	$(MAKE) -C services
 format:
 	clang-format -i src/*.c src/*.h

@@ -1,0 +1,443 @@
+#!/usr/bin/env bash
+# scripts/demo.sh -- evrep in one command: two service databases, RabbitMQ,
+# CustomerService and OrderService, rows replicating both ways.
+#
+#   scripts/demo.sh          install deps, build, start everything, show
+#                            replication, stop everything        (make demo)
+#   scripts/demo.sh keep     the same, but leave it all running and print
+#                            how to connect
+#   scripts/demo.sh stop     stop a demo left running by "keep"  (make demo-stop)
+#
+# Run it as root on Debian 12 (scripts/install-deps.sh installs what is
+# missing with apt; `make install` writes to PostgreSQL's directories).
+# Everything it starts listens on 127.0.0.1 only and lives under the state
+# directory; it stops exactly what it started (by pid / data directory).
+#
+#   RabbitMQ         AMQP 127.0.0.1:5690  (epmd 15690, distribution 25690)
+#   customer_db      PostgreSQL 127.0.0.1:5490, publishes customer, subscribes orders
+#   order_db         PostgreSQL 127.0.0.1:5491, publishes orders, subscribes customer
+#   CustomerService  127.0.0.1:9091 (Thrift), on customer_db
+#   OrderService     127.0.0.1:9090 (Thrift), on order_db
+#
+# Environment: EVREP_DEMO_DIR (state directory, default /tmp/evrep-demo),
+#   EVREP_DEMO_SKIP_DEPS=1 (do not run scripts/install-deps.sh),
+#   EVREP_DEMO_SKIP_BUILD=1 (do not run make / make install / make -C services),
+#   PG_CONFIG (default /usr/lib/postgresql/15/bin/pg_config).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODE=${1:-run}
+case "$MODE" in
+    run|keep|stop) ;;
+    -h|--help|help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [keep|stop]" >&2; exit 2 ;;
+esac
+
+export EVREP_TEST_DIR=${EVREP_DEMO_DIR:-/tmp/evrep-demo}
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+STATE=$EVREP_TEST_DIR
+LOG=$STATE/demo.log
+
+AMQP_PORT=5690
+CUST_PG_PORT=5490
+ORDER_PG_PORT=5491
+CUST_SVC_PORT=9091
+ORDER_SVC_PORT=9090
+MQ=rabbitmq
+CDB=customer_db
+ODB=order_db
+CLIENT=$ROOT/services/common_client
+
+# The test harness libraries (private RabbitMQ / PostgreSQL / background
+# processes); their state lives in $EVREP_TEST_DIR, so "stop" from another
+# process finds everything by its pid files and data directories.
+# shellcheck source=../test/lib/common.sh
+source "$ROOT/test/lib/common.sh"
+# shellcheck source=../test/lib/rabbitmq.sh
+source "$ROOT/test/lib/rabbitmq.sh"
+# shellcheck source=../test/lib/pg.sh
+source "$ROOT/test/lib/pg.sh"
+
+# ---- output helpers ------------------------------------------------------------
+if [[ -t 1 ]]; then B=$'\e[1m' D=$'\e[2m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'
+else B='' D='' G='' R='' N=''; fi
+T_START=$SECONDS
+STEP=0 STEPS=8   # + 1 when a kept demo is stopped first, + 1 for keep
+step() { STEP=$((STEP + 1)); printf '\n%s[%d/%d] %s%s  %s(+%ds)%s\n' "$B" "$STEP" "$STEPS" "$1" "$N" "$D" $((SECONDS - T_START)) "$N"; }
+say() { printf '      %s\n' "$*"; }
+explain() { printf '%s' "$D"; printf '      %s\n' "$@"; printf '%s' "$N"; }
+indent() { sed 's/^/        /'; }
+die() {
+    printf '\n%sdemo failed: %s%s\n' "$R" "$*" "$N" >&2
+    [[ -s "$LOG" ]] && { echo "---- last lines of $LOG ----" >&2; tail -n 25 "$LOG" >&2; }
+    exit 1
+}
+# run_logged DESC CMD...: run CMD with its output in the log; print "ok (Ns)".
+run_logged() {
+    local desc=$1 t0=$SECONDS; shift
+    printf '      %-34s ' "$desc"
+    echo "==== $desc: $*" >>"$LOG"
+    if "$@" >>"$LOG" 2>&1; then
+        printf '%sok%s (%ds)\n' "$G" "$N" $((SECONDS - t0))
+    else
+        printf '%sFAILED%s\n' "$R" "$N"
+        die "$desc failed (command: $*)"
+    fi
+}
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
+# wait_for TIMEOUT_S DESC CMD...: poll CMD until it succeeds.
+wait_for() {
+    local timeout=$1 desc=$2; shift 2
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        (( SECONDS >= deadline )) && die "timed out after ${timeout}s waiting for: $desc"
+        sleep 0.1
+    done
+}
+
+# psql helpers: q = unaligned, tuples only; show = aligned table, indented.
+q() { local n=$1; shift; pg_psql "$n" -c "$*"; }
+show() {
+    local n=$1; shift
+    printf '      %s%s=# %s%s\n' "$D" "$n" "$*" "$N"
+    PGCONNECT_TIMEOUT=10 "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -P footer=off \
+        -h 127.0.0.1 -p "$(pg_port "$n")" -U postgres -d "$n" -c "$*" | sed '/^$/d' | indent
+}
+client() { "$CLIENT" --customer-port "$CUST_SVC_PORT" --order-port "$ORDER_SVC_PORT" --timeout 20 "$@"; }
+
+# ---- start / stop ----------------------------------------------------------------
+anything_running() {
+    bg_is_running customer_service || bg_is_running order_service \
+        || pg_is_running $CDB || pg_is_running $ODB || rmq_is_running $MQ
+}
+
+demo_stop() {
+    bg_stop customer_service 10
+    bg_stop order_service 10
+    local n
+    for n in $ODB $CDB; do
+        [[ -d $(pg_datadir $n) ]] && { pg_stop $n fast || pg_stop $n immediate; }
+    done
+    [[ -d $(rmq_dir $MQ) ]] && rmq_stop $MQ
+    rm -f "$STATE/KEPT" "$(evrep_registry_file)"
+    return 0
+}
+
+if [[ "$MODE" == stop ]]; then
+    if [[ ! -d "$STATE" ]] || ! anything_running; then
+        echo "evrep demo: nothing running (state directory $STATE)"
+        rm -f "$STATE/KEPT"
+        exit 0
+    fi
+    echo "evrep demo: stopping the services, both PostgreSQL servers and RabbitMQ ($STATE)"
+    demo_stop >>"$LOG" 2>&1
+    if anything_running; then echo "evrep demo: something is still running, see $LOG" >&2; exit 1; fi
+    echo "evrep demo: stopped"
+    exit 0
+fi
+
+# ---- run / keep ------------------------------------------------------------------
+KEEP=0; [[ "$MODE" == keep ]] && KEEP=1 STEPS=$((STEPS + 1))
+PREVIOUS=0; anything_running && PREVIOUS=1 STEPS=$((STEPS + 1))
+mkdir -p "$STATE" && chmod 755 "$STATE" || { echo "cannot create $STATE" >&2; exit 1; }
+: >"$LOG"
+
+on_exit() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if (( KEEP && rc == 0 )); then
+        rm -f "$(evrep_registry_file)"
+        exit 0
+    fi
+    printf '\n%s' "$B"; echo "Stopping everything the demo started ...$N"
+    demo_stop >>"$LOG" 2>&1
+    if anything_running; then echo "      something is still running; see $LOG" >&2
+    else say "services, PostgreSQL (customer_db, order_db) and RabbitMQ stopped"; fi
+    (( rc == 0 )) && say "total time $((SECONDS - T_START)) s (data and logs stay in $STATE until the next run)"
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+cat <<EOF
+${B}evrep demo${N} -- two microservices, each with its own PostgreSQL database,
+kept in sync through RabbitMQ by the evrep extension.
+
+      common_client (Thrift)                     common_client (Thrift)
+              │                                          │
+      CustomerService :$CUST_SVC_PORT                         OrderService :$ORDER_SVC_PORT
+              │ SQL                                      │ SQL
+      customer_db :$CUST_PG_PORT  ─── customer rows ──>   order_db :$ORDER_PG_PORT
+        + evrep           <──  orders rows ───     + evrep
+                         via RabbitMQ :$AMQP_PORT
+
+  customer_db owns ${B}customer${N} and holds a replica of ${B}orders${N};
+  order_db    owns ${B}orders${N}   and holds a replica of ${B}customer${N}.
+  The services only run plain SQL against their own database. An INSERT fires
+  evrep's capture trigger (an outbox row in the same transaction); after the
+  commit evrep's publisher sends it to RabbitMQ, and the other database's
+  consumer applies it there.
+EOF
+
+# A demo kept running by "keep": stop it first (same ports, same directories).
+if (( PREVIOUS )); then
+    step "Stopping the demo left running before"
+    demo_stop >>"$LOG" 2>&1
+    anything_running && die "could not stop the previous demo in $STATE"
+    say "stopped"
+fi
+
+step "Dependencies (scripts/install-deps.sh)"
+if [[ "${EVREP_DEMO_SKIP_DEPS:-0}" == 1 ]]; then
+    say "skipped (EVREP_DEMO_SKIP_DEPS=1)"
+else
+    "$ROOT/scripts/install-deps.sh" 2>&1 | indent
+    (( PIPESTATUS[0] == 0 )) || die "scripts/install-deps.sh failed"
+fi
+
+for p in $AMQP_PORT $((AMQP_PORT + 10000)) $((AMQP_PORT + 20000)) $CUST_PG_PORT $ORDER_PG_PORT $CUST_SVC_PORT $ORDER_SVC_PORT; do
+    evrep_port_in_use "$p" && die "port $p on 127.0.0.1 is in use by another program (the demo needs 5490, 5491, 5690, 15690, 25690, 9090, 9091)"
+done
+
+step "Build: the evrep extension and the Thrift services"
+if [[ "${EVREP_DEMO_SKIP_BUILD:-0}" == 1 ]]; then
+    say "skipped (EVREP_DEMO_SKIP_BUILD=1)"
+else
+    run_logged "make (extension)" make -C "$ROOT" PG_CONFIG="$PG_CONFIG"
+    run_logged "make install" make -C "$ROOT" PG_CONFIG="$PG_CONFIG" install
+    run_logged "make -C services" make -C "$ROOT/services"
+fi
+for f in customer_service order_service common_client; do
+    [[ -x "$ROOT/services/$f" ]] || die "services/$f is missing (run make -C services)"
+done
+
+step "Start RabbitMQ and two PostgreSQL servers (with evrep preloaded)"
+explain "Each server gets shared_preload_libraries = 'evrep', evrep.node_name and" \
+        "evrep.database = its database, evrep.broker_url, track_commit_timestamp = on."
+t0=$SECONDS
+export EVREP_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT"
+# RabbitMQ boots in the background while initdb runs; the servers start once
+# the broker is up, so the workers' first connection succeeds.
+rmq_start $MQ $AMQP_PORT >>"$LOG" 2>&1 &
+rmq_pid=$!
+pg_init $CDB $CUST_PG_PORT "evrep.poll_interval = 200" "evrep.reconnect_max = 2000" >>"$LOG" 2>&1 &
+c_pid=$!
+pg_init $ODB $ORDER_PG_PORT "evrep.poll_interval = 200" "evrep.reconnect_max = 2000" >>"$LOG" 2>&1 &
+o_pid=$!
+wait $c_pid || die "initdb for customer_db failed"
+wait $o_pid || die "initdb for order_db failed"
+say "initdb       customer_db (port $CUST_PG_PORT), order_db (port $ORDER_PG_PORT)   ($((SECONDS - t0)) s)"
+wait $rmq_pid || die "RabbitMQ did not start"
+say "RabbitMQ     127.0.0.1:$AMQP_PORT up   ($((SECONDS - t0)) s)"
+# node_up NAME SCHEMA PUBLISH SUBSCRIBE
+node_up() {
+    pg_start "$1" \
+        && pg_psql "$1" -f "$ROOT/services/schema/$2" \
+        && pg_psql "$1" -c "CREATE EXTENSION evrep" \
+                        -c "SELECT evrep_publish('$3')" -c "SELECT evrep_subscribe('$4')"
+}
+node_up $CDB customer_db.sql customer orders >>"$LOG" 2>&1 &
+c_pid=$!
+node_up $ODB order_db.sql orders customer >>"$LOG" 2>&1 &
+o_pid=$!
+wait $c_pid || die "starting customer_db failed"
+wait $o_pid || die "starting order_db failed"
+say "customer_db  started; services/schema/customer_db.sql, CREATE EXTENSION evrep,"
+say "             SELECT evrep_publish('customer'), evrep_subscribe('orders')"
+say "order_db     started; services/schema/order_db.sql, CREATE EXTENSION evrep,"
+say "             SELECT evrep_publish('orders'), evrep_subscribe('customer')"
+# The broker drops events for which no queue is bound yet, so wait until both
+# consumers have declared their queues and bound them.
+bindings_ready() {
+    local b
+    b=$(rmq_ctl $MQ -q list_bindings --no-table-headers source_name destination_name routing_key 2>/dev/null) || return 1
+    grep -qxF "evrep"$'\t'"evrep.$ODB"$'\t'"public.customer" <<<"$b" \
+        && grep -qxF "evrep"$'\t'"evrep.$CDB"$'\t'"public.orders" <<<"$b"
+}
+wait_for 60 "both consumers to bind their queues" bindings_ready
+say "queues       evrep.order_db <- public.customer,  evrep.customer_db <- public.orders"
+say "ready after $((SECONDS - t0)) s"
+
+step "Start CustomerService (:$CUST_SVC_PORT, customer_db) and OrderService (:$ORDER_SVC_PORT, order_db)"
+bg_start customer_service "$ROOT/services/customer_service" --port $CUST_SVC_PORT --db "$(pg_connstr $CDB)" >>"$LOG" 2>&1 \
+    || die "cannot start customer_service"
+bg_start order_service "$ROOT/services/order_service" --port $ORDER_SVC_PORT --db "$(pg_connstr $ODB)" >>"$LOG" 2>&1 \
+    || die "cannot start order_service"
+svc_up() { bg_is_running "$1" || die "$1 exited; see $(bg_logfile "$1")"; evrep_port_in_use "$2"; }
+wait_for 15 "CustomerService on port $CUST_SVC_PORT" svc_up customer_service $CUST_SVC_PORT
+wait_for 15 "OrderService on port $ORDER_SVC_PORT" svc_up order_service $ORDER_SVC_PORT
+say "both accept connections (logs: $(bg_logfile customer_service), $(bg_logfile order_service))"
+
+# lag_rows TABLE ORIGIN REPLICA LABEL_SQL HEADER: one line per row of ORIGIN's
+# TABLE (LABEL_SQL formats its columns; rpad counts characters, not bytes)
+# with the commit time of its INSERT at the origin, the commit time of the
+# apply transaction that wrote it on the replica, and the difference. Both
+# servers run on this machine, so their clocks agree.
+ts_cols="to_char(pg_xact_commit_timestamp(xmin), 'HH24:MI:SS.MS'), (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint"
+lag_rows() {
+    local table=$1 origin=$2 replica=$3 label=$4 hdr=$5
+    local fo fr
+    fo=$(mktemp) fr=$(mktemp)
+    pg_psql "$origin" -F $'\t' -c "SELECT id, $label, $ts_cols FROM $table ORDER BY id" >"$fo"
+    pg_psql "$replica" -F $'\t' -c "SELECT id, $ts_cols FROM $table" >"$fr"
+    printf '        %s  %-14s %-14s %s\n' "$hdr" "committed on" "applied on" "lag"
+    printf '        %*s  %-14s %-14s\n' "${#hdr}" "" "$origin" "$replica"
+    awk -F'\t' 'NR == FNR { at[$1] = $2; us[$1] = $3; next }
+        ($1 in us) { printf "        %s  %-14s %-14s %6.1f ms\n", $2, $3, at[$1], (us[$1] - $4) / 1000.0; next }
+        { printf "        %s  %-14s %-14s\n", $2, $3, "(not yet)" }' "$fr" "$fo"
+    rm -f "$fo" "$fr"
+}
+
+# lag_stats TABLE ORIGIN REPLICA [WHERE]: rows, p50, p99 and max of the lag.
+lag_stats() {
+    local table=$1 origin=$2 replica=$3 where=${4:-true}
+    local fo fr
+    fo=$(mktemp) fr=$(mktemp)
+    pg_psql "$origin" -F $'\t' -c "SELECT id, (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint FROM $table WHERE $where" >"$fo"
+    pg_psql "$replica" -F $'\t' -c "SELECT id, (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint FROM $table WHERE $where" >"$fr"
+    awk -F'\t' 'NR == FNR { us[$1] = $2; next } ($1 in us) { printf "%.1f\n", (us[$1] - $2) / 1000.0 }' "$fr" "$fo" \
+        | sort -n | awk -v t="$table" -v o="$origin" -v r="$replica" '
+            { v[NR] = $1 }
+            END { if (NR == 0) { print "no rows"; exit }
+                  p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+                  printf "%-8s %s -> %s: %d rows, lag p50 %s ms, p99 %s ms, max %s ms\n", t, o, r, NR, p50, p99, v[NR] }'
+    rm -f "$fo" "$fr"
+}
+count_is() { [[ $(q "$1" "SELECT count(*) FROM $2") == "$3" ]]; }
+
+step "Customers: created through CustomerService, replicated to order_db"
+explain "common_client create-customer -> CustomerService -> INSERT INTO customer on customer_db." \
+        "OrderService reads the replica in order_db; nothing else copies the rows."
+names=("Ada Lovelace" "Alan Turing" "Grace Hopper" "Edsger Dijkstra" "Zoë Ünal")
+credits=(1000 2500 750 0 1200)
+for i in "${!names[@]}"; do
+    out=$(client create-customer --id $((i + 1)) --name "${names[i]}" --credit "${credits[i]}" 2>&1) \
+        || die "createCustomer failed: $out"
+    printf '      %s$ common_client create-customer --id %d --name "%s" --credit %d%s\n        %s\n' \
+        "$D" $((i + 1)) "${names[i]}" "${credits[i]}" "$N" "$out"
+done
+wait_for 30 "5 customers in order_db" count_is $ODB customer 5
+echo
+say "When each row was committed on customer_db and when evrep's consumer committed it on order_db"
+say "(pg_xact_commit_timestamp(xmin) on both sides; track_commit_timestamp = on):"
+lag_rows customer $CDB $ODB "rpad(id::text, 3) || rpad(customer_name, 17) || lpad(credit_limit::text, 6)" \
+    "$(printf '%-3s%-17s%6s' id customer_name credit)"
+echo
+say "OrderService.getCustomers (reads order_db's replica):"
+printf '      %s$ common_client list-customers --order-service%s\n' "$D" "$N"
+client list-customers --order-service 2>&1 | indent
+
+step "Orders: created through OrderService, replicated to customer_db"
+explain "createOrder inserts only if the customer is in order_db's replica (it waits up to 2 s" \
+        "for a customer that has not arrived yet)."
+orders=("101 250 NEW 1" "102 40 NEW 1" "103 999 PAID 2" "104 15 NEW 3" "105 320 SHIPPED 5")
+for o in "${orders[@]}"; do
+    read -r oid amt st cid <<<"$o"
+    out=$(client create-order --id "$oid" --amount "$amt" --status "$st" --customer "$cid" 2>&1) \
+        || die "createOrder failed: $out"
+    printf '      %s$ common_client create-order --id %d --amount %d --status %s --customer %d%s\n        %s\n' \
+        "$D" "$oid" "$amt" "$st" "$cid" "$N" "$out"
+done
+echo
+say "A brand-new customer and, right away, an order for it:"
+out=$(client create-customer --id 6 --name "Barbara Liskov" --credit 3000 2>&1) || die "createCustomer failed: $out"
+t_ms=$(now_ms)
+out2=$(client create-order --id 106 --amount 77 --status NEW --customer 6 2>&1) || die "createOrder for a fresh customer failed: $out2"
+t_ms=$(( $(now_ms) - t_ms ))
+printf '        %s\n        %s\n' "$out" "$out2"
+say "createOrder returned after $t_ms ms: customer 6 first had to reach order_db's replica"
+say "(OrderService polls for it every 50 ms, for up to 2 s)."
+wait_for 30 "6 orders in customer_db" count_is $CDB orders 6
+echo
+say "Orders committed on order_db and applied on customer_db:"
+lag_rows orders $ODB $CDB "rpad(id::text, 5) || lpad(order_amount::text, 6) || '  ' || rpad(status, 8) || lpad(customer_id::text, 8)" \
+    "$(printf '%-5s%6s  %-8s%8s' id amount status customer)"
+echo
+say "OrderService.getOrdersForCustomer(\"1\") (orders joined with the customer replica):"
+printf '      %s$ common_client list-orders --customer 1%s\n' "$D" "$N"
+client list-orders --customer 1 2>&1 | indent
+echo
+say "The orders replica in customer_db (CustomerService's database):"
+show $CDB "SELECT o.*, c.customer_name FROM orders o JOIN customer c ON c.id = o.customer_id ORDER BY o.id"
+
+step "Monitoring: SELECT * FROM evrep.status on both databases"
+explain "role publish: this node's outbox (depth 0 = everything confirmed by RabbitMQ) and last seq;" \
+        "role apply: events applied from the other node, dead letters, lag = apply time - origin commit."
+status_sql="SELECT role, origin, table_name AS table, outbox_depth AS depth, oldest_unsent_age AS oldest_unsent, last_seq, applied, skipped, dead_letters AS dead, to_char(last_applied_at, 'HH24:MI:SS.MS') AS last_applied_at, lag, coalesce(left(last_error, 50), '') AS last_error FROM evrep.status ORDER BY role DESC, table_name"
+outbox_empty() { [[ $(q "$1" "SELECT count(*) FROM evrep.outbox") == 0 ]]; }
+wait_for 30 "outboxes to drain" outbox_empty $CDB
+wait_for 30 "outboxes to drain" outbox_empty $ODB
+for n in $CDB $ODB; do
+    say "on $n (SELECT * FROM evrep.status, columns renamed to fit):"
+    show "$n" "$status_sql" | sed 1d
+done
+say "The workers (SELECT * FROM evrep.worker_state()):"
+for n in $CDB $ODB; do
+    show "$n" "SELECT '$n' AS node, worker, pid, connected, events, coalesce(left(last_error, 50), '') AS last_error, last_error_at FROM evrep.worker_state()" | sed 1d
+done
+
+step "Load: 200 customers and 200 orders through the services, 8 client threads"
+explain "common_client load: phase 1 creates the customers through CustomerService and waits" \
+        "until OrderService sees all of them; phase 2 creates the orders through OrderService" \
+        "and waits until customer_db's replica holds all of them (--peer-db)."
+printf '      %s$ common_client load --customers 200 --orders 200 --concurrency 8 --peer-db "%s"%s\n' \
+    "$D" "$(pg_connstr $CDB)" "$N"
+if [[ -t 1 ]]; then
+    client load --customers 200 --orders 200 --concurrency 8 --peer-db "$(pg_connstr $CDB)" | indent
+    rc=${PIPESTATUS[0]}
+else
+    client load --customers 200 --orders 200 --concurrency 8 --peer-db "$(pg_connstr $CDB)" 2>>"$LOG" | indent
+    rc=${PIPESTATUS[0]}
+fi
+(( rc == 0 )) || die "common_client load failed (exit $rc)"
+wait_for 60 "outboxes to drain" outbox_empty $CDB
+wait_for 60 "outboxes to drain" outbox_empty $ODB
+same_count() { [[ $(q $CDB "SELECT count(*) FROM $1") == $(q $ODB "SELECT count(*) FROM $1") ]]; }
+wait_for 60 "customer counts to agree" same_count customer
+wait_for 60 "orders counts to agree" same_count orders
+echo
+say "Row counts afterwards (outboxes empty):"
+printf '        %-10s %12s %12s\n' table customer_db order_db
+for t in customer orders; do
+    printf '        %-10s %12s %12s\n' "$t" "$(q $CDB "SELECT count(*) FROM $t")" "$(q $ODB "SELECT count(*) FROM $t")"
+done
+md5_sql() { echo "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM $1 t"; }
+for t in customer orders; do
+    if [[ $(q $CDB "$(md5_sql $t)") == $(q $ODB "$(md5_sql $t)") ]]; then
+        say "$t: identical on both sides (md5 of all rows)"
+    else
+        die "$t differs between customer_db and order_db"
+    fi
+done
+echo
+say "Per-row lag over all rows (origin commit -> replica commit):"
+lag_stats customer $CDB $ODB | indent
+lag_stats orders $ODB $CDB | indent
+echo
+for n in $CDB $ODB; do
+    say "evrep.status on $n:"
+    show "$n" "$status_sql" | sed 1d
+done
+
+if (( KEEP )); then
+    date >"$STATE/KEPT"
+    step "Left running (scripts/demo.sh keep)"
+    cat <<EOF
+      customer_db   psql -h 127.0.0.1 -p $CUST_PG_PORT -U postgres customer_db
+      order_db      psql -h 127.0.0.1 -p $ORDER_PG_PORT -U postgres order_db
+                    e.g.  SELECT * FROM evrep.status;  SELECT * FROM evrep.worker_state();
+      services      $CLIENT customer        # create a sample customer
+                    $CLIENT order           # create a sample order
+                    $CLIENT list-customers --order-service
+      RabbitMQ      $EVREP_BROKER_URL   (queues: evrep.customer_db, evrep.order_db)
+      logs          $(pg_logfile $CDB)
+                    $(pg_logfile $ODB)
+                    $(bg_logfile customer_service), $(bg_logfile order_service)
+
+      Stop it all with:  ${B}make demo-stop${N}   (or scripts/demo.sh stop)
+      Total time $((SECONDS - T_START)) s.
+EOF
+fi
+exit 0
