@@ -358,7 +358,7 @@ SELECT 'publish'::text AS role,
 	   NULL::bigint AS dead_letters,
 	   NULL::timestamptz AS last_applied_at,
 	   NULL::interval AS lag,
-	   w.last_error
+	   CASE WHEN NOT w.connected THEN w.last_error END AS last_error
 FROM evrep.publication p
 LEFT JOIN LATERAL (
 	SELECT count(*) AS depth,
@@ -379,7 +379,8 @@ SELECT 'apply', g.origin, g.schema_name, g.table_name,
 	   coalesce((SELECT d.error FROM evrep.dead_letter d
 				 WHERE d.origin = g.origin AND d.schema_name = g.schema_name
 				   AND d.table_name = g.table_name AND d.replayed_at IS NULL
-				 ORDER BY d.id DESC LIMIT 1), w.last_error)
+				 ORDER BY d.id DESC LIMIT 1),
+			CASE WHEN NOT w.connected THEN w.last_error END)
 FROM evrep.progress g
 LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer';
 
