@@ -12,6 +12,7 @@
  *   create-order --id N --amount N --status S --customer N
  *   list-orders --customer N
  *   load --customers N --orders M --concurrency C [--peer-db CONNINFO]
+ *        [--order-db CONNINFO] [--rate R] [--request-log FILE]
  *
  * Exit status: 0 success, 1 OperationFailedException (or load errors /
  * rows not visible in time), 2 usage error, 3 connection/transport error.
@@ -57,6 +58,9 @@ static int o_customers = UNSET, o_orders = UNSET, o_concurrency = 1;
 static int o_id_base = UNSET, o_order_id_base = UNSET;
 static int o_visibility_timeout_s = 30;
 static char *o_peer_db = NULL;
+static char *o_order_db = NULL;
+static double o_rate = 0;
+static char *o_request_log = NULL;
 static int o_repeat = 1, o_interval_ms = 1000;
 
 /* String options are G_OPTION_ARG_FILENAME: passed through as bytes, with no
@@ -97,6 +101,15 @@ static GOptionEntry entries[] = {
   { "peer-db", 0, 0, G_OPTION_ARG_FILENAME, &o_peer_db,
     "load: conninfo of the customer database, to time the orders replica",
     "CONNINFO" },
+  { "order-db", 0, 0, G_OPTION_ARG_FILENAME, &o_order_db,
+    "load: conninfo of the order database, to time its customer replica "
+    "(instead of polling OrderService.getCustomers)", "CONNINFO" },
+  { "rate", 0, 0, G_OPTION_ARG_DOUBLE, &o_rate,
+    "load: start at most R requests per second in all (default: no limit)",
+    "R" },
+  { "request-log", 0, 0, G_OPTION_ARG_FILENAME, &o_request_log,
+    "load: write one CSV line per request to FILE "
+    "(call,id,start_unix_ms,latency_ms,ok)", "FILE" },
   { "visibility-timeout", 0, 0, G_OPTION_ARG_INT, &o_visibility_timeout_s,
     "load: how long to wait for rows to appear on the other side "
     "(default 30; 0: do not wait or measure)", "S" },
@@ -115,6 +128,8 @@ static const char *usage_text =
   "  create-order --id N --amount N --status S --customer N\n"
   "  list-orders --customer N\n"
   "  load --customers N --orders M --concurrency C [--peer-db CONNINFO]\n"
+  "                                [--order-db CONNINFO] [--rate R]\n"
+  "                                [--request-log FILE]\n"
   "                                [--id-base N] [--order-id-base N]\n"
   "\n"
   "Exit status: 0 ok, 1 OperationFailedException or load failure,\n"
@@ -596,9 +611,18 @@ typedef struct
   int index;
   gboolean orders;             /* createOrder phase (else createCustomer) */
   GArray *lat_us;              /* gint64 latency of each successful call  */
+  GArray *log;                 /* ReqRec of every call (--request-log)    */
   int ok, failed;
   GThread *thread;
 } Worker;
+
+typedef struct
+{
+  gint32 id;
+  gboolean ok;
+  gint64 start_real_us;        /* wall clock, to line up with other logs  */
+  gint64 lat_us;
+} ReqRec;
 
 static struct
 {
@@ -608,6 +632,8 @@ static struct
   gint32 *order_customer;      /* customer id of order k (k % n)          */
   int n_order_customer;
   gboolean *cust_ok;           /* created successfully, by index          */
+  gint64 phase_t0;             /* monotonic start of the phase (--rate)   */
+  FILE *reqlog;                /* --request-log                           */
   /* progress */
   const char *phase;
   gint done, total, errors;
@@ -650,9 +676,19 @@ load_worker (gpointer data)
     }
   for (k = w->index; k < n; k += L.nthreads)
     {
-      gint64 t0 = g_get_monotonic_time (), dt;
+      gint64 t0, dt, wall;
       int rc;
 
+      if (o_rate > 0)
+        {
+          /* request k is due k / rate seconds after the phase started */
+          gint64 due = L.phase_t0 + (gint64) (k * (1e6 / o_rate));
+          gint64 now = g_get_monotonic_time ();
+          if (due > now)
+            g_usleep ((gulong) (due - now));
+        }
+      t0 = g_get_monotonic_time ();
+      wall = g_get_real_time ();
       if (w->orders)
         rc = call_create_order (&r, L.obase + k, 1 + k % 1000, "NEW",
                                 L.order_customer[k % L.n_order_customer],
@@ -665,6 +701,12 @@ load_worker (gpointer data)
                                      &msg);
         }
       dt = g_get_monotonic_time () - t0;
+      if (w->log != NULL)
+        {
+          ReqRec rec = { (w->orders ? L.obase : L.cbase) + k, rc == EXIT_OK,
+                         wall, dt };
+          g_array_append_val (w->log, rec);
+        }
       if (rc == EXIT_OK)
         {
           g_array_append_val (w->lat_us, dt);
@@ -768,11 +810,14 @@ run_phase (gboolean orders, PhaseResult *res)
   res->lat = g_array_new (FALSE, FALSE, sizeof (gint64));
   set_phase (res->name, orders ? L.norders : L.ncust);
   t0 = g_get_monotonic_time ();
+  L.phase_t0 = t0;
   for (i = 0; i < L.nthreads; i++)
     {
       w[i].index = i;
       w[i].orders = orders;
       w[i].lat_us = g_array_new (FALSE, FALSE, sizeof (gint64));
+      if (L.reqlog != NULL)
+        w[i].log = g_array_new (FALSE, FALSE, sizeof (ReqRec));
       w[i].thread = g_thread_new ("load", load_worker, &w[i]);
     }
   for (i = 0; i < L.nthreads; i++)
@@ -782,6 +827,18 @@ run_phase (gboolean orders, PhaseResult *res)
       res->failed += w[i].failed;
       g_array_append_vals (res->lat, w[i].lat_us->data, w[i].lat_us->len);
       g_array_unref (w[i].lat_us);
+      if (w[i].log != NULL)
+        {
+          guint j;
+          for (j = 0; j < w[i].log->len; j++)
+            {
+              const ReqRec *q = &g_array_index (w[i].log, ReqRec, j);
+              fprintf (L.reqlog, "%s,%d,%.3f,%.3f,%d\n", res->name, q->id,
+                       q->start_real_us / 1000.0, q->lat_us / 1000.0,
+                       q->ok ? 1 : 0);
+            }
+          g_array_unref (w[i].log);
+        }
     }
   res->seconds = (g_get_monotonic_time () - t0) / 1e6;
   g_array_sort (res->lat, cmp_i64);
@@ -831,46 +888,54 @@ wait_customers_visible (Rpc *orders, int expected, gint64 since, char **msg)
     }
 }
 
-/* Poll the customer database (--peer-db) until it holds every created order
- * in its orders replica. */
+/* Poll a database until `table` holds `expected` rows with ids lo..hi
+ * (what: "orders"/"customers", opt: the option that gave conninfo, for
+ * messages).  The database may be down for a while (a fault test): a
+ * failed connection or query is retried until the deadline.  Returns
+ * seconds since `since` (monotonic µs), or -1 with *msg set. */
 static double
-wait_orders_visible (int expected, gint64 since, char **msg)
+wait_rows_visible (const char *conninfo, const char *opt, const char *table,
+                   const char *what, gint32 first, gint32 last, int expected,
+                   gint64 since, char **msg)
 {
   gint64 deadline = since + (gint64) o_visibility_timeout_s * 1000000;
-  PGconn *pg = PQconnectdb (o_peer_db);
-  char lo[16], hi[16];
+  PGconn *pg = NULL;
+  char lo[16], hi[16], *sql, *phase;
   const char *params[2] = { lo, hi };
+  char *last_error = NULL;
   double result = -1;
+  long n = 0;
 
-  set_phase ("waiting for orders in --peer-db", expected);
-  if (PQstatus (pg) != CONNECTION_OK)
-    {
-      *msg = g_strdup_printf ("--peer-db: %s", PQerrorMessage (pg));
-      g_strchomp (*msg);
-      PQfinish (pg);
-      return -1;
-    }
-  g_snprintf (lo, sizeof lo, "%d", L.obase);
-  g_snprintf (hi, sizeof hi, "%d", L.obase + L.norders - 1);
+  phase = g_strdup_printf ("waiting for %s in %s", what, opt);
+  set_phase (phase, expected);
+  sql = g_strdup_printf ("SELECT count(*) FROM %s WHERE id BETWEEN"
+                         " $1::integer AND $2::integer", table);
+  g_snprintf (lo, sizeof lo, "%d", first);
+  g_snprintf (hi, sizeof hi, "%d", last);
   for (;;)
     {
-      PGresult *res = PQexecParams (pg,
-                                    "SELECT count(*) FROM orders"
-                                    " WHERE id BETWEEN $1::integer"
-                                    " AND $2::integer",
-                                    2, NULL, params, NULL, NULL, 0);
-      long n;
+      PGresult *res;
 
-      if (PQresultStatus (res) != PGRES_TUPLES_OK)
+      if (pg == NULL || PQstatus (pg) != CONNECTION_OK)
         {
-          *msg = g_strdup_printf ("--peer-db: %s", PQerrorMessage (pg));
-          g_strchomp (*msg);
-          PQclear (res);
-          break;
+          if (pg != NULL)
+            PQfinish (pg);
+          pg = PQconnectdb (conninfo);
         }
-      n = strtol (PQgetvalue (res, 0, 0), NULL, 10);
+      res = PQstatus (pg) == CONNECTION_OK
+            ? PQexecParams (pg, sql, 2, NULL, params, NULL, NULL, 0) : NULL;
+      if (PQresultStatus (res) == PGRES_TUPLES_OK)
+        {
+          n = strtol (PQgetvalue (res, 0, 0), NULL, 10);
+          g_atomic_int_set (&L.done, (gint) n);
+        }
+      else
+        {
+          g_free (last_error);
+          last_error = g_strdup (PQerrorMessage (pg));
+          g_strchomp (last_error);
+        }
       PQclear (res);
-      g_atomic_int_set (&L.done, (gint) n);
       if (n >= expected)
         {
           result = (g_get_monotonic_time () - since) / 1e6;
@@ -878,15 +943,25 @@ wait_orders_visible (int expected, gint64 since, char **msg)
         }
       if (g_get_monotonic_time () > deadline)
         {
-          *msg = g_strdup_printf ("only %ld of %d created orders visible in "
-                                  "--peer-db after %d s (is replication "
-                                  "running?)", n, expected,
-                                  o_visibility_timeout_s);
+          *msg = g_strdup_printf ("only %ld of %d created %s visible in "
+                                  "%s after %d s (is replication "
+                                  "running?)%s%s", n, expected, what, opt,
+                                  o_visibility_timeout_s,
+                                  last_error ? "; last error: " : "",
+                                  last_error ? last_error : "");
           break;
         }
       g_usleep (10 * 1000);
     }
-  PQfinish (pg);
+  /* the progress thread may still print the phase name */
+  g_mutex_lock (&L.mu);
+  L.phase = "done";
+  g_mutex_unlock (&L.mu);
+  g_free (phase);
+  g_free (sql);
+  g_free (last_error);
+  if (pg != NULL)
+    PQfinish (pg);
   return result;
 }
 
@@ -912,10 +987,20 @@ cmd_load (void)
   if (o_customers == UNSET || o_orders == UNSET)
     return usage_error ("load needs --customers and --orders");
   if (o_customers < 0 || o_orders < 0 || o_concurrency < 1
-      || o_concurrency > 1024 || o_visibility_timeout_s < 0)
-    return usage_error ("--customers/--orders/--visibility-timeout must not "
-                        "be negative, --concurrency between 1 and 1024");
+      || o_concurrency > 1024 || o_visibility_timeout_s < 0 || o_rate < 0)
+    return usage_error ("--customers/--orders/--visibility-timeout/--rate "
+                        "must not be negative, --concurrency between 1 and "
+                        "1024");
   memset (&L, 0, sizeof L);
+  if (o_request_log != NULL
+      && (L.reqlog = fopen (o_request_log, "w")) == NULL)
+    {
+      fprintf (stderr, "common_client: --request-log %s: %s\n",
+               o_request_log, g_strerror (errno));
+      return EXIT_USAGE;
+    }
+  if (L.reqlog != NULL)
+    fprintf (L.reqlog, "call,id,start_unix_ms,latency_ms,ok\n");
   g_mutex_init (&L.mu);
   L.nthreads = o_concurrency;
   L.ncust = o_customers;
@@ -928,7 +1013,7 @@ cmd_load (void)
   memset (&ord, 0, sizeof ord);
   if (L.ncust > 0 && o_id_base == UNSET && !rpc_open (&cust, FALSE, &msg))
     return fail (EXIT_TRANSPORT, msg);
-  if ((L.norders > 0 || o_visibility_timeout_s > 0)
+  if ((L.norders > 0 || (o_visibility_timeout_s > 0 && o_order_db == NULL))
       && !rpc_open (&ord, TRUE, &msg))
     {
       rpc_close (&cust);
@@ -983,7 +1068,11 @@ cmd_load (void)
       end = g_get_monotonic_time ();
       if (pc.ok > 0 && o_visibility_timeout_s > 0)
         {
-          cvis = wait_customers_visible (&ord, pc.ok, end, &msg);
+          cvis = o_order_db != NULL
+                 ? wait_rows_visible (o_order_db, "--order-db", "customer",
+                                      "customers", L.cbase,
+                                      L.cbase + L.ncust - 1, pc.ok, end, &msg)
+                 : wait_customers_visible (&ord, pc.ok, end, &msg);
           if (cvis < 0)
             {
               load_note_error (EXIT_EXCEPTION, msg);
@@ -1032,7 +1121,10 @@ cmd_load (void)
           end = g_get_monotonic_time ();
           if (o_peer_db != NULL && po.ok > 0 && o_visibility_timeout_s > 0)
             {
-              ovis = wait_orders_visible (po.ok, end, &msg);
+              ovis = wait_rows_visible (o_peer_db, "--peer-db", "orders",
+                                        "orders", L.obase,
+                                        L.obase + L.norders - 1, po.ok, end,
+                                        &msg);
               if (ovis < 0)
                 {
                   load_note_error (EXIT_EXCEPTION, msg);
@@ -1068,10 +1160,13 @@ cmd_load (void)
               secs > 0 ? (pc.ok + po.ok) / secs : 0.0);
     }
   if (cvis >= 0)
-    printf ("customers visible via OrderService.getCustomers %.3f s after "
-            "the last createCustomer\n", cvis);
+    printf ("customers visible %s %.3f s after the last createCustomer\n",
+            o_order_db ? "in the order database" :
+            "via OrderService.getCustomers", cvis);
   else if (cvis == -1)
-    printf ("customers NOT all visible via OrderService.getCustomers\n");
+    printf ("customers NOT all visible %s\n",
+            o_order_db ? "in the order database"
+                       : "via OrderService.getCustomers");
   if (ovis >= 0)
     printf ("orders visible in the peer database %.3f s after the last "
             "createOrder\n", ovis);
@@ -1100,6 +1195,12 @@ cmd_load (void)
   g_free (L.first_error);
   g_free (L.cust_ok);
   g_free (L.order_customer);
+  if (L.reqlog != NULL && fclose (L.reqlog) != 0)
+    {
+      fprintf (stderr, "common_client: --request-log %s: %s\n",
+               o_request_log, g_strerror (errno));
+      rc = rc == EXIT_OK ? EXIT_EXCEPTION : rc;
+    }
   g_mutex_clear (&L.mu);
   return rc;
 }

@@ -2,7 +2,9 @@
  * customer_service.c - CustomerService (owns table customer)
  *
  *   getCustomers()            all customers of the local database, by id
- *   createCustomer(customer)  INSERT INTO customer
+ *   createCustomer(customer)  INSERT INTO customer; with --mode 2pc into
+ *                             the customer table of the peer (order)
+ *                             database too, in one two-phase commit
  *
  * Default port 9091, default database "dbname=customer_db".
  */
@@ -15,6 +17,7 @@ typedef struct
 {
   EvrepCustomerServiceHandler parent;
   SvcDb *db;
+  SvcDb *peer;                  /* --mode 2pc: the order database */
 } CustomerHandler;
 
 typedef struct
@@ -41,12 +44,15 @@ customer_create_customer (EvrepCustomerServiceIf *iface,
                           const EvrepCustomer *customer,
                           EvrepOperationFailedException **ex, GError **error)
 {
+  static const char *insert_sql =
+    "INSERT INTO customer (id, customer_name, credit_limit)"
+    " VALUES ($1, $2, $3)";
   CustomerHandler *h = CUSTOMER_HANDLER (iface);
   char id[16], credit[16];
   const char *params[3];
   SvcDbError err;
   PGresult *res;
-  gboolean ok;
+  gboolean ok, applied;
 
   (void) error;
   if (customer == NULL)
@@ -62,11 +68,14 @@ customer_create_customer (EvrepCustomerServiceIf *iface,
   params[0] = id;
   params[1] = customer->customerName;
   params[2] = credit;
-  res = svc_db_exec (h->db,
-                     "INSERT INTO customer (id, customer_name, credit_limit)"
-                     " VALUES ($1, $2, $3)",
-                     3, params, FALSE, &err);
-  if (res != NULL)
+  if (h->peer != NULL)
+    {
+      if (svc_twopc_write (h->db, h->peer, insert_sql, insert_sql, 3, params,
+                           &applied, &err))
+        return TRUE;
+    }
+  else if ((res = svc_db_exec (h->db, insert_sql, 3, params, FALSE, &err))
+           != NULL)
     {
       PQclear (res);
       return TRUE;
@@ -93,15 +102,17 @@ static void
 customer_handler_init (CustomerHandler *self)
 {
   self->db = NULL;
+  self->peer = NULL;
 }
 
 static ThriftProcessor *
-make_processor (SvcDb *db)
+make_processor (SvcDb *db, SvcDb *peer)
 {
   CustomerHandler *h = g_object_new (customer_handler_get_type (), NULL);
   ThriftProcessor *p;
 
   h->db = db;
+  h->peer = peer;
   p = g_object_new (EVREP_TYPE_CUSTOMER_SERVICE_PROCESSOR,
                     "handler", h, NULL);
   g_object_unref (h);           /* the processor holds a reference */

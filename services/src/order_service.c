@@ -5,7 +5,10 @@
  *   createOrder(order)              INSERT INTO orders, only if the customer
  *                                   exists in the local customer replica;
  *                                   waits up to --customer-wait-ms (2000)
- *                                   for it to be replicated
+ *                                   for it to be replicated; with --mode
+ *                                   2pc also into the orders table of the
+ *                                   peer (customer) database, in one
+ *                                   two-phase commit
  *   getOrdersForCustomer(id string) local orders joined with the local
  *                                   customer replica, by order id
  *   getCustomers()                  the local customer replica, by id
@@ -29,6 +32,7 @@ typedef struct
 {
   EvrepOrderServiceHandler parent;
   SvcDb *db;
+  SvcDb *peer;                  /* --mode 2pc: the customer database */
 } OrderHandler;
 
 typedef struct
@@ -56,6 +60,17 @@ static gboolean
 order_create_order (EvrepOrderServiceIf *iface, const EvrepOrders *order,
                     EvrepOperationFailedException **ex, GError **error)
 {
+  static const char *insert_sql =
+    "INSERT INTO orders"
+    "  (id, order_amount, status, customer_id)"
+    " SELECT $1::integer, $2::integer, $3::text,"
+    "        $4::integer"
+    "  WHERE EXISTS (SELECT 1 FROM customer"
+    "                 WHERE id = $4::integer)";
+  /* the peer's orders table is a replica: no existence check there */
+  static const char *peer_sql =
+    "INSERT INTO orders (id, order_amount, status, customer_id)"
+    " VALUES ($1::integer, $2::integer, $3::text, $4::integer)";
   OrderHandler *h = ORDER_HANDLER (iface);
   char id[16], amount[16], cust[16];
   const char *params[4];
@@ -86,18 +101,22 @@ order_create_order (EvrepOrderServiceIf *iface, const EvrepOrders *order,
   for (;;)
     {
       SvcDbError err;
-      PGresult *res;
+      PGresult *res = NULL;
+      gboolean applied = FALSE, written;
       gint64 left;
 
-      res = svc_db_exec (h->db,
-                         "INSERT INTO orders"
-                         "  (id, order_amount, status, customer_id)"
-                         " SELECT $1::integer, $2::integer, $3::text,"
-                         "        $4::integer"
-                         "  WHERE EXISTS (SELECT 1 FROM customer"
-                         "                 WHERE id = $4::integer)",
-                         4, params, FALSE, &err);
-      if (res == NULL)
+      if (h->peer != NULL)
+        written = svc_twopc_write (h->db, h->peer, insert_sql, peer_sql, 4,
+                                   params, &applied, &err);
+      else
+        {
+          res = svc_db_exec (h->db, insert_sql, 4, params, FALSE, &err);
+          written = res != NULL;
+          applied = written && strcmp (PQcmdTuples (res), "1") == 0;
+          if (res != NULL)
+            PQclear (res);
+        }
+      if (!written)
         {
           gboolean r;
           if (strcmp (err.sqlstate, "23505") == 0)
@@ -107,12 +126,8 @@ order_create_order (EvrepOrderServiceIf *iface, const EvrepOrders *order,
           svc_db_error_clear (&err);
           return r;
         }
-      if (strcmp (PQcmdTuples (res), "1") == 0)
-        {
-          PQclear (res);
-          return TRUE;
-        }
-      PQclear (res);
+      if (applied)
+        return TRUE;
 
       /* the customer is not (yet) in the local replica */
       left = deadline - g_get_monotonic_time ();
@@ -201,15 +216,17 @@ static void
 order_handler_init (OrderHandler *self)
 {
   self->db = NULL;
+  self->peer = NULL;
 }
 
 static ThriftProcessor *
-make_processor (SvcDb *db)
+make_processor (SvcDb *db, SvcDb *peer)
 {
   OrderHandler *h = g_object_new (order_handler_get_type (), NULL);
   ThriftProcessor *p;
 
   h->db = db;
+  h->peer = peer;
   p = g_object_new (EVREP_TYPE_ORDER_SERVICE_PROCESSOR, "handler", h, NULL);
   g_object_unref (h);           /* the processor holds a reference */
   return p;

@@ -28,9 +28,10 @@ typedef struct SvcConfig
   const char *service_name;  /* "CustomerService"                          */
   int default_port;
   const char *default_db;    /* conninfo used when --db is not given       */
-  /* Create a processor whose handler uses db for every request.
-   * Returns a new reference. */
-  ThriftProcessor *(*make_processor) (SvcDb *db);
+  /* Create a processor whose handler uses db for every request, and
+   * peer (NULL unless --mode 2pc) as the other database of a two-phase
+   * commit.  Returns a new reference. */
+  ThriftProcessor *(*make_processor) (SvcDb *db, SvcDb *peer);
 } SvcConfig;
 
 /* Runs the service until SIGTERM/SIGINT; returns the process exit code. */
@@ -49,6 +50,10 @@ typedef struct SvcDbError
   char sqlstate[6];          /* "" when there is none (connection problems) */
   char *message;             /* one line, owned, g_free'd by svc_db_error_clear */
   gboolean unavailable;      /* connection could not be made or was lost   */
+  gboolean peer;             /* 2PC: the error came from the peer database */
+  gboolean in_doubt;         /* 2PC: prepared everywhere, but whether the
+                              * decision was logged is unknown; recovery
+                              * finishes the transaction either way        */
 } SvcDbError;
 
 /*
@@ -63,6 +68,31 @@ PGresult *svc_db_exec (SvcDb *db, const char *sql, int nparams,
                        const char *const *values, gboolean idempotent,
                        SvcDbError *err);
 void svc_db_error_clear (SvcDbError *err);
+
+/* ---- two-phase commit (--mode 2pc) ------------------------------------- */
+
+/* TRUE when the service runs with --mode 2pc. */
+gboolean svc_twopc_enabled (void);
+
+/*
+ * Write one row to the service's own database (db) and to the peer
+ * database in one distributed transaction: BEGIN on both, local_sql on db
+ * and peer_sql on peer (same parameters), PREPARE TRANSACTION on both,
+ * the decision committed to the local decision log (table twopc_decision),
+ * COMMIT PREPARED on both.  Both sides run each step in parallel.
+ * Before the decision every failure rolls back both sides; after it the
+ * transaction counts as committed (a side that could not be committed yet
+ * is committed by recovery).
+ *
+ * Returns TRUE when committed, or when local_sql affected no row, in which
+ * case *applied is FALSE and nothing was written.  Returns FALSE with *err
+ * filled otherwise (err->peer: the peer failed; err->in_doubt: see
+ * SvcDbError).
+ */
+gboolean svc_twopc_write (SvcDb *db, SvcDb *peer, const char *local_sql,
+                          const char *peer_sql, int nparams,
+                          const char *const *values, gboolean *applied,
+                          SvcDbError *err);
 
 /* ---- exceptions and validation ---------------------------------------- */
 

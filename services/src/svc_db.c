@@ -79,8 +79,8 @@ db_alive (PGconn *pg)
   return PQstatus (pg) == CONNECTION_OK;
 }
 
-static gboolean
-db_ready (SvcDb *db, gboolean *fresh, SvcDbError *err)
+gboolean
+svc_db_ready (SvcDb *db, gboolean *fresh, SvcDbError *err)
 {
   *fresh = FALSE;
   if (db->pg == NULL)
@@ -146,9 +146,8 @@ svc_db_exec (SvcDb *db, const char *sql, int nparams,
       gboolean fresh;
       PGresult *res;
       ExecStatusType st;
-      const char *state, *primary;
 
-      if (!db_ready (db, &fresh, err))
+      if (!svc_db_ready (db, &fresh, err))
         return NULL;
       res = PQexecParams (db->pg, sql, nparams, NULL, values, NULL, NULL, 0);
       st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
@@ -170,18 +169,35 @@ svc_db_exec (SvcDb *db, const char *sql, int nparams,
           return NULL;
         }
 
-      state = res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
-      primary = res ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-      g_strlcpy (err->sqlstate, state ? state : "", sizeof err->sqlstate);
-      err->message = primary ? g_strdup (primary)
-                             : first_line (PQerrorMessage (db->pg));
-      /* 57P0x: admin shutdown / crash shutdown / cannot connect now */
-      if (g_str_has_prefix (err->sqlstate, "57P")
-          || g_str_has_prefix (err->sqlstate, "08"))
-        err->unavailable = TRUE;
+      svc_db_result_error (db, res, err);
       PQclear (res);
       return NULL;
     }
+}
+
+void
+svc_db_result_error (SvcDb *db, const PGresult *res, SvcDbError *err)
+{
+  const char *state, *primary;
+
+  g_free (err->message);
+  err->message = NULL;
+  err->sqlstate[0] = '\0';
+  if (db->pg == NULL || PQstatus (db->pg) != CONNECTION_OK)
+    {
+      err->unavailable = TRUE;
+      err->message = first_line (db->pg ? PQerrorMessage (db->pg) : NULL);
+      return;
+    }
+  state = res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
+  primary = res ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  g_strlcpy (err->sqlstate, state ? state : "", sizeof err->sqlstate);
+  err->message = primary ? g_strdup (primary)
+                         : first_line (PQerrorMessage (db->pg));
+  /* 57P0x: admin shutdown / crash shutdown / cannot connect now */
+  if (g_str_has_prefix (err->sqlstate, "57P")
+      || g_str_has_prefix (err->sqlstate, "08"))
+    err->unavailable = TRUE;
 }
 
 /* ---- exceptions -------------------------------------------------------- */
@@ -218,15 +234,20 @@ svc_fail_db (EvrepOperationFailedException **ex, const char *what,
              const SvcDbError *err)
 {
   const char *m = err->message ? err->message : "unknown error";
+  const char *side = err->peer ? "peer database" : "database";
 
+  if (err->in_doubt)
+    return set_exception (ex, g_strdup_printf (
+      "%s failed: outcome unknown, the decision could not be confirmed (%s); "
+      "recovery will commit or roll back both databases", what, m));
   if (err->unavailable)
     return set_exception (ex, g_strdup_printf (
-      "%s failed: database unavailable: %s", what, m));
+      "%s failed: %s unavailable: %s", what, side, m));
   if (strcmp (err->sqlstate, "57014") == 0)
     return set_exception (ex, g_strdup_printf (
-      "%s failed: database statement timeout", what));
+      "%s failed: %s statement timeout", what, side));
   return set_exception (ex, g_strdup_printf (
-    "%s failed: database error %s: %s", what, err->sqlstate, m));
+    "%s failed: %s error %s: %s", what, side, err->sqlstate, m));
 }
 
 /* ---- validation -------------------------------------------------------- */

@@ -59,6 +59,9 @@ static int opt_max_conn = 64;
 static int opt_customer_wait_ms = 2000;
 static int opt_statement_timeout_ms = 10000;
 static int opt_idle_timeout_s = 600;
+static char *opt_mode = NULL;
+static char *opt_peer_db = NULL;
+static int opt_recovery_interval_ms = 5000;
 
 int
 svc_customer_wait_ms (void)
@@ -305,7 +308,7 @@ static void *
 conn_thread (void *arg)
 {
   Conn *c = arg;
-  SvcDb db;
+  SvcDb db, peer;
   ThriftSocket *sock;
   ThriftTransport *transport;
   ThriftProtocol *protocol;
@@ -313,6 +316,7 @@ conn_thread (void *arg)
   GError *error = NULL;
 
   svc_db_init (&db, opt_db, opt_statement_timeout_ms, g_cfg->prog);
+  svc_db_init (&peer, opt_peer_db, opt_statement_timeout_ms, g_cfg->prog);
 
   sock = g_object_new (THRIFT_TYPE_SOCKET, NULL);
   sock->sd = c->fd;                 /* the ThriftSocket now owns the fd */
@@ -329,7 +333,8 @@ conn_thread (void *arg)
                             NULL);
   protocol = g_object_new (svc_protocol_get_type (),
                            "transport", transport, NULL);
-  processor = g_cfg->make_processor (&db);
+  processor = g_cfg->make_processor (&db, svc_twopc_enabled () ? &peer
+                                                               : NULL);
 
   /* peek blocks until a request arrives or the peer closes (or shutdown()
    * from the main thread); this also avoids the processor's warning about
@@ -357,6 +362,7 @@ conn_thread (void *arg)
   thrift_socket_close (THRIFT_TRANSPORT (sock), NULL);
   g_object_unref (sock);
   svc_db_finish (&db);
+  svc_db_finish (&peer);
   g_free (c);
 
   pthread_mutex_lock (&reg_mu);
@@ -525,6 +531,17 @@ svc_main (int argc, char **argv, const SvcConfig *cfg)
     { "customer-wait-ms", 0, 0, G_OPTION_ARG_INT, &opt_customer_wait_ms,
       "OrderService.createOrder: how long to wait for the customer to appear "
       "in the local replica (default 2000)", "MS" },
+    { "mode", 0, 0, G_OPTION_ARG_STRING, &opt_mode,
+      "evrep (default): write the own database only, evrep replicates; "
+      "2pc: write the own and the peer database in one two-phase commit",
+      "MODE" },
+    { "peer-db", 0, 0, G_OPTION_ARG_STRING, &opt_peer_db,
+      "--mode 2pc: libpq connection string of the other service's database",
+      "CONNINFO" },
+    { "recovery-interval-ms", 0, 0, G_OPTION_ARG_INT,
+      &opt_recovery_interval_ms,
+      "--mode 2pc: how often in-doubt transactions are looked for and "
+      "settled (default 5000; also once at start)", "MS" },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
   };
 
@@ -572,6 +589,25 @@ svc_main (int argc, char **argv, const SvcConfig *cfg)
     opt_db = g_strdup (cfg->default_db);
   if (opt_bind == NULL)
     opt_bind = g_strdup ("127.0.0.1");
+  if (opt_mode != NULL && strcmp (opt_mode, "2pc") == 0)
+    {
+      if (!svc_twopc_setup (cfg->prog, cfg->service_name, opt_db,
+                            opt_peer_db, opt_statement_timeout_ms,
+                            opt_recovery_interval_ms))
+        return 2;
+    }
+  else if (opt_mode != NULL && strcmp (opt_mode, "evrep") != 0)
+    {
+      fprintf (stderr, "%s: --mode must be evrep or 2pc (try --help)\n",
+               cfg->prog);
+      return 2;
+    }
+  else if (opt_peer_db != NULL)
+    {
+      fprintf (stderr, "%s: --peer-db is only used with --mode 2pc\n",
+               cfg->prog);
+      return 2;
+    }
 
   if (pipe2 (wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
     {
@@ -591,8 +627,10 @@ svc_main (int argc, char **argv, const SvcConfig *cfg)
   lfd = listen_on (opt_bind, opt_port);
   if (lfd < 0)
     return 1;
-  svc_log ("%s listening on %s:%d (max %d connections)",
-           cfg->service_name, opt_bind, opt_port, opt_max_conn);
+  svc_log ("%s listening on %s:%d (max %d connections, mode %s)",
+           cfg->service_name, opt_bind, opt_port, opt_max_conn,
+           svc_twopc_enabled () ? "2pc" : "evrep");
+  svc_twopc_start_recovery ();
 
   while (!got_signal)
     {
@@ -625,8 +663,11 @@ svc_main (int argc, char **argv, const SvcConfig *cfg)
       svc_log ("connections still busy after 10 s; exiting anyway");
       return 1;
     }
+  svc_twopc_stop ();
   svc_log ("stopped after %ld connection(s)", conn_serial);
   g_free (opt_db);
   g_free (opt_bind);
+  g_free (opt_mode);
+  g_free (opt_peer_db);
   return got_signal ? 0 : 1;
 }
