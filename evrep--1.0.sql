@@ -43,23 +43,29 @@ CREATE TABLE evrep.publication (
  * Captured changes waiting for the broker's confirm.  seq is NULL until the
  * publisher numbers the row (in its own committed transaction, before
  * sending), so that numbers follow commit order, not INSERT order, and a
- * re-send after a crash reuses them.  Rows are deleted once confirmed;
- * fillfactor leaves room for that numbering update to stay HOT, and
- * autovacuum is told to keep up with a table that is all churn.
+ * re-send after a crash reuses them.  Rows are deleted once confirmed.
+ *
+ * A queue table that is all churn bloats faster than autovacuum (one run a
+ * minute at most) can clean it.  So, as PgQ does, writers insert into one
+ * of two partitions (the slot the publisher chose, in shared memory) while
+ * the publisher drains the other and empties it with TRUNCATE; no vacuum
+ * is needed to get the space back.
  */
 CREATE TABLE evrep.outbox (
-	id			bigserial PRIMARY KEY,
+	id			bigserial,
+	slot		smallint NOT NULL,	-- the partition the row went to
 	pub_id		integer NOT NULL,
 	op			"char" NOT NULL,	-- i(nsert), u(pdate), d(elete)
 	row_data	json NOT NULL,		-- new row, or old row for deletes
 	seq			bigint,
-	commit_ts	timestamptz
-) WITH (fillfactor = 70,
-		autovacuum_vacuum_scale_factor = 0,
-		autovacuum_vacuum_threshold = 5000,
-		autovacuum_vacuum_insert_scale_factor = 0,
-		autovacuum_vacuum_insert_threshold = 50000,
-		autovacuum_vacuum_cost_delay = 0);
+	commit_ts	timestamptz,
+	PRIMARY KEY (id, slot)
+) PARTITION BY LIST (slot);
+
+CREATE TABLE evrep.outbox_0 PARTITION OF evrep.outbox FOR VALUES IN (0)
+	WITH (fillfactor = 70);
+CREATE TABLE evrep.outbox_1 PARTITION OF evrep.outbox FOR VALUES IN (1)
+	WITH (fillfactor = 70);
 
 /* One row per remote table this node applies. */
 CREATE TABLE evrep.subscription (

@@ -2,7 +2,7 @@
 CREATE EXTENSION evrep;
 SELECT n.nspname, c.relname, c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'evrep' AND c.relkind IN ('r', 'v')
+WHERE n.nspname = 'evrep' AND c.relkind IN ('r', 'p', 'v')
 ORDER BY 2;
 SELECT p.proname FROM pg_proc p
 WHERE p.proname LIKE 'evrep\_%' ORDER BY 1;

@@ -27,14 +27,19 @@
 
 #include "evrep.h"
 
-/* id, pub_id, op, row_data, seq, commit_ts */
-#define OUTBOX_NATTS 6
+/* id, slot, pub_id, op, row_data, seq, commit_ts */
+#define OUTBOX_NATTS 7
 
-/* Per backend: where the outbox is. */
-static Oid	outbox_relid = InvalidOid;
-static Oid	outbox_pkeyid = InvalidOid;
+/* Per backend: where the outbox partitions are. */
+typedef struct OutboxPartition
+{
+	Oid			relid;
+	Oid			pkeyid;
+	IndexInfo  *pkey_info;
+} OutboxPartition;
+
+static OutboxPartition outbox[2];	/* outbox[0].relid invalid: look up */
 static Oid	outbox_seqid = InvalidOid;
-static IndexInfo *outbox_pkey_info = NULL;
 static bool callback_registered = false;
 
 static bool wake_at_commit = false;
@@ -128,91 +133,117 @@ key_changed(TriggerData *trigdata)
 }
 
 /*
- * The outbox row is written straight to the heap and its one index: the
- * executor machinery of an SPI INSERT cost several times the insert itself
- * on this hot path.  The table has no triggers, constraints beyond NOT
- * NULL (always met here) or other indexes; evrep--1.0.sql defines it so.
+ * The outbox row is written straight to the heap and the one index of the
+ * current partition: the executor machinery of an SPI INSERT cost several
+ * times the insert itself on this hot path.  The partitions have no
+ * triggers, constraints beyond NOT NULL (always met here) or other
+ * indexes; evrep--1.0.sql defines them so.
  */
 static void
 write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 {
-	Relation	outbox;
+	int			slot;
+	Relation	part;
 	Relation	pkey;
 	HeapTuple	row;
 	Datum		values[OUTBOX_NATTS];
 	bool		nulls[OUTBOX_NATTS] = {0};
-	Datum		id;
-	bool		id_null = false;
+	bool		key_nulls[2] = {false, false};
 
-	if (!OidIsValid(outbox_relid))
+	if (!OidIsValid(outbox[0].relid))
 		lookup_outbox();
 
-	id = Int64GetDatum(nextval_internal(outbox_seqid, false));
-	values[0] = id;
-	values[1] = Int32GetDatum(pub_id);
-	values[2] = CharGetDatum(op);
+	/* without preload there is no publisher and no rotation: slot 0 */
+	slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
+	values[0] = Int64GetDatum(nextval_internal(outbox_seqid, false));
+	values[1] = Int16GetDatum(slot);
+	values[2] = Int32GetDatum(pub_id);
+	values[3] = CharGetDatum(op);
 	/* PostgreSQL's own conversion, so apply can read it back exactly */
-	values[3] = DirectFunctionCall1(row_to_json,
+	values[4] = DirectFunctionCall1(row_to_json,
 									heap_copy_tuple_as_datum(tuple, tupdesc));
-	nulls[4] = nulls[5] = true;	/* seq, commit_ts: set by the publisher */
+	nulls[5] = nulls[6] = true; /* seq, commit_ts: set by the publisher */
 
-	outbox = table_open(outbox_relid, RowExclusiveLock);
-	pkey = index_open(outbox_pkeyid, RowExclusiveLock);
-	row = heap_form_tuple(RelationGetDescr(outbox), values, nulls);
-	simple_heap_insert(outbox, row);
-	(void) index_insert(pkey, &id, &id_null, &row->t_self, outbox,
-						UNIQUE_CHECK_YES, false, outbox_pkey_info);
+	part = table_open(outbox[slot].relid, RowExclusiveLock);
+	pkey = index_open(outbox[slot].pkeyid, RowExclusiveLock);
+	row = heap_form_tuple(RelationGetDescr(part), values, nulls);
+	simple_heap_insert(part, row);
+	(void) index_insert(pkey, values, key_nulls, &row->t_self, part,
+						UNIQUE_CHECK_YES, false, outbox[slot].pkey_info);
 	index_close(pkey, NoLock);
-	table_close(outbox, NoLock);
+	table_close(part, NoLock);
 	heap_freetuple(row);
 }
 
-/* Finds the outbox, its primary key and its sequence; fails clearly. */
 static void
-lookup_outbox(void)
+lookup_partition(Oid nspid, int slot)
 {
-	Oid			nspid = get_namespace_oid("evrep", true);
-	Oid			relid = OidIsValid(nspid) ? get_relname_relid("outbox", nspid) : InvalidOid;
+	OutboxPartition *p = &outbox[slot];
+	char		name[NAMEDATALEN];
 	Relation	rel;
 	Relation	pkey;
 	MemoryContext old;
 
-	if (!OidIsValid(relid))
+	snprintf(name, sizeof(name), "outbox_%d", slot);
+	p->relid = get_relname_relid(name, nspid);
+	if (!OidIsValid(p->relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("evrep outbox partition \"%s\" is missing", name),
+				 errhint("Is the evrep extension installed in this database?")));
+	rel = table_open(p->relid, AccessShareLock);
+	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS)
+		elog(ERROR, "evrep.%s does not have the expected %d columns", name, OUTBOX_NATTS);
+	p->pkeyid = RelationGetPrimaryKeyIndex(rel);
+	table_close(rel, AccessShareLock);
+	if (!OidIsValid(p->pkeyid))
+		elog(ERROR, "evrep.%s lacks its primary key", name);
+
+	pkey = index_open(p->pkeyid, AccessShareLock);
+	old = MemoryContextSwitchTo(CacheMemoryContext);
+	if (p->pkey_info)
+		pfree(p->pkey_info);
+	p->pkey_info = BuildIndexInfo(pkey);
+	MemoryContextSwitchTo(old);
+	index_close(pkey, AccessShareLock);
+}
+
+/* Finds the outbox partitions, their keys and the id sequence. */
+static void
+lookup_outbox(void)
+{
+	Oid			nspid = get_namespace_oid("evrep", true);
+
+	if (!OidIsValid(nspid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("evrep outbox table is missing"),
 				 errhint("Is the evrep extension installed in this database?")));
-	rel = table_open(relid, AccessShareLock);
-	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS)
-		elog(ERROR, "evrep.outbox does not have the expected %d columns", OUTBOX_NATTS);
-	outbox_pkeyid = RelationGetPrimaryKeyIndex(rel);
-	table_close(rel, AccessShareLock);
 	outbox_seqid = get_relname_relid("outbox_id_seq", nspid);
-	if (!OidIsValid(outbox_pkeyid) || !OidIsValid(outbox_seqid))
-		elog(ERROR, "evrep.outbox lacks its primary key or id sequence");
-
-	pkey = index_open(outbox_pkeyid, AccessShareLock);
-	old = MemoryContextSwitchTo(CacheMemoryContext);
-	if (outbox_pkey_info)
-		pfree(outbox_pkey_info);
-	outbox_pkey_info = BuildIndexInfo(pkey);
-	MemoryContextSwitchTo(old);
-	index_close(pkey, AccessShareLock);
+	if (!OidIsValid(outbox_seqid))
+		elog(ERROR, "evrep.outbox lacks its id sequence");
+	lookup_partition(nspid, 1);
+	lookup_partition(nspid, 0);
 
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(forget_outbox, (Datum) 0);
 		callback_registered = true;
 	}
-	outbox_relid = relid;
 }
 
-/* DROP EXTENSION, or any change to the outbox: look it up again. */
+/*
+ * DROP EXTENSION, TRUNCATE (a new relfilenode, same oids) or any other
+ * change to the outbox: look it up again.
+ */
 static void
 forget_outbox(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == outbox_relid || relid == outbox_pkeyid)
-		outbox_relid = InvalidOid;
+	for (int i = 0; i < 2; i++)
+	{
+		if (relid == InvalidOid || relid == outbox[i].relid || relid == outbox[i].pkeyid)
+			outbox[0].relid = InvalidOid;
+	}
 }
 
 static void

@@ -200,6 +200,7 @@ evrep_shmem_startup(void)
 		memset(evrep_shared, 0, sizeof(EvrepShared));
 		SpinLockInit(&evrep_shared->mutex);
 		pg_atomic_init_u64(&evrep_shared->subscription_generation, 0);
+		pg_atomic_init_u32(&evrep_shared->outbox_slot, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

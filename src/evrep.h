@@ -57,6 +57,7 @@ typedef struct EvrepShared
 	slock_t		mutex;			/* protects workers[] except latch */
 	EvrepWorkerState workers[2];
 	pg_atomic_uint64 subscription_generation;
+	pg_atomic_uint32 outbox_slot;	/* outbox partition writers insert into */
 } EvrepShared;
 
 extern EvrepShared *evrep_shared;

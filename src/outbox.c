@@ -18,10 +18,14 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "catalog/namespace.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "evrep.h"
 #include "spi_plan.h"
@@ -349,6 +353,61 @@ outbox_remove_batch(OutboxBatch *batch)
 			 SPI_result_code_string(ret));
 	SPI_finish();
 	pfree(ids);
+}
+
+/* How long writers stay on one partition before they are moved. */
+#define OUTBOX_ROTATE_MS 5000
+
+/* The partition writers do not use has been emptied since they left it. */
+static bool idle_partition_empty = false;
+static TimestampTz switched_at = 0;
+
+/*
+ * TRUNCATE evrep.outbox_<slot> if nobody is writing to it and it holds no
+ * rows.  The lock is only tried: a writer that read the old slot just
+ * before the switch may still be inserting there, and must not queue
+ * behind us.
+ */
+static bool
+try_truncate(int slot)
+{
+	char	   *name = psprintf("outbox_%d", slot);
+	Oid			relid = get_relname_relid(name, get_namespace_oid("evrep", false));
+	bool		emptied = false;
+
+	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, AccessExclusiveLock))
+		return false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(psprintf("SELECT 1 FROM evrep.%s LIMIT 1", name), false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read evrep.%s", name);
+	if (SPI_processed == 0)
+	{
+		if (SPI_execute(psprintf("TRUNCATE evrep.%s", name), false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not truncate evrep.%s", name);
+		emptied = true;
+	}
+	SPI_finish();
+	return emptied;
+}
+
+void
+outbox_rotate(void)
+{
+	int			current;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (evrep_shared == NULL)
+		return;
+	current = (int) pg_atomic_read_u32(&evrep_shared->outbox_slot);
+	if (!idle_partition_empty)
+		idle_partition_empty = try_truncate(1 - current);
+	else if (TimestampDifferenceExceeds(switched_at, now, OUTBOX_ROTATE_MS))
+	{
+		pg_atomic_write_u32(&evrep_shared->outbox_slot, 1 - current);
+		switched_at = now;
+		idle_partition_empty = false;
+	}
 }
 
 /*

@@ -39,4 +39,12 @@ extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message,
 /* Deletes the rows of a confirmed batch.  Inside a transaction. */
 extern void outbox_remove_batch(OutboxBatch *batch);
 
+/*
+ * Keeps the outbox from bloating: empties the partition writers no longer
+ * insert into once it holds no unsent rows, and some seconds later moves
+ * the writers to it.  Publisher only, inside a transaction; never waits
+ * for a lock.
+ */
+extern void outbox_rotate(void);
+
 #endif							/* EVREP_OUTBOX_H */

@@ -96,6 +96,8 @@ claim_batch(MemoryContext round_cxt, bool *ready)
 		worker_durable_commit();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		batch = outbox_claim_batch(evrep_batch_size, evrep_message_events, round_cxt);
+		if (batch == NULL)
+			outbox_rotate();	/* idle: still empty what was drained */
 		PopActiveSnapshot();
 	}
 	CommitTransactionCommand();
@@ -111,6 +113,7 @@ remove_batch(OutboxBatch *batch)
 	worker_async_commit();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	outbox_remove_batch(batch);
+	outbox_rotate();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
