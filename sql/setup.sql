@@ -1,4 +1,5 @@
--- Extension objects and settings.
+-- Extension objects and settings.  The suite runs without workers
+-- (evrep.database is empty): they are tested with a real broker in test/t.
 CREATE EXTENSION evrep;
 SELECT n.nspname, c.relname, c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

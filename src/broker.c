@@ -605,6 +605,35 @@ broker_unconfirmed(BrokerConn *conn)
 	return conn->unconfirmed;
 }
 
+uint64
+broker_last_tag(BrokerConn *conn)
+{
+	return conn->next_tag - 1;
+}
+
+uint64
+broker_settled_upto(BrokerConn *conn)
+{
+	return conn->conf_low - 1;
+}
+
+BrokerStatus
+broker_wait_settle(BrokerConn *conn, long timeout_ms)
+{
+	uint64 low = conn->conf_low;
+	BrokerStatus st = broker_poll(conn);
+
+	if (st == BROKER_OK && !conn->nacked && conn->unconfirmed > 0 && conn->conf_low == low)
+	{
+		st = sleep_on_socket(conn, timeout_ms);
+		if (st == BROKER_OK)
+			st = broker_poll(conn);
+	}
+	if (st == BROKER_OK && conn->nacked)
+		return BROKER_NACKED;
+	return st;
+}
+
 BrokerStatus
 broker_wait_confirms(BrokerConn *conn, long timeout_ms)
 {

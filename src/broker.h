@@ -81,6 +81,20 @@ extern BrokerStatus broker_publish(BrokerConn *conn, const char *routing_key, co
 extern int broker_unconfirmed(BrokerConn *conn);
 
 /*
+ * Publisher, for pipelining: the delivery tag of the last message sent,
+ * and the tag up to which every message is settled (acked; a nack makes
+ * the wait functions return BROKER_NACKED).
+ */
+extern uint64 broker_last_tag(BrokerConn *conn);
+extern uint64 broker_settled_upto(BrokerConn *conn);
+
+/*
+ * Publisher: reads what arrived and, if no confirm came, sleeps once on
+ * socket, latch (BROKER_LATCH) or timeout, then reads again.
+ */
+extern BrokerStatus broker_wait_settle(BrokerConn *conn, long timeout_ms);
+
+/*
  * Publisher: waits until every message sent is confirmed (BROKER_OK), one
  * was nacked (BROKER_NACKED), the latch is set (BROKER_LATCH), timeout_ms
  * passed (BROKER_TIMEOUT) or the connection failed (BROKER_ERROR).

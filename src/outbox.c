@@ -50,23 +50,32 @@ static const char *const number_query =
 " FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
 " WHERE o.id = u.id";
 
-static const char *const numbered_query =
-"SELECT id, pub_id, seq, op, row_data::text, to_json(commit_ts)::text"
-" FROM evrep.outbox WHERE seq IS NOT NULL ORDER BY id LIMIT $1";
+#define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, to_json(commit_ts)::text"
+
+static const char *const resend_query =
+"SELECT " EVENT_COLUMNS
+" FROM evrep.outbox WHERE seq IS NOT NULL AND id > $2 ORDER BY id LIMIT $1";
+
+static const char *const fetch_query =
+"SELECT " EVENT_COLUMNS
+" FROM evrep.outbox WHERE id = ANY ($1) ORDER BY id";
 
 static const char *const publications_query =
 "SELECT id, schema_name, table_name, to_json(key_columns)::text FROM evrep.publication";
 
 /*
- * True until a round found no numbered-but-unconfirmed rows; spares the
- * resend scan on every round of a healthy publisher.
+ * Numbered rows not known to be in flight are sent again first, in id
+ * order from resend_after on; a healthy publisher then only reads the rows
+ * it has just numbered.
  */
-static bool maybe_unconfirmed = true;
+static bool resend_pending = true;
+static int64 resend_after = 0;
 
 static SPIPlanPtr unnumbered_plan = NULL;
 static SPIPlanPtr reserve_plan = NULL;
 static SPIPlanPtr number_plan = NULL;
-static SPIPlanPtr numbered_plan = NULL;
+static SPIPlanPtr resend_plan = NULL;
+static SPIPlanPtr fetch_plan = NULL;
 static SPIPlanPtr publications_plan = NULL;
 static SPIPlanPtr remove_plan = NULL;
 
@@ -135,32 +144,18 @@ find_publication(PubInfo *pubs, int npubs, int32 id)
 }
 
 /*
- * Reads the numbered rows (in id order, which within a publication is
- * number order) and packs consecutive events of one publication into
- * messages, allocated in mcxt.  Returns NULL when there are none.
+ * Packs the events of the last SPI result (in id order, which within a
+ * publication is number order) into messages of consecutive events of one
+ * publication, allocated in mcxt.
  */
 static OutboxBatch *
-read_numbered(int max_events, int max_per_message, MemoryContext mcxt)
+build_batch(PubInfo *pubs, int npubs, int max_per_message, MemoryContext mcxt)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(max_events)};
-	PubInfo    *pubs;
-	int			npubs;
 	OutboxBatch *batch;
 	OutboxMessage *m = NULL;
 	StringInfoData buf;
 	MemoryContext old;
 	TupleDesc	desc;
-	int			ret;
-
-	pubs = load_publications(&npubs);
-	/* not read-only: it must see the numbers given just before */
-	ret = SPI_execute_plan(spi_kept_plan(&numbered_plan, numbered_query, 1, argtypes),
-						   values, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		return NULL;
 
 	desc = SPI_tuptable->tupdesc;
 	old = MemoryContextSwitchTo(mcxt);
@@ -200,6 +195,49 @@ read_numbered(int max_events, int max_per_message, MemoryContext mcxt)
 	return batch;
 }
 
+/* Numbered rows after resend_after: sent before, maybe never confirmed. */
+static OutboxBatch *
+read_unconfirmed(int max_events, int max_per_message, MemoryContext mcxt)
+{
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		values[2] = {Int32GetDatum(max_events), Int64GetDatum(resend_after)};
+	PubInfo    *pubs;
+	int			npubs;
+	OutboxBatch *batch;
+	int			ret;
+
+	pubs = load_publications(&npubs);
+	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 2, argtypes),
+						   values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return NULL;
+	batch = build_batch(pubs, npubs, max_per_message, mcxt);
+	resend_after = batch->ids[batch->nevents - 1];
+	if (batch->nevents < max_events)
+		resend_pending = false;
+	return batch;
+}
+
+/* The rows just numbered, by id. */
+static OutboxBatch *
+read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	PubInfo    *pubs;
+	int			npubs;
+	int			ret;
+
+	pubs = load_publications(&npubs);
+	/* not read-only: it must see the numbers given just before */
+	ret = SPI_execute_plan(spi_kept_plan(&fetch_plan, fetch_query, 1, argtypes),
+						   &ids, NULL, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed == 0)
+		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
+	return build_batch(pubs, npubs, max_per_message, mcxt);
+}
+
 static int64
 reserve_numbers(int32 pub_id, int64 count)
 {
@@ -231,10 +269,11 @@ find_count(PubCount *counts, int *ncounts, int32 pub_id)
 
 /*
  * Numbers up to max_events unnumbered rows in id order, continuing each
- * publication's last_seq.  Returns how many were numbered.
+ * publication's last_seq.  Returns how many were numbered, and their ids
+ * as an int8[] in *id_array.
  */
 static int
-number_rows(int max_events)
+number_rows(int max_events, Datum *id_array)
 {
 	Oid			argtypes[3] = {INT4OID, BOOLOID, TIMESTAMPTZOID};
 	Datum		values[3];
@@ -298,6 +337,7 @@ number_rows(int max_events)
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) n)
 		elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
+	*id_array = values[0];
 	return n;
 }
 
@@ -315,18 +355,25 @@ OutboxBatch *
 outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt)
 {
 	OutboxBatch *batch = NULL;
+	Datum		ids;
 
 	require_node_name();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	if (maybe_unconfirmed)
-		batch = read_numbered(max_events, max_per_message, mcxt);
-	if (batch == NULL && number_rows(max_events) > 0)
-		batch = read_numbered(max_events, max_per_message, mcxt);
-	maybe_unconfirmed = (batch != NULL);
+	if (resend_pending)
+		batch = read_unconfirmed(max_events, max_per_message, mcxt);
+	if (batch == NULL && number_rows(max_events, &ids) > 0)
+		batch = read_numbered(ids, max_per_message, mcxt);
 	SPI_finish();
 	return batch;
+}
+
+void
+outbox_resend_unconfirmed(void)
+{
+	resend_pending = true;
+	resend_after = 0;
 }
 
 void
@@ -430,6 +477,8 @@ evrep_claim(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_events and events_per_message must be positive")));
 	InitMaterializedSRF(fcinfo, 0);
+	/* a SQL caller keeps no state: what it was given comes again */
+	outbox_resend_unconfirmed();
 	batch = outbox_claim_batch(max_events, per_message, CurrentMemoryContext);
 	if (batch == NULL)
 		return (Datum) 0;

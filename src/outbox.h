@@ -26,15 +26,22 @@ typedef struct OutboxBatch
 } OutboxBatch;
 
 /*
- * Numbers up to max_events unsent outbox rows (re-using the numbers of rows
- * already numbered by a previous run that were never confirmed) and encodes
- * them into messages.  Must be called inside a transaction; the caller
+ * Returns the next batch to send, encoded into messages: first the rows
+ * numbered earlier but not known to be in flight (after start-up or
+ * outbox_resend_unconfirmed), with their numbers; then up to max_events
+ * rows numbered now.  Must be called inside a transaction; the caller
  * commits before sending, so that a re-send reuses the same numbers.
  * Returns NULL when there is nothing to send.  Memory is allocated in
  * the given context so it survives the commit.
  */
 extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message,
 									   MemoryContext mcxt);
+
+/*
+ * Forget what is in flight: the next claims send every numbered row again
+ * (after a connection loss; subscribers skip what they already have).
+ */
+extern void outbox_resend_unconfirmed(void);
 
 /* Deletes the rows of a confirmed batch.  Inside a transaction. */
 extern void outbox_remove_batch(OutboxBatch *batch);

@@ -3,10 +3,11 @@
  *		Background worker that moves outbox rows to RabbitMQ.
  *
  * One round: number and encode a batch and COMMIT (so that a re-send after
- * a failure reuses the numbers), publish every message of the batch
- * pipelined, wait until the broker confirmed all of them, then delete the
- * rows.  Any broker failure drops the connection; the next round, on a new
- * connection, gets the same numbered rows back from outbox_claim_batch.
+ * a failure reuses the numbers), publish every message of the batch, and
+ * go on to the next batch; the rows of a batch are deleted once the broker
+ * confirmed all of its messages.  Any broker failure drops the connection
+ * and forgets what was in flight; on the new connection outbox_claim_batch
+ * returns every numbered row again, with the same numbers.
  */
 #include "postgres.h"
 
@@ -42,12 +43,15 @@ close_at_exit(int code, Datum arg)
 	conn = NULL;
 }
 
+static void forget_in_flight(void);
+
 static void
 drop_connection(void)
 {
 	evrep_worker_report(EVREP_PUBLISHER, false, 0, broker_last_error());
 	broker_close(conn);
 	conn = NULL;
+	forget_in_flight();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	broker_backoff_sleep(&backoff);
 }
@@ -61,6 +65,7 @@ ensure_connected(void)
 		ereport(LOG, (errmsg("evrep publisher reconnects: broker settings changed")));
 		broker_close(conn);
 		conn = NULL;
+		forget_in_flight();
 	}
 	if (conn != NULL)
 		return true;
@@ -105,67 +110,118 @@ claim_batch(MemoryContext round_cxt, bool *ready)
 	return batch;
 }
 
-static void
-remove_batch(OutboxBatch *batch)
+/*
+ * Batches sent and not yet confirmed, oldest first.  Publishing is
+ * pipelined: waiting for each batch's confirms before numbering the next
+ * would add RabbitMQ's fsync interval to every event's latency.
+ */
+typedef struct InFlight
 {
+	MemoryContext cxt;			/* holds the batch */
+	OutboxBatch *batch;
+	uint64		last_tag;		/* delivery tag of its last message */
+	TimestampTz sent_at;
+} InFlight;
+
+static List *in_flight = NIL;
+static int	in_flight_events = 0;
+
+/* After a connection loss: every numbered row is sent again. */
+static void
+forget_in_flight(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, in_flight)
+		MemoryContextDelete(((InFlight *) lfirst(lc))->cxt);
+	list_free_deep(in_flight);
+	in_flight = NIL;
+	in_flight_events = 0;
+	outbox_resend_unconfirmed();
+}
+
+/* Deletes the rows of every batch the broker has confirmed, in one go. */
+static void
+retire_confirmed(void)
+{
+	uint64		settled = broker_settled_upto(conn);
+	int			events = 0;
+
+	if (in_flight == NIL || ((InFlight *) linitial(in_flight))->last_tag > settled)
+		return;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	worker_async_commit();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	outbox_remove_batch(batch);
+	while (in_flight != NIL && ((InFlight *) linitial(in_flight))->last_tag <= settled)
+	{
+		InFlight   *f = linitial(in_flight);
+
+		outbox_remove_batch(f->batch);
+		events += f->batch->nevents;
+		in_flight_events -= f->batch->nevents;
+		MemoryContextDelete(f->cxt);
+		in_flight = list_delete_first(in_flight);
+		pfree(f);
+	}
 	outbox_rotate();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
+	broker_backoff_reset(&backoff);
+	evrep_worker_report(EVREP_PUBLISHER, true, events, NULL);
 }
 
-static BrokerStatus
-wait_confirms(void)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS);
-	BrokerStatus st;
-
-	for (;;)
-	{
-		long left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-
-		st = broker_wait_confirms(conn, left);
-		if (st == BROKER_TIMEOUT && broker_blocked(conn))
-		{
-			/* a resource alarm: a new connection would be blocked too */
-			deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS);
-			continue;
-		}
-		if (st != BROKER_LATCH)
-			break;
-		/* committing writers set the latch too: it only means "look again" */
-		worker_check_interrupts();
-	}
-
-	if (st == BROKER_TIMEOUT)
-		ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
-						  errmsg("evrep publisher: %d messages not confirmed within %d s; sending "
-								 "them again on a new connection",
-								 broker_unconfirmed(conn), CONFIRM_TIMEOUT_MS / 1000)));
-	return st;
-}
-
-/* Publishes the whole batch, then waits for the confirms of all of it. */
+/* Publishes every message of the batch, without waiting for confirms. */
 static bool
-send_batch(OutboxBatch *batch)
+send_batch(OutboxBatch *batch, MemoryContext cxt)
 {
-	ListCell *lc;
+	ListCell   *lc;
+	InFlight   *f;
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("publishing %d events in %d messages",
 												   batch->nevents, list_length(batch->messages)));
-	foreach (lc, batch->messages)
+	foreach(lc, batch->messages)
 	{
 		OutboxMessage *m = lfirst(lc);
 
 		if (broker_publish(conn, m->routing_key, m->body, m->body_len, m->message_id) != BROKER_OK)
 			return false;
 	}
-	return wait_confirms() == BROKER_OK;
+	f = MemoryContextAlloc(TopMemoryContext, sizeof(InFlight));
+	f->cxt = cxt;
+	f->batch = batch;
+	f->last_tag = broker_last_tag(conn);
+	f->sent_at = GetCurrentTimestamp();
+	in_flight = lappend(in_flight, f);
+	in_flight_events += batch->nevents;
+	return true;
+}
+
+/*
+ * Waits for confirms or a writer's wake-up.  False when the connection
+ * must go: it failed, the broker nacked, or the oldest batch has waited
+ * too long for a broker that is not blocking us.
+ */
+static bool
+await_confirms(void)
+{
+	InFlight   *oldest = linitial(in_flight);
+	BrokerStatus st;
+
+	if (!broker_blocked(conn) &&
+		TimestampDifferenceExceeds(oldest->sent_at, GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("evrep publisher: %d messages not confirmed within %d s; sending them again on a new connection",
+						broker_unconfirmed(conn), CONFIRM_TIMEOUT_MS / 1000)));
+		return false;
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+	st = broker_wait_settle(conn, 1000);
+	return st == BROKER_OK || st == BROKER_LATCH || st == BROKER_TIMEOUT;
 }
 
 /* Waits for writers' wake-ups, keeping the connection alive meanwhile. */
@@ -181,68 +237,51 @@ idle(long timeout_ms)
 void
 evrep_publisher_main(Datum main_arg)
 {
-	MemoryContext round_cxt;
-
 	worker_init(EVREP_PUBLISHER, "evrep publisher");
 	before_shmem_exit(close_at_exit, (Datum) 0);
-	round_cxt =
-		AllocSetContextCreate(TopMemoryContext, "evrep publisher round", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
-		OutboxBatch *batch;
-		bool ready;
+		OutboxBatch *batch = NULL;
+		MemoryContext cxt;
+		bool		ready = true;
 
 		MemoryContextSwitchTo(TopMemoryContext);
 		worker_check_interrupts();
 		if (!ensure_connected())
 			continue;
-		if (broker_blocked(conn))
-		{
-			idle(evrep_poll_interval);
-			continue;
-		}
-
-		MemoryContextReset(round_cxt);
-		batch = claim_batch(round_cxt, &ready);
-		MemoryContextSwitchTo(round_cxt); /* the commit left us in Top */
-		if (!ready)
-		{
-			idle(NO_EXTENSION_WAIT_MS);
-			continue;
-		}
-		if (batch == NULL)
-		{
-			idle(evrep_poll_interval);
-			continue;
-		}
-
-		/*
-		 * No heartbeats are sent during the claim; a slow one can cost the
-		 * connection.  Find out now and send on a new connection, rather
-		 * than fail halfway through the batch.
-		 */
 		if (broker_poll(conn) != BROKER_OK)
-		{
-			broker_close(conn);
-			conn = NULL;
-			if (!ensure_connected())
-				continue;
-		}
-		if (!send_batch(batch))
 		{
 			drop_connection();
 			continue;
 		}
-		remove_batch(batch);
-		broker_backoff_reset(&backoff);
-		evrep_worker_report(EVREP_PUBLISHER, true, batch->nevents, NULL);
+		retire_confirmed();
 
 		/*
-		 * Loop without sleeping even after a small batch: waiting for the
-		 * confirms reset the latch, which may have swallowed a writer's
-		 * wake-up.  The next claim either finds those rows or finds
-		 * nothing and sleeps.
+		 * Number and send the next batch while earlier ones await their
+		 * confirms, up to a bound on what a reconnect would send again.
 		 */
+		if (!broker_blocked(conn) && in_flight_events < 4 * evrep_batch_size)
+		{
+			cxt = AllocSetContextCreate(TopMemoryContext, "evrep publisher batch",
+										ALLOCSET_DEFAULT_SIZES);
+			batch = claim_batch(cxt, &ready);
+			if (batch == NULL)
+				MemoryContextDelete(cxt);
+			else if (!send_batch(batch, cxt))
+			{
+				MemoryContextDelete(cxt);
+				drop_connection();
+				continue;
+			}
+		}
+		if (batch != NULL)
+			continue;			/* more may be waiting: claim again at once */
+		if (!ready)
+			idle(NO_EXTENSION_WAIT_MS);
+		else if (in_flight == NIL)
+			idle(evrep_poll_interval);
+		else if (!await_confirms())
+			drop_connection();
 	}
 }

@@ -177,7 +177,7 @@ on_exit() { _TAP_ON_EXIT+=("$1"); }
 _tap_exit() {
     local rc=$?
     set +e
-    trap - EXIT INT TERM HUP
+    trap - EXIT INT TERM HUP PIPE
     local i
     for ((i = ${#_TAP_ON_EXIT[@]} - 1; i >= 0; i--)); do
         eval "${_TAP_ON_EXIT[i]}" || diag "on_exit hook failed: ${_TAP_ON_EXIT[i]}"
@@ -203,3 +203,4 @@ trap _tap_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+trap 'exit 141' PIPE
