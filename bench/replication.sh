@@ -1,0 +1,696 @@
+#!/usr/bin/env bash
+# End-to-end replication benchmark: evrep (capture -> outbox -> publisher ->
+# RabbitMQ -> consumer -> apply) against PostgreSQL's native logical
+# replication between the same two servers, in the same run.
+#
+#   bench/replication.sh [quick]
+#
+# Starts one RabbitMQ node (AMQP 5731) and two PostgreSQL 15 nodes, A
+# (publisher, 5861) and B (subscriber, 5862); A publishes table ev through
+# evrep and table lr through CREATE PUBLICATION; B subscribes to both.
+# Everything it starts is stopped on exit (also on error or ^C).
+#
+# Phases (full run; quick: 10k rows for throughput and bulk, 10k + 100k
+# events for bloat, 5 s of lag):
+#   bloat       evrep.outbox size on A after 10k events through the pipeline
+#               and after 1M (10-row transactions at EVREP_BENCH_BLOAT_RATE
+#               rows/s, default 5000), before and after a manual VACUUM
+#   throughput  100k single-row INSERT transactions, pgbench 8 clients;
+#               rows/s from the start of pgbench until B has committed all
+#   lag         pgbench --rate=1000 for 20 s; per row B.applied_at minus
+#               the origin commit timestamp on A, p50/p99 in ms
+#   bulk        one INSERT ... SELECT generate_series of 100k rows
+#
+# While evrep is measured the native subscription is disabled, and before a
+# native phase it is re-enabled and allowed to catch up (so that neither path
+# pays for the other's decoding / workers). CPU of the workers and RabbitMQ
+# over each phase and the wait events of the workers (sampled every 250 ms)
+# are written next to the results.
+#
+# Output: a table on stdout; bench/results/replication{,-quick}.{md,csv}
+# and bench/results/replication{,-quick}-detail.txt.
+#
+# Environment: EVREP_TEST_DIR (default /tmp/evrep-bench-repl),
+#   EVREP_BENCH_BLOAT_RATE (rows/s, default 5000), EVREP_BENCH_STALL (s
+#   without progress before a phase is declared stuck, default 60),
+#   EVREP_BENCH_MAXWAIT (s a phase may wait for B in all, default 900),
+#   EVREP_BENCH_CONF (extra postgresql.conf lines for both nodes, separated
+#   by ';', e.g. "autovacuum_naptime = 1"; recorded in the results),
+#   EVREP_BENCH_TAG (appended to the output file names, for such variants),
+#   EVREP_BENCH_PERF=1 (perf profiles of publisher and consumer per evrep phase),
+#   EVREP_BENCH_EV_APPLIED_AT=0 (B's ev without the extra applied_at column:
+#   evrep lag from B's commit timestamps), EVREP_BENCH_SKIP_BLOAT=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench-repl}
+source test/lib/pg.sh
+source test/lib/rabbitmq.sh
+
+mode=${1:-full}
+case "$mode" in
+	full) N_THR=100000; N_BULK=100000; N_BLOAT1=10000; N_BLOAT2=1000000; LAG_SECS=20; suffix= ;;
+	quick) N_THR=10000; N_BULK=10000; N_BLOAT1=10000; N_BLOAT2=100000; LAG_SECS=5; suffix=-quick ;;
+	*) echo "usage: $0 [quick]" >&2; exit 2 ;;
+esac
+quickarg=; [[ $mode == quick ]] && quickarg=" quick"
+# EVREP_BENCH_TAG names a variant run's output files (e.g. with EVREP_BENCH_CONF)
+[[ -n "${EVREP_BENCH_TAG:-}" ]] && suffix+=-$EVREP_BENCH_TAG
+CLIENTS=8
+LAG_RATE=1000
+BLOAT_RATE=${EVREP_BENCH_BLOAT_RATE:-5000}
+STALL=${EVREP_BENCH_STALL:-60}
+MAXWAIT=${EVREP_BENCH_MAXWAIT:-900}
+
+MQ=replmq; MQ_PORT=5731
+A=repla; A_PORT=5861
+B=replb; B_PORT=5862
+RES=$ROOT/bench/results
+mkdir -p "$RES"
+OUT_MD=$RES/replication$suffix.md
+OUT_CSV=$RES/replication$suffix.csv
+OUT_DETAIL=$RES/replication$suffix-detail.txt
+
+tmp=$(mktemp -d)
+SAMPLER_PIDS=()
+cleanup() {
+	local rc=$?
+	set +e
+	trap - EXIT INT TERM HUP
+	local p
+	for p in "${SAMPLER_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	if ((rc != 0)); then
+		echo "# exited with status $rc; log tails:" >&2
+		evrep_tail "$(pg_logfile $A)" 30
+		evrep_tail "$(pg_logfile $B)" 30
+	fi
+	evrep_stop_registered
+	rm -rf "$tmp"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+detail() { printf '%s\n' "$*" >>"$OUT_DETAIL"; }
+now() { printf '%s\n' "$EPOCHREALTIME"; }
+fsub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
+fdiv() { awk -v a="$1" -v b="$2" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b !~ num || b == 0) print "n/a"; else printf "%.3f", a / b}'; }
+
+: >"$OUT_DETAIL"
+detail "evrep replication bench, mode $mode, $(date -u +%FT%TZ), $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null)${EVREP_BENCH_CONF:+, extra conf: $EVREP_BENCH_CONF}${EVREP_BENCH_EV_APPLIED_AT:+, EVREP_BENCH_EV_APPLIED_AT=$EVREP_BENCH_EV_APPLIED_AT}${EVREP_BENCH_SKIP_BLOAT:+, EVREP_BENCH_SKIP_BLOAT=$EVREP_BENCH_SKIP_BLOAT}"
+so=$("$PG_CONFIG" --pkglibdir)/evrep.so
+detail "installed evrep.so: $(md5sum <"$so" | cut -c1-12) built $(date -u -r "$so" +%FT%TZ)"
+
+# ---------------------------------------------------------------- set-up
+log "starting RabbitMQ and PostgreSQL nodes (dir $EVREP_TEST_DIR)"
+rmq_start $MQ $MQ_PORT
+export EVREP_BROKER_URL; EVREP_BROKER_URL=$(rmq_url $MQ)
+for n in $A:$A_PORT $B:$B_PORT; do
+	extra=()
+	[[ -n "${EVREP_BENCH_CONF:-}" ]] && mapfile -t extra < <(printf '%s\n' "$EVREP_BENCH_CONF" | tr ';' '\n')
+	pg_init "${n%%:*}" "${n##*:}" "evrep.poll_interval = 200" "shared_buffers = '256MB'" \
+		"max_wal_size = '4GB'" "${extra[@]}"
+	pg_start "${n%%:*}"
+done
+
+pg_psql $A <<'SQL'
+CREATE EXTENSION evrep;
+CREATE SEQUENCE ev_id_seq;
+CREATE TABLE ev (id bigint PRIMARY KEY, payload text, created timestamptz DEFAULT clock_timestamp());
+SELECT evrep_publish('ev');
+CREATE SEQUENCE lr_id_seq;
+CREATE TABLE lr (id bigint PRIMARY KEY, payload text, created timestamptz DEFAULT clock_timestamp());
+CREATE PUBLICATION p FOR TABLE lr;
+SQL
+# EVREP_BENCH_EV_APPLIED_AT=0: B's ev has exactly the publisher's columns (no
+# applied_at), so evrep lag is taken from B's commit timestamps only
+EV_APPLIED_COL=", applied_at timestamptz DEFAULT clock_timestamp()"
+[[ "${EVREP_BENCH_EV_APPLIED_AT:-1}" == 0 ]] && EV_APPLIED_COL=
+EV_APPLIED_EXPR=b.applied_at
+[[ -z "$EV_APPLIED_COL" ]] && EV_APPLIED_EXPR="pg_xact_commit_timestamp(b.xmin)"
+pg_psql $B <<SQL
+CREATE EXTENSION evrep;
+CREATE TABLE ev (id bigint PRIMARY KEY, payload text, created timestamptz$EV_APPLIED_COL);
+SELECT evrep_subscribe('ev');
+CREATE TABLE lr (id bigint PRIMARY KEY, payload text, created timestamptz, applied_at timestamptz DEFAULT clock_timestamp());
+CREATE SUBSCRIPTION s CONNECTION '$(pg_connstr $A)' PUBLICATION p;
+CREATE UNLOGGED TABLE bench_origin (id bigint PRIMARY KEY, commit_ts timestamptz NOT NULL);
+SQL
+
+# pgbench scripts
+for t in ev lr; do
+	printf "INSERT INTO %s (id, payload) VALUES (nextval('%s_id_seq'), md5(random()::text));\n" $t $t >"$tmp/$t.sql"
+done
+printf "INSERT INTO ev (id, payload) SELECT nextval('ev_id_seq'), md5(random()::text) FROM generate_series(1, 10);\n" >"$tmp/ev10.sql"
+
+pgbench_run() { # OUTFILE ARGS... ; prints nothing, pgbench output in OUTFILE
+	local out=$1; shift
+	"$PG_BINDIR/pgbench" -n -h 127.0.0.1 -p $A_PORT -U postgres -c $CLIENTS -j 2 "$@" $A >"$out" 2>&1
+}
+pgbench_tps() { awk '/^tps/ {printf "%.0f\n", $3; exit}' "$1"; }
+
+seq_last() { # TABLE -> highest id handed out so far on A
+	pg_psql $A -c "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ${1}_id_seq"
+}
+b_count() { pg_psql $B -c "SELECT count(*) FROM $1 WHERE id > $2 AND id <= $3"; }
+
+diagnose() {
+	log "diagnostics:"
+	{
+		echo "--- A evrep.worker_state / status"
+		pg_psql $A -c "SELECT * FROM evrep.worker_state()" -c "SELECT role, table_name, outbox_depth, last_seq, last_error FROM evrep.status"
+		echo "--- B evrep.worker_state / status"
+		pg_psql $B -c "SELECT * FROM evrep.worker_state()" -c "SELECT role, origin, table_name, last_seq, applied, skipped, dead_letters, lag, last_error FROM evrep.status"
+		echo "--- B dead letters"
+		pg_psql $B -c "SELECT id, sqlstate, error FROM evrep.dead_letter ORDER BY id DESC LIMIT 5"
+		echo "--- RabbitMQ queues"
+		rmq_ctl $MQ -q list_queues name messages messages_unacknowledged consumers 2>&1
+		echo "--- A log (evrep lines, last 20)"
+		grep -i evrep "$(pg_logfile $A)" | tail -n 20
+		echo "--- B log (evrep lines, last 20)"
+		grep -i evrep "$(pg_logfile $B)" | tail -n 20
+	} 2>&1 | tee -a "$OUT_DETAIL" | sed 's/^/#   /' >&2
+}
+
+# wait_rows TABLE LO HI -- until B has every id in (LO, HI]; fails when the
+# count does not move for $STALL seconds, or after $MAXWAIT seconds in all
+# (WAIT_GOT holds the count reached).
+wait_rows() {
+	local t=$1 lo=$2 hi=$3 want got last=-1 since=$SECONDS start=$SECONDS
+	# what A has: ids of failed transactions were taken but never stored
+	want=$(pg_psql $A -c "SELECT count(*) FROM $t WHERE id > $lo AND id <= $hi")
+	while :; do
+		got=$(b_count "$t" "$lo" "$hi")
+		WAIT_GOT=$got
+		((got >= want)) && return 0
+		if ((got != last)); then last=$got; since=$SECONDS; fi
+		if ((SECONDS - since >= STALL)); then
+			log "STUCK: B has $got of $want $t rows for ${STALL}s"
+			diagnose
+			return 1
+		fi
+		if ((SECONDS - start >= MAXWAIT)); then
+			log "TOO SLOW: B has $got of $want $t rows after ${MAXWAIT}s"
+			diagnose
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+# wait_drained -- until A's outbox is empty
+wait_drained() {
+	local got last=-1 since=$SECONDS start=$SECONDS
+	while :; do
+		got=$(pg_psql $A -c "SELECT count(*) FROM evrep.outbox")
+		((got == 0)) && return 0
+		if ((got != last)); then last=$got; since=$SECONDS; fi
+		if ((SECONDS - since >= STALL)); then
+			log "STUCK: outbox on A holds $got rows for ${STALL}s"
+			diagnose
+			return 1
+		fi
+		if ((SECONDS - start >= MAXWAIT)); then
+			log "TOO SLOW: outbox on A still holds $got rows after ${MAXWAIT}s"
+			diagnose
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+lr_enable() {
+	pg_psql $B -c "ALTER SUBSCRIPTION s ENABLE"
+	local target; target=$(pg_psql $A -c "SELECT pg_current_wal_insert_lsn()")
+	local t0=$SECONDS
+	until [[ $(pg_psql $A -c "SELECT coalesce(confirmed_flush_lsn >= '$target', false) FROM pg_replication_slots WHERE slot_name = 's'") == t ]]; do
+		if ((SECONDS - t0 > 600)); then log "native subscription did not catch up in 600s"; return 1; fi
+		sleep 0.5
+	done
+	log "native subscription enabled, caught up in $((SECONDS - t0))s"
+}
+lr_disable() {
+	pg_psql $B -c "ALTER SUBSCRIPTION s DISABLE"
+	local t0=$SECONDS
+	# the apply worker exits, then the walsender
+	until [[ $(pg_psql $A -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 's'") == 0 ]]; do
+		((SECONDS - t0 > 60)) && { log "walsender still running 60s after DISABLE"; return 1; }
+		sleep 0.2
+	done
+}
+
+checkpoint() { pg_psql $A -c CHECKPOINT; pg_psql $B -c CHECKPOINT; }
+
+# ---- CPU accounting over a phase ----
+CLK_TCK=$(getconf CLK_TCK)
+worker_pid() { # NODE BACKEND_TYPE
+	pg_psql "$1" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = '$2' LIMIT 1"
+}
+proc_ticks() { [[ -n "$1" && -r /proc/$1/stat ]] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
+machine_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
+
+declare -A CPU_PID CPU_T0
+CPU_WALL0=; CPU_M0=
+cpu_begin() { # LABEL=PID ...
+	CPU_PID=(); CPU_T0=()
+	local kv
+	for kv in "$@"; do
+		CPU_PID[${kv%%=*}]=${kv#*=}
+		CPU_T0[${kv%%=*}]=$(proc_ticks "${kv#*=}")
+	done
+	CPU_WALL0=$(now); CPU_M0=$(machine_ticks)
+}
+cpu_end() { # PHASE -> detail lines
+	local wall m1 k t1 line
+	wall=$(fsub "$(now)" "$CPU_WALL0"); m1=$(machine_ticks)
+	line="cpu over $1 (${wall}s wall):"
+	for k in "${!CPU_PID[@]}"; do
+		t1=$(proc_ticks "${CPU_PID[$k]}")
+		line+=$(awk -v k="$k" -v a="${CPU_T0[$k]}" -v b="$t1" -v w="$wall" -v hz="$CLK_TCK" \
+			'BEGIN {printf " %s %.0f%%;", k, (b - a) / hz / w * 100}')
+	done
+	line+=$(awk -v m0="$CPU_M0" -v m1="$m1" -v n="$(nproc)" 'BEGIN {
+		split(m0, a, " "); split(m1, b, " ");
+		printf " machine busy %.0f%% of %d CPUs", (b[1] - a[1]) / (b[2] - a[2]) * 100, n}')
+	detail "$line"
+	log "$line"
+}
+
+# ---- wait-event sampling (one psql per node with \watch) ----
+sampler_start() { # PHASE
+	local n port f types
+	for n in $A $B; do
+		port=$(pg_port $n)
+		f=$tmp/waits.$1.$n
+		if [[ $n == "$A" ]]; then types="'evrep publisher', 'walsender'"
+		else types="'evrep consumer', 'logical replication worker'"; fi
+		# workers by backend type, pgbench's sessions as one group; numbers
+		# in the workers' activity text are folded into N
+		printf "SELECT '%s', CASE WHEN application_name = 'pgbench' THEN 'pgbench sessions' ELSE backend_type END, coalesce(wait_event_type || ':' || wait_event, 'CPU (no wait event)') || CASE WHEN state = 'active' AND application_name <> 'pgbench' THEN ' [' || regexp_replace(left(query, 40), '[0-9]+', 'N', 'g') || ']' ELSE '' END FROM pg_stat_activity WHERE backend_type IN (%s) OR application_name = 'pgbench' \\watch 0.25\n" "$n" "$types" >"$tmp/watch.$n.sql"
+		"$PG_BINDIR/psql" -X -q -At -F '|' -h 127.0.0.1 -p "$port" -U postgres -d $n -f "$tmp/watch.$n.sql" >"$f" 2>/dev/null &
+		SAMPLER_PIDS+=($!)
+	done
+}
+sampler_stop() { # PHASE
+	local p
+	for p in "${SAMPLER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+	SAMPLER_PIDS=()
+	detail "wait events during $1 (share of 250 ms samples per node/worker):"
+	cat "$tmp"/waits."$1".* 2>/dev/null | awk -F'|' 'NF == 3 {c[$1 " " $2 "|" $3]++; t[$1 " " $2]++}
+		END {for (k in c) {split(k, p, "|"); printf "  %-34s %5.1f%%  %s\n", p[1], 100 * c[k] / t[p[1]], p[2]}}' |
+		sort -k1,3 -k4,4nr | tee -a "$OUT_DETAIL" >&2 || true
+}
+
+# ---- optional CPU profile of the evrep workers (EVREP_BENCH_PERF=1) ----
+PERF_PIDS=()
+perf_start() { # PHASE
+	[[ "${EVREP_BENCH_PERF:-0}" == 1 ]] && command -v perf >/dev/null || return 0
+	local w pid
+	for w in publisher:$PUB_PID consumer:$CON_PID; do
+		pid=${w#*:}
+		[[ -n "$pid" ]] || continue
+		perf record -q -F 499 -o "$tmp/perf.$1.${w%%:*}" -p "$pid" >/dev/null 2>&1 &
+		PERF_PIDS+=($!)
+		SAMPLER_PIDS+=($!)
+	done
+}
+perf_stop() { # PHASE
+	((${#PERF_PIDS[@]})) || return 0
+	local p w
+	for p in "${PERF_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+	local keep=() q
+	for q in "${SAMPLER_PIDS[@]}"; do [[ " ${PERF_PIDS[*]} " == *" $q "* ]] || keep+=("$q"); done
+	SAMPLER_PIDS=("${keep[@]}")
+	PERF_PIDS=()
+	for w in publisher consumer; do
+		[[ -s "$tmp/perf.$1.$w" ]] || continue
+		detail "perf profile of the evrep $w during $1 (top symbols, share of its samples):"
+		perf report -q --stdio -i "$tmp/perf.$1.$w" --no-children --sort dso,symbol 2>/dev/null |
+			grep -v '^$' | head -n 25 | sed 's/^/  /' >>"$OUT_DETAIL"
+	done
+}
+
+top_snapshot() { # PHASE  (second frame of top: CPU over the last 0.5 s)
+	{
+		echo "top during $1:"
+		top -b -n 2 -d 0.5 -w 160 | awk '/^top -/ {f++} f == 2' | head -n 20
+	} >>"$OUT_DETAIL" 2>&1
+}
+
+RMQ_PID=$(cat "$(rmq_dir $MQ)/beam.pid" 2>/dev/null || true)
+
+# Other processes on the machine (the benchmark's nodes are idle now).
+m0=$(machine_ticks); sleep 3; m1=$(machine_ticks)
+bg=$(awk -v m0="$m0" -v m1="$m1" 'BEGIN {split(m0, a, " "); split(m1, b, " "); printf "%.0f", (b[1] - a[1]) / (b[2] - a[2]) * 100}')
+detail "machine busy before the phases (other load; the bench's nodes idle): $bg% of $(nproc) CPUs"
+log "machine busy before the phases: $bg% of $(nproc) CPUs"
+
+# ---------------------------------------------------------------- warm-up
+log "waiting for the evrep workers and the native subscription"
+t0=$SECONDS
+until [[ $(pg_psql $A -c "SELECT count(*) FROM evrep.worker_state() WHERE worker = 'publisher' AND connected") == 1 &&
+	$(pg_psql $B -c "SELECT count(*) FROM evrep.worker_state() WHERE worker = 'consumer' AND connected") == 1 ]]; do
+	if ((SECONDS - t0 > 60)); then log "evrep workers not connected after 60s"; diagnose; exit 1; fi
+	sleep 0.5
+done
+until [[ $(pg_psql $B -c "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'") == 0 ]]; do
+	if ((SECONDS - t0 > 120)); then log "native subscription not ready after 120s"; exit 1; fi
+	sleep 0.5
+done
+pg_psql $A -c "INSERT INTO ev (id, payload) VALUES (nextval('ev_id_seq'), 'warm-up')" \
+	-c "INSERT INTO lr (id, payload) VALUES (nextval('lr_id_seq'), 'warm-up')"
+wait_rows ev 0 1
+wait_rows lr 0 1
+log "warm-up rows arrived through both paths"
+lr_disable
+
+PUB_PID=$(worker_pid $A 'evrep publisher')
+CON_PID=$(worker_pid $B 'evrep consumer')
+detail "evrep publisher pid $PUB_PID (A), consumer pid $CON_PID (B), rabbitmq pid ${RMQ_PID:-?}"
+
+declare -A R   # results
+
+# outbox access counters on A, to see what the publisher's queries cost
+ob_snap() {
+	pg_psql $A -F ' ' -c "SELECT sum(seq_scan), sum(seq_tup_read), sum(coalesce(idx_scan, 0)), sum(coalesce(idx_tup_fetch, 0)), sum(pg_relation_size(relid)), sum(pg_indexes_size(relid)) FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM pg_partition_tree('evrep.outbox'))"
+}
+OB0=
+ob_begin() { OB0=$(ob_snap); }
+ob_end() { # PHASE
+	sleep 1.1 # let the workers' table statistics reach the stats system
+	local b; b=$(ob_snap)
+	detail "$(awk -v a="$OB0" -v b="$b" -v ph="$1" 'BEGIN {split(a, x, " "); split(b, y, " ");
+		printf "outbox during %s: %d seq scans reading %d tuples, %d index scans fetching %d; heap %.1f -> %.1f MB, indexes %.1f -> %.1f MB",
+			ph, y[1] - x[1], y[2] - x[2], y[3] - x[3], y[4] - x[4], x[5] / 1048576, y[5] / 1048576, x[6] / 1048576, y[6] / 1048576}')"
+}
+
+# outbox size on A, summed over its partitions if it has any
+OUTBOX_SIZE="(SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('evrep.outbox'))"
+outbox_sizes() { # -> "total heap indexes"
+	pg_psql $A -F ' ' -c "SELECT sum(pg_total_relation_size(relid)), sum(pg_relation_size(relid)), sum(pg_indexes_size(relid)) FROM pg_partition_tree('evrep.outbox')"
+}
+mb() { awk -v b="$1" 'BEGIN {if (b ~ /^[0-9]+$/) printf "%.2f", b / 1048576; else printf "%s", b}'; }
+
+# ---------------------------------------------------------------- bloat
+bloat() {
+	local lo hi s1 s1t s1i s2 s2t s2i s3 s3t s3i av bpid maxdepth=0 maxsize=0 d sz t0
+	log "bloat: $N_BLOAT1 single-row events through evrep"
+	lo=$(seq_last ev)
+	if ! pgbench_run "$tmp/bloat1.out" -t $((N_BLOAT1 / CLIENTS)) -f "$tmp/ev.sql"; then
+		cat "$tmp/bloat1.out" >&2
+		R[bloat_err]="first $N_BLOAT1: pgbench: $(grep -cE 'client [0-9]+ script [0-9]+ aborted' "$tmp/bloat1.out") clients aborted, first error: $(grep -m1 -o 'ERROR: .*' "$tmp/bloat1.out" | tr -d ',')"
+		detail "bloat writer failed: ${R[bloat_err]}"
+		log "bloat writer failed: ${R[bloat_err]}"
+	fi
+	hi=$(seq_last ev)
+	wait_drained && wait_rows ev "$lo" "$hi" || { R[bloat_10k]=FAIL; return 1; }
+	read -r s1 s1t s1i <<<"$(outbox_sizes)"
+	R[bloat_10k]=$s1
+	detail "outbox after $N_BLOAT1 events (drained): total $s1 B (heap $s1t, indexes $s1i)"
+	log "outbox after $N_BLOAT1 events: $(mb "$s1") MB"
+
+	log "bloat: $N_BLOAT2 events in 10-row transactions at $BLOAT_RATE rows/s"
+	checkpoint
+	lo=$(seq_last ev)
+	ob_begin
+	cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
+	sampler_start bloat
+	perf_start bloat
+	t0=$(now)
+	pgbench_run "$tmp/bloat2.out" -t $((N_BLOAT2 / 10 / CLIENTS)) --rate=$((BLOAT_RATE / 10)) -f "$tmp/ev10.sql" &
+	bpid=$!
+	while kill -0 $bpid 2>/dev/null; do
+		read -r d sz <<<"$(pg_psql $A -F ' ' -c "SELECT count(*), $OUTBOX_SIZE FROM evrep.outbox")"
+		((d > maxdepth)) && maxdepth=$d
+		((sz > maxsize)) && maxsize=$sz
+		sleep 2
+	done
+	if ! wait $bpid; then
+		# a writer error aborts pgbench clients; keep measuring with the
+		# events that did go through, and say so
+		cat "$tmp/bloat2.out" >&2
+		R[bloat_err]="${R[bloat_err]:+${R[bloat_err]}; }next $N_BLOAT2: pgbench: $(grep -cE 'client [0-9]+ script [0-9]+ aborted' "$tmp/bloat2.out") clients aborted, first error: $(grep -m1 -o 'ERROR: .*' "$tmp/bloat2.out" | tr -d ',')"
+		detail "bloat writer failed: ${R[bloat_err]}"
+		log "bloat writer failed: ${R[bloat_err]}"
+	fi
+	hi=$(seq_last ev)
+	R[bloat_maxdepth]=$maxdepth
+	detail "bloat writer: $(grep -E '^(tps|number of transactions actually)' "$tmp/bloat2.out" | tr '\n' ' ')"
+	detail "outbox during $N_BLOAT2 events: max depth sampled $maxdepth rows, max size sampled $maxsize B; writer done after $(fsub "$(now)" "$t0")s"
+	if ! wait_drained; then
+		sampler_stop bloat
+		R[bloat_1m]="FAIL: not drained"
+		return 1
+	fi
+	detail "outbox drained $(fsub "$(now)" "$t0")s after the start of the writer"
+	perf_stop bloat
+	sampler_stop bloat
+	cpu_end bloat
+	ob_end bloat
+	read -r s2 s2t s2i <<<"$(outbox_sizes)"
+	av=$(pg_psql $A -F ' ' -c "SELECT sum(autovacuum_count), sum(autoanalyze_count), sum(n_dead_tup), sum(n_live_tup) FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM pg_partition_tree('evrep.outbox'))")
+	pg_psql $A -c "VACUUM evrep.outbox"
+	read -r s3 s3t s3i <<<"$(outbox_sizes)"
+	R[bloat_1m]=$s2; R[bloat_1m_vac]=$s3; R[bloat_events]=$((hi - lo))
+	detail "outbox after $N_BLOAT2 more events (drained): total $s2 B (heap $s2t, indexes $s2i); autovacuum_count, autoanalyze_count, n_dead_tup, n_live_tup: $av"
+	detail "outbox after manual VACUUM: total $s3 B (heap $s3t, indexes $s3i)"
+	log "outbox after $N_BLOAT2 events: $(mb "$s2") MB, after VACUUM $(mb "$s3") MB (max depth $maxdepth)"
+	wait_rows ev "$lo" "$hi"
+}
+if [[ "${EVREP_BENCH_SKIP_BLOAT:-0}" == 1 ]]; then
+	detail "bloat phase skipped (EVREP_BENCH_SKIP_BLOAT=1)"
+else
+	bloat || true
+fi
+
+# ---------------------------------------------------------------- throughput
+throughput() { # PATH(evrep|native) TABLE
+	local path=$1 t=$2 lo hi t0 end secs
+	checkpoint
+	lo=$(seq_last "$t")
+	if [[ $path == evrep ]]; then
+		ob_begin
+		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
+	else
+		cpu_begin "walsender=$(worker_pid $A walsender)" "lr_apply=$(worker_pid $B 'logical replication worker')"
+	fi
+	sampler_start "thr-$path"
+	[[ $path == evrep ]] && perf_start "thr-$path"
+	t0=$(now)
+	(sleep 5; top_snapshot "throughput $path") &
+	local tpid=$!
+	if ! pgbench_run "$tmp/thr-$path.out" -t $((N_THR / CLIENTS)) -f "$tmp/$t.sql"; then
+		cat "$tmp/thr-$path.out" >&2
+		sampler_stop "thr-$path"
+		R[thr_$path]="FAIL: pgbench $(grep -m1 -o 'ERROR: .*' "$tmp/thr-$path.out" | tr -d ',')"
+		detail "throughput $path: ${R[thr_$path]}; $(grep -E '^number of transactions actually' "$tmp/thr-$path.out")"
+		return 1
+	fi
+	local wend; wend=$(now)
+	hi=$(seq_last "$t")
+	if ! wait_rows "$t" "$lo" "$hi"; then
+		sampler_stop "thr-$path"
+		R[thr_$path]="FAIL: $WAIT_GOT of $((hi - lo)) rows after $(fsub "$(now)" "$t0")s"
+		return 1
+	fi
+	wait $tpid 2>/dev/null || true
+	perf_stop "thr-$path"
+	sampler_stop "thr-$path"
+	cpu_end "throughput $path"
+	[[ $path == evrep ]] && ob_end "throughput $path"
+	# end = when B had the last row: its commit (evrep applies in batches;
+	# native LR stamps its commits with the origin's time, so applied_at)
+	if [[ $path == evrep ]]; then
+		end=$(pg_psql $B -c "SELECT extract(epoch FROM greatest(max(pg_xact_commit_timestamp(b.xmin)), max($EV_APPLIED_EXPR))) FROM ev b WHERE id > $lo AND id <= $hi")
+	else
+		end=$(pg_psql $B -c "SELECT extract(epoch FROM max(applied_at)) FROM lr WHERE id > $lo AND id <= $hi")
+	fi
+	secs=$(fsub "$end" "$t0")
+	R[thr_$path]=$(awk -v n="$WAIT_GOT" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
+	R[thr_writer_$path]=$(pgbench_tps "$tmp/thr-$path.out")
+	R[thr_drain_$path]=$(fsub "$end" "$wend")
+	detail "throughput $path: $WAIT_GOT rows, end-to-end ${secs}s = ${R[thr_$path]} rows/s; writer alone $(fsub "$wend" "$t0")s (pgbench ${R[thr_writer_$path]} tps); B finished ${R[thr_drain_$path]}s after the writer"
+	log "throughput $path: ${R[thr_$path]} rows/s end to end (writer ${R[thr_writer_$path]} tps, tail ${R[thr_drain_$path]}s)"
+}
+
+# ---------------------------------------------------------------- lag
+# lag_stats PATH TABLE LO HI -- copy A's commit timestamps into B, then
+# percentiles of applied_at - commit_ts (and, for evrep, of B's commit time,
+# i.e. when the row became visible on B).
+lag_stats() {
+	local path=$1 t=$2 lo=$3 hi=$4
+	pg_psql $B -c "TRUNCATE bench_origin"
+	pg_psql $A -c "COPY (SELECT id, pg_xact_commit_timestamp(xmin) FROM $t WHERE id > $lo AND id <= $hi) TO STDOUT" |
+		pg_psql $B -c "COPY bench_origin FROM STDIN"
+	local vis="NULL::float8" applied=b.applied_at
+	[[ $path == evrep ]] && applied=$EV_APPLIED_EXPR
+	[[ $path == evrep ]] && vis="extract(epoch FROM pg_xact_commit_timestamp(b.xmin) - o.commit_ts) * 1000"
+	pg_psql $B -F ' ' <<SQL
+SELECT count(*),
+	round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag)::numeric, 2),
+	round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)::numeric, 2),
+	round(max(lag)::numeric, 2),
+	coalesce(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY vis)::numeric, 2)::text, '-'),
+	coalesce(round(percentile_cont(0.99) WITHIN GROUP (ORDER BY vis)::numeric, 2)::text, '-')
+FROM (SELECT extract(epoch FROM $applied - o.commit_ts) * 1000 AS lag, $vis AS vis
+	  FROM $t b JOIN bench_origin o USING (id)) s;
+SQL
+}
+
+lag() { # PATH TABLE
+	local path=$1 t=$2 lo hi n p50 p99 mx v50 v99
+	checkpoint
+	lo=$(seq_last "$t")
+	if [[ $path == evrep ]]; then
+		ob_begin
+		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
+	else
+		cpu_begin "walsender=$(worker_pid $A walsender)" "lr_apply=$(worker_pid $B 'logical replication worker')"
+	fi
+	sampler_start "lag-$path"
+	[[ $path == evrep ]] && perf_start "lag-$path"
+	if ! pgbench_run "$tmp/lag-$path.out" -T $LAG_SECS --rate=$LAG_RATE -f "$tmp/$t.sql"; then
+		cat "$tmp/lag-$path.out" >&2
+		sampler_stop "lag-$path"
+		R[lag50_$path]="FAIL: pgbench $(grep -m1 -o 'ERROR: .*' "$tmp/lag-$path.out" | tr -d ',')"
+		detail "lag $path: ${R[lag50_$path]}"
+		return 1
+	fi
+	hi=$(seq_last "$t")
+	if ! wait_rows "$t" "$lo" "$hi"; then
+		sampler_stop "lag-$path"
+		R[lag50_$path]="FAIL: $WAIT_GOT of $((hi - lo)) rows arrived"
+		return 1
+	fi
+	perf_stop "lag-$path"
+	sampler_stop "lag-$path"
+	cpu_end "lag $path"
+	[[ $path == evrep ]] && ob_end "lag $path"
+	read -r n p50 p99 mx v50 v99 <<<"$(lag_stats "$path" "$t" "$lo" "$hi")"
+	R[lag50_$path]=$p50; R[lag99_$path]=$p99; R[lagmax_$path]=$mx
+	R[vis50_$path]=$v50; R[vis99_$path]=$v99
+	detail "lag $path: $n rows at $(pgbench_tps "$tmp/lag-$path.out") tps; applied_at - origin commit: p50 $p50 ms, p99 $p99 ms, max $mx ms; B commit - origin commit: p50 $v50 ms, p99 $v99 ms"
+	detail "  pgbench: $(grep -E '^(latency average|rate limit schedule lag)' "$tmp/lag-$path.out" | tr '\n' ' ')"
+	log "lag $path: p50 $p50 ms, p99 $p99 ms, max $mx ms (visible on B: p50 $v50, p99 $v99)"
+}
+
+# ---------------------------------------------------------------- bulk
+bulk() { # PATH TABLE
+	local path=$1 t=$2 lo hi t0 end secs acommit
+	checkpoint
+	lo=$(seq_last "$t")
+	if [[ $path == evrep ]]; then
+		ob_begin
+		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
+	else
+		cpu_begin "walsender=$(worker_pid $A walsender)" "lr_apply=$(worker_pid $B 'logical replication worker')"
+	fi
+	sampler_start "bulk-$path"
+	[[ $path == evrep ]] && perf_start "bulk-$path"
+	t0=$(now)
+	if ! pg_psql $A -c "INSERT INTO $t (id, payload) SELECT nextval('${t}_id_seq'), md5(g::text) FROM generate_series(1, $N_BULK) g"; then
+		sampler_stop "bulk-$path"
+		R[bulk_$path]="FAIL: INSERT on A failed"
+		return 1
+	fi
+	hi=$(seq_last "$t")
+	if ! wait_rows "$t" "$lo" "$hi"; then
+		sampler_stop "bulk-$path"
+		secs=$(fsub "$(now)" "$t0")
+		R[bulk_$path]="FAIL: $WAIT_GOT of $((hi - lo)) rows after ${secs}s"
+		detail "bulk $path: ${R[bulk_$path]} (at most $(awk -v n="$WAIT_GOT" -v s="$secs" 'BEGIN {printf "%.0f", n / s}') rows/s)"
+		return 1
+	fi
+	perf_stop "bulk-$path"
+	sampler_stop "bulk-$path"
+	cpu_end "bulk $path"
+	[[ $path == evrep ]] && ob_end "bulk $path"
+	if [[ $path == evrep ]]; then
+		end=$(pg_psql $B -c "SELECT extract(epoch FROM greatest(max(pg_xact_commit_timestamp(b.xmin)), max($EV_APPLIED_EXPR))) FROM ev b WHERE id > $lo AND id <= $hi")
+	else
+		end=$(pg_psql $B -c "SELECT extract(epoch FROM max(applied_at)) FROM lr WHERE id > $lo AND id <= $hi")
+	fi
+	acommit=$(pg_psql $A -c "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM $t WHERE id = $hi")
+	secs=$(fsub "$end" "$t0")
+	R[bulk_$path]=$(awk -v n="$WAIT_GOT" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
+	detail "bulk $path: $WAIT_GOT rows in one transaction; INSERT committed on A after $(fsub "$acommit" "$t0")s, B had all after ${secs}s = ${R[bulk_$path]} rows/s"
+	log "bulk $path: ${R[bulk_$path]} rows/s end to end (A commit after $(fsub "$acommit" "$t0")s)"
+}
+
+log "throughput: $N_THR single-row transactions, $CLIENTS clients"
+throughput evrep ev || true
+lr_enable
+throughput native lr || true
+lr_disable
+
+log "lag: --rate=$LAG_RATE for ${LAG_SECS}s"
+lag evrep ev || true
+lr_enable
+lag native lr || true
+lr_disable
+
+log "bulk: one INSERT of $N_BULK rows"
+bulk evrep ev || true
+lr_enable
+bulk native lr || true
+
+# ---------------------------------------------------------------- report
+g() { printf '%s' "${R[$1]:-n/a}"; }
+bratio=$(fdiv "$(g bloat_1m)" "$(g bloat_10k)")
+bratio_v=$(fdiv "$(g bloat_1m_vac)" "$(g bloat_10k)")
+{
+	echo "metric,evrep,native,evrep/native,goal"
+	echo "throughput_rows_per_s_${N_THR}_1row_txns,$(g thr_evrep),$(g thr_native),$(fdiv "$(g thr_evrep)" "$(g thr_native)"),ratio>=1.0"
+	echo "throughput_writer_tps,$(g thr_writer_evrep),$(g thr_writer_native),$(fdiv "$(g thr_writer_evrep)" "$(g thr_writer_native)"),"
+	echo "throughput_tail_after_writer_s,$(g thr_drain_evrep),$(g thr_drain_native),,"
+	echo "lag_p50_ms_at_${LAG_RATE}_per_s,$(g lag50_evrep),$(g lag50_native),$(fdiv "$(g lag50_evrep)" "$(g lag50_native)"),evrep<=3"
+	echo "lag_p99_ms_at_${LAG_RATE}_per_s,$(g lag99_evrep),$(g lag99_native),$(fdiv "$(g lag99_evrep)" "$(g lag99_native)"),evrep<=15"
+	echo "lag_max_ms_at_${LAG_RATE}_per_s,$(g lagmax_evrep),$(g lagmax_native),,"
+	echo "visible_lag_p50_ms_B_commit,$(g vis50_evrep),,,"
+	echo "visible_lag_p99_ms_B_commit,$(g vis99_evrep),,,"
+	echo "bulk_rows_per_s_${N_BULK}_rows_1_txn,$(g bulk_evrep),$(g bulk_native),$(fdiv "$(g bulk_evrep)" "$(g bulk_native)"),"
+	echo "outbox_bytes_after_${N_BLOAT1}_events,$(g bloat_10k),,,"
+	echo "outbox_bytes_after_${N_BLOAT2}_more_events,$(g bloat_1m),,$bratio (vs ${N_BLOAT1}),ratio<=2"
+	echo "bloat_events_actually_written,$(g bloat_events),,,"
+	[[ -n "${R[bloat_err]:-}" ]] && echo "bloat_writer_error,${R[bloat_err]},,,"
+	echo "outbox_bytes_after_manual_vacuum,$(g bloat_1m_vac),,$bratio_v (vs ${N_BLOAT1}),"
+	echo "outbox_max_depth_during_bloat_run,$(g bloat_maxdepth),,,"
+} >"$OUT_CSV"
+
+{
+	echo "# evrep vs native logical replication ($mode run)"
+	echo
+	echo "\`${EVREP_BENCH_PERF:+EVREP_BENCH_PERF=$EVREP_BENCH_PERF }${EVREP_BENCH_CONF:+EVREP_BENCH_CONF=\"$EVREP_BENCH_CONF\" }bench/replication.sh${quickarg}\` on $(date -u +%F), $(nproc) vCPUs, commit $(git rev-parse --short HEAD 2>/dev/null);"
+	echo "one RabbitMQ node and two PostgreSQL 15 nodes on one machine; ratios from this one run."
+	echo
+	echo "| metric | evrep | native LR | evrep/native | goal |"
+	echo "|---|---|---|---|---|"
+	echo "| end-to-end rows/s, $N_THR single-row txns, $CLIENTS clients | $(g thr_evrep) | $(g thr_native) | $(fdiv "$(g thr_evrep)" "$(g thr_native)") | ≥ 1.0 |"
+	echo "| writer tps on A during that run | $(g thr_writer_evrep) | $(g thr_writer_native) | | |"
+	echo "| B finished this long after the writer (s) | $(g thr_drain_evrep) | $(g thr_drain_native) | | |"
+	echo "| lag p50 at $LAG_RATE rows/s (ms, applied_at − origin commit) | $(g lag50_evrep) | $(g lag50_native) | | ≤ 3 |"
+	echo "| lag p99 at $LAG_RATE rows/s (ms) | $(g lag99_evrep) | $(g lag99_native) | | ≤ 15 |"
+	echo "| lag max (ms) | $(g lagmax_evrep) | $(g lagmax_native) | | |"
+	echo "| visible on B p50 / p99 (ms, B commit − origin commit) | $(g vis50_evrep) / $(g vis99_evrep) | (LR stamps origin time) | | |"
+	echo "| bulk: one INSERT of $N_BULK rows, rows/s end to end | $(g bulk_evrep) | $(g bulk_native) | $(fdiv "$(g bulk_evrep)" "$(g bulk_native)") | |"
+	echo "| outbox size after $N_BLOAT1 events (MB) | $(mb "$(g bloat_10k)") | | | |"
+	echo "| outbox size after $N_BLOAT2 more events (MB) | $(mb "$(g bloat_1m)") | | $bratio× | ≤ 2× |"
+	echo "| … after a manual VACUUM (MB) | $(mb "$(g bloat_1m_vac)") | | $bratio_v× | |"
+	echo "| outbox max depth during that run (rows) | $(g bloat_maxdepth) | | | |"
+	echo "| events written in that run | $(g bloat_events) | | | |"
+	[[ -n "${R[bloat_err]:-}" ]] && echo "| writer errors in that run | ${R[bloat_err]} | | | |"
+	echo
+	echo "Details (CPU per worker over each phase, wait events, top):"
+	echo
+	echo '```'
+	cat "$OUT_DETAIL"
+	echo '```'
+} >"$OUT_MD"
+
+echo
+column -t -s, "$OUT_CSV"
+echo
+echo "written: $OUT_MD $OUT_CSV $OUT_DETAIL"
