@@ -27,6 +27,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS knows no header dependencies: a changed struct must rebuild its users
+$(OBJS): $(wildcard src/*.h)
+
 .PHONY: test demo demo-stop services format
 test:
 	./test/run

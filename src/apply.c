@@ -47,6 +47,8 @@ typedef struct ApplyTarget
 	Bitmapset  *keycols;		/* indexes into colnames */
 	SPIPlanPtr	upsert;			/* all columns */
 	SPIPlanPtr	delete;
+	char	   *subset;			/* columns of subset_upsert: "1" = used */
+	SPIPlanPtr	subset_upsert;	/* for events that lack some columns */
 } ApplyTarget;
 
 typedef struct Subscription
@@ -98,6 +100,12 @@ free_target(ApplyTarget *t)
 		SPI_freeplan(t->upsert);
 	if (t->delete)
 		SPI_freeplan(t->delete);
+	if (t->subset_upsert)
+		SPI_freeplan(t->subset_upsert);
+	if (t->subset)
+		pfree(t->subset);
+	t->subset_upsert = NULL;
+	t->subset = NULL;
 	for (int i = 0; i < t->ncols; i++)
 		pfree(t->colnames[i]);
 	if (t->colnames)
@@ -254,18 +262,44 @@ get_target(Oid relid)
 /* ---- applying one event ---- */
 
 static void
-run_plan(SPIPlanPtr plan, const char *sql, Jsonb *row, int expect)
+run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 {
 	Datum		values[1] = {JsonbPGetDatum(row)};
-	Oid			argtypes[1] = {JSONBOID};
-	int			ret;
+	int			ret = SPI_execute_plan(plan, values, NULL, false, 0);
 
-	if (plan)
-		ret = SPI_execute_plan(plan, values, NULL, false, 0);
-	else
-		ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
 	if (ret != expect)
 		elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * The upsert for events that carry only some of the local columns (a
+ * subscriber with columns of its own): the plan for the last such column
+ * set is kept, since a stream's events all carry the same columns.
+ */
+static SPIPlanPtr
+subset_plan(ApplyTarget *t, bool *use)
+{
+	char	   *sig = palloc(t->ncols + 1);
+	Oid			argtypes[1] = {JSONBOID};
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < t->ncols; i++)
+		sig[i] = use[i] ? '1' : '0';
+	sig[t->ncols] = '\0';
+	if (t->subset != NULL && strcmp(sig, t->subset) == 0)
+		return t->subset_upsert;
+
+	plan = SPI_prepare(upsert_sql(t, use), 1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	if (t->subset_upsert)
+		SPI_freeplan(t->subset_upsert);
+	if (t->subset)
+		pfree(t->subset);
+	t->subset_upsert = plan;
+	t->subset = MemoryContextStrdup(TopMemoryContext, sig);
+	return plan;
 }
 
 /*
@@ -291,11 +325,11 @@ apply_event(ApplyTarget *t, WireEvent *ev)
 	}
 
 	if (ev->op == 'd')
-		run_plan(t->delete, NULL, ev->row, SPI_OK_DELETE);
+		run_plan(t->delete, ev->row, SPI_OK_DELETE);
 	else if (all)
-		run_plan(t->upsert, NULL, ev->row, SPI_OK_INSERT);
+		run_plan(t->upsert, ev->row, SPI_OK_INSERT);
 	else
-		run_plan(NULL, upsert_sql(t, use), ev->row, SPI_OK_INSERT);
+		run_plan(subset_plan(t, use), ev->row, SPI_OK_INSERT);
 	pfree(use);
 }
 

@@ -143,6 +143,7 @@ static void
 write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 {
 	int			slot;
+	OutboxPartition target;
 	Relation	part;
 	Relation	pkey;
 	HeapTuple	row;
@@ -150,26 +151,32 @@ write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 	bool		nulls[OUTBOX_NATTS] = {0};
 	bool		key_nulls[2] = {false, false};
 
-	if (!OidIsValid(outbox[0].relid))
-		lookup_outbox();
-
 	/* without preload there is no publisher and no rotation: slot 0 */
 	slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
-	values[0] = Int64GetDatum(nextval_internal(outbox_seqid, false));
-	values[1] = Int16GetDatum(slot);
-	values[2] = Int32GetDatum(pub_id);
-	values[3] = CharGetDatum(op);
 	/* PostgreSQL's own conversion, so apply can read it back exactly */
 	values[4] = DirectFunctionCall1(row_to_json,
 									heap_copy_tuple_as_datum(tuple, tupdesc));
 	nulls[5] = nulls[6] = true; /* seq, commit_ts: set by the publisher */
+	values[2] = Int32GetDatum(pub_id);
+	values[3] = CharGetDatum(op);
+	values[1] = Int16GetDatum(slot);
 
-	part = table_open(outbox[slot].relid, RowExclusiveLock);
-	pkey = index_open(outbox[slot].pkeyid, RowExclusiveLock);
+	/*
+	 * Look up last and keep a copy: the calls above and table_open may
+	 * process invalidations (every rotation's TRUNCATE sends one), which
+	 * make forget_outbox clear the cached oids.
+	 */
+	if (!OidIsValid(outbox[0].relid))
+		lookup_outbox();
+	target = outbox[slot];
+	values[0] = Int64GetDatum(nextval_internal(outbox_seqid, false));
+
+	part = table_open(target.relid, RowExclusiveLock);
+	pkey = index_open(target.pkeyid, RowExclusiveLock);
 	row = heap_form_tuple(RelationGetDescr(part), values, nulls);
 	simple_heap_insert(part, row);
 	(void) index_insert(pkey, values, key_nulls, &row->t_self, part,
-						UNIQUE_CHECK_YES, false, outbox[slot].pkey_info);
+						UNIQUE_CHECK_YES, false, target.pkey_info);
 	index_close(pkey, NoLock);
 	table_close(part, NoLock);
 	heap_freetuple(row);

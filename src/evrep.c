@@ -131,7 +131,7 @@ define_settings(void)
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.heartbeat",
 							"AMQP heartbeat interval.",
-							NULL, &evrep_heartbeat, 10, 0, 3600, PGC_SIGHUP,
+							NULL, &evrep_heartbeat, 30, 0, 3600, PGC_SIGHUP,
 							GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.batch_size",
 							"Outbox events the publisher sends per confirmed round.",
