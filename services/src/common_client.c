@@ -61,6 +61,7 @@ static char *o_peer_db = NULL;
 static char *o_order_db = NULL;
 static double o_rate = 0;
 static char *o_request_log = NULL;
+static gboolean o_warmup = FALSE;
 static int o_repeat = 1, o_interval_ms = 1000;
 
 /* String options are G_OPTION_ARG_FILENAME: passed through as bytes, with no
@@ -110,6 +111,10 @@ static GOptionEntry entries[] = {
   { "request-log", 0, 0, G_OPTION_ARG_FILENAME, &o_request_log,
     "load: write one CSV line per request to FILE "
     "(call,id,start_unix_ms,latency_ms,ok)", "FILE" },
+  { "warmup", 0, 0, G_OPTION_ARG_NONE, &o_warmup,
+    "load: each thread first makes one untimed call of the phase's kind "
+    "with an id just above the range (so that the service has opened its "
+    "database connections)", NULL },
   { "visibility-timeout", 0, 0, G_OPTION_ARG_INT, &o_visibility_timeout_s,
     "load: how long to wait for rows to appear on the other side "
     "(default 30; 0: do not wait or measure)", "S" },
@@ -129,7 +134,7 @@ static const char *usage_text =
   "  list-orders --customer N\n"
   "  load --customers N --orders M --concurrency C [--peer-db CONNINFO]\n"
   "                                [--order-db CONNINFO] [--rate R]\n"
-  "                                [--request-log FILE]\n"
+  "                                [--request-log FILE] [--warmup]\n"
   "                                [--id-base N] [--order-id-base N]\n"
   "\n"
   "Exit status: 0 ok, 1 OperationFailedException or load failure,\n"
@@ -633,6 +638,8 @@ static struct
   int n_order_customer;
   gboolean *cust_ok;           /* created successfully, by index          */
   gint64 phase_t0;             /* monotonic start of the phase (--rate)   */
+  int ready;                   /* threads connected and warmed up         */
+  GCond ready_cv;
   FILE *reqlog;                /* --request-log                           */
   /* progress */
   const char *phase;
@@ -658,6 +665,25 @@ load_note_error (int rc, char *msg)
   g_free (msg);
 }
 
+/* With --rate or --warmup the threads start together, once every one of
+ * them is connected (and warmed up); the phase's clock starts then. */
+static void
+ready_wait (void)
+{
+  if (o_rate <= 0 && !o_warmup)
+    return;
+  g_mutex_lock (&L.mu);
+  if (++L.ready == L.nthreads)
+    {
+      L.phase_t0 = g_get_monotonic_time ();
+      g_cond_broadcast (&L.ready_cv);
+    }
+  else
+    while (L.ready < L.nthreads)
+      g_cond_wait (&L.ready_cv, &L.mu);
+  g_mutex_unlock (&L.mu);
+}
+
 static gpointer
 load_worker (gpointer data)
 {
@@ -672,8 +698,28 @@ load_worker (gpointer data)
       for (k = w->index; k < n; k += L.nthreads)
         w->failed++;
       load_note_error (EXIT_TRANSPORT, msg);
+      ready_wait ();
       return NULL;
     }
+  if (o_warmup && w->index < n)
+    {
+      /* untimed and not counted; id n + thread index above the base */
+      int rc;
+      gint32 id = (w->orders ? L.obase : L.cbase) + n + w->index;
+
+      if (w->orders)
+        rc = call_create_order (&r, id, 1, "WARMUP", L.order_customer[0],
+                                &msg);
+      else
+        rc = call_create_customer (&r, id, "warmup", 0, &msg);
+      if (rc != EXIT_OK)
+        {
+          fprintf (stderr, "load: warm-up call failed: %s\n", msg);
+          g_free (msg);
+          msg = NULL;
+        }
+    }
+  ready_wait ();
   for (k = w->index; k < n; k += L.nthreads)
     {
       gint64 t0, dt, wall;
@@ -811,6 +857,7 @@ run_phase (gboolean orders, PhaseResult *res)
   set_phase (res->name, orders ? L.norders : L.ncust);
   t0 = g_get_monotonic_time ();
   L.phase_t0 = t0;
+  L.ready = 0;
   for (i = 0; i < L.nthreads; i++)
     {
       w[i].index = i;
@@ -840,7 +887,8 @@ run_phase (gboolean orders, PhaseResult *res)
           g_array_unref (w[i].log);
         }
     }
-  res->seconds = (g_get_monotonic_time () - t0) / 1e6;
+  /* from the common start (after connecting and warming up) */
+  res->seconds = (g_get_monotonic_time () - L.phase_t0) / 1e6;
   g_array_sort (res->lat, cmp_i64);
   g_free (w);
 }
@@ -890,16 +938,18 @@ wait_customers_visible (Rpc *orders, int expected, gint64 since, char **msg)
 
 /* Poll a database until `table` holds `expected` rows with ids lo..hi
  * (what: "orders"/"customers", opt: the option that gave conninfo, for
- * messages).  The database may be down for a while (a fault test): a
- * failed connection or query is retried until the deadline.  Returns
- * seconds since `since` (monotonic µs), or -1 with *msg set. */
+ * messages).  *pgp is a connection opened before the phase, so that
+ * connecting is not part of the time measured; it is (re)opened here when
+ * it is missing or broken: the database may be down for a while (a fault
+ * test), and a failed connection or query is retried until the deadline.
+ * Returns seconds since `since` (monotonic µs), or -1 with *msg set. */
 static double
-wait_rows_visible (const char *conninfo, const char *opt, const char *table,
-                   const char *what, gint32 first, gint32 last, int expected,
-                   gint64 since, char **msg)
+wait_rows_visible (PGconn **pgp, const char *conninfo, const char *opt,
+                   const char *table, const char *what, gint32 first,
+                   gint32 last, int expected, gint64 since, char **msg)
 {
   gint64 deadline = since + (gint64) o_visibility_timeout_s * 1000000;
-  PGconn *pg = NULL;
+  PGconn *pg = *pgp;
   char lo[16], hi[16], *sql, *phase;
   const char *params[2] = { lo, hi };
   char *last_error = NULL;
@@ -960,9 +1010,25 @@ wait_rows_visible (const char *conninfo, const char *opt, const char *table,
   g_free (phase);
   g_free (sql);
   g_free (last_error);
-  if (pg != NULL)
-    PQfinish (pg);
+  *pgp = pg;
   return result;
+}
+
+/* A connection for wait_rows_visible, opened and used once before the
+ * phase: the first query of a session loads the table's catalog entries,
+ * which is not part of the time to be measured either. */
+static PGconn *
+poll_connect (const char *conninfo, const char *table)
+{
+  PGconn *pg = PQconnectdb (conninfo);
+  char *sql = g_strdup_printf ("SELECT count(*) FROM %s WHERE id BETWEEN"
+                               " $1::integer AND $2::integer", table);
+  const char *params[2] = { "0", "-1" };
+
+  if (PQstatus (pg) == CONNECTION_OK)
+    PQclear (PQexecParams (pg, sql, 2, NULL, params, NULL, NULL, 0));
+  g_free (sql);
+  return pg;
 }
 
 static void
@@ -979,6 +1045,7 @@ cmd_load (void)
   Rpc cust, ord;
   char *msg = NULL;
   PhaseResult pc = { 0 }, po = { 0 };
+  PGconn *order_pg = NULL, *peer_pg = NULL;
   GThread *progress;
   double cvis = -2, ovis = -2;  /* -2: not measured, -1: failed */
   int rc = EXIT_OK, i;
@@ -992,6 +1059,7 @@ cmd_load (void)
                         "must not be negative, --concurrency between 1 and "
                         "1024");
   memset (&L, 0, sizeof L);
+  g_cond_init (&L.ready_cv);
   if (o_request_log != NULL
       && (L.reqlog = fopen (o_request_log, "w")) == NULL)
     {
@@ -1058,6 +1126,13 @@ cmd_load (void)
            "concurrency %d\n", L.ncust, L.cbase, L.norders, L.obase,
            L.nthreads);
 
+  /* the visibility polls' connections, opened now so that connecting is
+   * not part of the time measured (a failure here is retried later) */
+  if (o_visibility_timeout_s > 0 && o_order_db != NULL && L.ncust > 0)
+    order_pg = poll_connect (o_order_db, "customer");
+  if (o_visibility_timeout_s > 0 && o_peer_db != NULL && L.norders > 0)
+    peer_pg = poll_connect (o_peer_db, "orders");
+
   progress = g_thread_new ("progress", progress_thread, NULL);
 
   /* phase 1: customers through CustomerService */
@@ -1069,7 +1144,8 @@ cmd_load (void)
       if (pc.ok > 0 && o_visibility_timeout_s > 0)
         {
           cvis = o_order_db != NULL
-                 ? wait_rows_visible (o_order_db, "--order-db", "customer",
+                 ? wait_rows_visible (&order_pg, o_order_db, "--order-db",
+                                      "customer",
                                       "customers", L.cbase,
                                       L.cbase + L.ncust - 1, pc.ok, end, &msg)
                  : wait_customers_visible (&ord, pc.ok, end, &msg);
@@ -1121,7 +1197,8 @@ cmd_load (void)
           end = g_get_monotonic_time ();
           if (o_peer_db != NULL && po.ok > 0 && o_visibility_timeout_s > 0)
             {
-              ovis = wait_rows_visible (o_peer_db, "--peer-db", "orders",
+              ovis = wait_rows_visible (&peer_pg, o_peer_db, "--peer-db",
+                                        "orders",
                                         "orders", L.obase,
                                         L.obase + L.norders - 1, po.ok, end,
                                         &msg);
@@ -1136,6 +1213,10 @@ cmd_load (void)
 
   g_atomic_int_set (&L.stop_progress, TRUE);
   g_thread_join (progress);
+  if (order_pg != NULL)
+    PQfinish (order_pg);
+  if (peer_pg != NULL)
+    PQfinish (peer_pg);
   rpc_close (&cust);
   rpc_close (&ord);
 
@@ -1202,6 +1283,7 @@ cmd_load (void)
       rc = rc == EXIT_OK ? EXIT_EXCEPTION : rc;
     }
   g_mutex_clear (&L.mu);
+  g_cond_clear (&L.ready_cv);
   return rc;
 }
 
