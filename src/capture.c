@@ -38,7 +38,8 @@ typedef struct OutboxPartition
 	IndexInfo  *pkey_info;
 } OutboxPartition;
 
-static OutboxPartition outbox[2];	/* outbox[0].relid invalid: look up */
+static OutboxPartition outbox[2];
+static bool outbox_valid = false;	/* cleared by invalidations */
 static Oid	outbox_seqid = InvalidOid;
 static bool callback_registered = false;
 
@@ -162,11 +163,12 @@ write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 	values[1] = Int16GetDatum(slot);
 
 	/*
-	 * Look up last and keep a copy: the calls above and table_open may
-	 * process invalidations (every rotation's TRUNCATE sends one), which
-	 * make forget_outbox clear the cached oids.
+	 * Any lock taken (by the calls above, by lookup_outbox itself, by
+	 * table_open) may process invalidations, and every rotation's TRUNCATE
+	 * sends one: forget_outbox then only marks the cache stale for the next
+	 * call, the oids stay usable (TRUNCATE keeps them).
 	 */
-	if (!OidIsValid(outbox[0].relid))
+	if (!outbox_valid)
 		lookup_outbox();
 	target = outbox[slot];
 	values[0] = Int64GetDatum(nextval_internal(outbox_seqid, false));
@@ -229,14 +231,14 @@ lookup_outbox(void)
 	outbox_seqid = get_relname_relid("outbox_id_seq", nspid);
 	if (!OidIsValid(outbox_seqid))
 		elog(ERROR, "evrep.outbox lacks its id sequence");
-	lookup_partition(nspid, 1);
-	lookup_partition(nspid, 0);
-
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(forget_outbox, (Datum) 0);
 		callback_registered = true;
 	}
+	lookup_partition(nspid, 0);
+	lookup_partition(nspid, 1);
+	outbox_valid = true;
 }
 
 /*
@@ -249,7 +251,7 @@ forget_outbox(Datum arg, Oid relid)
 	for (int i = 0; i < 2; i++)
 	{
 		if (relid == InvalidOid || relid == outbox[i].relid || relid == outbox[i].pkeyid)
-			outbox[0].relid = InvalidOid;
+			outbox_valid = false;
 	}
 }
 
