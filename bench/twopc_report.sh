@@ -12,12 +12,15 @@ for f in "$RES" "$FAULT" "$TL" "$WIN" "$DIR/machine.txt"; do [[ -s $f ]] || { ec
 command -v gnuplot >/dev/null || { echo "gnuplot is not installed (apt-get install gnuplot-nox)" >&2; exit 1; }
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 
-# value MODE CALL N C FIELD  (fields by header name)
+# value MODE CALL N C FIELD  (fields by header name): the median over the
+# repetitions of that run (the middle one; the lower middle for an even count)
 value() {
     awk -F, -v m="$1" -v call="$2" -v n="$3" -v c="$4" -v f="$5" '
         NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-        $1 == m && $2 == call && $3 == n && $4 == c { print $col[f]; exit }' "$RES"
+        $1 == m && $2 == call && $3 == n && $4 == c && $col[f] != "NA" { print $col[f] }' "$RES" \
+    | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
+nreps() { awk -F, -v n="$1" 'NR > 1 && $3 == n && $NF > r { r = $NF } END { print r + 0 }' "$RES"; }
 fault() {   # fault MODE FIELD
     awk -F, -v m="$1" -v f="$2" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next } $1 == m { print $col[f]; exit }' "$FAULT"
 }
@@ -186,7 +189,10 @@ own and the peer's database in one distributed transaction). All figures
 below come from the CSV files next to this report and were produced by one
 run of \`bench/twopc_vs_evrep.sh\` (then \`bench/twopc_report.sh\` made this
 file and the plots). They come from one run on a shared, noisy machine.
-Take the ratios as the result, not the absolute numbers.
+Take the ratios as the result, not the absolute numbers. Each (mode, N, C)
+was run $(for n in $SIZES; do printf '%s× for N=%s, ' "$(nreps "$n")" "$n"; done | sed 's/, $//').
+Tables and plots show the median of those repetitions; "All runs" lists
+every one.
 
 ## Machine
 
@@ -237,11 +243,11 @@ both services, the client) shares these $(m nproc) CPUs and one disk.
   OrderService. "peer complete" is the time from the moment the last call
   returned until the peer database held every row of the run (polled every
   10 ms with \`count(*)\`). For 2PC the rows are already there.
-* Order: for each (N, C) the three modes run back to back, and which one
-  goes first rotates, so slow drift of the machine does not favour one mode.
+* Order: for each (N, C, repetition) the three modes run back to back, and
+  which one goes first rotates, so slow drift of the machine does not favour one mode.
   Every run checks that all N rows are in both databases. Compare modes
   within one (N, C) group. Between groups the machine's other load changed:
-  the local-only p50 at C=1 was $(for n in $SIZES; do v=$(value local createCustomer "$n" 1 p50_ms); [[ -n $v ]] && printf '%s ms (N=%s), ' "$(fmt "$v")" "$n"; done | sed 's/, $//').
+  the local-only p50 at C=1 was $(for n in $SIZES; do v=$(value local createCustomer "$n" 1 p50_ms); [[ -n $v ]] && printf '%s ms (N=%s), ' "$(fmt "$v")" "$n"; done | sed 's/, $//') (medians).
 * Warm-up (\`--warmup\`): before the clock starts, each client thread makes
   one untimed call of the same kind, with an id outside the measured range.
   The services open a thread's PostgreSQL connections at its first call:
@@ -275,7 +281,7 @@ ${goal_lat}| 100 % of writes succeed with the peer down (evrep) | $(fmt "$e_out"
 
 EOF
 # ratio table: one row per (call, C, N)
-echo "Ratios for each pair of runs (same N, C and call):"
+echo "Ratios of the medians (same N, C and call):"
 echo
 echo "| call | C | N | p50: 2PC / evrep | p99: 2PC / evrep | req/s: evrep / 2PC | p50: evrep / local only | p50: 2PC / local only |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -329,9 +335,9 @@ cat <<EOF
 
 ## All runs
 
-| mode | call | N | C | ok | errors | s | req/s | p50 ms | p99 ms | max ms | peer complete s |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-$(awk -F, 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$RES")
+| mode | call | N | C | rep | ok | errors | s | req/s | p50 ms | p99 ms | max ms | peer complete s |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+$(awk -F, 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $13, $5, $6, $7, $8, $9, $10, $11, $12 }' "$RES" | sort -t'|' -k4,4n -k5,5n -k3,3 -k2,2 -k6,6n)
 
 ![latency](latency.png)
 

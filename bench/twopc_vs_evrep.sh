@@ -22,7 +22,8 @@
 # in the other mode between runs.  fsync and synchronous_commit are on.
 #
 # 1. Latency/throughput: for every N in $SIZES and C in $CONCS, both modes
-#    (the mode that goes first alternates): `common_client load` creates N
+#    (the mode that goes first rotates), $REPS times where N <= $REPS_MAX_N
+#    and once above (the report takes medians): `common_client load` creates N
 #    customers through CustomerService, then min(N, $ORDERS_MAX) orders
 #    through OrderService, at concurrency C.  Client-observed p50/p99/max and
 #    req/s per call; and the time from the last call until the peer
@@ -52,6 +53,8 @@ source "$ROOT/test/lib/rabbitmq.sh"
 OUT=${OUT:-$ROOT/bench/results/twopc}
 SIZES=${SIZES:-"100 1000 10000"}
 MODES=${MODES:-"evrep 2pc local"}
+REPS=${REPS:-3}                 # repetitions of each (N, C) with N <= REPS_MAX_N
+REPS_MAX_N=${REPS_MAX_N:-1000}  # (short runs are noisy; the report takes medians)
 CONCS=${CONCS:-"1 8"}
 ORDERS_MAX=${ORDERS_MAX:-10000}
 FAULT_RATE=${FAULT_RATE:-100}
@@ -147,6 +150,7 @@ log "evrep replicates both ways ($((SECONDS - T_START)) s of setup)"
     echo "erlang: $(dpkg-query -W -f '${Version}' erlang-base 2>/dev/null)"
     echo "librabbitmq: $(dpkg-query -W -f '${Version}' librabbitmq4 2>/dev/null)"
     echo "thrift c_glib: $(dpkg-query -W -f '${Version}' libthrift-c-glib0 2>/dev/null)"
+    echo "evrep.so: installed $(date -u -r "$("$PG_CONFIG" --pkglibdir)/evrep.so" +%FT%TZ), md5 $(md5sum <"$("$PG_CONFIG" --pkglibdir)/evrep.so" | cut -c1-12)"
     echo "fsync: $(pg_psql $A -c 'SHOW fsync'), synchronous_commit: $(pg_psql $A -c 'SHOW synchronous_commit'), wal_sync_method: $(pg_psql $A -c 'SHOW wal_sync_method')"
     echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/machine.txt"
@@ -181,12 +185,14 @@ start_services() {   # start_services evrep|2pc
 # ---- 1: latency and throughput ------------------------------------------------------
 
 RES=$OUT/results.csv
-echo "mode,call,n,concurrency,ok,errors,seconds,req_per_s,p50_ms,p99_ms,max_ms,peer_complete_s" >"$RES"
+echo "mode,call,n,concurrency,ok,errors,seconds,req_per_s,p50_ms,p99_ms,max_ms,peer_complete_s,rep" >"$RES"
 NEXT_ID=1
 run=0
 for n in $SIZES; do
+  reps=$(( n <= REPS_MAX_N ? REPS : 1 ))
+  for r in $(seq 1 "$reps"); do
     for c in $CONCS; do
-        # the mode that goes first rotates from one (N, C) to the next
+        # the mode that goes first rotates from one (N, C, rep) to the next
         read -ra ml <<<"$MODES"
         modes=()
         for i in "${!ml[@]}"; do modes+=("${ml[(i + run) % ${#ml[@]}]}"); done
@@ -196,7 +202,7 @@ for n in $SIZES; do
             norders=$(( n < ORDERS_MAX ? n : ORDERS_MAX ))
             vis=600
             if [[ $mode == local ]]; then norders=0 vis=0; fi
-            log "run: $mode, $n customers + $norders orders, concurrency $c"
+            log "run: $mode, $n customers + $norders orders, concurrency $c, repetition $r/$reps"
             t0=$SECONDS
             out=$("$CLIENT" --customer-port $CS_PORT --order-port $OS_PORT --timeout 60 load \
                       --customers "$n" --orders "$norders" --concurrency "$c" \
@@ -208,11 +214,11 @@ for n in $SIZES; do
             [[ $rc == 0 ]] || { log "FAILED: load exit $rc: $(tail -3 "$WORK/load-$mode-$n-$c.err")"; FAILED=1; }
             cvis=$(sed -n 's/^customers visible .* \([0-9.]*\) s after.*/\1/p' <<<"$out")
             ovis=$(sed -n 's/^orders visible .* \([0-9.]*\) s after.*/\1/p' <<<"$out")
-            awk -v mode="$mode" -v n="$n" -v no="$norders" -v c="$c" -v cv="${cvis:-NA}" -v ov="${ovis:-NA}" '
+            awk -v mode="$mode" -v n="$n" -v no="$norders" -v c="$c" -v cv="${cvis:-NA}" -v ov="${ovis:-NA}" -v r="$r" '
                 $1 == "createCustomer" || $1 == "createOrder" {
-                    printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", mode, $1,
+                    printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", mode, $1,
                         ($1 == "createCustomer" ? n : no), c, $2, $3, $4, $5, $6, $7, $8,
-                        ($1 == "createCustomer" ? cv : ov)
+                        ($1 == "createCustomer" ? cv : ov), r
                 }' <<<"$out" >>"$RES"
             grep -E '^(createCustomer|createOrder) ' <<<"$out" | sed "s/^/    $mode c=$c: /" >&2
             # nothing lost: every id of the run on both sides
@@ -230,6 +236,7 @@ for n in $SIZES; do
             NEXT_ID=$((NEXT_ID + n + c))     # + the warm-up ids
         done
     done
+  done
 done
 T_LOAD=$((SECONDS - T_START))
 
@@ -374,7 +381,7 @@ T_TOTAL=$((SECONDS - T_START))
 {
     echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "bench wall time: ${T_TOTAL} s (setup and latency runs ${T_LOAD} s, fault runs $((T_TOTAL - T_LOAD)) s)"
-    echo "sizes: $SIZES; concurrency: $CONCS; modes: $MODES; orders per run: min(N, $ORDERS_MAX)"
+    echo "sizes: $SIZES; concurrency: $CONCS; modes: $MODES; orders per run: min(N, $ORDERS_MAX); repetitions: $REPS where N <= $REPS_MAX_N, else 1"
     echo "fault: $FAULT_RATE req/s, concurrency $FAULT_CONC, $FAULT_SECS s, peer down at ${FAULT_DOWN_AT} s for ${FAULT_DOWN_SECS} s"
     echo "assertions: $([[ $FAILED == 0 ]] && echo 'all passed' || echo 'SOME FAILED (see the bench log)')"
 } >>"$OUT/machine.txt"
