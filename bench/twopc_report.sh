@@ -66,7 +66,7 @@ ncalls=$(wc -w <<<"$CALLS")
 bars() {   # bars FILE: the plot clause
     local extra=""
     awk '$NF != "NaN" { f = 1 } END { exit !f }' "$1" \
-        && extra=", '' using 4 title 'local only (no replication)' lc rgb '#9e9e9e'"
+        && extra=", '' using 4 title 'local only' lc rgb '#9e9e9e'"
     echo "'$1' using 2:xtic(1) title 'evrep' lc rgb '#2a9d8f', '' using 3 title '2PC' lc rgb '#e76f51'$extra"
 }
 {
