@@ -28,11 +28,9 @@
 
 /*
  * Bindings are re-checked this often even without a generation change:
- * the change is signalled before the subscribing transaction commits, so
- * the sync it triggers may not see it yet.
+ * a binding can vanish with an exchange deleted and declared again.
  */
 #define RESYNC_MS 10000
-#define NO_EXTENSION_WAIT_MS 5000
 
 static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
@@ -74,21 +72,9 @@ ensure_connected(bool *fresh)
 	}
 	if (conn != NULL)
 		return true;
-	if (!worker_extension_ready_txn())
-	{
-		worker_sleep(NO_EXTENSION_WAIT_MS);
-		return false;
-	}
-	pgstat_report_activity(STATE_RUNNING, "connecting to broker");
-	conn = broker_connect(BROKER_CONSUMER);
+	conn = worker_connect(EVREP_CONSUMER, BROKER_CONSUMER, &backoff);
 	if (conn == NULL)
-	{
-		evrep_worker_report(EVREP_CONSUMER, false, 0, broker_last_error());
-		pgstat_report_activity(STATE_IDLE, NULL);
-		broker_backoff_sleep(&backoff);
 		return false;
-	}
-	evrep_worker_report(EVREP_CONSUMER, true, 0, NULL);
 	*fresh = true;
 	return true;
 }

@@ -30,8 +30,6 @@
  */
 #define CONFIRM_TIMEOUT_MS 60000
 
-/* How often to look for CREATE EXTENSION while it has not run. */
-#define NO_EXTENSION_WAIT_MS 5000
 
 static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
@@ -69,21 +67,9 @@ ensure_connected(void)
 	}
 	if (conn != NULL)
 		return true;
-	if (!worker_extension_ready_txn())
-	{
-		worker_sleep(NO_EXTENSION_WAIT_MS);
-		return false;
-	}
-	pgstat_report_activity(STATE_RUNNING, "connecting to broker");
-	conn = broker_connect(BROKER_PUBLISHER);
+	conn = worker_connect(EVREP_PUBLISHER, BROKER_PUBLISHER, &backoff);
 	if (conn == NULL)
-	{
-		evrep_worker_report(EVREP_PUBLISHER, false, 0, broker_last_error());
-		pgstat_report_activity(STATE_IDLE, NULL);
-		broker_backoff_sleep(&backoff);
 		return false;
-	}
-	evrep_worker_report(EVREP_PUBLISHER, true, 0, NULL);
 	return true;
 }
 

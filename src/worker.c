@@ -123,3 +123,31 @@ worker_sleep(long timeout_ms)
 		ResetLatch(MyLatch);
 	worker_check_interrupts();
 }
+
+/*
+ * Connects the worker to the broker, unless CREATE EXTENSION has not run
+ * yet; after a failure, records why and sleeps the backoff.  NULL when
+ * there is no connection.
+ */
+BrokerConn *
+worker_connect(EvrepWorkerKind kind, BrokerRole role, BrokerBackoff *backoff)
+{
+	BrokerConn *conn;
+
+	if (!worker_extension_ready_txn())
+	{
+		worker_sleep(NO_EXTENSION_WAIT_MS);
+		return NULL;
+	}
+	pgstat_report_activity(STATE_RUNNING, "connecting to broker");
+	conn = broker_connect(role);
+	if (conn == NULL)
+	{
+		evrep_worker_report(kind, false, 0, broker_last_error());
+		pgstat_report_activity(STATE_IDLE, NULL);
+		broker_backoff_sleep(backoff);
+		return NULL;
+	}
+	evrep_worker_report(kind, true, 0, NULL);
+	return conn;
+}

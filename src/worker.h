@@ -5,7 +5,11 @@
 #ifndef EVREP_WORKER_H
 #define EVREP_WORKER_H
 
+#include "broker.h"
 #include "evrep.h"
+
+/* How often to look for CREATE EXTENSION while it has not run. */
+#define NO_EXTENSION_WAIT_MS 5000
 
 /* Entry points named in the BackgroundWorker registrations (evrep.c). */
 PGDLLEXPORT void evrep_publisher_main(Datum main_arg);
@@ -19,5 +23,7 @@ extern bool worker_extension_ready_txn(void);
 extern void worker_durable_commit(void);
 extern void worker_async_commit(void);
 extern void worker_sleep(long timeout_ms);
+extern BrokerConn *worker_connect(EvrepWorkerKind kind, BrokerRole role,
+								  BrokerBackoff *backoff);
 
 #endif /* EVREP_WORKER_H */
