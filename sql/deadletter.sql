@@ -44,6 +44,14 @@ SELECT evrep_subscribe('unsubscribed');
 SELECT evrep_replay(:unsub);
 SELECT * FROM unsubscribed;
 
+-- the server log names origin, table and seq of what was parked
+SET client_min_messages = log;
+\set SHOW_CONTEXT always
+SELECT evrep_apply(msg('d', 7, 'insert', '{"id": 7, "amount": "seven"}'));
+SELECT evrep_apply('{"format":"evrep.v1"');
+RESET client_min_messages;
+\set SHOW_CONTEXT errors
+
 SELECT role, origin, schema_name, table_name, last_seq, applied, skipped, dead_letters,
        last_error IS NOT NULL AS has_error
 FROM evrep.status ORDER BY role, origin, table_name;

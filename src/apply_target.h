@@ -1,0 +1,26 @@
+/*
+ * apply_target.h
+ *		The statements that apply events to one subscribed table.
+ */
+#ifndef EVREP_APPLY_TARGET_H
+#define EVREP_APPLY_TARGET_H
+
+#include "wire.h"
+
+typedef struct ApplyTarget ApplyTarget;
+
+/*
+ * The target for a table, built from the catalog on first use and again
+ * after any invalidation of the relation.  Inside a transaction, with SPI
+ * connected.
+ */
+extern ApplyTarget *apply_target_get(Oid relid);
+
+/*
+ * Upsert (insert, update) or delete by primary key.  Columns are matched
+ * by name: a local column the event does not carry keeps its value or
+ * default, an event column the table lacks is ignored.
+ */
+extern void apply_target_event(ApplyTarget *target, const WireEvent *ev);
+
+#endif							/* EVREP_APPLY_TARGET_H */
