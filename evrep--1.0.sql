@@ -295,7 +295,7 @@ END
 $$;
 
 COMMENT ON FUNCTION evrep_unsubscribe(text) IS
-'stop applying events for this table; later events for it are parked';
+'stop applying events for this table: its binding is removed, events already queued are parked';
 
 CREATE FUNCTION evrep._subscriptions_changed()
 RETURNS void

@@ -31,17 +31,17 @@
 typedef struct ApplyRun
 {
 	const char *body;
-	int			len;
-	WireMessage *msg;			/* NULL until parsed */
-	bool		subscribed;
-	Oid			relid;			/* of the subscribed table */
-	Oid			owner;			/* the apply runs as this role */
+	int len;
+	WireMessage *msg; /* NULL until parsed */
+	bool subscribed;
+	Oid relid; /* of the subscribed table */
+	Oid owner; /* the apply runs as this role */
 	StreamProgress progress;
-	int		   *todo;			/* indexes of the events to apply */
-	int			ntodo;
-	int			from;			/* todo[from, to) for apply_todo */
-	int			to;
-	int64		seq;			/* event being applied, for the error context */
+	int *todo; /* indexes of the events to apply */
+	int ntodo;
+	int from; /* todo[from, to) for apply_todo */
+	int to;
+	int64 seq; /* event being applied, for the error context */
 } ApplyRun;
 
 static SPIPlanPtr subscription_plan = NULL;
@@ -50,7 +50,7 @@ static SPIPlanPtr subscription_plan = NULL;
 static void
 apply_error_callback(void *arg)
 {
-	ApplyRun   *run = arg;
+	ApplyRun *run = arg;
 
 	if (run->msg == NULL)
 		errcontext("evrep apply of a message of %d bytes", run->len);
@@ -70,13 +70,13 @@ apply_error_callback(void *arg)
 static bool
 error_is_transient(int sqlerrcode)
 {
-	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+	int category = ERRCODE_TO_CATEGORY(sqlerrcode);
 
 	return category == ERRCODE_OPERATOR_INTERVENTION ||
-		category == ERRCODE_INSUFFICIENT_RESOURCES ||
-		category == ERRCODE_PROGRAM_LIMIT_EXCEEDED || category == ERRCODE_SYSTEM_ERROR ||
-		category == ERRCODE_INTERNAL_ERROR || category == ERRCODE_TRANSACTION_ROLLBACK ||
-		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+		   category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		   category == ERRCODE_PROGRAM_LIMIT_EXCEEDED || category == ERRCODE_SYSTEM_ERROR ||
+		   category == ERRCODE_INTERNAL_ERROR || category == ERRCODE_TRANSACTION_ROLLBACK ||
+		   sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
 /*
@@ -85,11 +85,11 @@ error_is_transient(int sqlerrcode)
  * error.  A transient error is raised again for the caller to retry.
  */
 static ErrorData *
-try_subxact(void (*fn) (ApplyRun *), ApplyRun *run)
+try_subxact(void (*fn)(ApplyRun *), ApplyRun *run)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	ErrorData *volatile edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -116,10 +116,10 @@ try_subxact(void (*fn) (ApplyRun *), ApplyRun *run)
 static void
 lookup_subscription(ApplyRun *run)
 {
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-	bool		isnull;
-	int			ret;
+	Oid argtypes[2] = {TEXTOID, TEXTOID};
+	Datum values[2];
+	bool isnull;
+	int ret;
 
 	values[0] = CStringGetTextDatum(run->msg->schema);
 	values[1] = CStringGetTextDatum(run->msg->table);
@@ -133,10 +133,10 @@ lookup_subscription(ApplyRun *run)
 	run->subscribed = SPI_processed == 1;
 	if (!run->subscribed)
 		return;
-	run->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1, &isnull));
-	run->owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 2, &isnull));
+	run->relid =
+		DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	run->owner =
+		DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 }
 
 /*
@@ -148,22 +148,21 @@ static void
 apply_todo(ApplyRun *run)
 {
 	ApplyTarget *target;
-	Oid			save_userid;
-	int			save_sec;
+	Oid save_userid;
+	int save_sec;
 
 	if (!run->subscribed)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table \"%s\".\"%s\" is not subscribed on this node", run->msg->schema,
-						run->msg->table),
-				 errhint("Subscribe with evrep_subscribe(), then replay the dead letter.")));
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+						errmsg("table \"%s\".\"%s\" is not subscribed on this node",
+							   run->msg->schema, run->msg->table),
+						errhint("Subscribe with evrep_subscribe(), then replay the dead letter.")));
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(run->owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	target = apply_target_get(run->relid);
 	for (int i = run->from; i < run->to; i++)
 	{
-		WireEvent  *ev = &run->msg->events[run->todo[i]];
+		WireEvent *ev = &run->msg->events[run->todo[i]];
 
 		run->seq = ev->seq;
 		apply_target_event(target, ev);
@@ -217,12 +216,12 @@ claim_new_events(ApplyRun *run)
 static void
 apply_one_by_one(ApplyRun *run)
 {
-	int			ntodo = run->ntodo;
+	int ntodo = run->ntodo;
 
 	for (int i = 0; i < ntodo; i++)
 	{
-		WireEvent  *ev = &run->msg->events[run->todo[i]];
-		ErrorData  *edata;
+		WireEvent *ev = &run->msg->events[run->todo[i]];
+		ErrorData *edata;
 
 		run->from = i;
 		run->to = i + 1;
@@ -244,7 +243,7 @@ apply_one_by_one(ApplyRun *run)
 static void
 apply_claimed(ApplyRun *run)
 {
-	ErrorData  *edata = NULL;
+	ErrorData *edata = NULL;
 
 	if (run->ntodo == 0)
 		return;
@@ -270,11 +269,11 @@ apply_claimed(ApplyRun *run)
 static int
 enter_replica_role(void)
 {
-	int			nestlevel = NewGUCNestLevel();
+	int nestlevel = NewGUCNestLevel();
 
 	if (SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
-		(void) set_config_option("session_replication_role", "replica", PGC_SUSET,
-								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("session_replication_role", "replica", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	return nestlevel;
 }
 
@@ -282,7 +281,7 @@ enter_replica_role(void)
 static int
 begin_apply(void)
 {
-	int			nestlevel = enter_replica_role();
+	int nestlevel = enter_replica_role();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -314,10 +313,10 @@ pop_apply_context(ErrorContextCallback *errcb)
 int
 apply_message(const char *body, int len)
 {
-	ApplyRun	run = {0};
+	ApplyRun run = {0};
 	ErrorContextCallback errcb;
-	ErrorData  *edata;
-	int			nestlevel = begin_apply();
+	ErrorData *edata;
+	int nestlevel = begin_apply();
 
 	push_apply_context(&errcb, &run);
 	run.body = body;
@@ -345,20 +344,20 @@ apply_message(const char *body, int len)
 List *
 apply_subscription_keys(void)
 {
-	List	   *keys = NIL;
+	List *keys = NIL;
 	MemoryContext caller = CurrentMemoryContext;
-	int			ret;
+	int ret;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute("SELECT schema_name, table_name FROM evrep.subscription ORDER BY 1, 2",
-					  true, 0);
+	ret = SPI_execute("SELECT schema_name, table_name FROM evrep.subscription ORDER BY 1, 2", true,
+					  0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep subscriptions: %s", SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		char	   *schema = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		char	   *table = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		char *schema = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char *table = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		MemoryContext old = MemoryContextSwitchTo(caller);
 
 		keys = lappend(keys, wire_routing_key(schema, table));
@@ -372,7 +371,7 @@ PG_FUNCTION_INFO_V1(evrep_apply);
 Datum
 evrep_apply(PG_FUNCTION_ARGS)
 {
-	text	   *message = PG_GETARG_TEXT_PP(0);
+	text *message = PG_GETARG_TEXT_PP(0);
 
 	PG_RETURN_INT32(apply_message(VARDATA_ANY(message), VARSIZE_ANY_EXHDR(message)));
 }
@@ -393,11 +392,11 @@ PG_FUNCTION_INFO_V1(evrep_replay);
 Datum
 evrep_replay(PG_FUNCTION_ARGS)
 {
-	int64		id = PG_GETARG_INT64(0);
-	ApplyRun	run = {0};
+	int64 id = PG_GETARG_INT64(0);
+	ApplyRun run = {0};
 	ErrorContextCallback errcb;
-	ErrorData  *edata;
-	int			nestlevel = begin_apply();
+	ErrorData *edata;
+	int nestlevel = begin_apply();
 
 	run.body = deadletter_lock_for_replay(id);
 	run.len = strlen(run.body);
@@ -407,9 +406,8 @@ evrep_replay(PG_FUNCTION_ARGS)
 	deadletter_record_replay(id, edata);
 	end_apply(nestlevel);
 	if (edata)
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("evrep dead letter " INT64_FORMAT " still cannot be applied: %s", id,
-						edata->message)));
+		ereport(WARNING, (errcode(edata->sqlerrcode),
+						  errmsg("evrep dead letter " INT64_FORMAT " still cannot be applied: %s",
+								 id, edata->message)));
 	PG_RETURN_BOOL(edata == NULL);
 }

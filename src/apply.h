@@ -16,7 +16,7 @@
  *
  * Returns the number of events applied (not skipped, not parked).
  */
-extern int	apply_message(const char *body, int len);
+extern int apply_message(const char *body, int len);
 
 /*
  * Routing keys the consumer's queue must be bound to: one per
@@ -24,4 +24,4 @@ extern int	apply_message(const char *body, int len);
  */
 extern List *apply_subscription_keys(void);
 
-#endif							/* EVREP_APPLY_H */
+#endif /* EVREP_APPLY_H */

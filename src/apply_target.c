@@ -26,17 +26,17 @@
 
 struct ApplyTarget
 {
-	Oid			relid;			/* hash key */
-	bool		valid;
-	MemoryContext cxt;			/* everything below but the plans */
-	char	   *qualname;		/* quoted schema.table */
-	int			ncols;
-	char	  **colnames;		/* insertable columns */
-	Bitmapset  *keycols;		/* indexes into colnames */
-	SPIPlanPtr	upsert;			/* all columns */
-	SPIPlanPtr	delete;
-	char	   *subset;			/* columns of subset_upsert: "1" = used */
-	SPIPlanPtr	subset_upsert;	/* for events that lack some columns */
+	Oid relid; /* hash key */
+	bool valid;
+	MemoryContext cxt; /* everything below but the plans */
+	char *qualname;	   /* quoted schema.table */
+	int ncols;
+	char **colnames;	/* insertable columns */
+	Bitmapset *keycols; /* indexes into colnames */
+	SPIPlanPtr upsert;	/* all columns */
+	SPIPlanPtr delete;
+	char *subset;			  /* columns of subset_upsert: "1" = used */
+	SPIPlanPtr subset_upsert; /* for events that lack some columns */
 };
 
 static HTAB *targets = NULL;
@@ -83,7 +83,7 @@ static char *
 key_list(ApplyTarget *t)
 {
 	StringInfoData buf;
-	int			i = -1;
+	int i = -1;
 
 	initStringInfo(&buf);
 	while ((i = bms_next_member(t->keycols, i)) >= 0)
@@ -95,9 +95,7 @@ key_list(ApplyTarget *t)
 static char *
 upsert_sql(ApplyTarget *t, const bool *use)
 {
-	StringInfoData cols,
-				sel,
-				set;
+	StringInfoData cols, sel, set;
 
 	initStringInfo(&cols);
 	initStringInfo(&sel);
@@ -125,7 +123,7 @@ static char *
 delete_sql(ApplyTarget *t)
 {
 	StringInfoData cond;
-	int			i = -1;
+	int i = -1;
 
 	initStringInfo(&cond);
 	while ((i = bms_next_member(t->keycols, i)) >= 0)
@@ -141,8 +139,8 @@ delete_sql(ApplyTarget *t)
 static SPIPlanPtr
 prepare_kept(const char *sql)
 {
-	Oid			argtypes[1] = {JSONBOID};
-	SPIPlanPtr	plan = SPI_prepare(sql, 1, argtypes);
+	Oid argtypes[1] = {JSONBOID};
+	SPIPlanPtr plan = SPI_prepare(sql, 1, argtypes);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -154,13 +152,12 @@ prepare_kept(const char *sql)
 static void
 build_target(ApplyTarget *t)
 {
-	Relation	rel = table_open(t->relid, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	Relation rel = table_open(t->relid, AccessShareLock);
+	TupleDesc desc = RelationGetDescr(rel);
+	Bitmapset *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
 	MemoryContext old;
 
-	t->cxt = AllocSetContextCreate(TopMemoryContext, "evrep apply target",
-								   ALLOCSET_SMALL_SIZES);
+	t->cxt = AllocSetContextCreate(TopMemoryContext, "evrep apply target", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(t->cxt);
 	t->qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 											 RelationGetRelationName(rel));
@@ -179,9 +176,8 @@ build_target(ApplyTarget *t)
 	table_close(rel, AccessShareLock);
 
 	if (bms_is_empty(t->keycols))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("subscribed table %s has no primary key", t->qualname)));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+						errmsg("subscribed table %s has no primary key", t->qualname)));
 
 	t->upsert = prepare_kept(upsert_sql(t, NULL));
 	t->delete = prepare_kept(delete_sql(t));
@@ -192,11 +188,11 @@ ApplyTarget *
 apply_target_get(Oid relid)
 {
 	ApplyTarget *t;
-	bool		found;
+	bool found;
 
 	if (targets == NULL)
 	{
-		HASHCTL		ctl;
+		HASHCTL ctl;
 
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(ApplyTarget);
@@ -225,14 +221,14 @@ apply_target_get(Oid relid)
 static SPIPlanPtr
 subset_plan(ApplyTarget *t, const bool *use)
 {
-	char	   *sig = palloc(t->ncols + 1);
+	char *sig = palloc(t->ncols + 1);
 
 	for (int i = 0; i < t->ncols; i++)
 		sig[i] = use[i] ? '1' : '0';
 	sig[t->ncols] = '\0';
 	if (t->subset == NULL || strcmp(sig, t->subset) != 0)
 	{
-		SPIPlanPtr	plan = prepare_kept(upsert_sql(t, use));
+		SPIPlanPtr plan = prepare_kept(upsert_sql(t, use));
 
 		free_plan(&t->subset_upsert);
 		t->subset_upsert = plan;
@@ -245,8 +241,8 @@ subset_plan(ApplyTarget *t, const bool *use)
 static void
 run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 {
-	Datum		values[1] = {JsonbPGetDatum(row)};
-	int			ret = SPI_execute_plan(plan, values, NULL, false, 0);
+	Datum values[1] = {JsonbPGetDatum(row)};
+	int ret = SPI_execute_plan(plan, values, NULL, false, 0);
 
 	if (ret != expect)
 		elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
@@ -255,8 +251,8 @@ run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 void
 apply_target_event(ApplyTarget *t, const WireEvent *ev)
 {
-	bool	   *use = palloc(sizeof(bool) * t->ncols);
-	bool		all = true;
+	bool *use = palloc(sizeof(bool) * t->ncols);
+	bool all = true;
 
 	for (int i = 0; i < t->ncols; i++)
 	{
@@ -265,8 +261,7 @@ apply_target_event(ApplyTarget *t, const WireEvent *ev)
 		if (!use[i] && bms_is_member(i, t->keycols))
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("event for %s lacks key column \"%s\"", t->qualname,
-							t->colnames[i])));
+					 errmsg("event for %s lacks key column \"%s\"", t->qualname, t->colnames[i])));
 		all &= use[i];
 	}
 

@@ -23,4 +23,4 @@ extern ApplyTarget *apply_target_get(Oid relid);
  */
 extern void apply_target_event(ApplyTarget *target, const WireEvent *ev);
 
-#endif							/* EVREP_APPLY_TARGET_H */
+#endif /* EVREP_APPLY_TARGET_H */

@@ -18,15 +18,17 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 
-#include "broker.h"
-#include "evrep.h"
 #include "miscadmin.h"
-#include "storage/fd.h"
 #include "postmaster/interrupt.h"
+#include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
+
+#include "broker.h"
+#include "evrep.h"
+#include "wire.h"
 
 #define PUBLISH_CHANNEL 1
 #define CONSUME_CHANNEL 1
@@ -38,9 +40,6 @@
 #define RPC_TIMEOUT_S 30
 #define CLOSE_TIMEOUT_S 2
 #define BACKOFF_MIN_MS 100
-
-#define EVREP_MESSAGE_TYPE "evrep.v1"
-#define EVREP_CONTENT_TYPE "application/json"
 
 /* Used when peer verification is on and evrep.ssl_ca_file is empty. */
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
@@ -580,11 +579,11 @@ broker_publish(BrokerConn *conn, const char *routing_key, const char *body, int 
 	props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
 				   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_TYPE_FLAG |
 				   AMQP_BASIC_APP_ID_FLAG;
-	props.content_type = amqp_cstring_bytes(EVREP_CONTENT_TYPE);
+	props.content_type = amqp_cstring_bytes(EVREP_WIRE_CONTENT_TYPE);
 	props.delivery_mode = 2; /* persistent */
 	props.message_id = amqp_cstring_bytes(message_id);
 	props.timestamp = (uint64) time(NULL);
-	props.type = amqp_cstring_bytes(EVREP_MESSAGE_TYPE);
+	props.type = amqp_cstring_bytes(EVREP_WIRE_TYPE);
 	props.app_id = amqp_cstring_bytes(conn->node_name);
 
 	payload.len = len;
@@ -632,31 +631,6 @@ broker_wait_settle(BrokerConn *conn, long timeout_ms)
 	if (st == BROKER_OK && conn->nacked)
 		return BROKER_NACKED;
 	return st;
-}
-
-BrokerStatus
-broker_wait_confirms(BrokerConn *conn, long timeout_ms)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-
-	for (;;)
-	{
-		BrokerStatus st = broker_poll(conn);
-		long left;
-
-		if (st != BROKER_OK)
-			return st;
-		if (conn->nacked)
-			return BROKER_NACKED;
-		if (conn->unconfirmed == 0)
-			return BROKER_OK;
-		left = ms_until(deadline);
-		if (left <= 0)
-			return BROKER_TIMEOUT;
-		st = sleep_on_socket(conn, left);
-		if (st != BROKER_OK)
-			return st;
-	}
 }
 
 const char *
@@ -750,10 +724,9 @@ static char *
 settings_fingerprint(void)
 {
 	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d", evrep_broker_url,
-					evrep_broker_password_file, evrep_exchange,
-					evrep_node_name, evrep_ssl_ca_file, evrep_ssl_cert_file, evrep_ssl_key_file,
-					(int) evrep_ssl_verify_peer, (int) evrep_ssl_verify_hostname, evrep_heartbeat,
-					evrep_prefetch);
+					evrep_broker_password_file, evrep_exchange, evrep_node_name, evrep_ssl_ca_file,
+					evrep_ssl_cert_file, evrep_ssl_key_file, (int) evrep_ssl_verify_peer,
+					(int) evrep_ssl_verify_hostname, evrep_heartbeat, evrep_prefetch);
 }
 
 bool
@@ -989,9 +962,9 @@ new_conn(BrokerRole role)
 static char *
 read_password_file(BrokerConn *conn)
 {
-	FILE	   *f;
-	char		buf[1024];
-	char	   *pw = NULL;
+	FILE *f;
+	char buf[1024];
+	char *pw = NULL;
 
 	f = AllocateFile(evrep_broker_password_file, "r");
 	if (f == NULL)
@@ -1037,7 +1010,7 @@ broker_connect(BrokerRole role)
 		conn_failed(conn, "evrep.broker_url is not a valid amqp:// or amqps:// URL");
 	else if (evrep_broker_password_file[0] != '\0' &&
 			 (info.password = read_password_file(conn)) == NULL)
-		;						/* conn_failed said why */
+		; /* conn_failed said why */
 	else
 	{
 		conn->where = describe_target(&info);

@@ -94,13 +94,6 @@ extern uint64 broker_settled_upto(BrokerConn *conn);
  */
 extern BrokerStatus broker_wait_settle(BrokerConn *conn, long timeout_ms);
 
-/*
- * Publisher: waits until every message sent is confirmed (BROKER_OK), one
- * was nacked (BROKER_NACKED), the latch is set (BROKER_LATCH), timeout_ms
- * passed (BROKER_TIMEOUT) or the connection failed (BROKER_ERROR).
- */
-extern BrokerStatus broker_wait_confirms(BrokerConn *conn, long timeout_ms);
-
 /* Consumer: binds / unbinds the node's queue to evrep.exchange. */
 extern BrokerStatus broker_bind(BrokerConn *conn, const char *routing_key);
 extern BrokerStatus broker_unbind(BrokerConn *conn, const char *routing_key);

@@ -33,14 +33,14 @@
 /* Per backend: where the outbox partitions are. */
 typedef struct OutboxPartition
 {
-	Oid			relid;
-	Oid			pkeyid;
-	IndexInfo  *pkey_info;
+	Oid relid;
+	Oid pkeyid;
+	IndexInfo *pkey_info;
 } OutboxPartition;
 
 static OutboxPartition outbox[2];
-static bool outbox_valid = false;	/* cleared by invalidations */
-static Oid	outbox_seqid = InvalidOid;
+static bool outbox_valid = false; /* cleared by invalidations */
+static Oid outbox_seqid = InvalidOid;
 static bool callback_registered = false;
 
 static bool wake_at_commit = false;
@@ -58,15 +58,13 @@ Datum
 evrep_capture(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	tupdesc;
-	int32		pub_id;
+	TupleDesc tupdesc;
+	int32 pub_id;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("evrep.capture() must be called as a trigger")));
-	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+						errmsg("evrep.capture() must be called as a trigger")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
 		trigdata->tg_trigger->tgnargs < 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
@@ -113,17 +111,16 @@ evrep_capture(PG_FUNCTION_ARGS)
 static bool
 key_changed(TriggerData *trigdata)
 {
-	Trigger    *trigger = trigdata->tg_trigger;
-	TupleDesc	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	Trigger *trigger = trigdata->tg_trigger;
+	TupleDesc tupdesc = RelationGetDescr(trigdata->tg_relation);
 
 	for (int i = 1; i < trigger->tgnargs; i++)
 	{
-		AttrNumber	attnum = pg_strtoint16(trigger->tgargs[i]);
+		AttrNumber attnum = pg_strtoint16(trigger->tgargs[i]);
 		Form_pg_attribute att = TupleDescAttr(tupdesc, attnum - 1);
-		bool		oldnull,
-					newnull;
-		Datum		oldval = heap_getattr(trigdata->tg_trigtuple, attnum, tupdesc, &oldnull);
-		Datum		newval = heap_getattr(trigdata->tg_newtuple, attnum, tupdesc, &newnull);
+		bool oldnull, newnull;
+		Datum oldval = heap_getattr(trigdata->tg_trigtuple, attnum, tupdesc, &oldnull);
+		Datum newval = heap_getattr(trigdata->tg_newtuple, attnum, tupdesc, &newnull);
 
 		if (oldnull != newnull)
 			return true;
@@ -143,20 +140,19 @@ key_changed(TriggerData *trigdata)
 static void
 write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 {
-	int			slot;
+	int slot;
 	OutboxPartition target;
-	Relation	part;
-	Relation	pkey;
-	HeapTuple	row;
-	Datum		values[OUTBOX_NATTS];
-	bool		nulls[OUTBOX_NATTS] = {0};
-	bool		key_nulls[2] = {false, false};
+	Relation part;
+	Relation pkey;
+	HeapTuple row;
+	Datum values[OUTBOX_NATTS];
+	bool nulls[OUTBOX_NATTS] = {0};
+	bool key_nulls[2] = {false, false};
 
 	/* without preload there is no publisher and no rotation: slot 0 */
 	slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
 	/* PostgreSQL's own conversion, so apply can read it back exactly */
-	values[4] = DirectFunctionCall1(row_to_json,
-									heap_copy_tuple_as_datum(tuple, tupdesc));
+	values[4] = DirectFunctionCall1(row_to_json, heap_copy_tuple_as_datum(tuple, tupdesc));
 	nulls[5] = nulls[6] = true; /* seq, commit_ts: set by the publisher */
 	values[2] = Int32GetDatum(pub_id);
 	values[3] = CharGetDatum(op);
@@ -177,8 +173,8 @@ write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 	pkey = index_open(target.pkeyid, RowExclusiveLock);
 	row = heap_form_tuple(RelationGetDescr(part), values, nulls);
 	simple_heap_insert(part, row);
-	(void) index_insert(pkey, values, key_nulls, &row->t_self, part,
-						UNIQUE_CHECK_YES, false, target.pkey_info);
+	(void) index_insert(pkey, values, key_nulls, &row->t_self, part, UNIQUE_CHECK_YES, false,
+						target.pkey_info);
 	index_close(pkey, NoLock);
 	table_close(part, NoLock);
 	heap_freetuple(row);
@@ -188,18 +184,17 @@ static void
 lookup_partition(Oid nspid, int slot)
 {
 	OutboxPartition *p = &outbox[slot];
-	char		name[NAMEDATALEN];
-	Relation	rel;
-	Relation	pkey;
+	char name[NAMEDATALEN];
+	Relation rel;
+	Relation pkey;
 	MemoryContext old;
 
 	snprintf(name, sizeof(name), "outbox_%d", slot);
 	p->relid = get_relname_relid(name, nspid);
 	if (!OidIsValid(p->relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("evrep outbox partition \"%s\" is missing", name),
-				 errhint("Is the evrep extension installed in this database?")));
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+						errmsg("evrep outbox partition \"%s\" is missing", name),
+						errhint("Is the evrep extension installed in this database?")));
 	rel = table_open(p->relid, AccessShareLock);
 	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS)
 		elog(ERROR, "evrep.%s does not have the expected %d columns", name, OUTBOX_NATTS);
@@ -221,13 +216,11 @@ lookup_partition(Oid nspid, int slot)
 static void
 lookup_outbox(void)
 {
-	Oid			nspid = get_namespace_oid("evrep", true);
+	Oid nspid = get_namespace_oid("evrep", true);
 
 	if (!OidIsValid(nspid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("evrep outbox table is missing"),
-				 errhint("Is the evrep extension installed in this database?")));
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("evrep outbox table is missing"),
+						errhint("Is the evrep extension installed in this database?")));
 	outbox_seqid = get_relname_relid("outbox_id_seq", nspid);
 	if (!OidIsValid(outbox_seqid))
 		elog(ERROR, "evrep.outbox lacks its id sequence");

@@ -38,7 +38,8 @@ static BrokerBackoff backoff;
 /*
  * Routing keys this process bound and has not unbound.  Bindings are
  * durable and AMQP cannot list them, so a key unsubscribed while no
- * consumer ran stays bound; apply_message ignores such tables anyway.
+ * consumer ran stays bound; apply_message parks what still arrives for
+ * it as not subscribed, where an operator sees it.
  */
 static MemoryContext bound_cxt;
 static List *bound = NIL;
@@ -96,8 +97,9 @@ key_in(const char *key, List *keys)
 
 /* The keys the subscriptions want, copied out of the transaction. */
 static List *
-wanted_keys(MemoryContext cxt)
+wanted_keys(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	List *keys = NIL;
 	ListCell *lc;
 
@@ -106,10 +108,15 @@ wanted_keys(MemoryContext cxt)
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
 		foreach (lc, apply_subscription_keys())
-			keys = lappend(keys, MemoryContextStrdup(cxt, lfirst(lc)));
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			keys = lappend(keys, pstrdup(lfirst(lc)));
+			MemoryContextSwitchTo(old);
+		}
 		PopActiveSnapshot();
 	}
-	CommitTransactionCommand();
+	worker_commit();
 	return keys;
 }
 
@@ -148,24 +155,21 @@ unbind_key(const char *key)
 static bool
 sync_bindings(void)
 {
-	MemoryContext tmp =
-		AllocSetContextCreate(TopMemoryContext, "evrep binding sync", ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(tmp);
+	MemoryContext old;
 	List *want;
 	List *keep = NIL;
 	ListCell *lc;
 	bool ok = true;
 
 	pgstat_report_activity(STATE_RUNNING, "syncing queue bindings");
-	want = wanted_keys(tmp);
-	MemoryContextSwitchTo(tmp);
+	want = wanted_keys();
 	foreach (lc, want)
 	{
 		if (!(ok = bind_key(lfirst(lc))))
 			break;
 	}
 
-	MemoryContextSwitchTo(bound_cxt);
+	old = MemoryContextSwitchTo(bound_cxt);
 	foreach (lc, bound)
 	{
 		char *key = lfirst(lc);
@@ -177,9 +181,7 @@ sync_bindings(void)
 	}
 	list_free(bound);
 	bound = keep;
-
 	MemoryContextSwitchTo(old);
-	MemoryContextDelete(tmp);
 	return ok;
 }
 
@@ -211,7 +213,7 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 			/* a long batch must not miss heartbeats; errors show at ack */
 			(void) broker_poll(conn);
 		}
-		CommitTransactionCommand();
+		worker_commit();
 	}
 	PG_CATCH();
 	{
@@ -220,7 +222,7 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		AbortCurrentTransaction();
+		worker_abort();
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("evrep consumer could not apply %d messages: %s", n, edata->message),
@@ -238,14 +240,13 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 
 /* Applies up to evrep.apply_batch deliveries already received, then acks. */
 static bool
-apply_pending(MemoryContext batch_cxt)
+apply_pending(void)
 {
 	int n = Min(broker_pending(conn), evrep_apply_batch);
 	BrokerDelivery **ds;
 	int64 applied = 0;
 	bool ok;
 
-	MemoryContextSwitchTo(batch_cxt);
 	ds = palloc(sizeof(BrokerDelivery *) * n);
 	for (int i = 0; i < n; i++)
 		ds[i] = broker_take(conn);
@@ -260,8 +261,6 @@ apply_pending(MemoryContext batch_cxt)
 
 	for (int i = 0; i < n; i++)
 		broker_free_delivery(ds[i]);
-	MemoryContextSwitchTo(TopMemoryContext);
-	MemoryContextReset(batch_cxt);
 	return ok;
 }
 
@@ -275,7 +274,6 @@ set_replica_role(void)
 void
 evrep_consumer_main(Datum main_arg)
 {
-	MemoryContext batch_cxt;
 	uint64 synced_generation = 0;
 	TimestampTz synced_at = 0;
 	bool fresh = true;
@@ -285,15 +283,13 @@ evrep_consumer_main(Datum main_arg)
 	set_replica_role();
 	bound_cxt =
 		AllocSetContextCreate(TopMemoryContext, "evrep consumer bindings", ALLOCSET_SMALL_SIZES);
-	batch_cxt =
-		AllocSetContextCreate(TopMemoryContext, "evrep consumer batch", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		uint64 generation;
 
+		worker_begin_turn();
 		worker_check_interrupts();
-		MemoryContextSwitchTo(TopMemoryContext);
 		if (!ensure_connected(&fresh))
 			continue;
 
@@ -320,7 +316,7 @@ evrep_consumer_main(Datum main_arg)
 				drop_connection();
 			continue;
 		}
-		if (!apply_pending(batch_cxt))
+		if (!apply_pending())
 			drop_connection();
 	}
 }

@@ -24,10 +24,10 @@ text_or_null(const char *s, char *null)
 void
 deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const char *body)
 {
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[7];
-	char		nulls[7] = "       ";
-	int			ret;
+	Oid argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum values[7];
+	char nulls[7] = "       ";
+	int ret;
 
 	values[0] = text_or_null(msg ? msg->origin : NULL, &nulls[0]);
 	values[1] = text_or_null(msg ? msg->schema : NULL, &nulls[1]);
@@ -47,15 +47,14 @@ deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not park evrep event: %s", SPI_result_code_string(ret));
 	/* the apply error context names origin, table and seq */
-	ereport(LOG,
-			(errcode(edata->sqlerrcode),
-			 errmsg("evrep parked an event it could not apply: %s", edata->message)));
+	ereport(LOG, (errcode(edata->sqlerrcode),
+				  errmsg("evrep parked an event it could not apply: %s", edata->message)));
 }
 
 char *
 deadletter_raw_body(const char *body, int len)
 {
-	char	   *hex;
+	char *hex;
 
 	if (memchr(body, '\0', len) == NULL && pg_verifymbstr(body, len, true))
 		return pnstrdup(body, len);
@@ -70,10 +69,10 @@ deadletter_raw_body(const char *body, int len)
 char *
 deadletter_lock_for_replay(int64 id)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(id)};
-	bool		isnull;
-	int			ret;
+	Oid argtypes[1] = {INT8OID};
+	Datum values[1] = {Int64GetDatum(id)};
+	bool isnull;
+	int ret;
 
 	ret = SPI_execute_with_args("SELECT body, replayed_at IS NOT NULL FROM evrep.dead_letter"
 								" WHERE id = $1 FOR UPDATE",
@@ -81,23 +80,21 @@ deadletter_lock_for_replay(int64 id)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read dead letter: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("evrep dead letter " INT64_FORMAT " does not exist", id)));
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+						errmsg("evrep dead letter " INT64_FORMAT " does not exist", id)));
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("evrep dead letter " INT64_FORMAT " was already replayed", id)));
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("evrep dead letter " INT64_FORMAT " was already replayed", id)));
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 void
 deadletter_record_replay(int64 id, const ErrorData *edata)
 {
-	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	char		nulls[3] = "   ";
-	int			ret;
+	Oid argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum values[3];
+	char nulls[3] = "   ";
+	int ret;
 
 	values[0] = Int64GetDatum(id);
 	if (edata)

@@ -27,4 +27,4 @@ extern char *deadletter_lock_for_replay(int64 id);
 /* Records the outcome of a replay (edata NULL: applied).  SPI. */
 extern void deadletter_record_replay(int64 id, const ErrorData *edata);
 
-#endif							/* EVREP_DEADLETTER_H */
+#endif /* EVREP_DEADLETTER_H */

@@ -22,25 +22,25 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+void _PG_init(void);
 
-char	   *evrep_node_name = "";
-char	   *evrep_database = "";
-char	   *evrep_broker_url = "";
-char	   *evrep_broker_password_file = "";
-char	   *evrep_exchange = "evrep";
-char	   *evrep_ssl_ca_file = "";
-char	   *evrep_ssl_cert_file = "";
-char	   *evrep_ssl_key_file = "";
-bool		evrep_ssl_verify_peer = true;
-bool		evrep_ssl_verify_hostname = true;
-int			evrep_heartbeat = 30;
-int			evrep_batch_size = 5000;
-int			evrep_message_events = 500;
-int			evrep_poll_interval = 1000;
-int			evrep_prefetch = 2000;
-int			evrep_apply_batch = 1000;
-int			evrep_reconnect_max = 30000;
+char *evrep_node_name = "";
+char *evrep_database = "";
+char *evrep_broker_url = "";
+char *evrep_broker_password_file = "";
+char *evrep_exchange = "evrep";
+char *evrep_ssl_ca_file = "";
+char *evrep_ssl_cert_file = "";
+char *evrep_ssl_key_file = "";
+bool evrep_ssl_verify_peer = true;
+bool evrep_ssl_verify_hostname = true;
+int evrep_heartbeat = 30;
+int evrep_batch_size = 5000;
+int evrep_message_events = 500;
+int evrep_poll_interval = 1000;
+int evrep_prefetch = 2000;
+int evrep_apply_batch = 1000;
+int evrep_reconnect_max = 30000;
 
 EvrepShared *evrep_shared = NULL;
 
@@ -82,13 +82,11 @@ define_settings(void)
 {
 	DefineCustomStringVariable("evrep.node_name",
 							   "Name of this node, the origin of the events it publishes.",
-							   "Also names the node's queue: evrep.<node_name>.",
-							   &evrep_node_name, "", PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+							   "Also names the node's queue: evrep.<node_name>.", &evrep_node_name,
+							   "", PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("evrep.database",
-							   "Database the evrep workers serve; empty starts no workers.",
-							   NULL, &evrep_database, "", PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+							   "Database the evrep workers serve; empty starts no workers.", NULL,
+							   &evrep_database, "", PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
 	/*
 	 * The URL carries the broker password: visible to superusers only, and
@@ -97,66 +95,48 @@ define_settings(void)
 	DefineCustomStringVariable("evrep.broker_url",
 							   "RabbitMQ URL, amqp://user:password@host:port/vhost or amqps://...",
 							   NULL, &evrep_broker_url, "", PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	DefineCustomStringVariable("evrep.broker_password_file",
 							   "File whose first line is the broker password; overrides the URL's.",
 							   "Keeps the password out of postgresql.conf and out of the log line "
 							   "PostgreSQL writes when a reloaded setting changes.",
-							   &evrep_broker_password_file, "", PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomStringVariable("evrep.exchange",
-							   "Durable topic exchange events are published to.",
-							   NULL, &evrep_exchange, "evrep", PGC_SIGHUP, 0,
+							   &evrep_broker_password_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
-	DefineCustomStringVariable("evrep.ssl_ca_file",
-							   "CA certificates to verify the broker with (amqps).",
-							   NULL, &evrep_ssl_ca_file, "", PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomStringVariable("evrep.ssl_cert_file",
-							   "Client certificate for the broker (amqps).",
-							   NULL, &evrep_ssl_cert_file, "", PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomStringVariable("evrep.ssl_key_file",
-							   "Client private key for the broker (amqps).",
-							   NULL, &evrep_ssl_key_file, "", PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomBoolVariable("evrep.ssl_verify_peer",
-							 "Verify the broker's certificate (amqps).",
-							 NULL, &evrep_ssl_verify_peer, true, PGC_SIGHUP, 0,
-							 NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.exchange", "Durable topic exchange events are published to.",
+							   NULL, &evrep_exchange, "evrep", PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable(
+		"evrep.ssl_ca_file", "CA certificates to verify the broker with (amqps).", NULL,
+		&evrep_ssl_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("evrep.ssl_cert_file", "Client certificate for the broker (amqps).",
+							   NULL, &evrep_ssl_cert_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL,
+							   NULL, NULL);
+	DefineCustomStringVariable("evrep.ssl_key_file", "Client private key for the broker (amqps).",
+							   NULL, &evrep_ssl_key_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL,
+							   NULL, NULL);
+	DefineCustomBoolVariable("evrep.ssl_verify_peer", "Verify the broker's certificate (amqps).",
+							 NULL, &evrep_ssl_verify_peer, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("evrep.ssl_verify_hostname",
-							 "Verify that the broker's certificate names its host (amqps).",
-							 NULL, &evrep_ssl_verify_hostname, true, PGC_SIGHUP, 0,
-							 NULL, NULL, NULL);
-	DefineCustomIntVariable("evrep.heartbeat",
-							"AMQP heartbeat interval.",
-							NULL, &evrep_heartbeat, 30, 0, 3600, PGC_SIGHUP,
-							GUC_UNIT_S, NULL, NULL, NULL);
+							 "Verify that the broker's certificate names its host (amqps).", NULL,
+							 &evrep_ssl_verify_hostname, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.heartbeat", "AMQP heartbeat interval.", NULL, &evrep_heartbeat,
+							30, 0, 3600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.batch_size",
-							"Outbox events the publisher sends per confirmed round.",
-							NULL, &evrep_batch_size, 5000, 1, 1000000, PGC_SIGHUP,
-							0, NULL, NULL, NULL);
+							"Outbox events the publisher sends per confirmed round.", NULL,
+							&evrep_batch_size, 5000, 1, 1000000, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.message_events",
-							"Most events of one table packed into one AMQP message.",
-							NULL, &evrep_message_events, 500, 1, 100000, PGC_SIGHUP,
-							0, NULL, NULL, NULL);
-	DefineCustomIntVariable("evrep.poll_interval",
-							"Publisher's fallback poll of the outbox when not woken.",
-							NULL, &evrep_poll_interval, 1000, 10, 3600000, PGC_SIGHUP,
-							GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("evrep.prefetch",
-							"Unacknowledged deliveries the consumer accepts.",
-							NULL, &evrep_prefetch, 2000, 1, 65535, PGC_SIGHUP,
-							0, NULL, NULL, NULL);
+							"Most events of one table packed into one AMQP message.", NULL,
+							&evrep_message_events, 500, 1, 100000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.poll_interval", "Publisher's fallback poll of the outbox when not woken.", NULL,
+		&evrep_poll_interval, 1000, 10, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("evrep.prefetch", "Unacknowledged deliveries the consumer accepts.",
+							NULL, &evrep_prefetch, 2000, 1, 65535, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.apply_batch",
-							"Deliveries the consumer applies in one transaction.",
-							NULL, &evrep_apply_batch, 1000, 1, 65535, PGC_SIGHUP,
-							0, NULL, NULL, NULL);
-	DefineCustomIntVariable("evrep.reconnect_max",
-							"Longest wait between broker reconnect attempts.",
-							NULL, &evrep_reconnect_max, 30000, 100, 3600000, PGC_SIGHUP,
-							GUC_UNIT_MS, NULL, NULL, NULL);
+							"Deliveries the consumer applies in one transaction.", NULL,
+							&evrep_apply_batch, 1000, 1, 65535, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.reconnect_max", "Longest wait between broker reconnect attempts.", NULL,
+		&evrep_reconnect_max, 30000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("evrep");
 }
@@ -188,7 +168,7 @@ evrep_shmem_request(void)
 static void
 evrep_shmem_startup(void)
 {
-	bool		found;
+	bool found;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -208,7 +188,7 @@ evrep_shmem_startup(void)
 void
 evrep_wake_publisher(void)
 {
-	Latch	   *latch;
+	Latch *latch;
 
 	if (evrep_shared == NULL)
 		return;
@@ -228,7 +208,7 @@ static bool subscriptions_callback_registered = false;
 static void
 subscriptions_xact_callback(XactEvent event, void *arg)
 {
-	Latch	   *latch;
+	Latch *latch;
 
 	if (!subscriptions_changed_pending)
 		return;
@@ -246,8 +226,9 @@ subscriptions_xact_callback(XactEvent event, void *arg)
 		SetLatch(latch);
 }
 
-void
-evrep_subscriptions_changed(void)
+/* Tells the consumer, once this transaction commits, that subscriptions changed. */
+static void
+subscriptions_changed(void)
 {
 	if (!subscriptions_callback_registered)
 	{
@@ -290,8 +271,7 @@ worker_exit(int code, Datum arg)
 }
 
 void
-evrep_worker_report(EvrepWorkerKind kind, bool connected, int64 events_done,
-					const char *error)
+evrep_worker_report(EvrepWorkerKind kind, bool connected, int64 events_done, const char *error)
 {
 	EvrepWorkerState *w = &evrep_shared->workers[kind];
 
@@ -310,7 +290,7 @@ PG_FUNCTION_INFO_V1(evrep_subscriptions_changed_sql);
 Datum
 evrep_subscriptions_changed_sql(PG_FUNCTION_ARGS)
 {
-	evrep_subscriptions_changed();
+	subscriptions_changed();
 	PG_RETURN_VOID();
 }
 
@@ -328,8 +308,8 @@ evrep_worker_state(PG_FUNCTION_ARGS)
 	for (int i = 0; i < lengthof(names); i++)
 	{
 		EvrepWorkerState copy;
-		Datum		values[6];
-		bool		nulls[6] = {0};
+		Datum values[6];
+		bool nulls[6] = {0};
 
 		SpinLockAcquire(&evrep_shared->mutex);
 		memcpy(&copy, &evrep_shared->workers[i], sizeof(copy));

@@ -21,13 +21,13 @@ extern char *evrep_ssl_cert_file;
 extern char *evrep_ssl_key_file;
 extern bool evrep_ssl_verify_peer;
 extern bool evrep_ssl_verify_hostname;
-extern int	evrep_heartbeat;		/* seconds */
-extern int	evrep_batch_size;		/* events per publisher round */
-extern int	evrep_message_events;	/* max events in one AMQP message */
-extern int	evrep_poll_interval;	/* ms, publisher fallback poll */
-extern int	evrep_prefetch;			/* consumer prefetch count */
-extern int	evrep_apply_batch;		/* deliveries per apply transaction */
-extern int	evrep_reconnect_max;	/* ms, cap of the reconnect backoff */
+extern int evrep_heartbeat;		 /* seconds */
+extern int evrep_batch_size;	 /* events per publisher round */
+extern int evrep_message_events; /* max events in one AMQP message */
+extern int evrep_poll_interval;	 /* ms, publisher fallback poll */
+extern int evrep_prefetch;		 /* consumer prefetch count */
+extern int evrep_apply_batch;	 /* deliveries per apply transaction */
+extern int evrep_reconnect_max;	 /* ms, cap of the reconnect backoff */
 
 /*
  * Shared memory.  The publisher advertises its latch so that committing
@@ -44,28 +44,26 @@ typedef enum EvrepWorkerKind
 
 typedef struct EvrepWorkerState
 {
-	Latch	   *latch;			/* NULL while the worker does not run */
-	int			pid;
-	bool		connected;		/* to the broker */
-	int64		events;			/* published resp. applied since start */
+	Latch *latch; /* NULL while the worker does not run */
+	int pid;
+	bool connected; /* to the broker */
+	int64 events;	/* published resp. applied since start */
 	TimestampTz last_error_at;
-	char		last_error[EVREP_ERROR_LEN];
+	char last_error[EVREP_ERROR_LEN];
 } EvrepWorkerState;
 
 typedef struct EvrepShared
 {
-	slock_t		mutex;			/* protects workers[] except latch */
+	slock_t mutex; /* protects workers[] except latch */
 	EvrepWorkerState workers[2];
 	pg_atomic_uint64 subscription_generation;
-	pg_atomic_uint32 outbox_slot;	/* outbox partition writers insert into */
+	pg_atomic_uint32 outbox_slot; /* outbox partition writers insert into */
 } EvrepShared;
 
 extern EvrepShared *evrep_shared;
 
 /* Wakes the publisher; cheap, safe to call with no publisher running. */
 extern void evrep_wake_publisher(void);
-/* Tells the consumer, once this transaction commits, that subscriptions changed. */
-extern void evrep_subscriptions_changed(void);
 
 /*
  * Worker bookkeeping shown by evrep.status: call evrep_worker_started()
@@ -74,10 +72,10 @@ extern void evrep_subscriptions_changed(void);
  * (error NULL clears nothing; pass "" to clear the last error).
  */
 extern void evrep_worker_started(EvrepWorkerKind kind);
-extern void evrep_worker_report(EvrepWorkerKind kind, bool connected,
-								int64 events_done, const char *error);
+extern void evrep_worker_report(EvrepWorkerKind kind, bool connected, int64 events_done,
+								const char *error);
 
 /* Queue name of this node: "evrep." || node_name (palloc'd). */
 extern char *evrep_queue_name(void);
 
-#endif							/* EVREP_H */
+#endif /* EVREP_H */

@@ -38,30 +38,29 @@
  * join over the whole table once the outbox held a backlog.
  */
 static const char *const unnumbered_query =
-"SELECT id, pub_id, CASE WHEN $2 THEN pg_xact_commit_timestamp(xmin) END"
-" FROM evrep.outbox WHERE seq IS NULL ORDER BY id LIMIT $1";
+	"SELECT id, pub_id, CASE WHEN $2 THEN pg_xact_commit_timestamp(xmin) END"
+	" FROM evrep.outbox WHERE seq IS NULL ORDER BY id LIMIT $1";
 
 static const char *const reserve_query =
-"UPDATE evrep.publication SET last_seq = last_seq + $2 WHERE id = $1"
-" RETURNING last_seq - $2";
+	"UPDATE evrep.publication SET last_seq = last_seq + $2 WHERE id = $1"
+	" RETURNING last_seq - $2";
 
 static const char *const number_query =
-"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
-" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
-" WHERE o.id = u.id";
+	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
+	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
+	" WHERE o.id = u.id";
 
 #define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, to_json(commit_ts)::text"
 
 static const char *const resend_query =
-"SELECT " EVENT_COLUMNS
-" FROM evrep.outbox WHERE seq IS NOT NULL AND id > $2 ORDER BY id LIMIT $1";
+	"SELECT " EVENT_COLUMNS
+	" FROM evrep.outbox WHERE seq IS NOT NULL AND id > $2 ORDER BY id LIMIT $1";
 
 static const char *const fetch_query =
-"SELECT " EVENT_COLUMNS
-" FROM evrep.outbox WHERE id = ANY ($1) ORDER BY id";
+	"SELECT " EVENT_COLUMNS " FROM evrep.outbox WHERE id = ANY ($1) ORDER BY id";
 
 static const char *const publications_query =
-"SELECT id, schema_name, table_name, to_json(key_columns)::text FROM evrep.publication";
+	"SELECT id, schema_name, table_name, to_json(key_columns)::text FROM evrep.publication";
 
 /*
  * Numbered rows not known to be in flight are sent again first, in id
@@ -82,18 +81,18 @@ static SPIPlanPtr remove_plan = NULL;
 /* A publication as the batch builder needs it. */
 typedef struct PubInfo
 {
-	int32		id;
-	char	   *schema;
-	char	   *table;
-	char	   *key_json;
+	int32 id;
+	char *schema;
+	char *table;
+	char *key_json;
 } PubInfo;
 
 /* Per publication in one numbering round. */
 typedef struct PubCount
 {
-	int32		id;
-	int64		count;
-	int64		next_seq;
+	int32 id;
+	int64 count;
+	int64 next_seq;
 } PubCount;
 
 static void
@@ -108,20 +107,20 @@ finish_message(OutboxBatch *batch, OutboxMessage *m, StringInfo buf)
 static PubInfo *
 load_publications(int *npubs)
 {
-	PubInfo    *pubs;
-	int			ret;
+	PubInfo *pubs;
+	int ret;
 
-	ret = SPI_execute_plan(spi_kept_plan(&publications_plan, publications_query, 0, NULL),
-						   NULL, NULL, true, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&publications_plan, publications_query, 0, NULL), NULL,
+						   NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
 	*npubs = SPI_processed;
 	pubs = palloc(sizeof(PubInfo) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
+		HeapTuple tup = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		bool isnull;
 
 		pubs[i].id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 		pubs[i].schema = SPI_getvalue(tup, desc, 2);
@@ -140,7 +139,7 @@ find_publication(PubInfo *pubs, int npubs, int32 id)
 			return &pubs[i];
 	}
 	elog(ERROR, "evrep outbox row refers to unknown publication %d", id);
-	return NULL;				/* keep compiler quiet */
+	return NULL; /* keep compiler quiet */
 }
 
 /*
@@ -155,7 +154,7 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, MemoryContext mcxt)
 	OutboxMessage *m = NULL;
 	StringInfoData buf;
 	MemoryContext old;
-	TupleDesc	desc;
+	TupleDesc desc;
 
 	desc = SPI_tuptable->tupdesc;
 	old = MemoryContextSwitchTo(mcxt);
@@ -165,29 +164,29 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, MemoryContext mcxt)
 
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		bool		isnull;
-		int32		pub = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		char		op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
+		HeapTuple tup = SPI_tuptable->vals[i];
+		bool isnull;
+		int32 pub = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		int64 seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		char op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
 
 		batch->ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message)
 		{
-			PubInfo    *p = find_publication(pubs, npubs, pub);
+			PubInfo *p = find_publication(pubs, npubs, pub);
 
 			if (m != NULL)
 				finish_message(batch, m, &buf);
 			m = palloc0(sizeof(OutboxMessage));
 			m->pub_id = pub;
 			m->routing_key = wire_routing_key(p->schema, p->table);
-			m->message_id = psprintf("%s/%s.%s/" INT64_FORMAT,
-									 evrep_node_name, p->schema, p->table, seq);
+			m->message_id =
+				psprintf("%s/%s.%s/" INT64_FORMAT, evrep_node_name, p->schema, p->table, seq);
 			initStringInfo(&buf);
 			wire_begin_message(&buf, evrep_node_name, p->schema, p->table, p->key_json);
 		}
-		wire_add_event(&buf, m->nevents == 0, seq, op,
-					   SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 5));
+		wire_add_event(&buf, m->nevents == 0, seq, op, SPI_getvalue(tup, desc, 6),
+					   SPI_getvalue(tup, desc, 5));
 		m->nevents++;
 	}
 	finish_message(batch, m, &buf);
@@ -199,16 +198,16 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, MemoryContext mcxt)
 static OutboxBatch *
 read_unconfirmed(int max_events, int max_per_message, MemoryContext mcxt)
 {
-	Oid			argtypes[2] = {INT4OID, INT8OID};
-	Datum		values[2] = {Int32GetDatum(max_events), Int64GetDatum(resend_after)};
-	PubInfo    *pubs;
-	int			npubs;
+	Oid argtypes[2] = {INT4OID, INT8OID};
+	Datum values[2] = {Int32GetDatum(max_events), Int64GetDatum(resend_after)};
+	PubInfo *pubs;
+	int npubs;
 	OutboxBatch *batch;
-	int			ret;
+	int ret;
 
 	pubs = load_publications(&npubs);
-	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 2, argtypes),
-						   values, NULL, true, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 2, argtypes), values, NULL,
+						   true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -224,15 +223,15 @@ read_unconfirmed(int max_events, int max_per_message, MemoryContext mcxt)
 static OutboxBatch *
 read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
 {
-	Oid			argtypes[1] = {INT8ARRAYOID};
-	PubInfo    *pubs;
-	int			npubs;
-	int			ret;
+	Oid argtypes[1] = {INT8ARRAYOID};
+	PubInfo *pubs;
+	int npubs;
+	int ret;
 
 	pubs = load_publications(&npubs);
 	/* not read-only: it must see the numbers given just before */
-	ret = SPI_execute_plan(spi_kept_plan(&fetch_plan, fetch_query, 1, argtypes),
-						   &ids, NULL, false, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&fetch_plan, fetch_query, 1, argtypes), &ids, NULL, false,
+						   0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	return build_batch(pubs, npubs, max_per_message, mcxt);
@@ -241,17 +240,16 @@ read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
 static int64
 reserve_numbers(int32 pub_id, int64 count)
 {
-	Oid			argtypes[2] = {INT4OID, INT8OID};
-	Datum		values[2] = {Int32GetDatum(pub_id), Int64GetDatum(count)};
-	bool		isnull;
-	int			ret;
+	Oid argtypes[2] = {INT4OID, INT8OID};
+	Datum values[2] = {Int32GetDatum(pub_id), Int64GetDatum(count)};
+	bool isnull;
+	int ret;
 
-	ret = SPI_execute_plan(spi_kept_plan(&reserve_plan, reserve_query, 2, argtypes),
-						   values, NULL, false, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&reserve_plan, reserve_query, 2, argtypes), values, NULL,
+						   false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not reserve evrep numbers for publication %d", pub_id);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-									   &isnull));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 static PubCount *
@@ -275,25 +273,23 @@ find_count(PubCount *counts, int *ncounts, int32 pub_id)
 static int
 number_rows(int max_events, Datum *id_array)
 {
-	Oid			argtypes[3] = {INT4OID, BOOLOID, TIMESTAMPTZOID};
-	Datum		values[3];
-	char		nulls[3] = "   ";
-	int			n;
-	Datum	   *ids,
-			   *seqs,
-			   *cts;
-	bool	   *cts_null;
-	int32	   *pub_ids;
-	PubCount   *counts;
-	int			ncounts = 0;
-	int			dims[1];
-	int			lbs[1] = {1};
-	int			ret;
+	Oid argtypes[3] = {INT4OID, BOOLOID, TIMESTAMPTZOID};
+	Datum values[3];
+	char nulls[3] = "   ";
+	int n;
+	Datum *ids, *seqs, *cts;
+	bool *cts_null;
+	int32 *pub_ids;
+	PubCount *counts;
+	int ncounts = 0;
+	int dims[1];
+	int lbs[1] = {1};
+	int ret;
 
 	values[0] = Int32GetDatum(max_events);
 	values[1] = BoolGetDatum(track_commit_timestamp);
-	ret = SPI_execute_plan(spi_kept_plan(&unnumbered_plan, unnumbered_query, 2, argtypes),
-						   values, NULL, false, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&unnumbered_plan, unnumbered_query, 2, argtypes), values,
+						   NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read unnumbered outbox rows: %s", SPI_result_code_string(ret));
 	n = SPI_processed;
@@ -308,9 +304,9 @@ number_rows(int max_events, Datum *id_array)
 	counts = palloc(sizeof(PubCount) * n);
 	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
+		HeapTuple tup = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		bool isnull;
 
 		ids[i] = SPI_getbinval(tup, desc, 1, &isnull);
 		pub_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
@@ -326,15 +322,15 @@ number_rows(int max_events, Datum *id_array)
 	argtypes[0] = INT8ARRAYOID;
 	argtypes[1] = INT8ARRAYOID;
 	argtypes[2] = TIMESTAMPTZARRAYOID;
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[2] = PointerGetDatum(construct_md_array(cts, cts_null, 1, dims, lbs,
-												   TIMESTAMPTZOID, sizeof(TimestampTz),
-												   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	ret = SPI_execute_plan(spi_kept_plan(&number_plan, number_query, 3, argtypes),
-						   values, nulls, false, 0);
+	values[0] = PointerGetDatum(
+		construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(
+		construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[2] =
+		PointerGetDatum(construct_md_array(cts, cts_null, 1, dims, lbs, TIMESTAMPTZOID,
+										   sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ret = SPI_execute_plan(spi_kept_plan(&number_plan, number_query, 3, argtypes), values, nulls,
+						   false, 0);
 	if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) n)
 		elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
 	*id_array = values[0];
@@ -345,17 +341,16 @@ static void
 require_node_name(void)
 {
 	if (evrep_node_name[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("evrep.node_name is not set"),
-				 errhint("Set evrep.node_name in postgresql.conf to name this node.")));
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("evrep.node_name is not set"),
+						errhint("Set evrep.node_name in postgresql.conf to name this node.")));
 }
 
 OutboxBatch *
 outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt)
 {
 	OutboxBatch *batch = NULL;
-	Datum		ids;
+	Datum ids;
 
 	require_node_name();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -379,25 +374,22 @@ outbox_resend_unconfirmed(void)
 void
 outbox_remove_batch(OutboxBatch *batch)
 {
-	Oid			argtypes[1] = {INT8ARRAYOID};
-	Datum		values[1];
-	Datum	   *ids = palloc(sizeof(Datum) * batch->nevents);
-	int			ret;
+	Oid argtypes[1] = {INT8ARRAYOID};
+	Datum values[1];
+	Datum *ids = palloc(sizeof(Datum) * batch->nevents);
+	int ret;
 
 	for (int i = 0; i < batch->nevents; i++)
 		ids[i] = Int64GetDatum(batch->ids[i]);
-	values[0] = PointerGetDatum(construct_array(ids, batch->nevents, INT8OID,
-												sizeof(int64), FLOAT8PASSBYVAL,
-												TYPALIGN_DOUBLE));
+	values[0] = PointerGetDatum(construct_array(ids, batch->nevents, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_plan(spi_kept_plan(&remove_plan,
-									 "DELETE FROM evrep.outbox WHERE id = ANY ($1)",
-									 1, argtypes),
-						   values, NULL, false, 0);
+	ret = SPI_execute_plan(
+		spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)", 1, argtypes),
+		values, NULL, false, 0);
 	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "could not delete confirmed outbox rows: %s",
-			 SPI_result_code_string(ret));
+		elog(ERROR, "could not delete confirmed outbox rows: %s", SPI_result_code_string(ret));
 	SPI_finish();
 	pfree(ids);
 }
@@ -418,9 +410,9 @@ static TimestampTz switched_at = 0;
 static bool
 try_truncate(int slot)
 {
-	char	   *name = psprintf("outbox_%d", slot);
-	Oid			relid = get_relname_relid(name, get_namespace_oid("evrep", false));
-	bool		emptied = false;
+	char *name = psprintf("outbox_%d", slot);
+	Oid relid = get_relname_relid(name, get_namespace_oid("evrep", false));
+	bool emptied = false;
 
 	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, AccessExclusiveLock))
 		return false;
@@ -441,7 +433,7 @@ try_truncate(int slot)
 void
 outbox_rotate(void)
 {
-	int			current;
+	int current;
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (evrep_shared == NULL)
@@ -467,26 +459,25 @@ Datum
 evrep_claim(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int32		max_events = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0);
-	int32		per_message = PG_ARGISNULL(1) ? evrep_message_events : PG_GETARG_INT32(1);
+	int32 max_events = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0);
+	int32 per_message = PG_ARGISNULL(1) ? evrep_message_events : PG_GETARG_INT32(1);
 	OutboxBatch *batch;
-	ListCell   *lc;
+	ListCell *lc;
 
 	if (max_events <= 0 || per_message <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_events and events_per_message must be positive")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("max_events and events_per_message must be positive")));
 	InitMaterializedSRF(fcinfo, 0);
 	/* a SQL caller keeps no state: what it was given comes again */
 	outbox_resend_unconfirmed();
 	batch = outbox_claim_batch(max_events, per_message, CurrentMemoryContext);
 	if (batch == NULL)
 		return (Datum) 0;
-	foreach(lc, batch->messages)
+	foreach (lc, batch->messages)
 	{
 		OutboxMessage *m = lfirst(lc);
-		Datum		values[3];
-		bool		nulls[3] = {0};
+		Datum values[3];
+		bool nulls[3] = {0};
 
 		values[0] = CStringGetTextDatum(m->routing_key);
 		values[1] = Int32GetDatum(m->nevents);

@@ -10,19 +10,19 @@
 /* One AMQP message ready to send: several events of one table, in order. */
 typedef struct OutboxMessage
 {
-	int32		pub_id;
-	char	   *routing_key;	/* escaped "schema.table" */
-	char	   *body;			/* JSON envelope, see README "Wire format" */
-	int			body_len;
-	int			nevents;
-	char	   *message_id;		/* "<origin>/<table>/<first seq>" for tracing */
+	int32 pub_id;
+	char *routing_key; /* escaped "schema.table" */
+	char *body;		   /* JSON envelope, see README "Wire format" */
+	int body_len;
+	int nevents;
+	char *message_id; /* "<origin>/<table>/<first seq>" for tracing */
 } OutboxMessage;
 
 typedef struct OutboxBatch
 {
-	List	   *messages;		/* of OutboxMessage *, in send order */
-	int			nevents;
-	int64	   *ids;			/* outbox ids covered, to delete on confirm */
+	List *messages; /* of OutboxMessage *, in send order */
+	int nevents;
+	int64 *ids; /* outbox ids covered, to delete on confirm */
 } OutboxBatch;
 
 /*
@@ -34,8 +34,7 @@ typedef struct OutboxBatch
  * Returns NULL when there is nothing to send.  Memory is allocated in
  * the given context so it survives the commit.
  */
-extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message,
-									   MemoryContext mcxt);
+extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt);
 
 /*
  * Forget what is in flight: the next claims send every numbered row again
@@ -54,4 +53,4 @@ extern void outbox_remove_batch(OutboxBatch *batch);
  */
 extern void outbox_rotate(void);
 
-#endif							/* EVREP_OUTBOX_H */
+#endif /* EVREP_OUTBOX_H */

@@ -18,43 +18,43 @@ static SPIPlanPtr save_plan = NULL;
 
 /* FOR UPDATE: two sessions applying one stream must not both claim a seq. */
 static const char *const load_query =
-"SELECT last_seq, gaps FROM evrep.progress"
-" WHERE origin = $1 AND schema_name = $2 AND table_name = $3 FOR UPDATE";
+	"SELECT last_seq, gaps FROM evrep.progress"
+	" WHERE origin = $1 AND schema_name = $2 AND table_name = $3 FOR UPDATE";
 
 static const char *const save_query =
-"INSERT INTO evrep.progress AS g (origin, schema_name, table_name, last_seq, gaps,"
-" applied, skipped, parked, last_commit_ts, last_applied_at)"
-" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())"
-" ON CONFLICT (origin, schema_name, table_name) DO UPDATE"
-" SET last_seq = EXCLUDED.last_seq, gaps = EXCLUDED.gaps,"
-" applied = g.applied + EXCLUDED.applied,"
-" skipped = g.skipped + EXCLUDED.skipped,"
-" parked = g.parked + EXCLUDED.parked,"
-" last_commit_ts = coalesce(EXCLUDED.last_commit_ts, g.last_commit_ts),"
-" last_applied_at = EXCLUDED.last_applied_at";
+	"INSERT INTO evrep.progress AS g (origin, schema_name, table_name, last_seq, gaps,"
+	" applied, skipped, parked, last_commit_ts, last_applied_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())"
+	" ON CONFLICT (origin, schema_name, table_name) DO UPDATE"
+	" SET last_seq = EXCLUDED.last_seq, gaps = EXCLUDED.gaps,"
+	" applied = g.applied + EXCLUDED.applied,"
+	" skipped = g.skipped + EXCLUDED.skipped,"
+	" parked = g.parked + EXCLUDED.parked,"
+	" last_commit_ts = coalesce(EXCLUDED.last_commit_ts, g.last_commit_ts),"
+	" last_applied_at = EXCLUDED.last_applied_at";
 
 void
 progress_load(const WireMessage *msg, StreamProgress *p)
 {
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	int			ret;
+	Oid argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum values[3];
+	int ret;
 
 	memset(p, 0, sizeof(StreamProgress));
 	values[0] = CStringGetTextDatum(msg->origin);
 	values[1] = CStringGetTextDatum(msg->schema);
 	values[2] = CStringGetTextDatum(msg->table);
-	ret = SPI_execute_plan(spi_kept_plan(&load_plan, load_query, 3, argtypes), values, NULL,
-						   false, 1);
+	ret = SPI_execute_plan(spi_kept_plan(&load_plan, load_query, 3, argtypes), values, NULL, false,
+						   1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep progress: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		Datum	   *elems;
-		int			n;
+		HeapTuple tup = SPI_tuptable->vals[0];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		bool isnull;
+		Datum *elems;
+		int n;
 
 		p->exists = true;
 		p->last_seq = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -72,12 +72,12 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 void
 progress_save(const WireMessage *msg, StreamProgress *p)
 {
-	Oid			argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID,
-	INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID};
-	Datum		values[9];
-	char		nulls[9] = "         ";
-	Datum	   *elems = palloc(sizeof(Datum) * (p->ngaps * 2 + 1));
-	int			ret;
+	Oid argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, INT8OID,		 INT8ARRAYOID,
+					   INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID};
+	Datum values[9];
+	char nulls[9] = "         ";
+	Datum *elems = palloc(sizeof(Datum) * (p->ngaps * 2 + 1));
+	int ret;
 
 	for (int i = 0; i < p->ngaps * 2; i++)
 		elems[i] = Int64GetDatum(p->gaps[i]);
@@ -94,8 +94,8 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 	if (p->last_commit_ts == 0)
 		nulls[8] = 'n';
 
-	ret = SPI_execute_plan(spi_kept_plan(&save_plan, save_query, 9, argtypes), values, nulls,
-						   false, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&save_plan, save_query, 9, argtypes), values, nulls, false,
+						   0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not save evrep progress: %s", SPI_result_code_string(ret));
 }
@@ -122,8 +122,7 @@ progress_claim(StreamProgress *p, int64 seq)
 	}
 	for (int i = 0; i < p->ngaps; i++)
 	{
-		int64		lo = p->gaps[2 * i],
-					hi = p->gaps[2 * i + 1];
+		int64 lo = p->gaps[2 * i], hi = p->gaps[2 * i + 1];
 
 		if (seq < lo || seq > hi)
 			continue;

@@ -16,14 +16,14 @@
 
 typedef struct StreamProgress
 {
-	bool		exists;			/* a row was loaded */
-	int64		last_seq;
-	int			ngaps;			/* pairs in gaps */
-	int64	   *gaps;			/* lo, hi, lo, hi ... */
+	bool exists; /* a row was loaded */
+	int64 last_seq;
+	int ngaps;	 /* pairs in gaps */
+	int64 *gaps; /* lo, hi, lo, hi ... */
 	/* counted in this transaction, added to the stored totals on save */
-	int64		applied;
-	int64		skipped;
-	int64		parked;
+	int64 applied;
+	int64 skipped;
+	int64 parked;
 	TimestampTz last_commit_ts; /* 0 when unknown */
 } StreamProgress;
 
@@ -40,4 +40,4 @@ extern void progress_save(const WireMessage *msg, StreamProgress *p);
  */
 extern bool progress_claim(StreamProgress *p, int64 seq);
 
-#endif							/* EVREP_PROGRESS_H */
+#endif /* EVREP_PROGRESS_H */

@@ -30,7 +30,6 @@
  */
 #define CONFIRM_TIMEOUT_MS 60000
 
-
 static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
 
@@ -88,37 +87,38 @@ claim_batch(MemoryContext round_cxt, bool *ready)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		batch = outbox_claim_batch(evrep_batch_size, evrep_message_events, round_cxt);
 		if (batch == NULL)
-			outbox_rotate();	/* idle: still empty what was drained */
+			outbox_rotate(); /* idle: still empty what was drained */
 		PopActiveSnapshot();
 	}
-	CommitTransactionCommand();
+	worker_commit();
 	pgstat_report_stat(false);
 	return batch;
 }
 
 /*
- * Batches sent and not yet confirmed, oldest first.  Publishing is
+ * Batches sent and not yet confirmed, oldest first, in TopMemoryContext
+ * (each batch in a context of its own).  Publishing is
  * pipelined: waiting for each batch's confirms before numbering the next
  * would add RabbitMQ's fsync interval to every event's latency.
  */
 typedef struct InFlight
 {
-	MemoryContext cxt;			/* holds the batch */
+	MemoryContext cxt; /* holds the batch */
 	OutboxBatch *batch;
-	uint64		last_tag;		/* delivery tag of its last message */
+	uint64 last_tag; /* delivery tag of its last message */
 	TimestampTz sent_at;
 } InFlight;
 
 static List *in_flight = NIL;
-static int	in_flight_events = 0;
+static int in_flight_events = 0;
 
 /* After a connection loss: every numbered row is sent again. */
 static void
 forget_in_flight(void)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
-	foreach(lc, in_flight)
+	foreach (lc, in_flight)
 		MemoryContextDelete(((InFlight *) lfirst(lc))->cxt);
 	list_free_deep(in_flight);
 	in_flight = NIL;
@@ -130,8 +130,8 @@ forget_in_flight(void)
 static void
 retire_confirmed(void)
 {
-	uint64		settled = broker_settled_upto(conn);
-	int			events = 0;
+	uint64 settled = broker_settled_upto(conn);
+	int events = 0;
 
 	if (in_flight == NIL || ((InFlight *) linitial(in_flight))->last_tag > settled)
 		return;
@@ -142,7 +142,7 @@ retire_confirmed(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	while (in_flight != NIL && ((InFlight *) linitial(in_flight))->last_tag <= settled)
 	{
-		InFlight   *f = linitial(in_flight);
+		InFlight *f = linitial(in_flight);
 
 		outbox_remove_batch(f->batch);
 		events += f->batch->nevents;
@@ -153,7 +153,7 @@ retire_confirmed(void)
 	}
 	outbox_rotate();
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_commit();
 	pgstat_report_stat(false);
 	broker_backoff_reset(&backoff);
 	evrep_worker_report(EVREP_PUBLISHER, true, events, NULL);
@@ -163,24 +163,27 @@ retire_confirmed(void)
 static bool
 send_batch(OutboxBatch *batch, MemoryContext cxt)
 {
-	ListCell   *lc;
-	InFlight   *f;
+	ListCell *lc;
+	InFlight *f;
+	MemoryContext old;
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("publishing %d events in %d messages",
 												   batch->nevents, list_length(batch->messages)));
-	foreach(lc, batch->messages)
+	foreach (lc, batch->messages)
 	{
 		OutboxMessage *m = lfirst(lc);
 
 		if (broker_publish(conn, m->routing_key, m->body, m->body_len, m->message_id) != BROKER_OK)
 			return false;
 	}
-	f = MemoryContextAlloc(TopMemoryContext, sizeof(InFlight));
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	f = palloc(sizeof(InFlight));
 	f->cxt = cxt;
 	f->batch = batch;
 	f->last_tag = broker_last_tag(conn);
 	f->sent_at = GetCurrentTimestamp();
 	in_flight = lappend(in_flight, f);
+	MemoryContextSwitchTo(old);
 	in_flight_events += batch->nevents;
 	return true;
 }
@@ -193,16 +196,18 @@ send_batch(OutboxBatch *batch, MemoryContext cxt)
 static bool
 await_confirms(void)
 {
-	InFlight   *oldest = linitial(in_flight);
+	InFlight *oldest = linitial(in_flight);
 	BrokerStatus st;
 
 	if (!broker_blocked(conn) &&
 		TimestampDifferenceExceeds(oldest->sent_at, GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS))
 	{
-		ereport(WARNING,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("evrep publisher: %d messages not confirmed within %d s; sending them again on a new connection",
-						broker_unconfirmed(conn), CONFIRM_TIMEOUT_MS / 1000)));
+		ereport(
+			WARNING,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg(
+				 "evrep publisher: %d messages not confirmed within %d s; sending them again on a new connection",
+				 broker_unconfirmed(conn), CONFIRM_TIMEOUT_MS / 1000)));
 		return false;
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -230,9 +235,9 @@ evrep_publisher_main(Datum main_arg)
 	{
 		OutboxBatch *batch = NULL;
 		MemoryContext cxt;
-		bool		ready = true;
+		bool ready = true;
 
-		MemoryContextSwitchTo(TopMemoryContext);
+		worker_begin_turn();
 		worker_check_interrupts();
 		if (!ensure_connected())
 			continue;
@@ -262,7 +267,7 @@ evrep_publisher_main(Datum main_arg)
 			}
 		}
 		if (batch != NULL)
-			continue;			/* more may be waiting: claim again at once */
+			continue; /* more may be waiting: claim again at once */
 		if (!ready)
 			idle(NO_EXTENSION_WAIT_MS);
 		else if (in_flight == NIL)

@@ -11,7 +11,7 @@ spi_kept_plan(SPIPlanPtr *cache, const char *query, int nargs, Oid *argtypes)
 {
 	if (*cache == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(query, nargs, argtypes);
+		SPIPlanPtr plan = SPI_prepare(query, nargs, argtypes);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s", query,

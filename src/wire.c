@@ -16,8 +16,7 @@
 #include "wire.h"
 
 static void
-append_header(StringInfo buf, const char *origin, const char *schema,
-			  const char *table)
+append_header(StringInfo buf, const char *origin, const char *schema, const char *table)
 {
 	appendStringInfoString(buf, "{\"format\":\"" EVREP_WIRE_FORMAT "\",\"origin\":");
 	escape_json(buf, origin);
@@ -40,23 +39,23 @@ op_name(char op)
 			return "delete";
 	}
 	elog(ERROR, "unknown evrep operation code \"%c\"", op);
-	return NULL;				/* keep compiler quiet */
+	return NULL; /* keep compiler quiet */
 }
 
 void
-wire_begin_message(StringInfo buf, const char *origin, const char *schema,
-				   const char *table, const char *key_json)
+wire_begin_message(StringInfo buf, const char *origin, const char *schema, const char *table,
+				   const char *key_json)
 {
 	append_header(buf, origin, schema, table);
 	appendStringInfo(buf, ",\"key\":%s,\"events\":[", key_json);
 }
 
 void
-wire_add_event(StringInfo buf, bool first, int64 seq, char op,
-			   const char *commit_ts_json, const char *row_json)
+wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commit_ts_json,
+			   const char *row_json)
 {
-	appendStringInfo(buf, "%s{\"seq\":" INT64_FORMAT ",\"op\":\"%s\"",
-					 first ? "" : ",", seq, op_name(op));
+	appendStringInfo(buf, "%s{\"seq\":" INT64_FORMAT ",\"op\":\"%s\"", first ? "" : ",", seq,
+					 op_name(op));
 	if (commit_ts_json != NULL)
 		appendStringInfo(buf, ",\"commit_ts\":%s", commit_ts_json);
 	appendStringInfo(buf, ",\"row\":%s}", row_json);
@@ -97,9 +96,8 @@ wire_routing_key(const char *schema, const char *table)
 static void
 invalid_message(const char *detail)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid evrep message: %s", detail)));
+	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("invalid evrep message: %s", detail)));
 }
 
 static JsonbValue *
@@ -140,7 +138,7 @@ parse_op(const char *op)
 	if (strcmp(op, "delete") == 0)
 		return 'd';
 	invalid_message(psprintf("unknown op \"%s\"", op));
-	return 0;					/* keep compiler quiet */
+	return 0; /* keep compiler quiet */
 }
 
 static void
@@ -148,24 +146,23 @@ parse_event(JsonbValue *ev, WireEvent *out)
 {
 	JsonbContainer *obj;
 	JsonbValue *v;
-	char	   *ts;
+	char *ts;
 
 	if (ev->type != jbvBinary || !JsonContainerIsObject(ev->val.binary.data))
 		invalid_message("an event is not a JSON object");
 	obj = ev->val.binary.data;
 
 	v = get_field(obj, "seq", jbvNumeric, true);
-	out->seq = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-												 NumericGetDatum(v->val.numeric)));
+	out->seq = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
 	if (out->seq <= 0)
 		invalid_message("\"seq\" must be positive");
 	out->op = parse_op(get_string(obj, "op", true));
 
 	ts = get_string(obj, "commit_ts", false);
-	out->commit_ts = ts ? DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-																  CStringGetDatum(ts),
-																  ObjectIdGetDatum(InvalidOid),
-																  Int32GetDatum(-1))) : 0;
+	out->commit_ts = ts ? DatumGetTimestampTz(
+							  DirectFunctionCall3(timestamptz_in, CStringGetDatum(ts),
+												  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)))
+						: 0;
 
 	v = get_field(obj, "row", jbvBinary, true);
 	if (!JsonContainerIsObject(v->val.binary.data))
@@ -178,10 +175,10 @@ WireMessage *
 wire_parse(const char *body, int len)
 {
 	WireMessage *msg = palloc0(sizeof(WireMessage));
-	char	   *text;
-	Jsonb	   *jb;
+	char *text;
+	Jsonb *jb;
 	JsonbValue *events;
-	char	   *format;
+	char *format;
 
 	if (memchr(body, '\0', len) != NULL)
 		invalid_message("the body contains a zero byte");
@@ -206,8 +203,7 @@ wire_parse(const char *body, int len)
 		invalid_message("\"events\" is empty");
 	msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
 	for (int i = 0; i < msg->nevents; i++)
-		parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i),
-					&msg->events[i]);
+		parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i), &msg->events[i]);
 	return msg;
 }
 
@@ -219,8 +215,7 @@ wire_single_event(const WireMessage *msg, const WireEvent *ev)
 	initStringInfo(&buf);
 	append_header(&buf, msg->origin, msg->schema, msg->table);
 	appendStringInfoString(&buf, ",\"events\":[");
-	appendStringInfoString(&buf, JsonbToCString(NULL, &ev->event->root,
-												VARSIZE(ev->event)));
+	appendStringInfoString(&buf, JsonbToCString(NULL, &ev->event->root, VARSIZE(ev->event)));
 	appendStringInfoString(&buf, "]}");
 	return buf.data;
 }

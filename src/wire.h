@@ -15,16 +15,17 @@
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
 
+/* The body's "format" field, and the AMQP type and content_type properties. */
 #define EVREP_WIRE_FORMAT "evrep.v1"
-#define EVREP_WIRE_TYPE "evrep.v1"
+#define EVREP_WIRE_TYPE EVREP_WIRE_FORMAT
+#define EVREP_WIRE_CONTENT_TYPE "application/json"
 
 /*
  * Encoding.  The *_json arguments are already JSON text (PostgreSQL's own
  * output), copied verbatim so the row is never re-parsed on the way out.
  */
-extern void wire_begin_message(StringInfo buf, const char *origin,
-							   const char *schema, const char *table,
-							   const char *key_json);
+extern void wire_begin_message(StringInfo buf, const char *origin, const char *schema,
+							   const char *table, const char *key_json);
 extern void wire_add_event(StringInfo buf, bool first, int64 seq, char op,
 						   const char *commit_ts_json, const char *row_json);
 extern void wire_end_message(StringInfo buf);
@@ -35,20 +36,20 @@ extern char *wire_routing_key(const char *schema, const char *table);
 /* A parsed message; strings point into palloc'd copies. */
 typedef struct WireEvent
 {
-	int64		seq;
-	char		op;				/* 'i', 'u', 'd' */
-	TimestampTz commit_ts;		/* 0 when absent */
-	Jsonb	   *row;
-	Jsonb	   *event;			/* the whole event object, for parking */
+	int64 seq;
+	char op;			   /* 'i', 'u', 'd' */
+	TimestampTz commit_ts; /* 0 when absent */
+	Jsonb *row;
+	Jsonb *event; /* the whole event object, for parking */
 } WireEvent;
 
 typedef struct WireMessage
 {
-	char	   *origin;
-	char	   *schema;
-	char	   *table;
-	int			nevents;
-	WireEvent  *events;
+	char *origin;
+	char *schema;
+	char *table;
+	int nevents;
+	WireEvent *events;
 } WireMessage;
 
 /*
@@ -61,4 +62,4 @@ extern WireMessage *wire_parse(const char *body, int len);
 /* Re-wraps one event of a message as a one-event message (for parking). */
 extern char *wire_single_event(const WireMessage *msg, const WireEvent *ev);
 
-#endif							/* EVREP_WIRE_H */
+#endif /* EVREP_WIRE_H */

@@ -13,9 +13,19 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "worker.h"
+
+/*
+ * Memory of one turn of a worker's loop, reset at the start of the next
+ * (as the apply worker's ApplyMessageContext): whatever a turn allocates
+ * and forgets cannot accumulate over millions of events.
+ */
+static MemoryContext turn_cxt = NULL;
+
+static void sleep_on_latch(long timeout_ms);
 
 /*
  * worker_spi idiom: SIGTERM ends the worker at the next
@@ -29,6 +39,8 @@ worker_init(EvrepWorkerKind kind, const char *name)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(evrep_database, NULL, 0);
+	turn_cxt = AllocSetContextCreate(TopMemoryContext, "evrep worker turn", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(turn_cxt);
 
 	/* the assign hook also shows it in pg_stat_activity */
 	SetConfigOption("application_name", name, PGC_USERSET, PGC_S_SESSION);
@@ -47,8 +59,32 @@ worker_init(EvrepWorkerKind kind, const char *name)
 				 errhint("Set evrep.node_name in postgresql.conf and restart the server.")));
 		evrep_worker_report(kind, false, 0, "evrep.node_name is not set");
 		for (;;)
-			worker_sleep(-1);
+			sleep_on_latch(-1);
 	}
+}
+
+/* Starts a turn of the loop in a fresh turn context. */
+void
+worker_begin_turn(void)
+{
+	MemoryContextSwitchTo(turn_cxt);
+	MemoryContextReset(turn_cxt);
+}
+
+/* Commits and returns to the turn context (a commit leaves TopMemoryContext current). */
+void
+worker_commit(void)
+{
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(turn_cxt);
+}
+
+/* Rolls back after a caught error and returns to the turn context. */
+void
+worker_abort(void)
+{
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(turn_cxt);
 }
 
 void
@@ -69,14 +105,14 @@ worker_extension_ready(void)
 	return OidIsValid(get_extension_oid("evrep", true));
 }
 
-bool
-worker_extension_ready_txn(void)
+static bool
+extension_ready_txn(void)
 {
 	bool ready;
 
 	StartTransactionCommand();
 	ready = worker_extension_ready();
-	CommitTransactionCommand();
+	worker_commit();
 	return ready;
 }
 
@@ -109,8 +145,8 @@ worker_async_commit(void)
 }
 
 /* Sleeps on the latch only; timeout -1 waits for the latch alone. */
-void
-worker_sleep(long timeout_ms)
+static void
+sleep_on_latch(long timeout_ms)
 {
 	int events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
 	int rc;
@@ -134,9 +170,9 @@ worker_connect(EvrepWorkerKind kind, BrokerRole role, BrokerBackoff *backoff)
 {
 	BrokerConn *conn;
 
-	if (!worker_extension_ready_txn())
+	if (!extension_ready_txn())
 	{
-		worker_sleep(NO_EXTENSION_WAIT_MS);
+		sleep_on_latch(NO_EXTENSION_WAIT_MS);
 		return NULL;
 	}
 	pgstat_report_activity(STATE_RUNNING, "connecting to broker");

@@ -17,13 +17,13 @@ PGDLLEXPORT void evrep_consumer_main(Datum main_arg);
 
 /* worker.c */
 extern void worker_init(EvrepWorkerKind kind, const char *name);
+extern void worker_begin_turn(void);
+extern void worker_commit(void);
+extern void worker_abort(void);
 extern void worker_check_interrupts(void);
 extern bool worker_extension_ready(void);
-extern bool worker_extension_ready_txn(void);
 extern void worker_durable_commit(void);
 extern void worker_async_commit(void);
-extern void worker_sleep(long timeout_ms);
-extern BrokerConn *worker_connect(EvrepWorkerKind kind, BrokerRole role,
-								  BrokerBackoff *backoff);
+extern BrokerConn *worker_connect(EvrepWorkerKind kind, BrokerRole role, BrokerBackoff *backoff);
 
 #endif /* EVREP_WORKER_H */
