@@ -108,8 +108,22 @@ CREATE TABLE evrep.dead_letter (
 	sqlstate	text NOT NULL,
 	error		text NOT NULL,
 	body		text NOT NULL,		-- one-event envelope, or the raw message
+	attempts	integer NOT NULL DEFAULT 1,	-- tries before it was parked
 	replay_count integer NOT NULL DEFAULT 0,
 	replayed_at timestamptz
+);
+
+/*
+ * Which broker users may speak for which origin.  RabbitMQ vouches for a
+ * message's AMQP user_id (it refuses one that differs from the publishing
+ * connection's user); an origin without rows here is spoken for only by
+ * the broker user of its own name.  A message whose sender may not speak
+ * for its origin is parked whole and touches no table and no progress.
+ */
+CREATE TABLE evrep.sender (
+	origin		text NOT NULL,
+	broker_user text NOT NULL,
+	PRIMARY KEY (origin, broker_user)
 );
 
 /*
@@ -130,6 +144,7 @@ LANGUAGE C;
 CREATE FUNCTION evrep._check_admin()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
@@ -144,6 +159,7 @@ $$;
 CREATE FUNCTION evrep._key_columns(rel regclass)
 RETURNS text[]
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT array_agg(a.attname::text ORDER BY k.ord)
 	FROM pg_catalog.pg_index i
@@ -156,6 +172,7 @@ $$;
 CREATE FUNCTION evrep._check_table(rel regclass, privileges text,
 								   OUT nsp text, OUT tbl text, OUT keys text[])
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM evrep._check_admin();
@@ -186,6 +203,7 @@ $$;
 CREATE FUNCTION evrep_publish(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	t record;
@@ -223,6 +241,7 @@ COMMENT ON FUNCTION evrep_publish(regclass) IS
 CREATE FUNCTION evrep_unpublish(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM evrep._check_admin();
@@ -247,20 +266,14 @@ COMMENT ON FUNCTION evrep_unpublish(regclass) IS
  * name is resolved locally; the remote table must have the same schema,
  * name and primary key columns.  The apply runs as the subscriber.
  */
-CREATE FUNCTION evrep_subscribe(table_name text)
+CREATE FUNCTION evrep_subscribe(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	rel regclass := to_regclass(table_name);
 	t record;
 BEGIN
-	PERFORM evrep._check_admin();
-	IF rel IS NULL THEN
-		RAISE EXCEPTION 'table "%" does not exist', table_name
-			USING ERRCODE = 'undefined_table',
-				  HINT = 'Create the local copy of the table, with the same primary key, before subscribing.';
-	END IF;
 	t := evrep._check_table(rel, 'SELECT, INSERT, UPDATE, DELETE');
 	BEGIN
 		INSERT INTO evrep.subscription (schema_name, table_name, relid, owner, key_columns)
@@ -274,27 +287,26 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION evrep_subscribe(text) IS
+COMMENT ON FUNCTION evrep_subscribe(regclass) IS
 'apply events published by other nodes for this table';
 
-CREATE FUNCTION evrep_unsubscribe(table_name text)
+CREATE FUNCTION evrep_unsubscribe(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	rel regclass := to_regclass(table_name);
 BEGIN
 	PERFORM evrep._check_admin();
 	DELETE FROM evrep.subscription s WHERE s.relid = rel;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'table "%" is not subscribed', table_name
+		RAISE EXCEPTION 'table % is not subscribed', rel
 			USING ERRCODE = 'undefined_object';
 	END IF;
 	PERFORM evrep._subscriptions_changed();
 END
 $$;
 
-COMMENT ON FUNCTION evrep_unsubscribe(text) IS
+COMMENT ON FUNCTION evrep_unsubscribe(regclass) IS
 'stop applying events for this table: its binding is removed, events already queued are parked';
 
 CREATE FUNCTION evrep._subscriptions_changed()
@@ -304,15 +316,60 @@ LANGUAGE C STRICT;
 
 /*
  * evrep_apply: apply one wire message (see README, "Wire format"), as the
- * consumer worker does.  Returns the number of events applied.
+ * consumer worker does.  sender is checked as the broker user that sent
+ * it; NULL means the calling superuser vouches for the message.  Returns
+ * the number of events applied.
  */
-CREATE FUNCTION evrep_apply(message text)
+CREATE FUNCTION evrep_apply(message text, sender text DEFAULT NULL)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'evrep_apply'
-LANGUAGE C STRICT;
+LANGUAGE C CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
 
-COMMENT ON FUNCTION evrep_apply(text) IS
+COMMENT ON FUNCTION evrep_apply(text, text) IS
 'apply one evrep wire message; duplicates are skipped, bad events parked';
+
+/*
+ * evrep_allow_sender / evrep_disallow_sender: let a broker user other than
+ * the one named like the origin speak for it (for example one broker user
+ * per service that runs several origins), and take that back.
+ */
+CREATE FUNCTION evrep_allow_sender(origin text, broker_user text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM evrep._check_admin();
+	INSERT INTO evrep.sender AS s (origin, broker_user)
+	VALUES (evrep_allow_sender.origin, evrep_allow_sender.broker_user)
+	ON CONFLICT DO NOTHING;
+END
+$$;
+
+COMMENT ON FUNCTION evrep_allow_sender(text, text) IS
+'let a broker user speak for an origin (by default only the user named like the origin may)';
+
+CREATE FUNCTION evrep_disallow_sender(origin text, broker_user text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM evrep._check_admin();
+	DELETE FROM evrep.sender s
+	WHERE s.origin = evrep_disallow_sender.origin
+	  AND s.broker_user = evrep_disallow_sender.broker_user;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'broker user "%" was not allowed to speak for origin "%"',
+			evrep_disallow_sender.broker_user, evrep_disallow_sender.origin
+			USING ERRCODE = 'undefined_object';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION evrep_disallow_sender(text, text) IS
+'take back evrep_allow_sender';
 
 /*
  * evrep_replay: retry one dead letter.  Succeeds at most once per dead
@@ -321,7 +378,8 @@ COMMENT ON FUNCTION evrep_apply(text) IS
 CREATE FUNCTION evrep_replay(dead_letter_id bigint)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'evrep_replay'
-LANGUAGE C STRICT;
+LANGUAGE C STRICT
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION evrep_replay(bigint) IS
 'retry one parked event; true when it was applied';
@@ -337,7 +395,8 @@ CREATE FUNCTION evrep_claim(max_events integer DEFAULT 1000,
 							OUT message text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'evrep_claim'
-LANGUAGE C;
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 -- Workers' state from shared memory.
 CREATE FUNCTION evrep.worker_state(OUT worker text, OUT pid integer,
@@ -393,20 +452,27 @@ LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer';
 COMMENT ON VIEW evrep.status IS
 'evrep queue depth, lag, counts and last error per published table and applied stream';
 
-GRANT SELECT ON evrep.status, evrep.dead_letter TO evrep_admin, pg_monitor;
+GRANT SELECT ON evrep.status, evrep.dead_letter, evrep.sender TO evrep_admin, pg_monitor;
 GRANT USAGE ON SCHEMA evrep TO pg_monitor;
 
 REVOKE ALL ON FUNCTION evrep_publish(regclass), evrep_unpublish(regclass),
-	evrep_subscribe(text), evrep_unsubscribe(text),
+	evrep_subscribe(regclass), evrep_unsubscribe(regclass),
+	evrep_allow_sender(text, text), evrep_disallow_sender(text, text),
 	evrep._subscriptions_changed() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evrep_publish(regclass), evrep_unpublish(regclass),
-	evrep_subscribe(text), evrep_unsubscribe(text),
+	evrep_subscribe(regclass), evrep_unsubscribe(regclass),
+	evrep_allow_sender(text, text), evrep_disallow_sender(text, text),
 	evrep._subscriptions_changed() TO evrep_admin;
-GRANT SELECT, INSERT, UPDATE ON evrep.publication TO evrep_admin;
+-- Stream numbers (publication.last_seq) and apply progress move only by
+-- publishing and by applying authentic events: evrep_admin reads them.
+GRANT SELECT ON evrep.publication TO evrep_admin;
+GRANT INSERT (relid, schema_name, table_name, key_columns),
+	UPDATE (relid, key_columns, active, published_at) ON evrep.publication TO evrep_admin;
+GRANT INSERT, DELETE ON evrep.sender TO evrep_admin;
 GRANT USAGE ON SEQUENCE evrep.publication_id_seq TO evrep_admin;
 GRANT SELECT, INSERT, DELETE ON evrep.subscription TO evrep_admin;
-REVOKE ALL ON FUNCTION evrep_apply(text), evrep_replay(bigint),
+REVOKE ALL ON FUNCTION evrep_apply(text, text), evrep_replay(bigint),
 	evrep_claim(integer, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evrep_replay(bigint) TO evrep_admin;
 GRANT SELECT, UPDATE ON evrep.dead_letter TO evrep_admin;
-GRANT SELECT, INSERT, UPDATE ON evrep.progress TO evrep_admin;
+GRANT SELECT ON evrep.progress TO evrep_admin;

@@ -55,3 +55,11 @@ RESET client_min_messages;
 SELECT role, origin, schema_name, table_name, last_seq, applied, skipped, dead_letters,
        last_error IS NOT NULL AS has_error
 FROM evrep.status ORDER BY role, origin, table_name;
+
+-- a message however deep or odd is parked, never raised: evrep_apply is
+-- the last attempt (the consumer retries resource errors first)
+SELECT evrep_apply(repeat('[', 200000));
+SELECT evrep_apply('{"format":"evrep.v1","origin":"d","schema":"public","table":"orders","events":[{"seq":1e400,"op":"insert","row":{}}]}');
+SELECT evrep_apply(NULL);
+SELECT sqlstate, left(error, 40) AS error, attempts, length(body) FROM evrep.dead_letter
+ORDER BY id DESC LIMIT 2;

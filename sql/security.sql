@@ -57,3 +57,48 @@ SELECT to_regclass('secret') IS NOT NULL AS secret_still_there;
 SELECT evrep_apply(msg('z', 1, 'insert', '{"id": 1}', 'secret; DROP TABLE secret'));
 SELECT to_regclass('secret') IS NOT NULL AS secret_still_there;
 DELETE FROM evrep.outbox;
+
+-- Only an origin speaks for itself: a sender the broker vouched for must be
+-- the origin's own broker user, or one evrep_allow_sender names for it.
+SELECT count(*) AS before_dead FROM evrep.dead_letter \gset
+SELECT evrep_apply(msg('shop', 1, 'insert', '{"id": 10, "v": "forged"}', 'managed'), 'mallory');
+SELECT evrep_apply(msg('shop', 9223372036854775807, 'insert', '{"id": 11, "v": "forged"}', 'managed'), 'mallory');
+SELECT count(*) AS forged_rows FROM managed WHERE v = 'forged';
+SELECT count(*) AS forged_progress FROM evrep.progress WHERE origin = 'shop';
+SELECT origin, seq, sqlstate, error, attempts FROM evrep.dead_letter
+WHERE id > (SELECT max(id) - 2 FROM evrep.dead_letter) ORDER BY id;
+SELECT evrep_apply(msg('shop', 1, 'insert', '{"id": 12, "v": "own user"}', 'managed'), 'shop');
+SELECT evrep_allow_sender('shop', 'shop-svc');
+SELECT evrep_apply(msg('shop', 2, 'insert', '{"id": 13, "v": "allowed user"}', 'managed'), 'shop-svc');
+-- once a user is named for the origin, only named users speak for it
+SELECT evrep_apply(msg('shop', 3, 'insert', '{"id": 14, "v": "forged"}', 'managed'), 'shop');
+SELECT evrep_disallow_sender('shop', 'shop-svc');
+SELECT evrep_disallow_sender('shop', 'shop-svc');
+SELECT * FROM managed WHERE id >= 10 ORDER BY id;
+SELECT origin, last_seq, applied FROM evrep.progress WHERE origin = 'shop';
+
+-- stream progress and stream numbers move only by applying and publishing
+SET ROLE evrep_manager;
+SELECT count(*) >= 0 AS can_read FROM evrep.progress;
+UPDATE evrep.progress SET last_seq = 1000000;
+INSERT INTO evrep.progress (origin, schema_name, table_name, last_seq, gaps)
+VALUES ('x', 'public', 'managed', 99, '{}');
+UPDATE evrep.publication SET last_seq = 0;
+SELECT evrep_allow_sender('x', 'y');
+RESET ROLE;
+SELECT evrep_disallow_sender('x', 'y');
+SET ROLE evrep_nobody;
+SELECT evrep_allow_sender('x', 'z');
+RESET ROLE;
+
+-- objects a user puts first on the search_path are never called
+CREATE SCHEMA trap;
+CREATE FUNCTION trap.jsonb_populate_record(anyelement, jsonb) RETURNS anyelement
+LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'trap called'; END $$;
+CREATE FUNCTION trap.now() RETURNS timestamptz
+LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'trap called'; END $$;
+SET search_path = trap, public, pg_catalog;
+SELECT evrep_apply(msg('z', 3, 'insert', '{"id": 4, "v": "not trapped"}', 'managed'));
+SELECT * FROM public.managed WHERE id = 4;
+RESET search_path;
+DROP SCHEMA trap CASCADE;

@@ -30,6 +30,7 @@
 /* One message being applied. */
 typedef struct ApplyRun
 {
+	const ApplyDelivery *delivery;
 	const char *body;
 	int len;
 	WireMessage *msg; /* NULL until parsed */
@@ -45,6 +46,7 @@ typedef struct ApplyRun
 } ApplyRun;
 
 static SPIPlanPtr subscription_plan = NULL;
+static SPIPlanPtr sender_plan = NULL;
 
 /* Every error and log line of an apply names what was being applied. */
 static void
@@ -63,20 +65,65 @@ apply_error_callback(void *arg)
 }
 
 /*
- * Errors that say nothing about the event (shutdown, cancel, out of
- * resources, serialization, internal) must abort the caller's transaction
- * so the delivery is retried, never parked.
+ * What an error says about the message that raised it.  An ERROR class is
+ * not a verdict: "stack depth limit exceeded" or "out of memory" look
+ * transient but repeat for ever for the same message, so they are retried
+ * a bounded number of times and then parked with the message.
  */
-static bool
-error_is_transient(int sqlerrcode)
+typedef enum ApplyErrorKind
+{
+	APPLY_ERROR_EVENT,	  /* the event itself: park it now */
+	APPLY_ERROR_RESOURCE, /* maybe the event: retry, park on the last attempt */
+	APPLY_ERROR_TRANSIENT /* not the event: retry without counting */
+} ApplyErrorKind;
+
+bool
+apply_error_is_transient(int sqlerrcode)
+{
+	switch (sqlerrcode)
+	{
+		case ERRCODE_T_R_SERIALIZATION_FAILURE:
+		case ERRCODE_T_R_DEADLOCK_DETECTED:
+		case ERRCODE_LOCK_NOT_AVAILABLE:
+		case ERRCODE_DISK_FULL:
+		case ERRCODE_IO_ERROR:
+		case ERRCODE_ADMIN_SHUTDOWN:
+		case ERRCODE_CRASH_SHUTDOWN:
+		case ERRCODE_CANNOT_CONNECT_NOW:
+		case ERRCODE_DATABASE_DROPPED:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static ApplyErrorKind
+classify_error(int sqlerrcode)
 {
 	int category = ERRCODE_TO_CATEGORY(sqlerrcode);
 
-	return category == ERRCODE_OPERATOR_INTERVENTION ||
-		   category == ERRCODE_INSUFFICIENT_RESOURCES ||
-		   category == ERRCODE_PROGRAM_LIMIT_EXCEEDED || category == ERRCODE_SYSTEM_ERROR ||
-		   category == ERRCODE_INTERNAL_ERROR || category == ERRCODE_TRANSACTION_ROLLBACK ||
-		   sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	if (apply_error_is_transient(sqlerrcode))
+		return APPLY_ERROR_TRANSIENT;
+	if (category == ERRCODE_INSUFFICIENT_RESOURCES || category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+		category == ERRCODE_OPERATOR_INTERVENTION || category == ERRCODE_SYSTEM_ERROR ||
+		category == ERRCODE_INTERNAL_ERROR || category == ERRCODE_TRANSACTION_ROLLBACK)
+		return APPLY_ERROR_RESOURCE;
+	return APPLY_ERROR_EVENT;
+}
+
+/* Must the caller's transaction end and the message be tried again? */
+static bool
+must_retry(ApplyRun *run, int sqlerrcode)
+{
+	switch (classify_error(sqlerrcode))
+	{
+		case APPLY_ERROR_TRANSIENT:
+			return true;
+		case APPLY_ERROR_RESOURCE:
+			return !run->delivery->last_attempt;
+		default:
+			return false;
+	}
 }
 
 /*
@@ -104,7 +151,7 @@ try_subxact(void (*fn)(ApplyRun *), ApplyRun *run)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		if (error_is_transient(edata->sqlerrcode))
+		if (must_retry(run, edata->sqlerrcode))
 			ReThrowError(edata);
 	}
 	PG_END_TRY();
@@ -232,7 +279,8 @@ apply_one_by_one(ApplyRun *run)
 			continue;
 		}
 		run->seq = ev->seq;
-		deadletter_park(run->msg, ev->seq, edata, wire_single_event(run->msg, ev));
+		deadletter_park(run->msg, ev->seq, edata, wire_single_event(run->msg, ev),
+						run->delivery->attempt);
 		run->seq = 0;
 		run->progress.parked++;
 		FreeErrorData(edata);
@@ -310,8 +358,56 @@ pop_apply_context(ErrorContextCallback *errcb)
 	error_context_stack = errcb->previous;
 }
 
+/*
+ * Only an origin speaks for itself.  RabbitMQ vouches for a message's
+ * user_id (it refuses one that differs from the publishing connection's
+ * user); evrep.sender lists the broker users that may speak for an origin,
+ * and an origin without rows there is spoken for by the broker user of
+ * its own name.
+ */
+static void
+check_sender(ApplyRun *run)
+{
+	const char *sender = run->delivery->sender;
+	Oid argtypes[2] = {TEXTOID, TEXTOID};
+	Datum values[2];
+	bool isnull;
+	int64 allowed;
+	int64 listed;
+	int ret;
+
+	if (run->delivery->vouched)
+		return;
+	if (sender == NULL)
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("evrep message for origin \"%s\" carries no AMQP user_id", run->msg->origin),
+			 errdetail("Only a message whose sender the broker vouches for is applied.")));
+	values[0] = CStringGetTextDatum(run->msg->origin);
+	values[1] = CStringGetTextDatum(sender);
+	ret = SPI_execute_plan(spi_kept_plan(&sender_plan,
+										 "SELECT count(*) FILTER (WHERE broker_user = $2), count(*)"
+										 " FROM evrep.sender WHERE origin = $1",
+										 2, argtypes),
+						   values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read evrep senders: %s", SPI_result_code_string(ret));
+	allowed =
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	listed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (listed > 0 ? allowed == 0 : strcmp(sender, run->msg->origin) != 0)
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("broker user \"%s\" may not speak for evrep origin \"%s\"", sender,
+					run->msg->origin),
+			 errhint(
+				 "An origin is spoken for by the broker user of its own name, or by the users evrep_allow_sender() names for it.")));
+}
+
 int
-apply_message(const char *body, int len)
+apply_message(const ApplyDelivery *delivery)
 {
 	ApplyRun run = {0};
 	ErrorContextCallback errcb;
@@ -319,13 +415,19 @@ apply_message(const char *body, int len)
 	int nestlevel = begin_apply();
 
 	push_apply_context(&errcb, &run);
-	run.body = body;
-	run.len = len;
+	run.delivery = delivery;
+	run.body = delivery->body;
+	run.len = delivery->len;
 	edata = try_subxact(parse_message, &run);
 	if (edata != NULL)
-	{
 		run.msg = NULL;
-		deadletter_park(NULL, 0, edata, deadletter_raw_body(body, len));
+	else
+		edata = try_subxact(check_sender, &run);
+	if (edata != NULL)
+	{
+		/* nothing of it may touch a table or the stream's progress */
+		deadletter_park(run.msg, 0, edata, deadletter_raw_body(run.body, run.len),
+						delivery->attempt);
 		FreeErrorData(edata);
 	}
 	else
@@ -371,9 +473,23 @@ PG_FUNCTION_INFO_V1(evrep_apply);
 Datum
 evrep_apply(PG_FUNCTION_ARGS)
 {
-	text *message = PG_GETARG_TEXT_PP(0);
+	text *message;
+	ApplyDelivery delivery = {0};
 
-	PG_RETURN_INT32(apply_message(VARDATA_ANY(message), VARSIZE_ANY_EXHDR(message)));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("evrep_apply needs a message, not NULL")));
+	message = PG_GETARG_TEXT_PP(0);
+
+	delivery.body = VARDATA_ANY(message);
+	delivery.len = VARSIZE_ANY_EXHDR(message);
+	if (PG_ARGISNULL(1))
+		delivery.vouched = true;
+	else
+		delivery.sender = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	delivery.attempt = 1;
+	delivery.last_attempt = true;
+	PG_RETURN_INT32(apply_message(&delivery));
 }
 
 /* A dead letter is applied whole or not at all, without looking at progress. */
@@ -396,8 +512,14 @@ evrep_replay(PG_FUNCTION_ARGS)
 	ApplyRun run = {0};
 	ErrorContextCallback errcb;
 	ErrorData *edata;
+	ApplyDelivery delivery = {0};
 	int nestlevel = begin_apply();
 
+	/* the operator who replays vouches for the sender */
+	delivery.vouched = true;
+	delivery.attempt = 1;
+	delivery.last_attempt = true;
+	run.delivery = &delivery;
 	run.body = deadletter_lock_for_replay(id);
 	run.len = strlen(run.body);
 	push_apply_context(&errcb, &run);

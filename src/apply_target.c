@@ -113,7 +113,7 @@ upsert_sql(ApplyTarget *t, const bool *use)
 			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
 	}
 	return psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE"
-					" SELECT %s FROM jsonb_populate_record(NULL::%s, $1) r"
+					" SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r"
 					" ON CONFLICT (%s) DO %s%s",
 					t->qualname, cols.data, sel.data, t->qualname, key_list(t),
 					set.len ? "UPDATE SET " : "NOTHING", set.data);
@@ -132,8 +132,9 @@ delete_sql(ApplyTarget *t)
 
 		appendStringInfo(&cond, "%st.%s = r.%s", cond.len ? " AND " : "", q, q);
 	}
-	return psprintf("DELETE FROM %s AS t USING jsonb_populate_record(NULL::%s, $1) r WHERE %s",
-					t->qualname, t->qualname, cond.data);
+	return psprintf(
+		"DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s",
+		t->qualname, t->qualname, cond.data);
 }
 
 static SPIPlanPtr

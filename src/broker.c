@@ -75,6 +75,7 @@ struct BrokerConn
 	char *exchange;
 	char *queue;
 	char *node_name;
+	char *user; /* the broker user we log in as: our messages' user_id */
 
 	/* publisher confirms: conf_pending[tag - conf_base] */
 	uint64 next_tag;
@@ -330,6 +331,20 @@ finish_content(BrokerConn *conn)
 	conn->content_node = NULL;
 }
 
+/* The user_id property, which RabbitMQ validated against the publisher's login. */
+static char *
+delivery_user_id(BrokerConn *conn, amqp_basic_properties_t *props)
+{
+	char *user;
+
+	if (props == NULL || !(props->_flags & AMQP_BASIC_USER_ID_FLAG))
+		return NULL;
+	user = MemoryContextAlloc(conn->deliv_cxt, props->user_id.len + 1);
+	memcpy(user, props->user_id.bytes, props->user_id.len);
+	user[props->user_id.len] = '\0';
+	return user;
+}
+
 static bool
 on_header(BrokerConn *conn, amqp_frame_t *f)
 {
@@ -351,6 +366,7 @@ on_header(BrokerConn *conn, amqp_frame_t *f)
 		}
 		conn->content_node->d.body = MemoryContextAllocHuge(conn->deliv_cxt, size + 1);
 		conn->content_node->d.len = (int) size;
+		conn->content_node->d.user_id = delivery_user_id(conn, f->payload.properties.decoded);
 	}
 	if (size == 0)
 		finish_content(conn);
@@ -578,13 +594,15 @@ broker_publish(BrokerConn *conn, const char *routing_key, const char *body, int 
 	memset(&props, 0, sizeof(props));
 	props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
 				   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_TYPE_FLAG |
-				   AMQP_BASIC_APP_ID_FLAG;
+				   AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_USER_ID_FLAG;
 	props.content_type = amqp_cstring_bytes(EVREP_WIRE_CONTENT_TYPE);
 	props.delivery_mode = 2; /* persistent */
 	props.message_id = amqp_cstring_bytes(message_id);
 	props.timestamp = (uint64) time(NULL);
 	props.type = amqp_cstring_bytes(EVREP_WIRE_TYPE);
 	props.app_id = amqp_cstring_bytes(conn->node_name);
+	/* RabbitMQ checks it against our login: subscribers trust it, not "origin" */
+	props.user_id = amqp_cstring_bytes(conn->user);
 
 	payload.len = len;
 	payload.bytes = (void *) body;
@@ -701,6 +719,8 @@ broker_free_delivery(BrokerDelivery *delivery)
 {
 	if (delivery->body)
 		pfree(delivery->body);
+	if (delivery->user_id)
+		pfree(delivery->user_id);
 	pfree(delivery->routing_key);
 	pfree(delivery);
 }
@@ -1014,6 +1034,7 @@ broker_connect(BrokerRole role)
 	else
 	{
 		conn->where = describe_target(&info);
+		conn->user = pstrdup(info.user);
 		if (open_connection(conn, &info))
 			(void) (role == BROKER_PUBLISHER ? setup_publisher(conn) : setup_consumer(conn));
 	}

@@ -38,7 +38,8 @@ typedef struct BrokerDelivery
 	uint64 tag; /* delivery tag, for broker_ack */
 	bool redelivered;
 	char *routing_key;
-	char *body; /* NUL-terminated after len bytes */
+	char *user_id; /* AMQP user_id the broker vouches for; NULL if absent */
+	char *body;	   /* NUL-terminated after len bytes */
 	int len;
 } BrokerDelivery;
 

@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "apply.h"
+#include "attempts.h"
 #include "broker.h"
 #include "worker.h"
 
@@ -187,15 +188,33 @@ sync_bindings(void)
 
 /* ---- applying ---- */
 
+/* Applies one delivery; returns the events applied. */
+static int
+apply_delivery(BrokerDelivery *d)
+{
+	ApplyDelivery a = {0};
+
+	a.body = d->body;
+	a.len = d->len;
+	a.sender = d->user_id;
+	a.attempt = attempts_failed(d->body, d->len) + 1;
+	a.last_attempt = a.attempt >= evrep_apply_max_attempts;
+	return apply_message(&a);
+}
+
 /*
  * The one place an ERROR is survived: a failed batch is rolled back and
- * reported, and the caller makes the broker deliver it again.
+ * reported, and the caller makes the broker deliver it again, in order.
+ * The message that raised the error has one more failed attempt, unless
+ * the error was transient; on its last attempt apply_message parks it
+ * rather than raise, and its neighbours go through.
  */
 static bool
 apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
+	volatile int current = -1;
 	volatile int64 total = 0;
 
 	PG_TRY();
@@ -205,28 +224,42 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 		worker_durable_commit();
 		for (int i = 0; i < n; i++)
 		{
+			current = i;
 			PushActiveSnapshot(GetTransactionSnapshot());
-			total += apply_message(ds[i]->body, ds[i]->len);
+			total += apply_delivery(ds[i]);
 			PopActiveSnapshot();
 			/* later messages must see what earlier ones wrote */
 			CommandCounterIncrement();
 			/* a long batch must not miss heartbeats; errors show at ack */
 			(void) broker_poll(conn);
 		}
+		current = -1;
 		worker_commit();
 	}
 	PG_CATCH();
 	{
 		ErrorData *edata;
+		int attempt = 0;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		worker_abort();
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("evrep consumer could not apply %d messages: %s", n, edata->message),
-				 errdetail("Nothing was acknowledged; the broker delivers the messages again.")));
+		if (current >= 0 && !apply_error_is_transient(edata->sqlerrcode))
+		{
+			attempts_note_failure(ds[current]->body, ds[current]->len);
+			attempt = attempts_failed(ds[current]->body, ds[current]->len);
+		}
+		ereport(
+			WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("evrep consumer could not apply %d messages: %s", n, edata->message),
+			 attempt > 0
+				 ? errdetail(
+					   "Nothing was acknowledged; the broker delivers the messages again. Message %d of the batch failed attempt %d of %d; the last attempt parks it.",
+					   current + 1, attempt, evrep_apply_max_attempts)
+				 : errdetail("Nothing was acknowledged; the broker delivers the messages again."),
+			 edata->context ? errcontext("%s", edata->context) : 0));
 		evrep_worker_report(EVREP_CONSUMER, true, 0, edata->message);
 		FreeErrorData(edata);
 		ok = false;
@@ -234,7 +267,7 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	pgstat_report_stat(false);
-	*applied = total;
+	*applied = ok ? total : 0;
 	return ok;
 }
 
@@ -257,6 +290,8 @@ apply_pending(void)
 	{
 		broker_backoff_reset(&backoff);
 		evrep_worker_report(EVREP_CONSUMER, true, applied, NULL);
+		for (int i = 0; i < n; i++)
+			attempts_forget(ds[i]->body, ds[i]->len);
 	}
 
 	for (int i = 0; i < n; i++)

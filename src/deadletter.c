@@ -22,11 +22,12 @@ text_or_null(const char *s, char *null)
 }
 
 void
-deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const char *body)
+deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const char *body,
+				int attempts)
 {
-	Oid argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
-	Datum values[7];
-	char nulls[7] = "       ";
+	Oid argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	Datum values[8];
+	char nulls[8] = "        ";
 	int ret;
 
 	values[0] = text_or_null(msg ? msg->origin : NULL, &nulls[0]);
@@ -37,18 +38,20 @@ deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const
 	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
 	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
 	values[6] = CStringGetTextDatum(body);
+	values[7] = Int32GetDatum(attempts);
 
 	ret = SPI_execute_plan(spi_kept_plan(&park_plan,
 										 "INSERT INTO evrep.dead_letter (origin, schema_name,"
-										 " table_name, seq, sqlstate, error, body)"
-										 " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-										 7, argtypes),
+										 " table_name, seq, sqlstate, error, body, attempts)"
+										 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+										 8, argtypes),
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not park evrep event: %s", SPI_result_code_string(ret));
 	/* the apply error context names origin, table and seq */
 	ereport(LOG, (errcode(edata->sqlerrcode),
-				  errmsg("evrep parked an event it could not apply: %s", edata->message)));
+				  errmsg("evrep parked an event it could not apply: %s", edata->message),
+				  attempts > 1 ? errdetail("It failed %d times.", attempts) : 0));
 }
 
 char *
@@ -105,7 +108,7 @@ deadletter_record_replay(int64 id, const ErrorData *edata)
 	else
 		nulls[1] = nulls[2] = 'n';
 	ret = SPI_execute_with_args("UPDATE evrep.dead_letter SET replay_count = replay_count + 1,"
-								" replayed_at = CASE WHEN $2 IS NULL THEN now() END,"
+								" replayed_at = CASE WHEN $2 IS NULL THEN pg_catalog.now() END,"
 								" sqlstate = coalesce($2, sqlstate), error = coalesce($3, error)"
 								" WHERE id = $1",
 								3, argtypes, values, nulls, false, 0);

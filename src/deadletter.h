@@ -9,11 +9,12 @@
 #include "wire.h"
 
 /*
- * Parks body with the error that stopped it.  msg is NULL for a body that
- * could not be parsed; seq is 0 when the whole message is parked.  SPI.
+ * Parks body with the error that stopped it on the given attempt.  msg is
+ * NULL for a body that could not be parsed; seq is 0 when the whole
+ * message is parked.  SPI.
  */
 extern void deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata,
-							const char *body);
+							const char *body, int attempts);
 
 /* A raw message body as text: verbatim when it is valid text, else \x hex. */
 extern char *deadletter_raw_body(const char *body, int len);

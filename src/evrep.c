@@ -40,6 +40,7 @@ int evrep_message_events = 500;
 int evrep_poll_interval = 1000;
 int evrep_prefetch = 2000;
 int evrep_apply_batch = 1000;
+int evrep_apply_max_attempts = 3;
 int evrep_reconnect_max = 30000;
 
 EvrepShared *evrep_shared = NULL;
@@ -134,6 +135,12 @@ define_settings(void)
 	DefineCustomIntVariable("evrep.apply_batch",
 							"Deliveries the consumer applies in one transaction.", NULL,
 							&evrep_apply_batch, 1000, 1, 65535, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.apply_max_attempts",
+		"Attempts at a message that fails with a resource or internal error before it is parked.",
+		"Errors that belong to an event (bad value, constraint) park it at once; transient ones "
+		"(shutdown, serialization failure, lock timeout, disk full) retry without limit.",
+		&evrep_apply_max_attempts, 3, 1, 1000, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"evrep.reconnect_max", "Longest wait between broker reconnect attempts.", NULL,
 		&evrep_reconnect_max, 30000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);

@@ -26,8 +26,10 @@ extern int evrep_batch_size;	 /* events per publisher round */
 extern int evrep_message_events; /* max events in one AMQP message */
 extern int evrep_poll_interval;	 /* ms, publisher fallback poll */
 extern int evrep_prefetch;		 /* consumer prefetch count */
-extern int evrep_apply_batch;	 /* deliveries per apply transaction */
-extern int evrep_reconnect_max;	 /* ms, cap of the reconnect backoff */
+extern int evrep_apply_batch;
+extern int evrep_apply_max_attempts;
+	/* tries of a message before it is parked */ /* deliveries per apply transaction */
+extern int evrep_reconnect_max;					 /* ms, cap of the reconnect backoff */
 
 /*
  * Shared memory.  The publisher advertises its latch so that committing

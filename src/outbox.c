@@ -38,19 +38,20 @@
  * join over the whole table once the outbox held a backlog.
  */
 static const char *const unnumbered_query =
-	"SELECT id, pub_id, CASE WHEN $2 THEN pg_xact_commit_timestamp(xmin) END"
+	"SELECT id, pub_id, CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
 	" FROM evrep.outbox WHERE seq IS NULL ORDER BY id LIMIT $1";
 
 static const char *const reserve_query =
 	"UPDATE evrep.publication SET last_seq = last_seq + $2 WHERE id = $1"
 	" RETURNING last_seq - $2";
 
+/* unnest() of several arrays is ROWS FROM syntax, not a function: it cannot be qualified */
 static const char *const number_query =
 	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
 	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
 	" WHERE o.id = u.id";
 
-#define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, to_json(commit_ts)::text"
+#define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, pg_catalog.to_json(commit_ts)::text"
 
 static const char *const resend_query =
 	"SELECT " EVENT_COLUMNS
@@ -60,7 +61,7 @@ static const char *const fetch_query =
 	"SELECT " EVENT_COLUMNS " FROM evrep.outbox WHERE id = ANY ($1) ORDER BY id";
 
 static const char *const publications_query =
-	"SELECT id, schema_name, table_name, to_json(key_columns)::text FROM evrep.publication";
+	"SELECT id, schema_name, table_name, pg_catalog.to_json(key_columns)::text FROM evrep.publication";
 
 /*
  * Numbered rows not known to be in flight are sent again first, in id

@@ -24,7 +24,7 @@ static const char *const load_query =
 static const char *const save_query =
 	"INSERT INTO evrep.progress AS g (origin, schema_name, table_name, last_seq, gaps,"
 	" applied, skipped, parked, last_commit_ts, last_applied_at)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.clock_timestamp())"
 	" ON CONFLICT (origin, schema_name, table_name) DO UPDATE"
 	" SET last_seq = EXCLUDED.last_seq, gaps = EXCLUDED.gaps,"
 	" applied = g.applied + EXCLUDED.applied,"

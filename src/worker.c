@@ -44,6 +44,8 @@ worker_init(EvrepWorkerKind kind, const char *name)
 
 	/* the assign hook also shows it in pg_stat_activity */
 	SetConfigOption("application_name", name, PGC_USERSET, PGC_S_SESSION);
+	/* nothing a user created may stand in for what the workers call */
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 	evrep_worker_started(kind);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
