@@ -38,6 +38,7 @@ int evrep_heartbeat = 30;
 int evrep_batch_size = 5000;
 int evrep_message_events = 500;
 int evrep_poll_interval = 1000;
+int evrep_outbox_warn_depth = 1000000;
 int evrep_prefetch = 2000;
 int evrep_apply_batch = 1000;
 int evrep_apply_max_attempts = 3;
@@ -130,6 +131,11 @@ define_settings(void)
 	DefineCustomIntVariable(
 		"evrep.poll_interval", "Publisher's fallback poll of the outbox when not woken.", NULL,
 		&evrep_poll_interval, 1000, 10, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.outbox_warn_depth",
+		"Outbox depth (events) past which the publisher logs a WARNING; 0 disables it.",
+		"Writers are never refused: the outbox grows while the broker is unreachable.",
+		&evrep_outbox_warn_depth, 1000000, 0, INT_MAX, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.prefetch", "Unacknowledged deliveries the consumer accepts.",
 							NULL, &evrep_prefetch, 2000, 1, 65535, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.apply_batch",

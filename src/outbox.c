@@ -455,6 +455,22 @@ outbox_rotate(void)
  * messages without sending anything; lets tests and operators see exactly
  * what the publisher would send.
  */
+int64
+outbox_depth_estimate(void)
+{
+	bool isnull;
+	Datum span;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT pg_catalog.max(id) - pg_catalog.min(id) + 1 FROM evrep.outbox", true,
+					1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the evrep outbox depth");
+	span = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_finish();
+	return isnull ? 0 : DatumGetInt64(span);
+}
+
 PG_FUNCTION_INFO_V1(evrep_claim);
 Datum
 evrep_claim(PG_FUNCTION_ARGS)

@@ -42,6 +42,14 @@ extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message, Memo
  */
 extern void outbox_resend_unconfirmed(void);
 
+/*
+ * About how many events wait in the outbox: the span of ids still there,
+ * read from the primary key's ends, so it costs the same at any depth
+ * (ids of rolled-back writers make it an upper bound).  SPI, inside a
+ * transaction.
+ */
+extern int64 outbox_depth_estimate(void);
+
 /* Deletes the rows of a confirmed batch.  Inside a transaction. */
 extern void outbox_remove_batch(OutboxBatch *batch);
 

@@ -30,6 +30,9 @@
  */
 #define CONFIRM_TIMEOUT_MS 60000
 
+/* The outbox depth is looked at this often, connected or not. */
+#define DEPTH_CHECK_MS 10000
+
 static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
 
@@ -215,6 +218,55 @@ await_confirms(void)
 	return st == BROKER_OK || st == BROKER_LATCH || st == BROKER_TIMEOUT;
 }
 
+/*
+ * An outbox that grows while the broker is away must be seen before it
+ * fills the disk: one WARNING when the depth passes evrep.outbox_warn_depth,
+ * the next only after it fell below half of it.  Writers are never refused.
+ */
+static void
+watch_outbox_depth(void)
+{
+	static TimestampTz checked_at = 0;
+	static bool warned = false;
+	TimestampTz now = GetCurrentTimestamp();
+	int64 depth = 0;
+
+	if (evrep_outbox_warn_depth <= 0 ||
+		!TimestampDifferenceExceeds(checked_at, now, DEPTH_CHECK_MS))
+		return;
+	checked_at = now;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (worker_extension_ready())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		depth = outbox_depth_estimate();
+		PopActiveSnapshot();
+	}
+	worker_commit();
+
+	if (!warned && depth >= evrep_outbox_warn_depth)
+	{
+		ereport(
+			WARNING,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("evrep outbox holds about " INT64_FORMAT
+					" events, more than evrep.outbox_warn_depth (%d)",
+					depth, evrep_outbox_warn_depth),
+			 errdetail(conn == NULL ? "The publisher is not connected to the broker: %s"
+									: "The publisher is connected but does not keep up.%s",
+					   conn == NULL ? broker_last_error() : ""),
+			 errhint(
+				 "Writers are not refused and nothing is dropped; evrep.status shows the depth and age per table.")));
+		warned = true;
+	}
+	else if (warned && depth < evrep_outbox_warn_depth / 2)
+	{
+		ereport(LOG, (errmsg("evrep outbox is down to about " INT64_FORMAT " events", depth)));
+		warned = false;
+	}
+}
+
 /* Waits for writers' wake-ups, keeping the connection alive meanwhile. */
 static void
 idle(long timeout_ms)
@@ -239,6 +291,7 @@ evrep_publisher_main(Datum main_arg)
 
 		worker_begin_turn();
 		worker_check_interrupts();
+		watch_outbox_depth();
 		if (!ensure_connected())
 			continue;
 		if (broker_poll(conn) != BROKER_OK)
