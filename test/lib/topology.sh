@@ -46,8 +46,9 @@
 #                           reason and log tails on stderr, 1
 #   topo_up_tap [FILE]      the same in a TAP test (after test/lib/tap.sh): one
 #                           test line; BAIL_OUT if it failed
-#   topo_parse [FILE]       only parse (e.g. to stop a topology started by
-#                           another process with topo_down)
+#   topo_parse [FILE]       only parse (then topo_start; or topo_down to stop
+#                           a topology another process started)
+#   topo_start              start what topo_parse read (topo_up = both)
 #   topo_down               stop the nodes, then the brokers (only those the
 #                           description names, and only what this library
 #                           started: see pg.sh / rabbitmq.sh)
@@ -290,8 +291,8 @@ _topo_broker_up() {
     fi
 }
 
-# _topo_start -- start what topo_parse read; see topo_up
-_topo_start() {
+# topo_start -- start what topo_parse read; see topo_up
+topo_start() {
     local dir x t0=$SECONDS bad=0
     dir=$(evrep_base_dir)/topology.$$ || return 1
     rm -rf "$dir" && mkdir -p "$dir" || return 1
@@ -311,12 +312,12 @@ _topo_start() {
     evrep_log "topology ready after $((SECONDS - t0)) s"
 }
 
-topo_up() { topo_parse "$@" && _topo_start; }
+topo_up() { topo_parse "$@" && topo_start; }
 
 topo_up_tap() {
     topo_parse "$@" || BAIL_OUT "bad topology description"
     local what="brokers: ${TOPO_BROKERS[*]:-none}; nodes: ${TOPO_NODES[*]:-none}" t0=$SECONDS
-    ok "topology up and ready ($what)" _topo_start || BAIL_OUT "the topology did not come up"
+    ok "topology up and ready ($what)" topo_start || BAIL_OUT "the topology did not come up"
     note "topology ready after $((SECONDS - t0)) s"
 }
 
