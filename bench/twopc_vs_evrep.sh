@@ -169,10 +169,10 @@ start_services() {   # start_services evrep|2pc
         bg_start cs "$ROOT/services/customer_service" --port $CS_PORT --db "$A_2PC" || die "cs"
         bg_start os "$ROOT/services/order_service" --port $OS_PORT --db "$B_2PC" || die "os"
     else
-        bg_start cs "$ROOT/services/customer_service" --port $CS_PORT --db "$A_2PC" \
-            --mode 2pc --peer-db "$B_2PC" --recovery-interval-ms 1000 || die "cs"
-        bg_start os "$ROOT/services/order_service" --port $OS_PORT --db "$B_2PC" \
-            --mode 2pc --peer-db "$A_2PC" --recovery-interval-ms 1000 || die "os"
+        bg_start cs "$ROOT/services/customer_service_2pc" --port $CS_PORT --db "$A_2PC" \
+            --peer-db "$B_2PC" --recovery-interval-ms 1000 || die "cs"
+        bg_start os "$ROOT/services/order_service_2pc" --port $OS_PORT --db "$B_2PC" \
+            --peer-db "$A_2PC" --recovery-interval-ms 1000 || die "os"
     fi
     local i
     for i in $(seq 1 200); do
