@@ -9,7 +9,8 @@
 #                           certificates made by tls_make (test/lib/tls.sh) in
 #                           $(rmq_dir NAME)/tls; it asks for a client
 #                           certificate (verify_peer, fail_if_no_peer_cert).
-#   rmq_stop NAME           graceful shutdown; kills only what rmq_start started
+#   rmq_stop NAME           graceful shutdown (SIGTERM to the node's beam, else
+#                           rabbitmqctl shutdown); kills only what rmq_start started
 #   rmq_kill NAME           SIGKILL the node (simulated broker crash); data kept
 #   rmq_restart NAME        rmq_stop + rmq_start (data kept)
 #   rmq_ctl NAME ARGS...    rabbitmqctl against that node (e.g. -q list_queues)
@@ -334,15 +335,25 @@ rmq_start() {
 }
 
 rmq_stop() {
-    local name=${1:?usage: rmq_stop NAME} d pid
+    local name=${1:?usage: rmq_stop NAME} d pid beam
     d=$(rmq_dir "$name") || return 1
     [[ -d "$d" ]] || return 0
     if [[ -s "$d/server.pid" ]]; then
         pid=$(cat "$d/server.pid")
         if evrep_pid_alive "$pid"; then
             evrep_log "stopping rabbitmq '$name' (pid $pid)"
-            rmq_ctl "$name" -q shutdown >/dev/null 2>&1 \
-                || evrep_log "rabbitmqctl shutdown failed for '$name'; signalling pid $pid"
+            # SIGTERM makes the Erlang VM stop RabbitMQ in order (message
+            # stores closed, as rabbitmqctl shutdown does) in ~1 s instead of
+            # ~2.7 s, most of which is rabbitmqctl's own VM starting. Only a
+            # beam of the process group rmq_start created is signalled.
+            beam=$(cat "$d/beam.pid" 2>/dev/null)
+            if [[ -n "$beam" ]] && evrep_pid_alive "$beam" \
+                    && [[ "$(ps -o pgid= -p "$beam" 2>/dev/null | tr -d ' ')" == "$pid" ]]; then
+                kill -TERM "$beam"
+            else
+                rmq_ctl "$name" -q shutdown >/dev/null 2>&1 \
+                    || evrep_log "rabbitmqctl shutdown failed for '$name'; signalling pid $pid"
+            fi
             if ! evrep_wait_pid_exit "$pid" "${EVREP_RMQ_STOP_TIMEOUT:-60}"; then
                 kill -TERM "$pid" 2>/dev/null
                 evrep_wait_pid_exit "$pid" 15
