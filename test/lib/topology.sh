@@ -28,8 +28,10 @@
 #     EXTENSION evrep, then each schema= in order (a file if one exists at that
 #     path, else SQL text), then evrep_publish of each publish= table and
 #     evrep_subscribe of each subscribe= table (T or SCHEMA.T). broker= is
-#     needed only when there are several brokers; a cluster's node gets all
-#     of its URLs, comma-separated. conf= adds a postgresql.conf line after
+#     needed only when there are several brokers; a node of a cluster gets
+#     all of its URLs in evrep.broker_url, comma-separated (the form a
+#     multi-host evrep.broker_url is to take; until evrep parses it, such a
+#     node's workers cannot connect). conf= adds a postgresql.conf line after
 #     the defaults (so it overrides them). tls=on: connect through the
 #     broker's TLS listener (amqps:// and evrep.ssl_ca_file, ssl_cert_file,
 #     ssl_key_file with the test certificates). workers=off: evrep.database =
