@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench}
-source test/lib/pg.sh
+source test/lib/topology.sh
 
 rounds=${1:-5}
 secs=${2:-15}
@@ -16,17 +16,15 @@ clients=${3:-8}
 node=benchcap
 port=${EVREP_BENCH_PORT:-5901}
 
-trap 'pg_stop $node >/dev/null 2>&1 || true' EXIT
+trap 'topo_down >/dev/null 2>&1 || true' EXIT
 
-# no broker: the outbox only grows, which is the writer's side of the cost
-pg_init $node "$port" "evrep.database = ''" "shared_buffers = '256MB'" "max_wal_size = '4GB'" >/dev/null
-pg_start $node >/dev/null
-pg_psql $node <<'SQL'
-CREATE EXTENSION evrep;
-CREATE TABLE plain (id bigserial PRIMARY KEY, name text NOT NULL, credit integer NOT NULL);
-CREATE TABLE captured (LIKE plain INCLUDING ALL);
-SELECT evrep_publish('captured');
-SQL
+# no broker and no workers: the outbox only grows, which is the writer's side
+# of the cost
+topo_up <<EOF
+node $node port=$port workers=off publish=captured conf="shared_buffers = '256MB'" conf="max_wal_size = '4GB'" \
+    schema="CREATE TABLE plain (id bigserial PRIMARY KEY, name text NOT NULL, credit integer NOT NULL)" \
+    schema="CREATE TABLE captured (LIKE plain INCLUDING ALL)"
+EOF
 
 tmp=$(mktemp -d)
 for t in plain captured; do

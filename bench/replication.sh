@@ -44,8 +44,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench-repl}
-source test/lib/pg.sh
-source test/lib/rabbitmq.sh
+source test/lib/topology.sh
 
 mode=${1:-full}
 case "$mode" in
@@ -105,40 +104,34 @@ so=$("$PG_CONFIG" --pkglibdir)/evrep.so
 detail "installed evrep.so: $(md5sum <"$so" | cut -c1-12) built $(date -u -r "$so" +%FT%TZ)"
 
 # ---------------------------------------------------------------- set-up
-log "starting RabbitMQ and PostgreSQL nodes (dir $EVREP_TEST_DIR)"
-rmq_start $MQ $MQ_PORT
-export EVREP_BROKER_URL; EVREP_BROKER_URL=$(rmq_url $MQ)
-for n in $A:$A_PORT $B:$B_PORT; do
-	extra=()
-	[[ -n "${EVREP_BENCH_CONF:-}" ]] && mapfile -t extra < <(printf '%s\n' "$EVREP_BENCH_CONF" | tr ';' '\n')
-	pg_init "${n%%:*}" "${n##*:}" "evrep.poll_interval = 200" "shared_buffers = '256MB'" \
-		"max_wal_size = '4GB'" "${extra[@]}"
-	pg_start "${n%%:*}"
-done
-
-pg_psql $A <<'SQL'
-CREATE EXTENSION evrep;
-CREATE SEQUENCE ev_id_seq;
-CREATE TABLE ev (id bigint PRIMARY KEY, payload text, created timestamptz DEFAULT clock_timestamp());
-SELECT evrep_publish('ev');
-CREATE SEQUENCE lr_id_seq;
-CREATE TABLE lr (id bigint PRIMARY KEY, payload text, created timestamptz DEFAULT clock_timestamp());
-CREATE PUBLICATION p FOR TABLE lr;
-SQL
 # EVREP_BENCH_EV_APPLIED_AT=0: B's ev has exactly the publisher's columns (no
 # applied_at), so evrep lag is taken from B's commit timestamps only
 EV_APPLIED_COL=", applied_at timestamptz DEFAULT clock_timestamp()"
 [[ "${EVREP_BENCH_EV_APPLIED_AT:-1}" == 0 ]] && EV_APPLIED_COL=
 EV_APPLIED_EXPR=b.applied_at
 [[ -z "$EV_APPLIED_COL" ]] && EV_APPLIED_EXPR="pg_xact_commit_timestamp(b.xmin)"
-pg_psql $B <<SQL
-CREATE EXTENSION evrep;
-CREATE TABLE ev (id bigint PRIMARY KEY, payload text, created timestamptz$EV_APPLIED_COL);
-SELECT evrep_subscribe('ev');
+A_SCHEMA="CREATE SEQUENCE ev_id_seq;
+CREATE TABLE ev (id bigint PRIMARY KEY, payload text, created timestamptz DEFAULT clock_timestamp());
+CREATE SEQUENCE lr_id_seq;
+CREATE TABLE lr (id bigint PRIMARY KEY, payload text, created timestamptz DEFAULT clock_timestamp());
+CREATE PUBLICATION p FOR TABLE lr;"
+B_SCHEMA="CREATE TABLE ev (id bigint PRIMARY KEY, payload text, created timestamptz$EV_APPLIED_COL);
 CREATE TABLE lr (id bigint PRIMARY KEY, payload text, created timestamptz, applied_at timestamptz DEFAULT clock_timestamp());
-CREATE SUBSCRIPTION s CONNECTION '$(pg_connstr $A)' PUBLICATION p;
-CREATE UNLOGGED TABLE bench_origin (id bigint PRIMARY KEY, commit_ts timestamptz NOT NULL);
-SQL
+CREATE UNLOGGED TABLE bench_origin (id bigint PRIMARY KEY, commit_ts timestamptz NOT NULL);"
+A_SCHEMA=${A_SCHEMA//$'\n'/ } B_SCHEMA=${B_SCHEMA//$'\n'/ }   # one line each in the description
+# both nodes' settings: the bench's, then EVREP_BENCH_CONF's (';'-separated)
+CONF="conf=\"shared_buffers = '256MB'\" conf=\"max_wal_size = '4GB'\""
+while IFS= read -r c; do
+	if [[ -n "${c// /}" ]]; then CONF+=" conf=\"$c\""; fi
+done < <(tr ';' '\n' <<<"${EVREP_BENCH_CONF:-}")
+
+log "starting RabbitMQ and PostgreSQL nodes (dir $EVREP_TEST_DIR)"
+topo_up <<EOF || { log "the nodes did not come up"; exit 1; }
+broker $MQ port=$MQ_PORT
+node $A port=$A_PORT publish=ev schema="$A_SCHEMA" $CONF
+node $B port=$B_PORT subscribe=ev schema="$B_SCHEMA" $CONF
+EOF
+pg_psql $B -c "CREATE SUBSCRIPTION s CONNECTION '$(pg_connstr $A)' PUBLICATION p"
 
 # pgbench scripts
 for t in ev lr; do
@@ -349,13 +342,9 @@ detail "machine busy before the phases (other load; the bench's nodes idle): $bg
 log "machine busy before the phases: $bg% of $(nproc) CPUs"
 
 # ---------------------------------------------------------------- warm-up
-log "waiting for the evrep workers and the native subscription"
+# (topo_up returned once the evrep workers were connected and B's queue bound)
+log "waiting for the native subscription"
 t0=$SECONDS
-until [[ $(pg_psql $A -c "SELECT count(*) FROM evrep.worker_state() WHERE worker = 'publisher' AND connected") == 1 &&
-	$(pg_psql $B -c "SELECT count(*) FROM evrep.worker_state() WHERE worker = 'consumer' AND connected") == 1 ]]; do
-	if ((SECONDS - t0 > 60)); then log "evrep workers not connected after 60s"; diagnose; exit 1; fi
-	sleep 0.5
-done
 until [[ $(pg_psql $B -c "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'") == 0 ]]; do
 	if ((SECONDS - t0 > 120)); then log "native subscription not ready after 120s"; exit 1; fi
 	sleep 0.5

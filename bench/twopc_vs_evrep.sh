@@ -45,10 +45,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 : "${EVREP_TEST_DIR:=/tmp/evrep-bench-twopc}"
 export EVREP_TEST_DIR
-# shellcheck source=../test/lib/pg.sh
-source "$ROOT/test/lib/pg.sh"
-# shellcheck source=../test/lib/rabbitmq.sh
-source "$ROOT/test/lib/rabbitmq.sh"
+# shellcheck source=../test/lib/topology.sh
+source "$ROOT/test/lib/topology.sh"
 
 OUT=${OUT:-$ROOT/bench/results/twopc}
 SIZES=${SIZES:-"100 1000 10000"}
@@ -106,34 +104,20 @@ make -s -C "$ROOT/services" all >/dev/null || die "services build failed"
 [[ -e "$("$PG_CONFIG" --pkglibdir)/evrep.so" ]] || die "evrep is not installed (make && make install)"
 
 log "starting RabbitMQ $MQ on $AMQP_PORT and PostgreSQL $A on $A_PORT, $B on $B_PORT"
-rmq_start "$MQ" "$AMQP_PORT" >"$WORK/rmq.out" 2>&1 &
-rmq_pid=$!
-for n in "$A:$A_PORT" "$B:$B_PORT"; do
-    EVREP_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT" \
-        pg_init "${n%%:*}" "${n#*:}" "max_prepared_transactions = 64" "max_connections = 200" \
-        >>"$WORK/setup.out" 2>&1 || die "pg_init ${n%%:*} failed: $(tail -5 "$WORK/setup.out")"
-    pg_start "${n%%:*}" >>"$WORK/setup.out" 2>&1 || die "pg_start ${n%%:*} failed"
-done
-wait "$rmq_pid" || die "RabbitMQ did not start: $(tail -20 "$WORK/rmq.out")"
-
-pg_psql $A -c "CREATE EXTENSION evrep" -f "$ROOT/services/schema/customer_db.sql" \
-    -c "SELECT evrep_publish('customer'), evrep_subscribe('orders')" >/dev/null || die "setup of $A"
-pg_psql $B -c "CREATE EXTENSION evrep" -f "$ROOT/services/schema/order_db.sql" \
-    -c "SELECT evrep_publish('orders'), evrep_subscribe('customer')" >/dev/null || die "setup of $B"
+# test/lib/topology.sh: returns once both nodes' workers are connected and
+# each consumer has bound its queue, so evrep is live both ways
+topo_up <<EOF >>"$WORK/setup.out" 2>&1 || die "the servers did not come up: $(tail -30 "$WORK/setup.out")"
+broker $MQ port=$AMQP_PORT
+node $A port=$A_PORT publish=customer subscribe=orders schema="$ROOT/services/schema/customer_db.sql" \
+    conf="max_prepared_transactions = 64" conf="max_connections = 200"
+node $B port=$B_PORT publish=orders subscribe=customer schema="$ROOT/services/schema/order_db.sql" \
+    conf="max_prepared_transactions = 64" conf="max_connections = 200"
+EOF
 pg_psql $A -c "CREATE DATABASE customer_2pc" && pg_psql $A -d customer_2pc -f "$ROOT/services/schema/customer_db.sql" >/dev/null \
     || die "customer_2pc"
 pg_psql $B -c "CREATE DATABASE order_2pc" && pg_psql $B -d order_2pc -f "$ROOT/services/schema/order_db.sql" >/dev/null \
     || die "order_2pc"
-
-# evrep is live both ways before anything is measured: a sentinel row each way
-pg_psql $A -c "INSERT INTO customer VALUES (0, 'sentinel', 0)"
-pg_psql $B -c "INSERT INTO orders VALUES (0, 0, 'sentinel', 0)"
-for i in $(seq 1 600); do
-    [[ "$(pg_psql $B -c 'SELECT count(*) FROM customer WHERE id = 0')|$(pg_psql $A -c 'SELECT count(*) FROM orders WHERE id = 0')" == "1|1" ]] && break
-    (( i == 600 )) && die "evrep did not replicate the sentinel rows within 60 s"
-    sleep 0.1
-done
-log "evrep replicates both ways ($((SECONDS - T_START)) s of setup)"
+log "evrep is ready both ways ($((SECONDS - T_START)) s of setup)"
 
 # ---- machine -------------------------------------------------------------------
 
@@ -169,10 +153,10 @@ start_services() {   # start_services evrep|2pc
         bg_start cs "$ROOT/services/customer_service" --port $CS_PORT --db "$A_2PC" || die "cs"
         bg_start os "$ROOT/services/order_service" --port $OS_PORT --db "$B_2PC" || die "os"
     else
-        bg_start cs "$ROOT/services/customer_service" --port $CS_PORT --db "$A_2PC" \
-            --mode 2pc --peer-db "$B_2PC" --recovery-interval-ms 1000 || die "cs"
-        bg_start os "$ROOT/services/order_service" --port $OS_PORT --db "$B_2PC" \
-            --mode 2pc --peer-db "$A_2PC" --recovery-interval-ms 1000 || die "os"
+        bg_start cs "$ROOT/services/customer_service_2pc" --port $CS_PORT --db "$A_2PC" \
+            --peer-db "$B_2PC" --recovery-interval-ms 1000 || die "cs"
+        bg_start os "$ROOT/services/order_service_2pc" --port $OS_PORT --db "$B_2PC" \
+            --peer-db "$A_2PC" --recovery-interval-ms 1000 || die "os"
     fi
     local i
     for i in $(seq 1 200); do

@@ -49,14 +49,18 @@ ODB=order_db
 CLIENT=$ROOT/services/common_client
 
 # The test harness libraries (private RabbitMQ / PostgreSQL / background
-# processes); their state lives in $EVREP_TEST_DIR, so "stop" from another
-# process finds everything by its pid files and data directories.
-# shellcheck source=../test/lib/common.sh
-source "$ROOT/test/lib/common.sh"
-# shellcheck source=../test/lib/rabbitmq.sh
-source "$ROOT/test/lib/rabbitmq.sh"
-# shellcheck source=../test/lib/pg.sh
-source "$ROOT/test/lib/pg.sh"
+# processes, and the topology layer over them); their state lives in
+# $EVREP_TEST_DIR, so "stop" from another process finds everything by its pid
+# files and data directories.
+# shellcheck source=../test/lib/topology.sh
+source "$ROOT/test/lib/topology.sh"
+
+# The demo's servers, in test/lib/topology.sh's description format.
+TOPOLOGY="broker $MQ port=$AMQP_PORT
+node $CDB port=$CUST_PG_PORT publish=customer subscribe=orders schema=services/schema/customer_db.sql
+node $ODB port=$ORDER_PG_PORT publish=orders subscribe=customer schema=services/schema/order_db.sql"
+cd "$ROOT" || exit 1
+topo_parse <<<"$TOPOLOGY" || exit 1
 
 # ---- output helpers ------------------------------------------------------------
 if [[ -t 1 ]]; then B=$'\e[1m' D=$'\e[2m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'
@@ -107,18 +111,17 @@ client() { "$CLIENT" --customer-port "$CUST_SVC_PORT" --order-port "$ORDER_SVC_P
 
 # ---- start / stop ----------------------------------------------------------------
 anything_running() {
-    bg_is_running customer_service || bg_is_running order_service \
-        || pg_is_running $CDB || pg_is_running $ODB || rmq_is_running $MQ
+    local n
+    bg_is_running customer_service || bg_is_running order_service && return 0
+    for n in $(topo_nodes); do pg_is_running "$n" && return 0; done
+    for n in $(topo_broker_members); do rmq_is_running "$n" && return 0; done
+    return 1
 }
 
 demo_stop() {
     bg_stop customer_service 10
     bg_stop order_service 10
-    local n
-    for n in $ODB $CDB; do
-        [[ -d $(pg_datadir $n) ]] && { pg_stop $n fast || pg_stop $n immediate; }
-    done
-    [[ -d $(rmq_dir $MQ) ]] && rmq_stop $MQ
+    topo_down
     rm -f "$STATE/KEPT" "$(evrep_registry_file)"
     return 0
 }
@@ -213,51 +216,19 @@ for f in customer_service order_service common_client; do
     [[ -x "$ROOT/services/$f" ]] || die "services/$f is missing (run make -C services)"
 done
 
-step "Start RabbitMQ and two PostgreSQL servers (with evrep preloaded)"
+step "Start RabbitMQ and two PostgreSQL servers (with evrep preloaded), all at once"
+explain "test/lib/topology.sh starts them from this description, loads each service's schema," \
+        "creates the extension, publishes and subscribes, and waits until both consumers have" \
+        "bound their queues (the broker drops events no queue is bound for):"
+printf '%s\n' "$TOPOLOGY" | indent
 explain "Each server gets shared_preload_libraries = 'evrep', evrep.node_name and" \
         "evrep.database = its database, evrep.broker_url, track_commit_timestamp = on."
 t0=$SECONDS
-export EVREP_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT"
-# RabbitMQ boots in the background while initdb runs; the servers start once
-# the broker is up, so the workers' first connection succeeds.
-rmq_start $MQ $AMQP_PORT >>"$LOG" 2>&1 &
-rmq_pid=$!
-pg_init $CDB $CUST_PG_PORT "evrep.poll_interval = 200" "evrep.reconnect_max = 2000" >>"$LOG" 2>&1 &
-c_pid=$!
-pg_init $ODB $ORDER_PG_PORT "evrep.poll_interval = 200" "evrep.reconnect_max = 2000" >>"$LOG" 2>&1 &
-o_pid=$!
-wait $c_pid || die "initdb for customer_db failed"
-wait $o_pid || die "initdb for order_db failed"
-say "initdb       customer_db (port $CUST_PG_PORT), order_db (port $ORDER_PG_PORT)   ($((SECONDS - t0)) s)"
-wait $rmq_pid || die "RabbitMQ did not start"
-say "RabbitMQ     127.0.0.1:$AMQP_PORT up   ($((SECONDS - t0)) s)"
-# node_up NAME SCHEMA PUBLISH SUBSCRIBE
-node_up() {
-    pg_start "$1" \
-        && pg_psql "$1" -f "$ROOT/services/schema/$2" \
-        && pg_psql "$1" -c "CREATE EXTENSION evrep" \
-                        -c "SELECT evrep_publish('$3')" -c "SELECT evrep_subscribe('$4')"
-}
-node_up $CDB customer_db.sql customer orders >>"$LOG" 2>&1 &
-c_pid=$!
-node_up $ODB order_db.sql orders customer >>"$LOG" 2>&1 &
-o_pid=$!
-wait $c_pid || die "starting customer_db failed"
-wait $o_pid || die "starting order_db failed"
-say "customer_db  started; services/schema/customer_db.sql, CREATE EXTENSION evrep,"
-say "             SELECT evrep_publish('customer'), evrep_subscribe('orders')"
-say "order_db     started; services/schema/order_db.sql, CREATE EXTENSION evrep,"
-say "             SELECT evrep_publish('orders'), evrep_subscribe('customer')"
-# The broker drops events for which no queue is bound yet, so wait until both
-# consumers have declared their queues and bound them.
-bindings_ready() {
-    local b
-    b=$(rmq_ctl $MQ -q list_bindings --no-table-headers source_name destination_name routing_key 2>/dev/null) || return 1
-    grep -qxF "evrep"$'\t'"evrep.$ODB"$'\t'"public.customer" <<<"$b" \
-        && grep -qxF "evrep"$'\t'"evrep.$CDB"$'\t'"public.orders" <<<"$b"
-}
-wait_for 60 "both consumers to bind their queues" bindings_ready
-say "queues       evrep.order_db <- public.customer,  evrep.customer_db <- public.orders"
+echo "==== topo_start" >>"$LOG"
+topo_start >>"$LOG" 2>&1 || die "the servers did not come up (see $LOG)"
+say "customer_db  127.0.0.1:$CUST_PG_PORT  publishes customer, subscribes orders"
+say "order_db     127.0.0.1:$ORDER_PG_PORT  publishes orders,   subscribes customer"
+say "RabbitMQ     127.0.0.1:$AMQP_PORT  queues evrep.order_db <- public.customer, evrep.customer_db <- public.orders"
 say "ready after $((SECONDS - t0)) s"
 
 step "Start CustomerService (:$CUST_SVC_PORT, customer_db) and OrderService (:$ORDER_SVC_PORT, order_db)"
@@ -374,6 +345,8 @@ for n in $CDB $ODB; do
     show "$n" "$status_sql" | sed 1d
 done
 say "The workers (SELECT * FROM evrep.worker_state()):"
+explain "The servers started while RabbitMQ was still booting: a worker whose first attempt" \
+        "failed keeps that error as last_error, with its time, after it connected."
 for n in $CDB $ODB; do
     show "$n" "SELECT '$n' AS node, worker, pid, connected, events, coalesce(left(last_error, 50), '') AS last_error, last_error_at FROM evrep.worker_state()" | sed 1d
 done
@@ -431,7 +404,7 @@ if (( KEEP )); then
       services      $CLIENT customer        # create a sample customer
                     $CLIENT order           # create a sample order
                     $CLIENT list-customers --order-service
-      RabbitMQ      $EVREP_BROKER_URL   (queues: evrep.customer_db, evrep.order_db)
+      RabbitMQ      $(topo_broker_url)   (queues: evrep.customer_db, evrep.order_db)
       logs          $(pg_logfile $CDB)
                     $(pg_logfile $ODB)
                     $(bg_logfile customer_service), $(bg_logfile order_service)

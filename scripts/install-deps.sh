@@ -14,7 +14,7 @@ PACKAGES=(
     rabbitmq-server
     librabbitmq-dev amqp-tools
     thrift-compiler libthrift-c-glib-dev libglib2.0-dev
-    libssl-dev
+    libssl-dev openssl        # openssl: test certificates (test/lib/tls.sh)
     libipc-run-perl perl      # prove, PostgreSQL's TAP modules
     procps                    # pgrep (test/lib/pg.sh)
     gnuplot-nox

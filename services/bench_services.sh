@@ -9,46 +9,58 @@
 # into order_db's replica (what evrep would do) and the createOrder runs go
 # to OrderService for those customers.  Visibility is not measured here
 # (--visibility-timeout 0): without evrep there is no replication to time.
-# Environment: BENCH_FSYNC (on), EVREP_TEST_PGPORT (5821),
-# EVREP_TEST_ORDER_PORT (9190), EVREP_TEST_CUSTOMER_PORT (9191).
-# Starts its own PostgreSQL and services and stops exactly those.
+# Environment: BENCH_FSYNC (on), EVREP_TEST_DIR (the work directory is made
+# below it; default /tmp), EVREP_TEST_PGPORT (5891), EVREP_TEST_ORDER_PORT
+# (9190), EVREP_TEST_CUSTOMER_PORT (9191).
+# Starts its own PostgreSQL and services through test/lib (pg.sh,
+# bg_start) and stops exactly those.
 
-set -u
+set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-PGPORT_T=${EVREP_TEST_PGPORT:-5821}
+base=${EVREP_TEST_DIR:-/tmp}
+[[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
+EVREP_TEST_DIR=$(mktemp -d "$base/evrep-svc-bench.XXXXXX") || exit 1
+chmod 755 "$EVREP_TEST_DIR"
+export EVREP_TEST_DIR EVREP_PRELOAD=0
+# shellcheck source=../test/lib/pg.sh
+source "$HERE/../test/lib/pg.sh"
+
+PGPORT_T=${EVREP_TEST_PGPORT:-5891}
 ORDER_PORT=${EVREP_TEST_ORDER_PORT:-9190}
 CUSTOMER_PORT=${EVREP_TEST_CUSTOMER_PORT:-9191}
-PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
-[ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
+PG=svc
 CUSTOMERS=${1:-2000}
 ORDERS=${2:-4000}
 shift $(( $# > 2 ? 2 : $# ))
 CONCURRENCY=${*:-1 8}
 
-WORK=$(mktemp -d /tmp/evrep-svc-bench.XXXXXX)
-chmod 755 "$WORK"
-PGD=$WORK/pg
-. "$HERE/pg_private.sh"
-CUST_PID=
-ORDER_PID=
-
 cleanup() {
-    stop_pid "$CUST_PID"
-    stop_pid "$ORDER_PID"
-    pg_teardown
-    rm -rf "$WORK"
+    evrep_stop_registered
+    rm -rf "$EVREP_TEST_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+psql_db() { local db=$1; shift; pg_psql "$PG" -d "$db" "$@"; }
+
 make -s -C "$HERE" all || exit 1
-pg_setup "fsync = ${BENCH_FSYNC:-on}" || { cat "$WORK/initdb.log" "$PGD/postgres.log"; exit 1; }
-"$HERE/customer_service" --port "$CUSTOMER_PORT" --db "$CUSTOMER_DB" >"$WORK/cs.log" 2>&1 &
-CUST_PID=$!
-"$HERE/order_service" --port "$ORDER_PORT" --db "$ORDER_DB" >"$WORK/os.log" 2>&1 &
-ORDER_PID=$!
-wait_port "$CUSTOMER_PORT" "$CUST_PID" && wait_port "$ORDER_PORT" "$ORDER_PID" || {
-    cat "$WORK"/*.log; exit 1; }
+{
+    pg_init "$PG" "$PGPORT_T" "fsync = ${BENCH_FSYNC:-on}" && pg_start "$PG" &&
+    pg_psql "$PG" -c "CREATE DATABASE customer_db" -c "CREATE DATABASE order_db" &&
+    psql_db customer_db -f "$HERE/schema/customer_db.sql" &&
+    psql_db order_db -f "$HERE/schema/order_db.sql"
+} 2>"$EVREP_TEST_DIR/setup.log" || { cat "$EVREP_TEST_DIR/setup.log"; exit 1; }
+bg_start cs "$HERE/customer_service" --port "$CUSTOMER_PORT" \
+    --db "$(pg_connstr "$PG" customer_db)" 2>/dev/null
+bg_start os "$HERE/order_service" --port "$ORDER_PORT" \
+    --db "$(pg_connstr "$PG" order_db)" 2>/dev/null
+for i in $(seq 1 100); do
+    evrep_port_in_use "$CUSTOMER_PORT" && evrep_port_in_use "$ORDER_PORT" && break
+    if ! bg_is_running cs || ! bg_is_running os || (( i == 100 )); then
+        cat "$(bg_logfile cs)" "$(bg_logfile os)"; exit 1
+    fi
+    sleep 0.1
+done
 
 load() {
     "$HERE/common_client" --customer-port "$CUSTOMER_PORT" --order-port "$ORDER_PORT" \
@@ -59,7 +71,9 @@ echo "# $(nproc) CPUs, fsync=${BENCH_FSYNC:-on}, $CUSTOMERS customers / $ORDERS 
 for c in $CONCURRENCY; do
     load --customers "$CUSTOMERS" --orders 0 --concurrency "$c" || exit 1
 done
-copy_customers
+# what evrep would do: copy the customers into order_db's replica
+psql_db customer_db -c "COPY customer TO STDOUT" |
+    psql_db order_db -c "COPY customer FROM STDIN" || exit 1
 for c in $CONCURRENCY; do
     load --customers 0 --orders "$ORDERS" --concurrency "$c" || exit 1
 done

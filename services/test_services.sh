@@ -6,49 +6,37 @@
 # replication is needed the test copies rows into the replica table itself
 # (a "fake replicator", psql COPY ... | psql COPY).
 #
-# Environment: EVREP_TEST_PGPORT (5821), EVREP_TEST_ORDER_PORT (9190),
+# Uses the project's harness (test/lib/tap.sh, pg.sh, bg_start), which
+# stops exactly what this script started, also on failure or interrupt:
+# one PostgreSQL cluster (node "svc" with databases customer_db and
+# order_db), customer_service, order_service, the fake replicator loop.
+# Client processes run as jobs of this shell (their exit status is
+# checked); any still running at exit is stopped by its pid.
+#
+# Environment: EVREP_TEST_DIR (the work directory is made below it; default
+# /tmp), EVREP_TEST_PGPORT (5891), EVREP_TEST_ORDER_PORT (9190),
 # EVREP_TEST_CUSTOMER_PORT (9191), KEEP_TEST_DIR=1 keeps the work directory
 # (it is always kept when a test failed).
-#
-# Starts: one PostgreSQL cluster (initdb as user postgres when run as root,
-# unix socket only, under /tmp), customer_service, order_service, a fake
-# replicator loop.  Stops exactly those, by pid / data directory, also on
-# failure or interrupt.
 
-set -u
+set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-PGPORT_T=${EVREP_TEST_PGPORT:-5821}
+base=${EVREP_TEST_DIR:-/tmp}
+[[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
+EVREP_TEST_DIR=$(mktemp -d "$base/evrep-svc-test.XXXXXX") || exit 1
+chmod 755 "$EVREP_TEST_DIR"
+export EVREP_TEST_DIR EVREP_PRELOAD=0
+# shellcheck source=../test/lib/tap.sh
+source "$HERE/../test/lib/tap.sh"
+
+PGPORT_T=${EVREP_TEST_PGPORT:-5891}
 ORDER_PORT=${EVREP_TEST_ORDER_PORT:-9190}
 CUSTOMER_PORT=${EVREP_TEST_CUSTOMER_PORT:-9191}
-PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
-[ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
-
 CLIENT=$HERE/common_client
-WORK=$(mktemp -d /tmp/evrep-svc-test.XXXXXX)
-chmod 755 "$WORK"
-PGD=$WORK/pg                      # owned by postgres when we are root
-. "$HERE/pg_private.sh"
+PG=svc                            # the pg.sh node holding both databases
+WORK=$EVREP_TEST_DIR
 
-CUST_PID=
-ORDER_PID=
-REPL_PID=
-BG_PIDS=()
-
-n=0
-failures=0
-
-# ---- TAP helpers ----------------------------------------------------------
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-    n=$((n + 1)); failures=$((failures + 1))
-    echo "not ok $n - $1"; shift
-    local line
-    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/#   /'; done
-}
-diag() { printf '%s\n' "$@" | sed 's/^/# /'; }
-bail() { echo "Bail out! $*"; exit 1; }
+# ---- helpers ----------------------------------------------------------------
 
 # run the client; sets $out (stdout+stderr) and $rc
 client() {
@@ -64,99 +52,118 @@ expect_ok() {
     while [ "$1" = --out ]; do patterns+=("$2"); shift 2; done
     [ "$1" = -- ] && shift
     client "$@"
-    if [ "$rc" -ne 0 ]; then not_ok "$desc" "exit $rc" "$out"; return 1; fi
+    if [ "$rc" -ne 0 ]; then fail "$desc" "exit $rc"$'\n'"$out"; return 1; fi
     local p
     for p in "${patterns[@]}"; do
         if ! grep -qF -- "$p" <<<"$out"; then
-            not_ok "$desc" "output lacks: $p" "$out"; return 1
+            fail "$desc" "output lacks: $p"$'\n'"$out"; return 1
         fi
     done
-    ok "$desc"
+    pass "$desc"
 }
 
 # expect_fail DESC PATTERN ARGS... : non-zero exit and PATTERN in the output
 expect_fail() {
     local desc=$1 pattern=$2; shift 2
     client "$@"
-    if [ "$rc" -eq 0 ]; then not_ok "$desc" "unexpected success" "$out"; return 1; fi
+    if [ "$rc" -eq 0 ]; then fail "$desc" "unexpected success"$'\n'"$out"; return 1; fi
     if ! grep -qF -- "$pattern" <<<"$out"; then
-        not_ok "$desc" "exit $rc, output lacks: $pattern" "$out"; return 1
+        fail "$desc" "exit $rc, output lacks: $pattern"$'\n'"$out"; return 1
     fi
-    ok "$desc"
+    pass "$desc"
 }
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 
-# ---- services ----------------------------------------------------------------
+psql_db() { local db=$1; shift; pg_psql "$PG" -d "$db" "$@"; }
+
+# fake replication (what evrep does for real): copy the owner's rows into
+# the other database's replica table
+copy_customers() {
+    psql_db customer_db -c "COPY customer TO STDOUT" |
+        psql_db order_db -c "CREATE TEMP TABLE t (LIKE customer)" \
+            -c "COPY t FROM STDIN" \
+            -c "INSERT INTO customer SELECT * FROM t ON CONFLICT (id) DO NOTHING"
+}
+copy_orders() {
+    psql_db order_db -c "COPY orders TO STDOUT" |
+        psql_db customer_db -c "CREATE TEMP TABLE t (LIKE orders)" \
+            -c "COPY t FROM STDIN" \
+            -c "INSERT INTO orders SELECT * FROM t ON CONFLICT (id) DO NOTHING"
+}
+
+# start_service NAME PROG [ARGS...]: PROG under bg_start, through a shell
+# that forwards SIGTERM to it and writes its exit status to
+# $WORK/NAME.status: bg_start detaches its process, so this script cannot
+# wait for the status itself.  Helper kept here, not in test/lib.
+cat >"$WORK/with_status.sh" <<'EOF_WRAPPER'
+status=$1; shift
+"$@" & child=$!
+interrupted=
+trap 'kill -TERM $child 2>/dev/null; interrupted=1' TERM
+wait "$child"; rc=$?
+# a wait cut short by the trap returns 143, not the child's status: wait
+# again (bash keeps the status of a child that has exited meanwhile)
+while [ -n "$interrupted" ]; do
+    interrupted=
+    wait "$child"; rc=$?
+done
+echo "$rc" >"$status"
+EOF_WRAPPER
+start_service() {
+    local name=$1; shift
+    rm -f "$WORK/$name.status"
+    bg_start "$name" bash "$WORK/with_status.sh" "$WORK/$name.status" "$@"
+}
+# service_up NAME PORT: NAME runs and accepts connections on PORT
+service_up() { wait_until 10 "bg_is_running $1 && evrep_port_in_use $2" 0.1; }
 
 start_customer_service() {
-    "$HERE/customer_service" --port "$CUSTOMER_PORT" --db "$CUSTOMER_DB" \
-        >>"$WORK/customer_service.log" 2>&1 &
-    CUST_PID=$!
+    start_service customer_service "$HERE/customer_service" --port "$CUSTOMER_PORT" \
+        --db "$CUSTOMER_DB"
 }
 start_order_service() {
-    "$HERE/order_service" --port "$ORDER_PORT" --db "$ORDER_DB" \
-        >>"$WORK/order_service.log" 2>&1 &
-    ORDER_PID=$!
+    start_service order_service "$HERE/order_service" --port "$ORDER_PORT" --db "$ORDER_DB"
 }
 
-cleanup() {
-    local pid
-    stop_pid "$REPL_PID"
-    for pid in "${BG_PIDS[@]}"; do stop_pid "$pid"; done
-    stop_pid "$CUST_PID"
-    stop_pid "$ORDER_PID"
-    pg_teardown
-    if [ "$failures" -gt 0 ] || [ "${KEEP_TEST_DIR:-0}" = 1 ]; then
-        echo "# work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_jobs() { local p; for p in $(jobs -pr); do kill "$p" 2>/dev/null; done; }
+on_exit stop_jobs
 
 # ============================================================================
 
 # 1: build, warning-free
 if build_out=$(make -C "$HERE" all 2>&1); then
     if grep -q 'warning:' <<<"$build_out"; then
-        not_ok "services build without warnings" "$build_out"
+        fail "services build without warnings" "$build_out"
     else
-        ok "services build without warnings"
+        pass "services build without warnings"
     fi
 else
-    not_ok "services build" "$build_out"
-    bail "build failed"
+    fail "services build" "$build_out"
+    BAIL_OUT "build failed"
 fi
 
 # 2: private PostgreSQL with both databases and schemas
-if pg_setup "fsync = off"; then
-    ok "private PostgreSQL on port $PGPORT_T with customer_db and order_db"
-else
-    not_ok "private PostgreSQL" "$(cat "$WORK/initdb.log" "$PGD/postgres.log" 2>/dev/null | tail -20)"
-    bail "no database"
-fi
+ok "private PostgreSQL on port $PGPORT_T with customer_db and order_db" eval '
+    pg_init "$PG" "$PGPORT_T" "fsync = off" && pg_start "$PG" &&
+    pg_psql "$PG" -c "CREATE DATABASE customer_db" -c "CREATE DATABASE order_db" &&
+    psql_db customer_db -f "$HERE/schema/customer_db.sql" &&
+    psql_db order_db -f "$HERE/schema/order_db.sql"' || BAIL_OUT "no database"
+CUSTOMER_DB=$(pg_connstr "$PG" customer_db)
+ORDER_DB=$(pg_connstr "$PG" order_db)
 
 # 3: services up
 start_customer_service
 start_order_service
-if wait_port "$CUSTOMER_PORT" "$CUST_PID" && wait_port "$ORDER_PORT" "$ORDER_PID"; then
-    ok "customer_service on $CUSTOMER_PORT and order_service on $ORDER_PORT accept connections"
-else
-    not_ok "services start" "$(tail -5 "$WORK"/*_service.log)"
-    bail "services did not start"
-fi
+ok "customer_service on $CUSTOMER_PORT and order_service on $ORDER_PORT accept connections" \
+    eval 'service_up customer_service "$CUSTOMER_PORT" && service_up order_service "$ORDER_PORT"' \
+    || BAIL_OUT "services did not start"
 
 # 4: loopback only
 if command -v ss >/dev/null; then
     listen=$(ss -Hltn "( sport = :$CUSTOMER_PORT or sport = :$ORDER_PORT )" | awk '{print $4}' | sort | tr '\n' ' ')
     expected=$(printf '%s\n' "127.0.0.1:$CUSTOMER_PORT" "127.0.0.1:$ORDER_PORT" | sort | tr '\n' ' ')
-    if [ "$listen" = "$expected" ]; then
-        ok "services listen on 127.0.0.1 only"
-    else
-        not_ok "services listen on 127.0.0.1 only" "ss: $listen"
-    fi
+    is "$listen" "$expected" "services listen on 127.0.0.1 only"
 fi
 
 # ---- happy path ----
@@ -165,9 +172,9 @@ expect_ok "CustomerService.getCustomers lists customer 1" \
     --out "Customer(id:1, customerName:Alice, creditLimit:1000)" -- list-customers
 client list-customers --order-service
 if [ "$rc" -eq 0 ] && ! grep -q "id:1," <<<"$out"; then
-    ok "OrderService.getCustomers does not show it before replication"
+    pass "OrderService.getCustomers does not show it before replication"
 else
-    not_ok "OrderService.getCustomers does not show it before replication" "exit $rc" "$out"
+    fail "OrderService.getCustomers does not show it before replication" "exit $rc"$'\n'"$out"
 fi
 copy_customers
 expect_ok "OrderService.getCustomers shows it after copying into order_db's replica" \
@@ -178,20 +185,19 @@ expect_ok "getOrdersForCustomer returns the order with its customer" \
     --out "Orders(id:10, orderAmount:250, status:NEW, customer:Customer(id:1, customerName:Alice, creditLimit:1000))" \
     -- list-orders --customer 1
 expect_ok "getOrdersForCustomer of a customer without orders is empty" -- list-orders --customer 12345
-if [ -z "$out" ]; then ok "... and prints nothing"; else not_ok "... and prints nothing" "$out"; fi
+is "$out" "" "... and prints nothing"
 name200=$(printf 'n%.0s' $(seq 1 200))
 expect_ok "a 200-character name is accepted" -- create-customer --id 3 --name "$name200" --credit 0
 expect_ok "non-ASCII name is accepted and returned intact" --out "customerName:Zoë Ünal" -- \
     create-customer --id 4 --name "Zoë Ünal" --credit 5
 client list-customers
 if grep -qF "Customer(id:4, customerName:Zoë Ünal, creditLimit:5)" <<<"$out"; then
-    ok "non-ASCII name round trip"; else not_ok "non-ASCII name round trip" "$out"; fi
+    pass "non-ASCII name round trip"; else fail "non-ASCII name round trip" "$out"; fi
 
 # ---- bounded wait for a lagging replica ----
 expect_ok "createCustomer 2" -- create-customer --id 2 --name Bob --credit 500
 ( sleep 0.7; copy_customers ) &
 late=$!
-BG_PIDS+=($late)
 t0=$(now_ms)
 expect_ok "createOrder waits for a customer that is replicated 0.7 s later" -- \
     create-order --id 11 --amount 40 --status NEW --customer 2
@@ -221,28 +227,25 @@ expect_fail "300-character status" "status is too long" \
     create-order --id 25 --amount 1 --status "$name300" --customer 1
 expect_fail "non-numeric customerId" "customerId 'abc' is not a valid integer" \
     list-orders --customer abc
-[ "$rc" = 1 ] && ok "... exit status 1 for an OperationFailedException" || not_ok "... exit status 1" "rc=$rc"
+is "$rc" 1 "... exit status 1 for an OperationFailedException"
 expect_fail "out-of-range customerId" "is not a valid integer" list-orders --customer 99999999999
 t0=$(now_ms)
 expect_fail "order for an unknown customer" "customer 999 not found (not yet replicated?)" \
     create-order --id 26 --amount 1 --status NEW --customer 999
 t1=$(now_ms)
 if [ $((t1 - t0)) -ge 1900 ] && [ $((t1 - t0)) -lt 6000 ]; then
-    ok "... after the bounded wait ($((t1 - t0)) ms)"
+    pass "... after the bounded wait ($((t1 - t0)) ms)"
 else
-    not_ok "... after the bounded wait" "took $((t1 - t0)) ms"
+    fail "... after the bounded wait" "took $((t1 - t0)) ms"
 fi
 client list-customers
-if ! grep -qE "id:(20|21|22)," <<<"$out"; then ok "rejected customers were not stored"
-else not_ok "rejected customers were not stored" "$out"; fi
+unlike "$out" "id:(20|21|22)," "rejected customers were not stored"
 client create-customer --id 30
-[ "$rc" = 2 ] && ok "missing options: usage error, exit 2" || not_ok "missing options: usage error" "rc=$rc $out"
+is "$rc" 2 "missing options: usage error, exit 2"
 client frobnicate
-[ "$rc" = 2 ] && ok "unknown command: exit 2" || not_ok "unknown command: exit 2" "rc=$rc $out"
+is "$rc" 2 "unknown command: exit 2"
 out=$("$CLIENT" --customer-port 1 list-customers 2>&1); rc=$?
-if [ "$rc" = 3 ] && grep -q "cannot connect to CustomerService" <<<"$out"; then
-    ok "no service listening: exit 3 with a message"
-else not_ok "no service listening: exit 3" "rc=$rc $out"; fi
+like "$rc:$out" "^3:.*cannot connect to CustomerService" "no service listening: exit 3 with a message"
 
 # ---- the prototype's demo commands ----
 expect_ok "'customer' creates a sample customer and lists" --out "created Customer(id:5," \
@@ -275,10 +278,10 @@ printf 'GET / HTTP/1.0\r\n\r\n' >"$WORK/http.bin"
 for kind in big:"a string claiming 50 MB" deep:"100000 nested structs" http:"an HTTP request"; do
     f=${kind%%:*}; what=${kind#*:}
     r=$(raw_request "$CUSTOMER_PORT" "$WORK/$f.bin")
-    if [ "$r" = closed ] && kill -0 "$CUST_PID" 2>/dev/null; then
-        ok "$what: connection closed at once, service alive"
+    if [ "$r" = closed ] && bg_is_running customer_service; then
+        pass "$what: connection closed at once, service alive"
     else
-        not_ok "$what: connection closed at once, service alive" "$r"
+        fail "$what: connection closed at once, service alive" "$r"
     fi
 done
 expect_ok "service still answers after malformed requests" --out "id:1," -- list-customers
@@ -289,9 +292,8 @@ expect_ok "service still answers after malformed requests" --out "id:1," -- list
 "$CLIENT" --customer-port "$CUSTOMER_PORT" list-customers --repeat 2 \
     --interval-ms 8000 >"$WORK/persistent.out" 2>&1 &
 persistent=$!
-BG_PIDS+=($persistent)
 sleep 0.5
-if pg_stop; then
+if ok "stop the database" pg_stop "$PG"; then
     expect_fail "database stopped: createCustomer fails with an exception" "database unavailable" \
         create-customer --id 40 --name Down --credit 1
     expect_fail "database stopped: getCustomers fails with an exception" "database unavailable" \
@@ -300,12 +302,9 @@ if pg_stop; then
         create-order --id 40 --amount 1 --status NEW --customer 1
     expect_fail "database stopped: getOrdersForCustomer fails with an exception" "database unavailable" \
         list-orders --customer 1
-    if kill -0 "$CUST_PID" 2>/dev/null && kill -0 "$ORDER_PID" 2>/dev/null; then
-        ok "services keep running while the database is down"
-    else
-        not_ok "services keep running while the database is down"
-    fi
-    pg_start
+    ok "services keep running while the database is down" \
+        eval 'bg_is_running customer_service && bg_is_running order_service'
+    ok "start the database again" pg_start "$PG"
     expect_ok "database restarted: next createCustomer works" -- \
         create-customer --id 41 --name Back --credit 1
     expect_ok "database restarted: next createOrder works" -- \
@@ -313,13 +312,11 @@ if pg_stop; then
     expect_ok "database restarted: getCustomers works" --out "id:41," -- list-customers
     wait "$persistent"; prc=$?
     if [ "$prc" = 0 ] && [ "$(grep -c 'id:1, customerName:Alice' "$WORK/persistent.out")" = 2 ]; then
-        ok "a connection held across the restart gets answers before and after it"
+        pass "a connection held across the restart gets answers before and after it"
     else
-        not_ok "a connection held across the restart gets answers before and after it" \
-            "exit $prc" "$(cat "$WORK/persistent.out")"
+        fail "a connection held across the restart gets answers before and after it" \
+            "exit $prc"$'\n'"$(cat "$WORK/persistent.out")"
     fi
-else
-    not_ok "stop the database" "$(tail -5 "$PGD/postgres.log")"
 fi
 
 # ---- concurrency ----
@@ -332,54 +329,60 @@ for i in $(seq 1 8); do
         --interval-ms 500 >"$WORK/conc$i.out" 2>&1 &
     pids+=($!)
 done
-BG_PIDS+=("${pids[@]}")
 cfail=0
 for p in "${pids[@]}"; do wait "$p" || cfail=$((cfail + 1)); done
 t1=$(now_ms)
 if [ "$cfail" = 0 ] && [ $((t1 - t0)) -lt 9000 ]; then
-    ok "8 clients holding connections are served concurrently ($((t1 - t0)) ms)"
+    pass "8 clients holding connections are served concurrently ($((t1 - t0)) ms)"
 else
-    not_ok "8 clients holding connections are served concurrently" "$cfail failed, $((t1 - t0)) ms"
+    fail "8 clients holding connections are served concurrently" "$cfail failed, $((t1 - t0)) ms"
 fi
 
-# load through 8 threads, with the fake replicator running both ways
-( while :; do copy_customers; copy_orders; sleep 0.1; done ) >/dev/null 2>&1 &
-REPL_PID=$!
+# load through 8 threads, with the fake replicator running both ways (a
+# shell of its own, with pg.sh and the copy functions)
+{
+    printf 'source %q\nPG=%q\n' "$HERE/../test/lib/pg.sh" "$PG"
+    declare -f psql_db copy_customers copy_orders
+    echo 'while :; do copy_customers; copy_orders; sleep 0.1; done'
+} >"$WORK/replicator.sh"
+bg_start replicator bash "$WORK/replicator.sh"
 for c in 1 8; do
     client load --customers 200 --orders 400 --concurrency $c --peer-db "$CUSTOMER_DB"
     if [ "$rc" = 0 ] && grep -q "^createCustomer .* 200 *0 " <<<"$out" &&
        grep -q "^createOrder .* 400 *0 " <<<"$out" &&
        grep -q "customers visible via OrderService.getCustomers" <<<"$out" &&
        grep -q "orders visible in the peer database" <<<"$out"; then
-        ok "load --concurrency $c: 200 customers and 400 orders created and seen on the other side"
+        pass "load --concurrency $c: 200 customers and 400 orders created and seen on the other side"
     else
-        not_ok "load --concurrency $c" "exit $rc" "$out"
+        fail "load --concurrency $c" "exit $rc"$'\n'"$out"
     fi
     diag "$(grep -v '^load: ' <<<"$out")"
 done
-stop_pid "$REPL_PID"; REPL_PID=
+bg_stop replicator
 
 # ---- clean shutdown ----
 "$CLIENT" --customer-port "$CUSTOMER_PORT" list-customers --repeat 3 \
     --interval-ms 3000 >/dev/null 2>&1 &
 idle=$!
-BG_PIDS+=($idle)
 sleep 0.5
-for svc in CUST ORDER; do
-    pidvar=${svc}_PID
-    pid=${!pidvar}
+for svc in customer_service order_service; do
     t0=$(now_ms)
-    kill -TERM "$pid"
-    wait "$pid"; src=$?
+    kill -TERM "$(bg_pid "$svc")"
+    evrep_wait_pid_exit "$(bg_pid "$svc")" 10
     t1=$(now_ms)
+    src=$(cat "$WORK/$svc.status" 2>/dev/null || echo "none")
     if [ "$src" = 0 ] && [ $((t1 - t0)) -lt 5000 ]; then
-        ok "$svc service exits 0 on SIGTERM ($((t1 - t0)) ms, idle client connected)"
+        pass "$svc exits 0 on SIGTERM ($((t1 - t0)) ms, idle client connected)"
     else
-        not_ok "$svc service exits 0 on SIGTERM" "exit $src after $((t1 - t0)) ms"
+        fail "$svc exits 0 on SIGTERM" "exit $src after $((t1 - t0)) ms"
     fi
-    printf -v "$pidvar" '%s' ""
 done
 wait "$idle" 2>/dev/null
 
-echo "1..$n"
-[ "$failures" = 0 ]
+done_testing
+if (( _TAP_FAILED == 0 )) && [[ ${KEEP_TEST_DIR:-0} != 1 ]]; then
+    evrep_stop_registered
+    rm -rf "$EVREP_TEST_DIR"
+else
+    echo "# work directory kept: $EVREP_TEST_DIR"
+fi

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# test_twopc.sh - the services' two-phase commit mode (--mode 2pc), TAP
-# output (run with `prove`).
+# test_twopc.sh - the two-phase commit baseline (customer_service_2pc,
+# order_service_2pc), TAP output (run with `prove`).
 #
 # Two private PostgreSQL servers (customer_db and order_db, both tables in
-# each, no evrep: EVREP_PRELOAD=0) and both services in 2PC mode, each with
-# the other's database as --peer-db.  Checks: rows are in both databases
+# each, no evrep: EVREP_PRELOAD=0) and both 2PC services, each with the
+# other's database as --peer-db.  Checks: the product services take no 2PC
+# options and carry no crash hooks; rows are in both databases
 # when the call returns; a stopped peer fails the call and leaves nothing
 # behind; crashes before and after the decision (test hooks
 # EVREP_2PC_CRASH_BEFORE_DECISION / _AFTER_DECISION) leave in-doubt
@@ -15,22 +16,25 @@
 #
 # Uses the project's harness (test/lib/tap.sh, pg.sh, bg_start), which
 # stops exactly what this script started, also on failure.
-# Environment: EVREP_TEST_CUSTOMER_PGPORT (5881), EVREP_TEST_ORDER_PGPORT
-# (5882), EVREP_TEST_CUSTOMER_PORT (9391), EVREP_TEST_ORDER_PORT (9390),
+# Environment: EVREP_TEST_DIR (the work directory is made below it; default
+# /tmp), EVREP_TEST_CUSTOMER_PGPORT (5895), EVREP_TEST_ORDER_PGPORT (5896),
+# EVREP_TEST_CUSTOMER_PORT (9491), EVREP_TEST_ORDER_PORT (9490),
 # KEEP_TEST_DIR=1 keeps the work directory (kept anyway when a test failed).
 
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-EVREP_TEST_DIR=$(mktemp -d /tmp/evrep-twopc-test.XXXXXX)
+base=${EVREP_TEST_DIR:-/tmp}
+[[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
+EVREP_TEST_DIR=$(mktemp -d "$base/evrep-twopc-test.XXXXXX") || exit 1
 chmod 755 "$EVREP_TEST_DIR"
 export EVREP_TEST_DIR EVREP_PRELOAD=0
 # shellcheck source=../test/lib/tap.sh
 source "$HERE/../test/lib/tap.sh"
 
-CPG=${EVREP_TEST_CUSTOMER_PGPORT:-5881}
-OPG=${EVREP_TEST_ORDER_PGPORT:-5882}
-CS_PORT=${EVREP_TEST_CUSTOMER_PORT:-9391}
-OS_PORT=${EVREP_TEST_ORDER_PORT:-9390}
+CPG=${EVREP_TEST_CUSTOMER_PGPORT:-5895}
+OPG=${EVREP_TEST_ORDER_PGPORT:-5896}
+CS_PORT=${EVREP_TEST_CUSTOMER_PORT:-9491}
+OS_PORT=${EVREP_TEST_ORDER_PORT:-9490}
 C=customer_db
 O=order_db
 PREFIX_CS='evrep2pc:CustomerService:'
@@ -56,12 +60,12 @@ start_svc() {
     while (( $# )) && [[ $1 != -- ]]; do envs+=("$1"); shift; done
     [[ ${1:-} == -- ]] && shift
     if [[ $which == cs ]]; then
-        prog=customer_service db=$C peer=$O port=$CS_PORT
+        prog=customer_service_2pc db=$C peer=$O port=$CS_PORT
     else
-        prog=order_service db=$O peer=$C port=$OS_PORT
+        prog=order_service_2pc db=$O peer=$C port=$OS_PORT
     fi
     bg_start "$which" env "${envs[@]}" "$HERE/$prog" --port "$port" \
-        --db "$(pg_connstr "$db")" --mode 2pc --peer-db "$(pg_connstr "$peer")" \
+        --db "$(pg_connstr "$db")" --peer-db "$(pg_connstr "$peer")" \
         --recovery-interval-ms 500 "$@" || return 1
     wait_until 20 "evrep_port_in_use $port" 0.05
 }
@@ -82,23 +86,33 @@ for n in "$C:$CPG" "$O:$OPG"; do
     ok "schema of $node" pg_psql "$node" -f "$HERE/schema/$node.sql" || BAIL_OUT "no schema"
 done
 
-"$HERE/customer_service" --port "$CS_PORT" --mode 2pc >/dev/null 2>&1
-is "$?" 2 "--mode 2pc without --peer-db is a usage error"
-"$HERE/customer_service" --port "$CS_PORT" --mode xa >/dev/null 2>&1
-is "$?" 2 "an unknown --mode is a usage error"
+# usage errors exit at once; timeout only keeps a regression from hanging
+for prog in customer_service_2pc order_service_2pc; do
+    timeout 10 "$HERE/$prog" --port "$CS_PORT" >/dev/null 2>&1
+    is "$?" 2 "$prog without --peer-db is a usage error"
+done
+timeout 10 "$HERE/customer_service_2pc" --port "$CS_PORT" --mode 2pc --peer-db "$(pg_connstr $O)" >/dev/null 2>&1
+is "$?" 2 "customer_service_2pc has no --mode: usage error"
+for prog in customer_service order_service; do
+    timeout 10 "$HERE/$prog" --port "$CS_PORT" --mode 2pc >/dev/null 2>&1
+    is "$?" 2 "$prog rejects --mode 2pc (usage error)"
+    timeout 10 "$HERE/$prog" --port "$CS_PORT" --peer-db "$(pg_connstr $O)" >/dev/null 2>&1
+    is "$?" 2 "$prog rejects --peer-db (usage error)"
+    is "$(grep -c EVREP_2PC_CRASH "$HERE/$prog")" 0 "$prog carries no 2PC crash hook"
+done
 
-ok "customer_service --mode 2pc is up" start_svc cs
-ok "order_service --mode 2pc is up" start_svc os -- --customer-wait-ms 300
+ok "customer_service_2pc is up" start_svc cs
+ok "order_service_2pc is up" start_svc os -- --customer-wait-ms 300
 is "$(q $C "SELECT count(*) FROM pg_tables WHERE tablename = 'twopc_decision'")|$(q $O "SELECT count(*) FROM pg_tables WHERE tablename = 'twopc_decision'")" \
    "1|1" "each service created its decision log at start"
 
 # ---- happy path -------------------------------------------------------------------
 
 client create-customer --id 1 --name Alice --credit 1000
-is "$rc" 0 "createCustomer 1 in 2PC mode"
+is "$rc" 0 "createCustomer 1 through the 2PC baseline"
 is "$(rows $C customer 1)|$(rows $O customer 1)" "1|1" "customer 1 is in both databases when the call returns"
 client create-order --id 10 --amount 250 --status NEW --customer 1
-is "$rc" 0 "createOrder 10 in 2PC mode"
+is "$rc" 0 "createOrder 10 through the 2PC baseline"
 is "$(rows $O orders 10)|$(rows $C orders 10)" "1|1" "order 10 is in both databases when the call returns"
 client list-orders --customer 1
 like "$out" "Orders\(id:10, orderAmount:250, status:NEW, customer:Customer\(id:1, customerName:Alice" \
@@ -134,7 +148,7 @@ is "$(rows $C customer 2)|$(rows $O customer 2)" "0|0" "customer 2 (failed) is i
 # ---- crash before the decision: rolled back at restart ------------------------------------
 
 bg_stop cs
-ok "customer_service with EVREP_2PC_CRASH_BEFORE_DECISION=1" \
+ok "customer_service_2pc with EVREP_2PC_CRASH_BEFORE_DECISION=1" \
     start_svc cs EVREP_2PC_CRASH_BEFORE_DECISION=1
 client create-customer --id 4 --name Crash1 --credit 5
 is "$rc" 3 "createCustomer 4: the service dies after both PREPAREs (transport error)"
@@ -143,7 +157,7 @@ is "$(q $C "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, '$PREF
    "1|1" "one in-doubt transaction of CustomerService in each database"
 is "$(rows $C customer 4)|$(rows $O customer 4)|$(decisions $C)" "0|0|0" "... not visible anywhere, no decision logged"
 before=$(log_lines cs 'rolled back in-doubt')
-ok "customer_service restarted without the hook" start_svc cs
+ok "customer_service_2pc restarted without the hook" start_svc cs
 is "$(prepared $C)|$(prepared $O)" "0|0" "recovery at start settled both (no prepared transaction left)"
 is "$(rows $C customer 4)|$(rows $O customer 4)" "0|0" "... by rolling back: customer 4 is in neither database"
 is "$(( $(log_lines cs 'rolled back in-doubt') - before ))" 2 "... the log says so for both databases"
@@ -152,7 +166,7 @@ ok "... and its rollback decision is forgotten afterwards" wait_until 10 '[[ $(d
 # ---- crash after the decision: committed at restart ----------------------------------------
 
 bg_stop cs
-ok "customer_service with EVREP_2PC_CRASH_AFTER_DECISION=1" \
+ok "customer_service_2pc with EVREP_2PC_CRASH_AFTER_DECISION=1" \
     start_svc cs EVREP_2PC_CRASH_AFTER_DECISION=1
 client create-customer --id 5 --name Crash2 --credit 5
 is "$rc" 3 "createCustomer 5: the service dies right after committing the decision"
@@ -161,7 +175,7 @@ is "$(prepared $C)|$(prepared $O)" "1|1" "one in-doubt transaction in each datab
 is "$(q $C "SELECT count(*) FROM twopc_decision WHERE committed")" 1 "... and a commit decision in customer_db's log"
 is "$(rows $C customer 5)|$(rows $O customer 5)" "0|0" "... customer 5 not visible yet"
 before=$(log_lines cs 'committed in-doubt')
-ok "customer_service restarted without the hook" start_svc cs
+ok "customer_service_2pc restarted without the hook" start_svc cs
 is "$(prepared $C)|$(prepared $O)" "0|0" "recovery at start settled both"
 is "$(rows $C customer 5)|$(rows $O customer 5)" "1|1" "... by committing: customer 5 is in both databases"
 is "$(( $(log_lines cs 'committed in-doubt') - before ))" 2 "... the log says so for both databases"
@@ -170,13 +184,13 @@ ok "... and the decision is forgotten afterwards" wait_until 10 '[[ $(decisions 
 # ---- crash after the decision, peer down at restart: periodic recovery -----------------------
 
 bg_stop cs
-ok "customer_service with EVREP_2PC_CRASH_AFTER_DECISION=1" \
+ok "customer_service_2pc with EVREP_2PC_CRASH_AFTER_DECISION=1" \
     start_svc cs EVREP_2PC_CRASH_AFTER_DECISION=1
 client create-customer --id 6 --name Crash3 --credit 5
 is "$rc" 3 "createCustomer 6: the service dies after the decision"
 ok "... the service process is gone" wait_until 10 '! bg_is_running cs'
 ok "stop order_db" pg_stop $O
-ok "customer_service restarted while its peer is down" start_svc cs
+ok "customer_service_2pc restarted while its peer is down" start_svc cs
 is "$(prepared $C)|$(rows $C customer 6)" "0|1" "the local side is committed at start"
 ok "start order_db again" pg_start $O
 ok "the periodic recovery pass commits the peer's side" \
@@ -186,7 +200,7 @@ ok "... and the decision is forgotten afterwards" wait_until 10 '[[ $(decisions 
 # ---- OrderService: crash before and after the decision ---------------------------------------
 
 bg_stop os
-ok "order_service with EVREP_2PC_CRASH_BEFORE_DECISION=1" \
+ok "order_service_2pc with EVREP_2PC_CRASH_BEFORE_DECISION=1" \
     start_svc os EVREP_2PC_CRASH_BEFORE_DECISION=1
 client create-order --id 20 --amount 7 --status NEW --customer 1
 is "$rc" 3 "createOrder 20: the service dies after both PREPAREs"
@@ -194,14 +208,14 @@ ok "... gone" wait_until 10 '! bg_is_running os'
 is "$(q $O "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, '$PREFIX_OS')")|$(q $C "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, '$PREFIX_OS')")" \
    "1|1" "one in-doubt transaction of OrderService in each database"
 bg_stop os
-ok "order_service with EVREP_2PC_CRASH_AFTER_DECISION=1 (the restart recovers order 20 first)" \
+ok "order_service_2pc with EVREP_2PC_CRASH_AFTER_DECISION=1 (the restart recovers order 20 first)" \
     start_svc os EVREP_2PC_CRASH_AFTER_DECISION=1
 is "$(prepared $C)|$(prepared $O)|$(rows $O orders 20)|$(rows $C orders 20)" "0|0|0|0" \
    "order 20 (no decision) was rolled back on both sides"
 client create-order --id 21 --amount 7 --status NEW --customer 1
 is "$rc" 3 "createOrder 21: the service dies after the decision"
 ok "... gone" wait_until 10 '! bg_is_running os'
-ok "order_service restarted" start_svc os -- --customer-wait-ms 300
+ok "order_service_2pc restarted" start_svc os -- --customer-wait-ms 300
 is "$(prepared $C)|$(prepared $O)|$(rows $O orders 21)|$(rows $C orders 21)" "0|0|1|1" \
    "order 21 (decided) was committed on both sides"
 
@@ -212,7 +226,7 @@ BEGIN; INSERT INTO customer VALUES (901, 'foreign 1', 1); PREPARE TRANSACTION 'e
 BEGIN; INSERT INTO customer VALUES (902, 'foreign 2', 1); PREPARE TRANSACTION 'manual-gid';
 SQL
 bg_stop cs
-ok "customer_service restarted" start_svc cs
+ok "customer_service_2pc restarted" start_svc cs
 sleep 1.5     # three periodic passes
 is "$(q $C "SELECT string_agg(gid, ',' ORDER BY gid) FROM pg_prepared_xacts")" \
    "evrep2pc:OtherService:x:1,manual-gid" "recovery leaves other services' and manual prepared transactions alone"

@@ -1,59 +1,58 @@
 /*
- * svc_db.c - libpq access, error mapping and validation for the services
+ * svc_db.c
+ *		libpq access for the services.
  *
  * Every statement is sent with PQexecParams and text parameters; no value
  * is ever pasted into SQL text.
  */
-#include "svc_db_internal.h"
+#include "svc_db.h"
 
 #include <poll.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- connection handling ----------------------------------------------- */
+#include "svc_log.h"
 
+/* Notices (e.g. of CREATE TABLE IF NOT EXISTS) would only clutter the log. */
 static void
-quiet_notice_processor (void *arg, const char *message)
+quiet_notice_processor(void *arg, const char *message)
 {
-  (void) arg;
-  (void) message;
+	(void) arg;
+	(void) message;
 }
 
 void
-svc_db_init (SvcDb *db, const char *conninfo, int statement_timeout_ms,
-             const char *app_name)
+svc_db_init(SvcDb *db, const char *conninfo, int statement_timeout_ms, const char *app_name)
 {
-  memset (db, 0, sizeof *db);
-  db->conninfo = conninfo;
-  db->app_name = app_name;
-  g_snprintf (db->options, sizeof db->options, "-c statement_timeout=%d",
-              statement_timeout_ms);
+	memset(db, 0, sizeof *db);
+	db->conninfo = conninfo;
+	db->app_name = app_name;
+	g_snprintf(db->options, sizeof db->options, "-c statement_timeout=%d", statement_timeout_ms);
 }
 
 void
-svc_db_finish (SvcDb *db)
+svc_db_finish(SvcDb *db)
 {
-  if (db->pg != NULL)
-    PQfinish (db->pg);
-  db->pg = NULL;
+	if (db->pg != NULL)
+		PQfinish(db->pg);
+	db->pg = NULL;
 }
 
 /* First non-empty line of a libpq message, trimmed, newly allocated. */
 static char *
-first_line (const char *msg)
+first_line(const char *msg)
 {
-  const char *p = msg ? msg : "";
-  const char *end;
+	const char *p = msg ? msg : "";
+	const char *end;
 
-  while (*p == '\n' || *p == ' ' || *p == '\t')
-    p++;
-  end = strchr (p, '\n');
-  if (end == NULL)
-    end = p + strlen (p);
-  if (end == p)
-    return g_strdup ("unknown error");
-  return g_strstrip (g_strndup (p, end - p));
+	while (*p == '\n' || *p == ' ' || *p == '\t')
+		p++;
+	end = strchr(p, '\n');
+	if (end == NULL)
+		end = p + strlen(p);
+	if (end == p)
+		return g_strdup("unknown error");
+	return g_strstrip(g_strndup(p, end - p));
 }
 
 /*
@@ -64,262 +63,154 @@ first_line (const char *msg)
  * the status to CONNECTION_BAD.  One poll() with zero timeout per request.
  */
 static gboolean
-db_alive (PGconn *pg)
+db_alive(PGconn *pg)
 {
-  int i;
+	int i;
 
-  for (i = 0; i < 4 && PQstatus (pg) == CONNECTION_OK; i++)
-    {
-      struct pollfd p = { PQsocket (pg), POLLIN, 0 };
-      if (poll (&p, 1, 0) <= 0)
-        break;                  /* nothing pending: fine */
-      if (!PQconsumeInput (pg))
-        return FALSE;
-    }
-  return PQstatus (pg) == CONNECTION_OK;
+	for (i = 0; i < 4 && PQstatus(pg) == CONNECTION_OK; i++)
+	{
+		struct pollfd p = {PQsocket(pg), POLLIN, 0};
+
+		if (poll(&p, 1, 0) <= 0)
+			break; /* nothing pending: fine */
+		if (!PQconsumeInput(pg))
+			return FALSE;
+	}
+	return PQstatus(pg) == CONNECTION_OK;
 }
 
 gboolean
-svc_db_ready (SvcDb *db, gboolean *fresh, SvcDbError *err)
+svc_db_ready(SvcDb *db, gboolean *fresh, SvcDbError *err)
 {
-  *fresh = FALSE;
-  if (db->pg == NULL)
-    {
-      /* conninfo is expanded last, so whatever it sets wins over these */
-      const char *keys[] = { "connect_timeout", "application_name", "options",
-                             "dbname", NULL };
-      const char *vals[] = { "5", db->app_name, db->options,
-                             db->conninfo, NULL };
-      db->pg = PQconnectdbParams (keys, vals, 1);
-      if (db->pg == NULL)
-        {
-          err->unavailable = TRUE;
-          err->message = g_strdup ("out of memory allocating a connection");
-          return FALSE;
-        }
-      PQsetNoticeProcessor (db->pg, quiet_notice_processor, NULL);
-      *fresh = TRUE;
-    }
-  else
-    {
-      gboolean reset = PQstatus (db->pg) != CONNECTION_OK;
+	*fresh = FALSE;
+	if (db->pg == NULL)
+	{
+		/* conninfo is expanded last, so whatever it sets wins over these */
+		const char *keys[] = {"connect_timeout", "application_name", "options", "dbname", NULL};
+		const char *vals[] = {"5", db->app_name, db->options, db->conninfo, NULL};
 
-      if (!reset && !db_alive (db->pg))
-        {
-          svc_log ("the server closed the idle database connection; "
-                   "reconnecting");
-          reset = TRUE;
-        }
-      if (reset)
-        {
-          PQreset (db->pg);
-          *fresh = TRUE;
-          if (PQstatus (db->pg) == CONNECTION_OK)
-            svc_log ("database connection re-established");
-        }
-    }
-  if (PQstatus (db->pg) != CONNECTION_OK)
-    {
-      err->unavailable = TRUE;
-      err->message = first_line (PQerrorMessage (db->pg));
-      return FALSE;
-    }
-  return TRUE;
+		db->pg = PQconnectdbParams(keys, vals, 1);
+		if (db->pg == NULL)
+		{
+			err->unavailable = TRUE;
+			err->message = g_strdup("out of memory allocating a connection");
+			return FALSE;
+		}
+		PQsetNoticeProcessor(db->pg, quiet_notice_processor, NULL);
+		*fresh = TRUE;
+	}
+	else
+	{
+		gboolean reset = PQstatus(db->pg) != CONNECTION_OK;
+
+		if (!reset && !db_alive(db->pg))
+		{
+			svc_log("the server closed the idle database connection; reconnecting");
+			reset = TRUE;
+		}
+		if (reset)
+		{
+			PQreset(db->pg);
+			*fresh = TRUE;
+			if (PQstatus(db->pg) == CONNECTION_OK)
+				svc_log("database connection re-established");
+		}
+	}
+	if (PQstatus(db->pg) != CONNECTION_OK)
+	{
+		err->unavailable = TRUE;
+		err->message = first_line(PQerrorMessage(db->pg));
+		return FALSE;
+	}
+	return TRUE;
 }
 
 void
-svc_db_error_clear (SvcDbError *err)
+svc_db_error_clear(SvcDbError *err)
 {
-  g_free (err->message);
-  memset (err, 0, sizeof *err);
+	g_free(err->message);
+	memset(err, 0, sizeof *err);
 }
 
 PGresult *
-svc_db_exec (SvcDb *db, const char *sql, int nparams,
-             const char *const *values, gboolean idempotent, SvcDbError *err)
+svc_db_exec(SvcDb *db, const char *sql, int nparams, const char *const *values, gboolean idempotent,
+			SvcDbError *err)
 {
-  int attempt;
+	int attempt;
 
-  memset (err, 0, sizeof *err);
-  for (attempt = 0;; attempt++)
-    {
-      gboolean fresh;
-      PGresult *res;
-      ExecStatusType st;
+	memset(err, 0, sizeof *err);
+	for (attempt = 0;; attempt++)
+	{
+		gboolean fresh;
+		PGresult *res;
+		ExecStatusType st;
 
-      if (!svc_db_ready (db, &fresh, err))
-        return NULL;
-      res = PQexecParams (db->pg, sql, nparams, NULL, values, NULL, NULL, 0);
-      st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
-      if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return res;
+		if (!svc_db_ready(db, &fresh, err))
+			return NULL;
+		res = PQexecParams(db->pg, sql, nparams, NULL, values, NULL, NULL, 0);
+		st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+			return res;
 
-      if (PQstatus (db->pg) != CONNECTION_OK)
-        {
-          char *msg = first_line (PQerrorMessage (db->pg));
-          PQclear (res);
-          if (idempotent && !fresh && attempt == 0)
-            {
-              svc_log ("lost the database connection (%s); retrying once", msg);
-              g_free (msg);
-              continue;
-            }
-          err->unavailable = TRUE;
-          err->message = msg;
-          return NULL;
-        }
+		if (PQstatus(db->pg) != CONNECTION_OK)
+		{
+			char *msg = first_line(PQerrorMessage(db->pg));
 
-      svc_db_result_error (db, res, err);
-      PQclear (res);
-      return NULL;
-    }
+			PQclear(res);
+
+			/*
+			 * A write is never retried: it may have been applied before
+			 * the connection broke.  A connection made for this very
+			 * statement is not retried either: the server is really gone.
+			 */
+			if (idempotent && !fresh && attempt == 0)
+			{
+				svc_log("lost the database connection (%s); retrying once", msg);
+				g_free(msg);
+				continue;
+			}
+			err->unavailable = TRUE;
+			err->message = msg;
+			return NULL;
+		}
+
+		svc_db_result_error(db, res, err);
+		PQclear(res);
+		return NULL;
+	}
 }
 
 void
-svc_db_result_error (SvcDb *db, const PGresult *res, SvcDbError *err)
+svc_db_result_error(SvcDb *db, const PGresult *res, SvcDbError *err)
 {
-  const char *state, *primary;
+	const char *state, *primary;
 
-  g_free (err->message);
-  err->message = NULL;
-  err->sqlstate[0] = '\0';
-  if (db->pg == NULL || PQstatus (db->pg) != CONNECTION_OK)
-    {
-      err->unavailable = TRUE;
-      err->message = first_line (db->pg ? PQerrorMessage (db->pg) : NULL);
-      return;
-    }
-  state = res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
-  primary = res ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-  g_strlcpy (err->sqlstate, state ? state : "", sizeof err->sqlstate);
-  err->message = primary ? g_strdup (primary)
-                         : first_line (PQerrorMessage (db->pg));
-  /* 57P0x: admin shutdown / crash shutdown / cannot connect now */
-  if (g_str_has_prefix (err->sqlstate, "57P")
-      || g_str_has_prefix (err->sqlstate, "08"))
-    err->unavailable = TRUE;
-}
-
-/* ---- exceptions -------------------------------------------------------- */
-
-static gboolean
-set_exception (EvrepOperationFailedException **ex, char *msg)
-{
-  svc_log ("request failed: %s", msg);
-  if (ex != NULL)
-    {
-      if (*ex != NULL)
-        g_object_unref (*ex);
-      *ex = g_object_new (EVREP_TYPE_OPERATION_FAILED_EXCEPTION,
-                          "message", msg, NULL);
-    }
-  g_free (msg);
-  return FALSE;
+	g_free(err->message);
+	err->message = NULL;
+	err->sqlstate[0] = '\0';
+	if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK)
+	{
+		err->unavailable = TRUE;
+		err->message = first_line(db->pg ? PQerrorMessage(db->pg) : NULL);
+		return;
+	}
+	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	g_strlcpy(err->sqlstate, state ? state : "", sizeof err->sqlstate);
+	err->message = primary ? g_strdup(primary) : first_line(PQerrorMessage(db->pg));
+	/* 57P0x: admin shutdown / crash shutdown / cannot connect now */
+	if (g_str_has_prefix(err->sqlstate, "57P") || g_str_has_prefix(err->sqlstate, "08"))
+		err->unavailable = TRUE;
 }
 
 gboolean
-svc_fail (EvrepOperationFailedException **ex, const char *fmt, ...)
+svc_db_duplicate(const SvcDbError *err)
 {
-  va_list ap;
-  char *msg;
-
-  va_start (ap, fmt);
-  msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  return set_exception (ex, msg);
+	return strcmp(err->sqlstate, "23505") == 0;
 }
-
-gboolean
-svc_fail_db (EvrepOperationFailedException **ex, const char *what,
-             const SvcDbError *err)
-{
-  const char *m = err->message ? err->message : "unknown error";
-  const char *side = err->peer ? "peer database" : "database";
-
-  if (err->in_doubt)
-    return set_exception (ex, g_strdup_printf (
-      "%s failed: outcome unknown, the decision could not be confirmed (%s); "
-      "recovery will commit or roll back both databases", what, m));
-  if (err->unavailable)
-    return set_exception (ex, g_strdup_printf (
-      "%s failed: %s unavailable: %s", what, side, m));
-  if (strcmp (err->sqlstate, "57014") == 0)
-    return set_exception (ex, g_strdup_printf (
-      "%s failed: %s statement timeout", what, side));
-  return set_exception (ex, g_strdup_printf (
-    "%s failed: %s error %s: %s", what, side, err->sqlstate, m));
-}
-
-/* ---- validation -------------------------------------------------------- */
-
-gboolean
-svc_check_text (EvrepOperationFailedException **ex, const char *field,
-                const char *value)
-{
-  const char *p;
-  glong n;
-  gboolean blank = TRUE;
-
-  if (value == NULL || *value == '\0')
-    return svc_fail (ex, "%s must not be empty", field);
-  if (!g_utf8_validate (value, -1, NULL))
-    return svc_fail (ex, "%s is not valid UTF-8", field);
-  for (p = value; *p; p = g_utf8_next_char (p))
-    if (!g_unichar_isspace (g_utf8_get_char (p)))
-      {
-        blank = FALSE;
-        break;
-      }
-  if (blank)
-    return svc_fail (ex, "%s must not be empty (only whitespace)", field);
-  n = g_utf8_strlen (value, -1);
-  if (n > SVC_MAX_TEXT_CHARS)
-    return svc_fail (ex, "%s is too long (%ld characters, at most %d)",
-                     field, n, SVC_MAX_TEXT_CHARS);
-  return TRUE;
-}
-
-/* ---- shared queries ---------------------------------------------------- */
 
 gint32
-svc_int_value (const PGresult *res, int row, int col)
+svc_db_int_value(const PGresult *res, int row, int col)
 {
-  return (gint32) strtol (PQgetvalue (res, row, col), NULL, 10);
-}
-
-EvrepCustomer *
-svc_customer_new (gint32 id, const char *name, gint32 credit)
-{
-  return g_object_new (EVREP_TYPE_CUSTOMER,
-                       "id", id,
-                       "customerName", name,
-                       "creditLimit", credit,
-                       NULL);
-}
-
-gboolean
-svc_list_customers (SvcDb *db, GPtrArray *out,
-                    EvrepOperationFailedException **ex)
-{
-  SvcDbError err;
-  PGresult *res;
-  int i, n;
-
-  res = svc_db_exec (db,
-                     "SELECT id, customer_name, credit_limit"
-                     "  FROM customer ORDER BY id",
-                     0, NULL, TRUE, &err);
-  if (res == NULL)
-    {
-      gboolean r = svc_fail_db (ex, "getCustomers", &err);
-      svc_db_error_clear (&err);
-      return r;
-    }
-  n = PQntuples (res);
-  for (i = 0; i < n; i++)
-    g_ptr_array_add (out, svc_customer_new (svc_int_value (res, i, 0),
-                                            PQgetvalue (res, i, 1),
-                                            svc_int_value (res, i, 2)));
-  PQclear (res);
-  return TRUE;
+	return (gint32) strtol(PQgetvalue(res, row, col), NULL, 10);
 }

@@ -35,7 +35,8 @@ evrep_base_dir() {
 # which subshells share, so registering from $(...) works too).
 evrep_registry_file() { printf '%s/.started.%s\n' "$EVREP_TEST_DIR" "$$"; }
 
-# evrep_register KIND NAME  -- KIND is rmq or pg
+# evrep_register KIND NAME  -- KIND is rmq (a RabbitMQ node), rmqc (a RabbitMQ
+# cluster: its members and its epmd), pg or bg
 evrep_register() {
     local f; f=$(evrep_registry_file)
     evrep_base_dir >/dev/null || return 1
@@ -133,6 +134,7 @@ evrep_stop_registered() {
             bg)  bg_stop "$name" ;;
             pg)  declare -F pg_stop >/dev/null && { pg_stop "$name" fast || pg_stop "$name" immediate || pg_kill "$name"; } ;;
             rmq) declare -F rmq_stop >/dev/null && rmq_stop "$name" ;;
+            rmqc) declare -F rmq_cluster_stop >/dev/null && rmq_cluster_stop "$name" ;;
         esac
     done < <(tac "$f")
     rm -f "$f"
@@ -148,6 +150,7 @@ evrep_registered_logs() {
             bg)  bg_logfile "$name" ;;
             pg)  declare -F pg_logfile >/dev/null && pg_logfile "$name" ;;
             rmq) declare -F rmq_logfile >/dev/null && rmq_logfile "$name" ;;
+            rmqc) declare -F rmq_cluster_logs >/dev/null && rmq_cluster_logs "$name" ;;
         esac
     done <"$f"
 }

@@ -1,9 +1,11 @@
 # test/lib/pg.sh -- private PostgreSQL 15 clusters for tests (source this file).
 #
-#   pg_init NAME PORT [CONF_LINE...]  initdb a fresh cluster for node NAME and
-#                           create database NAME in it (server left stopped).
-#                           Extra args are appended to postgresql.conf verbatim,
-#                           after the defaults, so they override them.
+#   pg_init NAME PORT [--db DB] [CONF_LINE...]
+#                           initdb a fresh cluster for node NAME and create
+#                           database DB (default NAME) in it (server left
+#                           stopped). Extra args are appended to
+#                           postgresql.conf verbatim, after the defaults, so
+#                           they override them.
 #   pg_start NAME           pg_ctl start -w
 #   pg_stop NAME [MODE]     pg_ctl stop -m MODE (smart|fast|immediate; default fast);
 #                           no-op if not running
@@ -12,8 +14,8 @@
 #                           to exit; the next pg_start runs crash recovery
 #   pg_reload NAME          pg_ctl reload
 #   pg_psql NAME ARGS...    psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p PORT
-#                           -U postgres -d NAME ARGS...  (a later -d DB overrides)
-#   pg_port NAME / pg_datadir NAME / pg_logfile NAME / pg_is_running NAME
+#                           -U postgres -d DB ARGS...  (a later -d DB overrides)
+#   pg_port NAME / pg_dbname NAME / pg_datadir NAME / pg_logfile NAME / pg_is_running NAME
 #   pg_connstr NAME [DB]    echo "host=127.0.0.1 port=PORT user=postgres dbname=DB"
 #
 # Layout: $EVREP_TEST_DIR/pg-NAME/data (owned by postgres), log in
@@ -25,7 +27,7 @@
 # shared_preload_libraries='evrep' (unless EVREP_PRELOAD=0),
 # max_prepared_transactions=20, track_commit_timestamp=on, wal_level=logical,
 # max_wal_senders=10, max_replication_slots=10, logging_collector=off,
-# evrep.node_name='NAME', evrep.database='NAME' and, if EVREP_BROKER_URL is
+# evrep.node_name='NAME', evrep.database='DB' and, if EVREP_BROKER_URL is
 # set, evrep.broker_url.
 #
 # Environment: EVREP_TEST_DIR (base, default /tmp/evrep-test), EVREP_PRELOAD
@@ -65,9 +67,15 @@ pg_port() {
     cat "$d/port"
 }
 
+# The node's database (pg_init --db; default the node's name).
+pg_dbname() {
+    local d; d=$(_pg_node_dir "${1:-}") || return 1
+    if [[ -s "$d/dbname" ]]; then cat "$d/dbname"; else printf '%s\n' "$1"; fi
+}
+
 pg_connstr() {
-    local p; p=$(pg_port "$1") || return 1
-    printf 'host=127.0.0.1 port=%s user=postgres dbname=%s\n' "$p" "${2:-$1}"
+    local p db; p=$(pg_port "$1") && db=${2:-$(pg_dbname "$1")} || return 1
+    printf 'host=127.0.0.1 port=%s user=postgres dbname=%s\n' "$p" "$db"
 }
 
 # Postmaster pid if running, else fail.
@@ -85,7 +93,9 @@ _pg_sql_literal() { printf "'%s'" "${1//\'/\'\'}"; }
 pg_init() {
     local name=${1:?usage: pg_init NAME PORT [conf lines...]} port=${2:?usage: pg_init NAME PORT [conf lines...]}
     shift 2
-    local d data sock
+    local d data sock db=$name
+    if [[ "${1:-}" == --db ]]; then db=${2:?pg_init: --db needs a name}; shift 2; fi
+    [[ "$db" =~ ^[A-Za-z0-9_-]+$ ]] || { evrep_err "pg '$name': bad database name '$db'"; return 1; }
     d=$(_pg_node_dir "$name") || return 1
     data="$d/data"
     [[ "$port" =~ ^[0-9]+$ ]] && (( port >= 1024 && port <= 65535 )) \
@@ -108,6 +118,7 @@ pg_init() {
     mkdir -m 700 "$data" || return 1
     (( EUID == 0 )) && chown postgres: "$data"
     echo "$port" >"$d/port"
+    echo "$db" >"$d/dbname"
     echo "$$" >"$d/owner"
 
     sock=/tmp/evrep-pg.$port
@@ -137,7 +148,7 @@ pg_init() {
         echo "log_line_prefix = '%m [%p] %b %q%a '"
         echo "lc_messages = 'C'"
         echo "evrep.node_name = $(_pg_sql_literal "$name")"
-        echo "evrep.database = $(_pg_sql_literal "$name")"
+        echo "evrep.database = $(_pg_sql_literal "$db")"
         [[ -n "${EVREP_BROKER_URL:-}" ]] && echo "evrep.broker_url = $(_pg_sql_literal "$EVREP_BROKER_URL")"
         local line
         for line in "$@"; do printf '%s\n' "$line"; done
@@ -145,7 +156,7 @@ pg_init() {
 
     # Create the database in single-user mode (no workers, nothing preloaded,
     # so the evrep workers never see a missing database).
-    if ! out=$(printf 'CREATE DATABASE "%s";\n' "$name" | _pg_as_pg "$PG_BINDIR/postgres" --single \
+    if ! out=$(printf 'CREATE DATABASE "%s";\n' "$db" | _pg_as_pg "$PG_BINDIR/postgres" --single \
                  -D "$data" -c shared_preload_libraries= -c log_min_messages=warning postgres 2>&1); then
         evrep_err "pg '$name': CREATE DATABASE failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2; return 1
     fi
@@ -203,8 +214,8 @@ pg_kill() {
 }
 
 pg_psql() {
-    local name=${1:?usage: pg_psql NAME args...} port; shift
-    port=$(pg_port "$name") || return 1
+    local name=${1:?usage: pg_psql NAME args...} port db; shift
+    port=$(pg_port "$name") && db=$(pg_dbname "$name") || return 1
     PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-10} "$PG_BINDIR/psql" -X -q -At -v ON_ERROR_STOP=1 \
-        -h 127.0.0.1 -p "$port" -U postgres -d "$name" "$@"
+        -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$@"
 }

@@ -9,18 +9,20 @@ source "$(dirname "$0")/replication_lib.sh"
 MQ=t10mq A=t10a B=t10b
 N=10000
 
-REPL_INIT[$A]="$CUSTOMER_DDL; SELECT evrep_publish('customer');"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5711 "$A" 5821 "$B" 5822
+topo_up_tap <<EOF
+broker $MQ port=5711
+node $A port=5821 publish=customer schema="$CUSTOMER_DDL"
+node $B port=5822 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 is "$(sql "$A" 'SELECT schema_name, table_name, key_columns, active FROM evrep.publication')" \
    "public|customer|{id}|t" "A publishes customer"
 is "$(sql "$B" 'SELECT schema_name, table_name, key_columns FROM evrep.subscription')" \
    "public|customer|{id}" "B subscribes customer"
 
 # Events of a table no queue is bound to are dropped by the broker (the
-# documented contract), so wait until B's consumer has bound its queue.
-ok "B's queue evrep.$B is bound to public.customer" \
-    wait_until 60 "queue_bound $B public.customer"
+# documented contract): the topology is ready only once B's consumer has
+# bound its queue.
+ok "B's queue evrep.$B is bound to public.customer" topo_bound "$B" public.customer
 
 # --- 10,000 rows: 4 multi-row statements, 6000 single-row transactions ------
 t0=$SECONDS

@@ -13,11 +13,11 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t11mq A=t11a B=t11b
 
-REPL_INIT[$A]="$CUSTOMER_DDL; $ORDERS_DDL; SELECT evrep_publish('customer'), evrep_publish('orders'), evrep_subscribe('orders');"
-REPL_INIT[$B]="$CUSTOMER_DDL; $ORDERS_DDL; SELECT evrep_publish('customer'), evrep_publish('orders'), evrep_subscribe('customer');"
-repl_setup "$MQ" 5712 "$A" 5823 "$B" 5824
-ok "A's queue bound to public.orders" wait_until 60 "queue_bound $A public.orders"
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5712
+node $A port=5823 publish=customer,orders subscribe=orders schema="$CUSTOMER_DDL; $ORDERS_DDL"
+node $B port=5824 publish=customer,orders subscribe=customer schema="$CUSTOMER_DDL; $ORDERS_DDL"
+EOF
 
 # The no-echo check, sampled while everything runs: outbox rows of the
 # "foreign" table on each side (they must never appear).

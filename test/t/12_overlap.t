@@ -12,10 +12,11 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t12mq A=t12a B=t12b
 
-REPL_INIT[$A]="$CUSTOMER_DDL; SELECT evrep_publish('customer');"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5713 "$A" 5825 "$B" 5826
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5713
+node $A port=5825 publish=customer schema="$CUSTOMER_DDL"
+node $B port=5826 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 
 # --- long transactions: a psql session per transaction reading from a fifo ---
 declare -A LONG_FD=() LONG_PID=()

@@ -11,10 +11,11 @@ source "$(dirname "$0")/replication_lib.sh"
 MQ=t13mq A=t13a B=t13b
 OUTAGE=20
 
-REPL_INIT[$A]="$CUSTOMER_DDL; SELECT evrep_publish('customer');"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5714 "$A" 5827 "$B" 5828
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5714
+node $A port=5827 publish=customer schema="$CUSTOMER_DDL"
+node $B port=5828 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 ok "A's publisher is connected" wait_value 60 t worker_connected "$A" publisher
 
 # One transaction per row, ~50 a second, until told to stop.

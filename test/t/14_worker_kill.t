@@ -12,10 +12,11 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t14mq A=t14a B=t14b
 
-REPL_INIT[$A]="$CUSTOMER_DDL; SELECT evrep_publish('customer');"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5715 "$A" 5829 "$B" 5830
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5715
+node $A port=5829 publish=customer schema="$CUSTOMER_DDL"
+node $B port=5830 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 
 ok "writer on A started" start_writer t14-w "$A" customer 1 1000000 0.005
 ok "rows flow to B" wait_until 60 "[[ \$(row_count $B customer) -ge 300 ]]"

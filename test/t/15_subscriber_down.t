@@ -9,10 +9,11 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t15mq A=t15a B=t15b
 
-REPL_INIT[$A]="$CUSTOMER_DDL; SELECT evrep_publish('customer');"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5716 "$A" 5831 "$B" 5832
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5716
+node $A port=5831 publish=customer schema="$CUSTOMER_DDL"
+node $B port=5832 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 
 ok "writer 1 on A started" start_writer t15-w1 "$A" customer 1 1000000 0.01
 ok "rows flow to B" wait_until 60 "[[ \$(row_count $B customer) -ge 200 ]]"

@@ -10,10 +10,11 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t16mq A=t16a B=t16b
 
-REPL_INIT[$A]="$CUSTOMER_DDL; SELECT evrep_publish('customer');"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5717 "$A" 5833 "$B" 5834
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5717
+node $A port=5833 publish=customer schema="$CUSTOMER_DDL"
+node $B port=5834 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 URL=$(rmq_url "$MQ")
 
 ok "A: rows 1..200 before the poison" sql_script "$A" "$(single_inserts customer 1 200)"

@@ -16,10 +16,11 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t17mq A=t17a B=t17b
 
-REPL_INIT[$A]="$CUSTOMER_DDL; $ORDERS_DDL; SELECT evrep_publish('customer'), evrep_publish('orders');"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5718 "$A" 5835 "$B" 5836
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5718
+node $A port=5835 publish=customer,orders schema="$CUSTOMER_DDL; $ORDERS_DDL"
+node $B port=5836 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 
 ok "customer writer on A started" start_writer t17-c "$A" customer 1 1000000 0.01
 ok "orders writer on A started" start_writer t17-o "$A" orders 1 1000000 0.01
@@ -32,7 +33,7 @@ like "$consumer" '^[0-9]+$' "B's consumer runs (pid $consumer)"
 ok "B: CREATE TABLE orders" create_orders "$B"
 t_sub=$(_tap_now_ms)
 ok "B: evrep_subscribe('orders') while the streams flow" sql "$B" "SELECT evrep_subscribe('orders')"
-ok "B's consumer binds its queue to public.orders" wait_until 60 "queue_bound $B public.orders" 0.1
+ok "B's consumer binds its queue to public.orders" wait_until 60 "topo_bound $B public.orders" 0.1
 note "binding took $(( $(_tap_now_ms) - t_sub )) ms after evrep_subscribe returned"
 # Every orders row committed after this point is published after the binding.
 mark=$(sql "$A" 'SELECT max(id) FROM orders')

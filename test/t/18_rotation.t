@@ -12,10 +12,11 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t18mq A=t18a B=t18b
 
-REPL_INIT[$A]="$CUSTOMER_DDL; SELECT evrep_publish('customer'); CREATE SEQUENCE ids;"
-REPL_INIT[$B]="$CUSTOMER_DDL; SELECT evrep_subscribe('customer');"
-repl_setup "$MQ" 5719 "$A" 5837 "$B" 5838
-ok "B's queue bound to public.customer" wait_until 60 "queue_bound $B public.customer"
+topo_up_tap <<EOF
+broker $MQ port=5719
+node $A port=5837 publish=customer schema="$CUSTOMER_DDL; CREATE SEQUENCE ids"
+node $B port=5838 subscribe=customer schema="$CUSTOMER_DDL"
+EOF
 
 script=$(mktemp)
 on_exit "rm -f $script"

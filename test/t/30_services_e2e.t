@@ -23,13 +23,13 @@
 # OrderService 9290, CustomerService 9291.
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/replication_lib.sh"
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SVC=$ROOT/services
 CLIENT=$SVC/common_client
 MQ=t30mq CDB=t30_customer_db ODB=t30_order_db
 AMQP_PORT=5741 CDB_PORT=5871 ODB_PORT=5872 ORDER_SVC_PORT=9290 CUST_SVC_PORT=9291
-CONF=("evrep.poll_interval = 200" "evrep.reconnect_max = 2000" "log_min_messages = info")
 
 # --- the services' binaries ------------------------------------------------------
 missing=()
@@ -49,14 +49,7 @@ else
 fi
 
 # --- helpers -------------------------------------------------------------------------
-sql() { local n=$1; shift; pg_psql "$n" -c "$*"; }
-count() { sql "$1" "SELECT count(*) FROM $2"; }
-outbox_depth() { sql "$1" "SELECT count(*) FROM evrep.outbox"; }
-table_md5() { sql "$1" "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM $2 t"; }
-queue_bound() {   # queue_bound NODE ROUTING_KEY
-    rmq_ctl "$MQ" -q list_bindings --no-table-headers source_name destination_name routing_key 2>/dev/null \
-        | grep -qxF "evrep"$'\t'"evrep.$1"$'\t'"$2"
-}
+count() { row_count "$@"; }
 # client ARGS...: run common_client; sets OUT (stdout + stderr) and RC.
 client() {
     OUT=$("$CLIENT" --host 127.0.0.1 --customer-port "$CUST_SVC_PORT" --order-port "$ORDER_SVC_PORT" \
@@ -80,35 +73,12 @@ client_exception() {
 }
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 
-# --- RabbitMQ and both nodes, in parallel ------------------------------------------------
-# node_up NAME PORT SCHEMA OWNED REPLICA: pg_init, pg_start, the service's
-# schema, CREATE EXTENSION, publish both tables, subscribe the replica.
-node_up() {
-    EVREP_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT" pg_init "$1" "$2" "${CONF[@]}" \
-        && pg_start "$1" \
-        && pg_psql "$1" -f "$SVC/schema/$3" \
-        && pg_psql "$1" -c "CREATE EXTENSION evrep" \
-               -c "SELECT evrep_publish('$4'), evrep_publish('$5'), evrep_subscribe('$5')"
-}
-setup_dir=$(mktemp -d "${TMPDIR:-/tmp}/evrep-t30.XXXXXX")
-on_exit "rm -rf '$setup_dir'"
-rmq_start "$MQ" "$AMQP_PORT" >"$setup_dir/mq.out" 2>&1 &
-mq_pid=$!
-node_up "$CDB" "$CDB_PORT" customer_db.sql customer orders >"$setup_dir/c.out" 2>&1 &
-c_pid=$!
-node_up "$ODB" "$ODB_PORT" order_db.sql orders customer >"$setup_dir/o.out" 2>&1 &
-o_pid=$!
-wait "$c_pid" && pass "customer_db on port $CDB_PORT: schema, evrep, publish customer+orders, subscribe orders" \
-    || { fail "customer_db on port $CDB_PORT" "$(tail -n 30 "$setup_dir/c.out")"; BAIL_OUT "customer_db setup failed"; }
-wait "$o_pid" && pass "order_db on port $ODB_PORT: schema, evrep, publish orders+customer, subscribe customer" \
-    || { fail "order_db on port $ODB_PORT" "$(tail -n 30 "$setup_dir/o.out")"; BAIL_OUT "order_db setup failed"; }
-wait "$mq_pid" && pass "RabbitMQ on port $AMQP_PORT" \
-    || { fail "RabbitMQ on port $AMQP_PORT" "$(tail -n 30 "$setup_dir/mq.out")"; BAIL_OUT "RabbitMQ did not start"; }
-# The broker drops events no queue is bound for: wait for both bindings.
-ok "order_db's queue is bound to public.customer" wait_until 60 "queue_bound $ODB public.customer" 1 \
-    || BAIL_OUT "order_db's consumer did not bind its queue"
-ok "customer_db's queue is bound to public.orders" wait_until 60 "queue_bound $CDB public.orders" 1 \
-    || BAIL_OUT "customer_db's consumer did not bind its queue"
+# --- RabbitMQ and both nodes: each publishes both tables, subscribes its replica ----
+topo_up_tap <<EOF
+broker $MQ port=$AMQP_PORT
+node $CDB port=$CDB_PORT publish=customer,orders subscribe=orders schema="$SVC/schema/customer_db.sql"
+node $ODB port=$ODB_PORT publish=orders,customer subscribe=customer schema="$SVC/schema/order_db.sql"
+EOF
 
 # --- the services -------------------------------------------------------------------------
 bg_start t30-customer_service "$SVC/customer_service" --port "$CUST_SVC_PORT" --db "$(pg_connstr "$CDB")"

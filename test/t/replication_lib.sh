@@ -1,15 +1,15 @@
 # test/t/replication_lib.sh -- helpers shared by the replication tests
-# (test/t/1x_*.t, 2x_*.t). Source it after test/lib/tap.sh:
+# (test/t/1x_*.t, 30_*.t). Source it after test/lib/tap.sh; it brings in
+# test/lib/topology.sh, through which the tests start their servers:
 #
 #   source "$(dirname "$0")/../lib/tap.sh"
 #   source "$(dirname "$0")/replication_lib.sh"
+#   topo_up_tap <<EOF
+#   broker $MQ port=5711
+#   node $A port=5821 publish=customer schema="$CUSTOMER_DDL"
+#   node $B port=5822 subscribe=customer schema="$CUSTOMER_DDL"
+#   EOF
 #
-#   repl_setup BROKER AMQP_PORT NODE PG_PORT [NODE PG_PORT...]
-#                                  start the broker and the nodes in parallel (pg_init
-#                                  with the broker URL and REPL_CONF, pg_start,
-#                                  CREATE EXTENSION evrep); BAIL_OUT on failure
-#   repl_broker NAME PORT          rmq_start, BAIL_OUT if it fails
-#   repl_node NAME PORT BROKER [CONF...]   pg_init, pg_start, CREATE EXTENSION
 #   sql NODE 'SQL'                 pg_psql NODE -c SQL (prints rows, '|'-separated;
 #                                  several statements run as ONE transaction)
 #   sql_script NODE 'SQL'          SQL via stdin: one transaction per statement
@@ -23,7 +23,8 @@
 #   wait_value TIMEOUT EXPECTED CMD...
 #                                  wait until CMD prints EXPECTED (no assertion;
 #                                  assert afterwards with is "$(CMD)" EXPECTED)
-#   create_customer NODE / create_orders NODE   ($CUSTOMER_DDL / $ORDERS_DDL)
+#   CUSTOMER_DDL / ORDERS_DDL      the tables the tests replicate
+#   create_orders NODE             $ORDERS_DDL on NODE
 #   single_inserts TABLE FIRST LAST   SQL: one INSERT per id (feed to pg_psql)
 #   repl_writer NODE TABLE FIRST LAST [DELAY_S] [STOPFILE]
 #                                  insert ids FIRST..LAST into TABLE, one
@@ -36,76 +37,14 @@
 #                                  every id FIRST..LAST is committed then.
 #   start_writer NAME NODE TABLE FIRST LAST [DELAY_S]  repl_writer in the background;
 #   writer_done NAME / stop_writer NAME / writer_last NAME / writer_retries NAME
-#   queue_bound NODE KEY           true once NODE's consumer logged binding its queue to KEY
-#   broker_bound BROKER NODE KEY   true when the broker lists evrep -> evrep.NODE with KEY (slow)
 #   same_ids NODE1 NODE2 TABLE     prints "n|missing|extra": ids on NODE1, ids
 #                                  of NODE1 missing on NODE2, ids on NODE2 not on NODE1
 
 [[ -n "${_EVREP_REPL_LIB_SH:-}" ]] && return 0
 _EVREP_REPL_LIB_SH=1
 
-# Settings that make the tests recover from faults quickly.
-REPL_CONF=(
-    "evrep.poll_interval = 200"
-    "evrep.reconnect_max = 2000"
-    "log_min_messages = info"
-)
-
-repl_broker() {
-    local name=$1 port=$2
-    ok "start RabbitMQ $name on port $port" rmq_start "$name" "$port" \
-        || BAIL_OUT "cannot start RabbitMQ $name"
-}
-
-repl_node() {
-    local name=$1 port=$2 broker=$3; shift 3
-    local url; url=$(rmq_url "$broker") || BAIL_OUT "no url for broker $broker"
-    EVREP_BROKER_URL=$url ok "pg_init $name" pg_init "$name" "$port" "${REPL_CONF[@]}" "$@" \
-        || BAIL_OUT "pg_init $name failed"
-    ok "pg_start $name" pg_start "$name" || BAIL_OUT "cannot start $name"
-    ok "CREATE EXTENSION evrep on $name" pg_psql "$name" -c 'CREATE EXTENSION evrep' \
-        || BAIL_OUT "CREATE EXTENSION failed on $name"
-}
-
-# repl_setup BROKER AMQP_PORT NODE PG_PORT [NODE PG_PORT...]
-#   The broker and every node (pg_init with REPL_CONF and the broker's URL,
-#   pg_start, CREATE EXTENSION evrep) are started in parallel -- RabbitMQ
-#   takes ~7 s to boot, the workers reconnect once it is up. One TAP result
-#   per node and one for the broker; BAIL_OUT if any of them failed.
-#   REPL_INIT[NODE] (optional) is SQL run with CREATE EXTENSION: tables,
-#   evrep_publish, evrep_subscribe made then are bound by the consumer's
-#   first connection, so the test does not wait for a live re-binding.
-declare -A REPL_INIT=()
-repl_setup() {
-    local mq=$1 mqport=$2; shift 2
-    local url="amqp://guest:guest@127.0.0.1:$mqport" dir rpid
-    local -a pids=() names=() ports=()
-    dir=$(mktemp -d "${TMPDIR:-/tmp}/evrep-setup.XXXXXX")
-    rmq_start "$mq" "$mqport" >"$dir/rmq.out" 2>&1 &
-    rpid=$!
-    while (( $# >= 2 )); do
-        ( EVREP_BROKER_URL=$url pg_init "$1" "$2" "${REPL_CONF[@]}" \
-              && pg_start "$1" && pg_psql "$1" -c "CREATE EXTENSION evrep; ${REPL_INIT[$1]:-}" ) >"$dir/$1.out" 2>&1 &
-        pids+=($!); names+=("$1"); ports+=("$2"); shift 2
-    done
-    local i bad=0
-    for i in "${!pids[@]}"; do
-        if wait "${pids[i]}"; then
-            pass "node ${names[i]} on port ${ports[i]}: initdb, start, CREATE EXTENSION evrep"
-        else
-            fail "node ${names[i]} on port ${ports[i]}: initdb, start, CREATE EXTENSION evrep" "$(tail -n 30 "$dir/${names[i]}.out")"
-            bad=1
-        fi
-    done
-    if wait "$rpid"; then
-        pass "RabbitMQ $mq on port $mqport"
-    else
-        fail "RabbitMQ $mq on port $mqport" "$(tail -n 30 "$dir/rmq.out")"
-        bad=1
-    fi
-    rm -rf "$dir"
-    (( bad == 0 )) || BAIL_OUT "setup failed"
-}
+# shellcheck source=../lib/topology.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/topology.sh"
 
 sql() { local n=$1; shift; pg_psql "$n" -c "$*"; }
 
@@ -143,10 +82,6 @@ wait_value() {
 
 CUSTOMER_DDL='CREATE TABLE customer (id int PRIMARY KEY, name text NOT NULL, credit int)'
 ORDERS_DDL='CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, amount int)'
-
-create_customer() {
-    sql "$1" "$CUSTOMER_DDL"
-}
 
 create_orders() {
     sql "$1" "$ORDERS_DDL"
@@ -232,18 +167,3 @@ writer_done() { grep -q '^writer done' "$(bg_logfile "$1")" 2>/dev/null; }
 stop_writer() { touch "$(bg_logfile "$1").stop"; }
 writer_last() { sed -n 's/^writer done [0-9]*\.\.\([0-9]*\).*/\1/p' "$(bg_logfile "$1")"; }
 writer_retries() { sed -n 's/^writer done .* retries=\([0-9]*\)/\1/p' "$(bg_logfile "$1")"; }
-
-# queue_bound NODE KEY -- true once NODE's consumer logged that it bound its
-# queue to routing key KEY. Events for a routing key no queue is bound to are
-# dropped by the broker (documented contract), so tests wait for the binding
-# before writing. (The consumer's log line is used rather than rabbitmqctl
-# list_bindings, which takes 2-7 s per call on a busy 2-core machine.)
-queue_bound() {
-    grep -qF "queue bound to routing key \"$2\"" "$(pg_logfile "$1")"
-}
-
-# broker_bound BROKER NODE KEY -- the same, asked of the broker (slow).
-broker_bound() {
-    rmq_ctl "$1" -q list_bindings --no-table-headers source_name destination_name routing_key 2>/dev/null \
-        | grep -qxF "$(printf 'evrep\tevrep.%s\t%s' "$2" "$3")"
-}

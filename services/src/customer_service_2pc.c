@@ -1,0 +1,96 @@
+/*
+ * customer_service_2pc.c
+ *		main() of customer_service_2pc: CustomerService that writes every
+ *		customer to its own database and to the order database's replica in
+ *		one two-phase commit, the baseline evrep is measured against.
+ *
+ * The reads and the validation are CustomerService's own; only the insert
+ * is replaced.
+ */
+#include "customer_handler.h"
+#include "svc_db.h"
+#include "svc_error.h"
+#include "svc_server.h"
+#include "twopc_service.h"
+
+typedef struct
+{
+	CustomerHandler parent;
+	SvcDb peer; /* the order database */
+} CustomerTwopcHandler;
+
+typedef struct
+{
+	CustomerHandlerClass parent;
+} CustomerTwopcHandlerClass;
+
+static GType customer_twopc_handler_get_type(void);
+G_DEFINE_TYPE(CustomerTwopcHandler, customer_twopc_handler, CUSTOMER_TYPE_HANDLER)
+
+static gboolean
+customer_twopc_insert(CustomerHandler *h, const char *const *params,
+					  EvrepOperationFailedException **ex)
+{
+	CustomerTwopcHandler *self = (CustomerTwopcHandler *) h;
+	TwopcError err;
+	gboolean applied, ok;
+
+	/* the replica has the same definition: the same statement on both */
+	if (twopc_write(h->db, &self->peer, customer_insert_sql, customer_insert_sql, 3, params,
+					&applied, &err))
+		return TRUE;
+	if (svc_db_duplicate(&err.db))
+		ok = svc_fail(ex, "customer %s already exists", params[0]);
+	else
+		ok = twopc_fail(ex, "createCustomer", &err);
+	twopc_error_clear(&err);
+	return ok;
+}
+
+static void
+customer_twopc_handler_finalize(GObject *object)
+{
+	CustomerTwopcHandler *self = (CustomerTwopcHandler *) object;
+
+	svc_db_finish(&self->peer);
+	G_OBJECT_CLASS(customer_twopc_handler_parent_class)->finalize(object);
+}
+
+static void
+customer_twopc_handler_class_init(CustomerTwopcHandlerClass *klass)
+{
+	G_OBJECT_CLASS(klass)->finalize = customer_twopc_handler_finalize;
+	((CustomerHandlerClass *) klass)->insert = customer_twopc_insert;
+}
+
+static void
+customer_twopc_handler_init(CustomerTwopcHandler *self)
+{
+	twopc_peer_init(&self->peer);
+}
+
+static ThriftProcessor *
+make_processor(SvcDb *db, const SvcSettings *settings)
+{
+	(void) settings;
+	return customer_processor_new(customer_twopc_handler_get_type(), db);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const SvcConfig cfg = {
+		.prog = "customer_service_2pc",
+		.service_name = CUSTOMER_SERVICE_NAME,
+		.default_port = CUSTOMER_SERVICE_PORT,
+		.default_db = CUSTOMER_SERVICE_DB,
+		.make_processor = make_processor,
+		.summary = twopc_summary,
+		.options = twopc_options,
+		.setup = twopc_setup,
+		.start = twopc_start,
+		.stop = twopc_stop,
+	};
+
+	return svc_main(argc, argv, &cfg);
+}

@@ -1,0 +1,193 @@
+/*
+ * amqp_tool -- the AMQP operations tests need that amqp-tools 0.11 lacks.
+ * Built on first use by rmq_tool (test/lib/rabbitmq.sh).
+ *
+ *   amqp_tool declare-quorum URL QUEUE
+ *       declares a durable quorum queue (x-queue-type = "quorum")
+ *   amqp_tool publish URL EXCHANGE ROUTING_KEY BODY
+ *       publishes one persistent, mandatory message and waits for the
+ *       broker's confirm; fails if it is nacked or returned as unroutable
+ *       (amqp-publish sends no confirm: a quorum queue may lose a message
+ *       published just before the connection closes)
+ *
+ * URL is amqp://user:password@host:port[/vhost] (no TLS: amqp-tools' --ssl
+ * covers that). Exit status 0 on success, 1 on failure (message on stderr).
+ */
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+static void
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("amqp_tool: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(1);
+}
+
+static void
+check_reply(amqp_rpc_reply_t r, const char *what)
+{
+	switch (r.reply_type)
+	{
+		case AMQP_RESPONSE_NORMAL:
+			return;
+		case AMQP_RESPONSE_NONE:
+			die("%s: no reply", what);
+		case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+			die("%s: %s", what, amqp_error_string2(r.library_error));
+		case AMQP_RESPONSE_SERVER_EXCEPTION:
+			if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
+			{
+				amqp_connection_close_t *m = r.reply.decoded;
+
+				die("%s: connection closed by the broker: %u %.*s", what, m->reply_code,
+					(int) m->reply_text.len, (char *) m->reply_text.bytes);
+			}
+			if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
+			{
+				amqp_channel_close_t *m = r.reply.decoded;
+
+				die("%s: channel closed by the broker: %u %.*s", what, m->reply_code,
+					(int) m->reply_text.len, (char *) m->reply_text.bytes);
+			}
+			die("%s: broker error (method 0x%08X)", what, r.reply.id);
+	}
+}
+
+static amqp_connection_state_t
+open_connection(const char *url)
+{
+	struct amqp_connection_info ci;
+	char *u = strdup(url);
+	amqp_connection_state_t conn;
+	amqp_socket_t *sock;
+	int st;
+
+	amqp_default_connection_info(&ci);
+	if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK)
+		die("cannot parse URL '%s'", url);
+	if (ci.ssl)
+		die("amqps:// is not supported here (use amqp-tools --ssl)");
+	conn = amqp_new_connection();
+	sock = amqp_tcp_socket_new(conn);
+	if (sock == NULL)
+		die("cannot create a socket");
+	if ((st = amqp_socket_open(sock, ci.host, ci.port)) != AMQP_STATUS_OK)
+		die("cannot connect to %s:%d: %s", ci.host, ci.port, amqp_error_string2(st));
+	check_reply(amqp_login(conn, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user,
+						   ci.password),
+				"login");
+	amqp_channel_open(conn, 1);
+	check_reply(amqp_get_rpc_reply(conn), "channel.open");
+	return conn;
+}
+
+static void
+close_connection(amqp_connection_state_t conn)
+{
+	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(conn);
+}
+
+static int
+declare_quorum(const char *url, const char *queue)
+{
+	amqp_connection_state_t conn = open_connection(url);
+	amqp_table_entry_t e;
+	amqp_table_t args;
+
+	e.key = amqp_cstring_bytes("x-queue-type");
+	e.value.kind = AMQP_FIELD_KIND_UTF8;
+	e.value.value.bytes = amqp_cstring_bytes("quorum");
+	args.num_entries = 1;
+	args.entries = &e;
+	amqp_queue_declare(conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, args);
+	check_reply(amqp_get_rpc_reply(conn), "queue.declare");
+	close_connection(conn);
+	return 0;
+}
+
+static int
+publish(const char *url, const char *exchange, const char *key, const char *body)
+{
+	amqp_connection_state_t conn = open_connection(url);
+	amqp_basic_properties_t props;
+	struct timeval tv;
+	int returned = 0;
+
+	amqp_confirm_select(conn, 1);
+	check_reply(amqp_get_rpc_reply(conn), "confirm.select");
+	memset(&props, 0, sizeof(props));
+	props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+	props.delivery_mode = 2;
+	props.content_type = amqp_cstring_bytes("text/plain");
+	if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes(key), 1, 0,
+						   &props, amqp_cstring_bytes(body)) != AMQP_STATUS_OK)
+		die("basic.publish failed");
+	for (;;)
+	{
+		amqp_frame_t f;
+		int st;
+
+		tv.tv_sec = 30;
+		tv.tv_usec = 0;
+		st = amqp_simple_wait_frame_noblock(conn, &f, &tv);
+		if (st == AMQP_STATUS_TIMEOUT)
+			die("no confirm within 30 s");
+		if (st != AMQP_STATUS_OK)
+			die("waiting for the confirm: %s", amqp_error_string2(st));
+		if (f.frame_type != AMQP_FRAME_METHOD)
+			continue;
+		switch (f.payload.method.id)
+		{
+			case AMQP_BASIC_ACK_METHOD:
+				if (returned)
+					die("message returned as unroutable (no queue bound to '%s')", key);
+				close_connection(conn);
+				return 0;
+			case AMQP_BASIC_NACK_METHOD:
+				die("message nacked by the broker");
+			case AMQP_BASIC_RETURN_METHOD:
+			{
+				amqp_message_t m;
+
+				returned = 1;
+				check_reply(amqp_read_message(conn, f.channel, &m, 0), "reading the returned message");
+				amqp_destroy_message(&m);
+				break;
+			}
+			case AMQP_CHANNEL_CLOSE_METHOD:
+			{
+				amqp_channel_close_t *m = f.payload.method.decoded;
+
+				die("channel closed by the broker: %u %.*s", m->reply_code,
+					(int) m->reply_text.len, (char *) m->reply_text.bytes);
+			}
+			default:
+				break;
+		}
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc == 4 && strcmp(argv[1], "declare-quorum") == 0)
+		return declare_quorum(argv[2], argv[3]);
+	if (argc == 6 && strcmp(argv[1], "publish") == 0)
+		return publish(argv[2], argv[3], argv[4], argv[5]);
+	fprintf(stderr, "usage: amqp_tool declare-quorum URL QUEUE\n"
+					"       amqp_tool publish URL EXCHANGE ROUTING_KEY BODY\n");
+	return 2;
+}
