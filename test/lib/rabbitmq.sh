@@ -1,7 +1,7 @@
 # test/lib/rabbitmq.sh -- private RabbitMQ nodes and clusters for tests (source this file).
 #
 # Single nodes:
-#   rmq_start NAME [PORT] [tls=TLS_PORT]
+#   rmq_start NAME [PORT] [tls=TLS_PORT] [users=U1,U2...]
 #                           start node NAME, AMQP on 127.0.0.1:PORT (PORT may be
 #                           omitted when restarting a node this script created:
 #                           its port and options are remembered). tls=TLS_PORT
@@ -9,6 +9,11 @@
 #                           certificates made by tls_make (test/lib/tls.sh) in
 #                           $(rmq_dir NAME)/tls; it asks for a client
 #                           certificate (verify_peer, fail_if_no_peer_cert).
+#                           users= creates broker users at boot (a definitions
+#                           file), each with password $(rmq_password USER), all
+#                           permissions on vhost / and no tags; guest stays.
+#   rmq_password USER       the test password of a users= user
+#   rmq_user_url NAME USER [amqps]  URL of node NAME for that user
 #   rmq_stop NAME           graceful shutdown (SIGTERM to the node's beam, else
 #                           rabbitmqctl shutdown); kills only what rmq_start started
 #   rmq_kill NAME           SIGKILL the node (simulated broker crash); data kept
@@ -27,7 +32,7 @@
 #                           BODY (persistent, mandatory, waits for the confirm)
 #
 # Clusters (NAME1..NAMEn are ordinary nodes for the functions above):
-#   rmq_cluster_start NAME PORT [N=3] [tls=TLS_PORT]
+#   rmq_cluster_start NAME PORT [N=3] [tls=TLS_PORT] [users=U1,U2...]
 #                           N nodes NAME1..NAMEN (AMQP PORT..PORT+N-1, TLS
 #                           TLS_PORT..TLS_PORT+N-1 sharing one CA) formed into
 #                           one cluster by classic_config peer discovery; returns
@@ -95,6 +100,51 @@ rmq_port() {
 }
 
 rmq_url() { local p; p=$(rmq_port "$1") || return 1; printf 'amqp://guest:guest@127.0.0.1:%s\n' "$p"; }
+
+rmq_password() { printf 'pw-%s\n' "${1:?usage: rmq_password USER}"; }
+
+rmq_user_url() {
+    local name=${1:?usage: rmq_user_url NAME USER [amqps]} user=${2:?usage: rmq_user_url NAME USER [amqps]} p
+    if [[ "${3:-}" == amqps ]]; then
+        p=$(_rmq_get "$name" tls_port) || { evrep_err "rabbitmq node '$name' has no TLS listener"; return 1; }
+        printf 'amqps://%s:%s@127.0.0.1:%s\n' "$user" "$(rmq_password "$user")" "$p"
+    else
+        p=$(rmq_port "$name") || return 1
+        printf 'amqp://%s:%s@127.0.0.1:%s\n' "$user" "$(rmq_password "$user")" "$p"
+    fi
+}
+
+# _rmq_password_hash PASSWORD -- RabbitMQ's rabbit_password_hashing_sha256:
+# base64(salt . sha256(salt . password)) with a 4-byte salt.
+_rmq_password_hash() {
+    local salt
+    salt=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    { printf '%b' "$(sed 's/../\\x&/g' <<<"$salt")"
+      { printf '%b' "$(sed 's/../\\x&/g' <<<"$salt")"; printf '%s' "$1"; } | openssl dgst -sha256 -binary
+    } | base64 -w0
+}
+
+# _rmq_write_definitions DIR USERS -- users (comma-separated) and guest, vhost
+# /, full permissions: imported at every boot (load_definitions).
+_rmq_write_definitions() {
+    local d=$1 users=$2 u first=1
+    {
+        printf '{"vhosts": [{"name": "/"}],\n "users": [\n'
+        printf '  {"name": "guest", "password_hash": "%s", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]}' \
+            "$(_rmq_password_hash guest)"
+        for u in ${users//,/ }; do
+            printf ',\n  {"name": "%s", "password_hash": "%s", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}' \
+                "$u" "$(_rmq_password_hash "$(rmq_password "$u")")"
+        done
+        printf '],\n "permissions": [\n'
+        for u in guest ${users//,/ }; do
+            (( first )) || printf ',\n'
+            first=0
+            printf '  {"user": "%s", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}' "$u"
+        done
+        printf ']}\n'
+    } >"$d/definitions.json"
+}
 
 rmq_amqps_url() {
     local p; p=$(_rmq_get "$1" tls_port) || { evrep_err "rabbitmq node '$1' has no TLS listener"; return 1; }
@@ -196,12 +246,15 @@ _rmq_stop_epmd() {
 
 # _rmq_write_config NAME -- rabbitmq.conf and friends from the remembered settings.
 _rmq_write_config() {
-    local name=$1 d port tls cluster
+    local name=$1 d port tls cluster users
     d=$(rmq_dir "$name") && port=$(rmq_port "$name") || return 1
     tls=$(_rmq_get "$name" tls_port) || tls=
     cluster=$(_rmq_get "$name" cluster) || cluster=
+    users=$(_rmq_get "$name" users) || users=
+    [[ -n "$users" ]] && { _rmq_write_definitions "$d" "$users" || return 1; }
     {
         echo "listeners.tcp.1 = 127.0.0.1:$port"
+        [[ -n "$users" ]] && echo "load_definitions = $d/definitions.json"
         echo "loopback_users.guest = true"
         echo "disk_free_limit.absolute = 50MB"
         echo "log.console = false"
@@ -231,13 +284,14 @@ _rmq_write_config() {
 }
 
 rmq_start() {
-    local name=${1:?usage: rmq_start NAME [PORT] [tls=PORT]} port= d opt tls= cluster= reconf=0
+    local name=${1:?usage: rmq_start NAME [PORT] [tls=PORT]} port= d opt tls= cluster= users= reconf=0
     shift
     if (( $# )) && [[ "$1" != *=* ]]; then port=$1; shift; fi
     for opt in "$@"; do
         case "$opt" in
             tls=*) tls=${opt#tls=}; reconf=1 ;;
             cluster=*) cluster=${opt#cluster=}; reconf=1 ;;   # set by rmq_cluster_start
+            users=*) users=${opt#users=}; reconf=1 ;;
             *) evrep_err "rmq_start: unknown option '$opt'"; return 1 ;;
         esac
     done
@@ -269,6 +323,7 @@ rmq_start() {
     else
         tls=$(_rmq_get "$name" tls_port) || tls=
         cluster=$(_rmq_get "$name" cluster) || cluster=
+        users=$(_rmq_get "$name" users) || users=
     fi
     local p
     for p in "$port" $((port + 20000)) $tls; do
@@ -279,8 +334,9 @@ rmq_start() {
     echo "$$" >"$d/owner"
     echo "$port" >"$d/port"
     if (( reconf )); then
-        rm -f "$d/tls_port" "$d/tls_dir" "$d/cluster" "$d/epmd_port"
+        rm -f "$d/tls_port" "$d/tls_dir" "$d/cluster" "$d/epmd_port" "$d/users"
         [[ -n "$tls" ]] && echo "$tls" >"$d/tls_port"
+        [[ -n "$users" ]] && echo "$users" >"$d/users"
         if [[ -n "$cluster" ]]; then
             local cd; cd=$(_rmq_cdir "$cluster")
             echo "$cluster" >"$d/cluster"
@@ -442,11 +498,12 @@ rmq_cluster_wait() {
 rmq_cluster_start() {
     local name=${1:?usage: rmq_cluster_start NAME PORT [N] [tls=PORT]} port=${2:?usage: rmq_cluster_start NAME PORT [N] [tls=PORT]}
     shift 2
-    local n=3 tls= opt
+    local n=3 tls= users= opt
     if (( $# )) && [[ "$1" != *=* ]]; then n=$1; shift; fi
     for opt in "$@"; do
         case "$opt" in
             tls=*) tls=${opt#tls=} ;;
+            users=*) users=${opt#users=} ;;
             *) evrep_err "rmq_cluster_start: unknown option '$opt'"; return 1 ;;
         esac
     done
@@ -478,7 +535,7 @@ rmq_cluster_start() {
     # first one up form the cluster and the others join it.
     local -a pids=()
     for ((i = 1; i <= n; i++)); do
-        rmq_start "$name$i" $((port + i - 1)) cluster="$name" ${tls:+tls=$((tls + i - 1))} \
+        rmq_start "$name$i" $((port + i - 1)) cluster="$name" ${tls:+tls=$((tls + i - 1))} ${users:+users=$users} \
             >"$cd/start.$i.out" 2>&1 &
         pids+=($!)
     done

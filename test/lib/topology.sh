@@ -15,11 +15,14 @@
 #   node b port=5822 subscribe=customer schema="$CUSTOMER_DDL" conf=work_mem=64MB
 #   EOF
 #
-# broker NAME port=PORT [nodes=N] [tls=TLS_PORT]
+# broker NAME port=PORT [nodes=N] [tls=TLS_PORT] [users=U[,U...]]
 #     a RabbitMQ node (test/lib/rabbitmq.sh) with AMQP on 127.0.0.1:PORT;
 #     nodes=N (N > 1): a cluster of N nodes NAME1..NAMEN on PORT..PORT+N-1
 #     (rmq_cluster_*); tls=TLS_PORT: also a TLS listener (TLS_PORT..+N-1 for a
 #     cluster) with a CA, server and client certificate made by openssl now.
+#     Every node on the broker gets a broker user of its own name (what evrep
+#     expects of an origin: its messages carry that user_id) with password
+#     $(rmq_password NODE); users= adds more (e.g. a stranger for a test).
 # node NAME port=PORT [db=DB] [broker=BROKER] [publish=T[,T...]]
 #      [subscribe=T[,T...]] [schema=FILE|SQL]... [conf=SETTING]... [tls=on]
 #      [workers=off]
@@ -66,8 +69,9 @@
 #   topo_mark NODE          readiness looks only at NODE's log lines written
 #                           after this (call before restarting NODE)
 #   topo_nodes / topo_brokers       names, one per line
-#   topo_broker_url [BROKER]        amqp:// URL(s), comma-separated for a cluster
-#   topo_broker_amqps_url [BROKER]  amqps:// URL(s)
+#   topo_broker_url [BROKER [USER]] amqp:// URL(s), comma-separated for a
+#                           cluster, for USER (default guest)
+#   topo_broker_amqps_url [BROKER [USER]]  amqps:// URL(s)
 #   topo_broker_members [BROKER]    rmq_* names of its RabbitMQ node(s)
 #   topo_tls_file [BROKER] ca|cert|key|server_cert|server_key
 #   topo_routing_key TABLE          e.g. customer -> public.customer
@@ -94,7 +98,7 @@ TOPO_NODE_CONF=(
 )
 
 TOPO_BROKERS=() TOPO_NODES=()
-declare -A TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=()
+declare -A TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
 declare -A TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
 declare -A TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=()
 _TOPO_SEP=$'\x1e'   # between the schema= entries of one node
@@ -126,7 +130,7 @@ _topo_port_ok() { [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1024 && $1 <= 65535 )); }
 topo_parse() {
     local src=${1:--} line full= lineno=0 kind name kv k v
     TOPO_BROKERS=() TOPO_NODES=()
-    TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=()
+    TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
     TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
     TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=()
     [[ "$src" == - ]] && src=/dev/stdin
@@ -144,7 +148,7 @@ topo_parse() {
         case "$kind" in
             broker)
                 [[ -z "${TOPO_B_PORT[$name]:-}" ]] || { evrep_err "topology: broker '$name' twice"; return 1; }
-                TOPO_BROKERS+=("$name"); TOPO_B_SIZE[$name]=1; TOPO_B_PORT[$name]= ; TOPO_B_TLS[$name]=
+                TOPO_BROKERS+=("$name"); TOPO_B_SIZE[$name]=1; TOPO_B_PORT[$name]= ; TOPO_B_TLS[$name]= ; TOPO_B_USERS[$name]=
                 for kv in "${_TOPO_W[@]:2}"; do
                     k=${kv%%=*} v=${kv#*=}
                     [[ "$kv" == *=* ]] || { evrep_err "topology line $lineno: '$kv' is not KEY=VALUE"; return 1; }
@@ -152,8 +156,9 @@ topo_parse() {
                         port) _topo_port_ok "$v" && TOPO_B_PORT[$name]=$v ;;
                         nodes) [[ "$v" =~ ^[1-9]$ ]] && TOPO_B_SIZE[$name]=$v ;;
                         tls) _topo_port_ok "$v" && TOPO_B_TLS[$name]=$v ;;
+                        users) [[ "$v" =~ ^[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*$ ]] && TOPO_B_USERS[$name]=$v ;;
                         *) false ;;
-                    esac || { evrep_err "topology line $lineno: broker '$name': bad '$kv' (port=PORT nodes=1..9 tls=PORT)"; return 1; }
+                    esac || { evrep_err "topology line $lineno: broker '$name': bad '$kv' (port=PORT nodes=1..9 tls=PORT users=U,..)"; return 1; }
                 done
                 [[ -n "${TOPO_B_PORT[$name]}" ]] || { evrep_err "topology line $lineno: broker '$name' needs port="; return 1; }
                 ;;
@@ -220,21 +225,31 @@ topo_broker_members() {
     for ((i = 1; i <= TOPO_B_SIZE[$b]; i++)); do printf '%s%s\n' "$b" "$i"; done
 }
 
-# _topo_urls BROKER SCHEME PORT -- one URL per member (a cluster's member I
-# listens on PORT+I-1: rmq_cluster_start), comma-separated. Known before the
-# broker runs, so the nodes' settings are written while it boots.
+# _topo_urls BROKER SCHEME PORT [USER] -- one URL per member (a cluster's
+# member I listens on PORT+I-1: rmq_cluster_start), comma-separated, for
+# USER (default guest). Known before the broker runs, so the nodes' settings
+# are written while it boots.
 _topo_urls() {
-    local b=$1 scheme=$2 port=$3 i out=
+    local b=$1 scheme=$2 port=$3 user=${4:-guest} i out= pw=guest
+    [[ "$user" != guest ]] && pw=$(rmq_password "$user")
     for ((i = 0; i < TOPO_B_SIZE[$b]; i++)); do
-        out+=${out:+,}$scheme://guest:guest@127.0.0.1:$((port + i))
+        out+=${out:+,}$scheme://$user:$pw@127.0.0.1:$((port + i))
     done
     printf '%s\n' "$out"
 }
-topo_broker_url() { local b; b=$(_topo_broker "${1:-}") && _topo_urls "$b" amqp "${TOPO_B_PORT[$b]}"; }
+topo_broker_url() { local b; b=$(_topo_broker "${1:-}") && _topo_urls "$b" amqp "${TOPO_B_PORT[$b]}" "${2:-}"; }
 topo_broker_amqps_url() {
     local b; b=$(_topo_broker "${1:-}") || return 1
     [[ -n "${TOPO_B_TLS[$b]}" ]] || { evrep_err "topology: broker '$b' has no tls=PORT"; return 1; }
-    _topo_urls "$b" amqps "${TOPO_B_TLS[$b]}"
+    _topo_urls "$b" amqps "${TOPO_B_TLS[$b]}" "${2:-}"
+}
+# _topo_broker_users BROKER -- its users=, and one user per node on it
+_topo_broker_users() {
+    local b=$1 n out=${TOPO_B_USERS[$1]}
+    for n in "${TOPO_NODES[@]}"; do
+        [[ "${TOPO_N_BROKER[$n]}" == "$b" ]] && out+=${out:+,}$n
+    done
+    printf '%s\n' "$out"
 }
 _topo_tls_dir() {
     local b; b=$(_topo_broker "${1:-}") || return 1
@@ -263,12 +278,12 @@ _topo_node_up() {
     fi
     if [[ -n "$b" ]]; then
         if [[ ${TOPO_N_TLS[$n]} == on ]]; then
-            conf+=("evrep.broker_url = '$(topo_broker_amqps_url "$b")'"
+            conf+=("evrep.broker_url = '$(topo_broker_amqps_url "$b" "$n")'"
                    "evrep.ssl_ca_file = '$(topo_tls_file "$b" ca)'"
                    "evrep.ssl_cert_file = '$(topo_tls_file "$b" cert)'"
                    "evrep.ssl_key_file = '$(topo_tls_file "$b" key)'")
         else
-            conf+=("evrep.broker_url = '$(topo_broker_url "$b")'")
+            conf+=("evrep.broker_url = '$(topo_broker_url "$b" "$n")'")
         fi
     fi
     while IFS= read -r line; do [[ -n "$line" ]] && conf+=("$line"); done <<<"${TOPO_N_CONF[$n]}"
@@ -285,11 +300,12 @@ _topo_node_up() {
 }
 
 _topo_broker_up() {
-    local b=$1 tls=${TOPO_B_TLS[$1]}
+    local b=$1 tls=${TOPO_B_TLS[$1]} users
+    users=$(_topo_broker_users "$b")
     if (( TOPO_B_SIZE[$b] > 1 )); then
-        rmq_cluster_start "$b" "${TOPO_B_PORT[$b]}" "${TOPO_B_SIZE[$b]}" ${tls:+tls=$tls}
+        rmq_cluster_start "$b" "${TOPO_B_PORT[$b]}" "${TOPO_B_SIZE[$b]}" ${tls:+tls=$tls} ${users:+users=$users}
     else
-        rmq_start "$b" "${TOPO_B_PORT[$b]}" ${tls:+tls=$tls}
+        rmq_start "$b" "${TOPO_B_PORT[$b]}" ${tls:+tls=$tls} ${users:+users=$users}
     fi
 }
 
