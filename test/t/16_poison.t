@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # 16_poison: malformed and unappliable messages published straight to the
-# evrep exchange (as any AMQP client could) are parked in B's
+# evrep exchange by an AMQP client as the broker user of the origin they
+# name (user_id set, as evrep's publisher does) are parked in B's
 # evrep.dead_letter with their error; the stream behind them keeps flowing;
 # an operator fixes a parked event and replays it, once.
 # Ports: AMQP 5717, PostgreSQL 5833 (A) and 5834 (B).
@@ -11,30 +12,33 @@ source "$(dirname "$0")/replication_lib.sh"
 MQ=t16mq A=t16a B=t16b
 
 topo_up_tap <<EOF
-broker $MQ port=5717
+broker $MQ port=5717 users=poison_src,poison_v9
 node $A port=5833 publish=customer schema="$CUSTOMER_DDL"
 node $B port=5834 subscribe=customer schema="$CUSTOMER_DDL"
 EOF
-URL=$(rmq_url "$MQ")
+URL=$(topo_broker_url "$MQ" poison_src)
 
 ok "A: rows 1..200 before the poison" sql_script "$A" "$(single_inserts customer 1 200)"
 ok "B receives them" wait_value 60 200 row_count "$B" customer
 
-pub() { amqp-publish --url="$URL" -e evrep -r public.customer -p -C application/json "$@"; }
+# pub BODY [URL] -- publish BODY (- : standard input) with the URL's user as user_id
+pub() { rmq_tool publish "${2:-$URL}" evrep public.customer "$1" =; }
 msg() {   # ORIGIN FORMAT TABLE EVENTS_JSON
     printf '{"format": "%s", "origin": "%s", "schema": "public", "table": "%s", "key": ["id"], "events": [%s]}' \
         "$2" "$1" "$3" "$4"
 }
 
-ok "publish 'not json'" pub -b 'not json'
-ok "publish a non-UTF-8 body" bash -c 'printf "\xff\xfe{\"format\": \"evrep.v1\"" | amqp-publish --url="$1" -e evrep -r public.customer -p' _ "$URL"
-ok "publish evrep.v1 JSON without events" pub -b '{"format": "evrep.v1", "origin": "poison_src"}'
+ok "publish 'not json'" pub 'not json'
+non_utf8() { printf '\xff\xfe{"format": "evrep.v1"' | pub -; }
+ok "publish a non-UTF-8 body" non_utf8
+ok "publish evrep.v1 JSON without events" pub '{"format": "evrep.v1", "origin": "poison_src"}'
 ok "publish a message of an unknown format (evrep.v9)" \
-    pub -b "$(msg poison_v9 evrep.v9 customer '{"seq": 1, "op": "insert", "row": {"id": 800001, "name": "v9", "credit": 1}}')"
+    pub "$(msg poison_v9 evrep.v9 customer '{"seq": 1, "op": "insert", "row": {"id": 800001, "name": "v9", "credit": 1}}')" \
+    "$(topo_broker_url "$MQ" poison_v9)"
 ok "publish an event for a table B does not subscribe" \
-    pub -b "$(msg poison_src evrep.v1 nosuch '{"seq": 1, "op": "insert", "row": {"id": 1, "note": "n"}}')"
+    pub "$(msg poison_src evrep.v1 nosuch '{"seq": 1, "op": "insert", "row": {"id": 1, "note": "n"}}')"
 ok "publish a well-formed message whose 2nd of 3 events has a bad type" \
-    pub -b "$(msg poison_src evrep.v1 customer '
+    pub "$(msg poison_src evrep.v1 customer '
         {"seq": 1, "op": "insert", "row": {"id": 900001, "name": "good one", "credit": 1}},
         {"seq": 2, "op": "insert", "row": {"id": 900002, "name": "bad credit", "credit": "lots"}},
         {"seq": 3, "op": "insert", "row": {"id": 900003, "name": "good three", "credit": 3}}')"

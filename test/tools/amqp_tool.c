@@ -4,11 +4,14 @@
  *
  *   amqp_tool declare-quorum URL QUEUE
  *       declares a durable quorum queue (x-queue-type = "quorum")
- *   amqp_tool publish URL EXCHANGE ROUTING_KEY BODY
+ *   amqp_tool publish URL EXCHANGE ROUTING_KEY BODY [USER_ID]
  *       publishes one persistent, mandatory message and waits for the
  *       broker's confirm; fails if it is nacked or returned as unroutable
  *       (amqp-publish sends no confirm: a quorum queue may lose a message
- *       published just before the connection closes)
+ *       published just before the connection closes).  BODY "-" reads the
+ *       body from standard input (any bytes).  USER_ID sets the AMQP user_id
+ *       property, which RabbitMQ checks against the login ("=" means the
+ *       URL's user; amqp-publish cannot set it).
  *
  * URL is amqp://user:password@host:port[/vhost] (no TLS: amqp-tools' --ssl
  * covers that). Exit status 0 on success, 1 on failure (message on stderr).
@@ -20,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 static void
 die(const char *fmt, ...)
@@ -64,6 +69,8 @@ check_reply(amqp_rpc_reply_t r, const char *what)
 	}
 }
 
+static char url_user[256];
+
 static amqp_connection_state_t
 open_connection(const char *url)
 {
@@ -78,6 +85,7 @@ open_connection(const char *url)
 		die("cannot parse URL '%s'", url);
 	if (ci.ssl)
 		die("amqps:// is not supported here (use amqp-tools --ssl)");
+	snprintf(url_user, sizeof(url_user), "%s", ci.user);
 	conn = amqp_new_connection();
 	sock = amqp_tcp_socket_new(conn);
 	if (sock == NULL)
@@ -118,11 +126,34 @@ declare_quorum(const char *url, const char *queue)
 	return 0;
 }
 
+/* The whole of standard input. */
+static amqp_bytes_t
+read_stdin(void)
+{
+	size_t cap = 65536, len = 0, n;
+	char *buf = malloc(cap);
+	amqp_bytes_t b;
+
+	if (buf == NULL)
+		die("out of memory");
+	while ((n = fread(buf + len, 1, cap - len, stdin)) > 0)
+	{
+		len += n;
+		if (len == cap && (buf = realloc(buf, cap *= 2)) == NULL)
+			die("out of memory");
+	}
+	b.bytes = buf;
+	b.len = len;
+	return b;
+}
+
 static int
-publish(const char *url, const char *exchange, const char *key, const char *body)
+publish(const char *url, const char *exchange, const char *key, const char *body,
+		const char *user_id)
 {
 	amqp_connection_state_t conn = open_connection(url);
 	amqp_basic_properties_t props;
+	amqp_bytes_t payload = strcmp(body, "-") == 0 ? read_stdin() : amqp_cstring_bytes(body);
 	struct timeval tv;
 	int returned = 0;
 
@@ -132,8 +163,13 @@ publish(const char *url, const char *exchange, const char *key, const char *body
 	props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
 	props.delivery_mode = 2;
 	props.content_type = amqp_cstring_bytes("text/plain");
+	if (user_id != NULL)
+	{
+		props._flags |= AMQP_BASIC_USER_ID_FLAG;
+		props.user_id = amqp_cstring_bytes(strcmp(user_id, "=") == 0 ? url_user : user_id);
+	}
 	if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes(key), 1, 0,
-						   &props, amqp_cstring_bytes(body)) != AMQP_STATUS_OK)
+						   &props, payload) != AMQP_STATUS_OK)
 		die("basic.publish failed");
 	for (;;)
 	{
@@ -185,9 +221,9 @@ main(int argc, char **argv)
 {
 	if (argc == 4 && strcmp(argv[1], "declare-quorum") == 0)
 		return declare_quorum(argv[2], argv[3]);
-	if (argc == 6 && strcmp(argv[1], "publish") == 0)
-		return publish(argv[2], argv[3], argv[4], argv[5]);
+	if ((argc == 6 || argc == 7) && strcmp(argv[1], "publish") == 0)
+		return publish(argv[2], argv[3], argv[4], argv[5], argc == 7 ? argv[6] : NULL);
 	fprintf(stderr, "usage: amqp_tool declare-quorum URL QUEUE\n"
-					"       amqp_tool publish URL EXCHANGE ROUTING_KEY BODY\n");
+					"       amqp_tool publish URL EXCHANGE ROUTING_KEY BODY|- [USER_ID|=]\n");
 	return 2;
 }
