@@ -253,7 +253,8 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 		ereport(
 			WARNING,
 			(errcode(edata->sqlerrcode),
-			 errmsg("evrep consumer could not apply %d messages: %s", n, edata->message),
+			 errmsg_plural("evrep consumer could not apply %d message: %s",
+						   "evrep consumer could not apply %d messages: %s", n, n, edata->message),
 			 attempt > 0
 				 ? errdetail(
 					   "Nothing was acknowledged; the broker delivers the messages again. Message %d of the batch failed attempt %d of %d; the last attempt parks it.",
