@@ -2,7 +2,9 @@
 # 13_broker_outage: the broker is stopped for 20 s while A keeps writing.
 # Writers never wait for the broker: every write succeeds, the events wait
 # in A's outbox, and after the broker is back they are sent and B ends with
-# every row exactly once.
+# every row exactly once.  The outbox's growth is visible: evrep.status
+# shows depth and age, and one WARNING says it passed
+# evrep.outbox_warn_depth.
 # Ports: AMQP 5714, PostgreSQL 5827 (A) and 5828 (B).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
@@ -13,7 +15,7 @@ OUTAGE=20
 
 topo_up_tap <<EOF
 broker $MQ port=5714
-node $A port=5827 publish=customer schema="$CUSTOMER_DDL"
+node $A port=5827 publish=customer schema="$CUSTOMER_DDL" conf='evrep.outbox_warn_depth = 300'
 node $B port=5828 subscribe=customer schema="$CUSTOMER_DDL"
 EOF
 ok "A's publisher is connected" wait_value 60 t worker_connected "$A" publisher
@@ -29,6 +31,12 @@ ok "A's publisher notices: worker_state connected = f" wait_value 30 f worker_co
 ok "A's outbox grows while the broker is down" wait_until 30 "[[ \$(outbox_depth $A) -gt 50 ]]"
 like "$(sql "$A" "SELECT last_error FROM evrep.worker_state() WHERE worker = 'publisher'")" '.+' \
      "worker_state shows the publisher's last error"
+is "$(sql "$A" "SELECT outbox_depth > 50, oldest_unsent_age > '0'::interval FROM evrep.status WHERE role = 'publish'")" \
+   "t|t" "evrep.status shows the depth and the age of the oldest unsent event"
+warned() { grep -c 'evrep outbox holds about [0-9]* events, more than evrep.outbox_warn_depth (300)' "$(pg_logfile "$A")"; }
+ok "A's publisher warns once the outbox passes 300 events" wait_value 30 1 warned
+like "$(grep -A1 'evrep outbox holds about' "$(pg_logfile "$A")")" 'not connected to the broker' \
+     "the warning says the broker is unreachable"
 b_during=$(row_count "$B" customer)
 sleep $(( OUTAGE - (SECONDS - down_at) > 0 ? OUTAGE - (SECONDS - down_at) : 0 ))
 a_after=$(row_count "$A" customer)
@@ -51,6 +59,9 @@ is "$(sql "$A" 'SELECT count(*), min(id), max(id) FROM customer')" "$last|1|$las
    "A has every row the writer wrote (1..$last)"
 
 ok "A's outbox drains to 0" wait_value 120 0 outbox_depth "$A"
+ok "A's publisher logs that the outbox is down again" \
+    wait_until 30 "grep -q 'evrep outbox is down to about' '$(pg_logfile "$A")'"
+is "$(warned)" 1 "it warned once for the whole outage"
 ok "B catches up" wait_value 120 "$last" row_count "$B" customer
 is "$(same_ids "$A" "$B" customer)" "$last|0|0" "B has every id of A, none missing, none extra"
 is "$(table_md5 "$B" customer)" "$(table_md5 "$A" customer)" "B's rows equal A's"
