@@ -14,6 +14,11 @@
 #                    client key.
 #   tls_file DIR ca|cert|key|server_cert|server_key   path of one of them
 #                    (cert and key are the client's)
+#   tls_server_cert DIR NAME SAN   another server certificate signed by DIR's
+#                    CA (after tls_make DIR): DIR/NAME.pem and DIR/NAME.key,
+#                    serverAuth, CN and subjectAltName from SAN (e.g.
+#                    "DNS:wrong.example"; CN is its first name); for tests of
+#                    host name checks
 #
 # Environment: EVREP_TLS_DAYS (validity, default 30).
 
@@ -46,6 +51,18 @@ _tls_sign() {
         -CAcreateserial -days "${EVREP_TLS_DAYS:-30}" -sha256 -extfile "$dir/$name.ext" \
         -out "$dir/$name.pem" 2>>"$dir/openssl.log" || return 1
     rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+tls_server_cert() {
+    local dir=${1:?usage: tls_server_cert DIR NAME SAN} name=${2:?usage: tls_server_cert DIR NAME SAN} san=${3:?usage: tls_server_cert DIR NAME SAN} cn
+    [[ -s "$dir/ca.pem" && -s "$dir/ca.key" ]] || { evrep_err "tls_server_cert: no CA in $dir (tls_make first)"; return 1; }
+    [[ "$name" =~ ^[A-Za-z0-9_-]+$ && ! "$name" =~ ^(ca|server|client)$ ]] || { evrep_err "tls_server_cert: bad name '$name' (ca, server, client are tls_make's)"; return 1; }
+    cn=${san%%,*} cn=${cn#*:}
+    _tls_sign "$dir" "$name" "/CN=$cn" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=$san" || { evrep_err "tls_server_cert: openssl failed in $dir"; evrep_tail "$dir/openssl.log" 20; return 1; }
+    chmod 644 "$dir/$name.pem" "$dir/$name.key"
 }
 
 tls_make() {
