@@ -212,7 +212,11 @@ read_unconfirmed(int max_events, int max_per_message, MemoryContext mcxt)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
+	{
+		/* the resend pass is over: rows numbered from now on are in flight */
+		resend_pending = false;
 		return NULL;
+	}
 	batch = build_batch(pubs, npubs, max_per_message, mcxt);
 	resend_after = batch->ids[batch->nevents - 1];
 	if (batch->nevents < max_events)

@@ -97,4 +97,5 @@ last_seq=$(sql "$A" "SELECT last_seq FROM evrep.publication WHERE table_name = '
 cmp_ok "$last_seq" -gt "$N" "A numbered more than $N events"
 ok "B's applied count reaches A's last_seq" wait_value 30 "$last_seq" applied "$B" "$A" customer
 is "$(applied "$B" "$A" customer)" "$last_seq" "every event numbered by A applied exactly once on B"
+is "$(skipped "$B" "$A" customer)" 0 "and without a fault none was sent twice (B skipped no duplicate)"
 done_testing
