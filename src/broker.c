@@ -27,6 +27,7 @@
 #include "utils/wait_event.h"
 
 #include "broker.h"
+#include "broker_url.h"
 #include "evrep.h"
 #include "wire.h"
 
@@ -34,6 +35,8 @@
 #define CONSUME_CHANNEL 1
 /* RPCs get their own channel: a failed bind must not close the consumer's */
 #define TOPOLOGY_CHANNEL 2
+/* Probing a queue that may not exist closes the channel: a channel of its own */
+#define PROBE_CHANNEL 3
 
 #define FRAME_MAX 131072
 #define CONNECT_TIMEOUT_S 10
@@ -75,7 +78,11 @@ struct BrokerConn
 	char *exchange;
 	char *queue;
 	char *node_name;
-	char *user; /* the broker user we log in as: our messages' user_id */
+	char *user;			  /* the broker user we log in as: our messages' user_id */
+	int queue_type;		  /* EvrepQueueType of queue */
+	char *drain_queue;	  /* the queue of the former type, consumed until empty */
+	char *consumer_tag;	  /* of our consumer on drain_queue, to cancel it */
+	bool drain_cancelled; /* our consumer on drain_queue is cancelled */
 
 	/* publisher confirms: conf_pending[tag - conf_base] */
 	uint64 next_tag;
@@ -126,6 +133,8 @@ bytes_to_cstring(amqp_bytes_t b)
  * Marks the connection unusable and logs why.  WARNING, not ERROR: the
  * worker must survive to reconnect.
  */
+static bool probe_queue(BrokerConn *conn, const char *queue, uint32 *ready);
+
 static BrokerStatus
 conn_failed(BrokerConn *conn, const char *what)
 {
@@ -676,6 +685,15 @@ broker_bind(BrokerConn *conn, const char *routing_key)
 					amqp_empty_table);
 	if (!rpc_ok(conn, psprintf("binding routing key \"%s\"", routing_key)))
 		return BROKER_ERROR;
+	if (conn->drain_queue != NULL)
+	{
+		amqp_queue_unbind(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->drain_queue),
+						  amqp_cstring_bytes(conn->exchange), amqp_cstring_bytes(routing_key),
+						  amqp_empty_table);
+		if (!rpc_ok(conn, psprintf("unbinding routing key \"%s\" from queue \"%s\"", routing_key,
+								   conn->drain_queue)))
+			return BROKER_ERROR;
+	}
 	return BROKER_OK;
 }
 
@@ -714,6 +732,47 @@ broker_take(BrokerConn *conn)
 	return &node->d;
 }
 
+bool
+broker_draining(BrokerConn *conn)
+{
+	return conn->drain_queue != NULL;
+}
+
+BrokerStatus
+broker_drain_step(BrokerConn *conn, bool *drained)
+{
+	uint32 ready = 0;
+
+	*drained = false;
+	if (conn->broken)
+		return BROKER_ERROR;
+	if (!conn->drain_cancelled)
+	{
+		if (!probe_queue(conn, conn->drain_queue, &ready))
+			return conn_failed(
+				conn, psprintf("queue \"%s\" vanished while it was drained", conn->drain_queue));
+		if (ready > 0)
+			return BROKER_OK;
+		/* what the broker sent before the cancel-ok is queued for broker_poll */
+		amqp_basic_cancel(conn->state, CONSUME_CHANNEL, amqp_cstring_bytes(conn->consumer_tag));
+		if (!rpc_ok(conn, "cancelling the consumer of the drained queue"))
+			return BROKER_ERROR;
+		conn->drain_cancelled = true;
+		return broker_poll(conn);
+	}
+	if (conn->npending > 0)
+		return BROKER_OK;
+	/* if_empty: a message that came in meanwhile fails this, and we drain again */
+	amqp_queue_delete(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->drain_queue), false,
+					  true);
+	if (!rpc_ok(conn, psprintf("deleting the drained queue \"%s\"", conn->drain_queue)))
+		return BROKER_ERROR;
+	ereport(LOG, (errmsg("evrep consumer drained and deleted queue \"%s\"; it consumes \"%s\" now",
+						 conn->drain_queue, conn->queue)));
+	*drained = true;
+	return BROKER_OK;
+}
+
 void
 broker_free_delivery(BrokerDelivery *delivery)
 {
@@ -743,10 +802,11 @@ broker_ack(BrokerConn *conn, uint64 tag)
 static char *
 settings_fingerprint(void)
 {
-	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d", evrep_broker_url,
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d\n%d", evrep_broker_url,
 					evrep_broker_password_file, evrep_exchange, evrep_node_name, evrep_ssl_ca_file,
 					evrep_ssl_cert_file, evrep_ssl_key_file, (int) evrep_ssl_verify_peer,
-					(int) evrep_ssl_verify_hostname, evrep_heartbeat, evrep_prefetch);
+					(int) evrep_ssl_verify_hostname, evrep_heartbeat, evrep_prefetch,
+					evrep_queue_type);
 }
 
 bool
@@ -927,31 +987,108 @@ setup_publisher(BrokerConn *conn)
  * The consumer is exclusive: two nodes configured with the same node name
  * would otherwise split one queue between them and break per-origin order.
  */
+/*
+ * A quorum queue is replicated by Raft over the cluster's nodes: losing one
+ * broker node loses nothing.  Its type is fixed at declaration (the type is
+ * an x-queue-type argument of kind string; RabbitMQ refuses a bytes kind).
+ */
 static bool
-setup_consumer(BrokerConn *conn)
+declare_queue(BrokerConn *conn)
 {
-	int prefetch = Min(Max(evrep_prefetch, 1), UINT16_MAX);
+	amqp_table_entry_t arg;
+	amqp_table_t args = amqp_empty_table;
 
-	if (!open_channel(conn, CONSUME_CHANNEL) || !open_channel(conn, TOPOLOGY_CHANNEL) ||
-		!declare_exchange(conn, TOPOLOGY_CHANNEL))
-		return false;
+	if (conn->queue_type == EVREP_QUEUE_QUORUM)
+	{
+		arg.key = amqp_cstring_bytes("x-queue-type");
+		arg.value.kind = AMQP_FIELD_KIND_UTF8;
+		arg.value.value.bytes = amqp_cstring_bytes("quorum");
+		args.num_entries = 1;
+		args.entries = &arg;
+	}
 	amqp_queue_declare(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->queue),
 					   false, /* passive */
 					   true,  /* durable */
 					   false, /* exclusive */
 					   false, /* auto-delete */
-					   amqp_empty_table);
-	if (!rpc_ok(conn, psprintf("declaring queue \"%s\"", conn->queue)))
+					   args);
+	return rpc_ok(conn, psprintf("declaring queue \"%s\"", conn->queue));
+}
+
+/*
+ * Does queue exist, and how many messages are ready in it?  A passive
+ * declare of a missing queue closes the channel with 404: the probe has a
+ * channel of its own and acknowledges that close.  False also when the
+ * connection failed (conn->broken says which).
+ */
+static bool
+probe_queue(BrokerConn *conn, const char *queue, uint32 *ready)
+{
+	amqp_queue_declare_ok_t *ok;
+	amqp_rpc_reply_t r;
+
+	if (!open_channel(conn, PROBE_CHANNEL))
 		return false;
+	ok = amqp_queue_declare(conn->state, PROBE_CHANNEL, amqp_cstring_bytes(queue), true, false,
+							false, false, amqp_empty_table);
+	r = amqp_get_rpc_reply(conn->state);
+	if (r.reply_type == AMQP_RESPONSE_NORMAL)
+	{
+		*ready = ok->message_count;
+		amqp_channel_close(conn->state, PROBE_CHANNEL, AMQP_REPLY_SUCCESS);
+		return rpc_ok(conn, "closing the probe channel");
+	}
+	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+		((amqp_channel_close_t *) r.reply.decoded)->reply_code == AMQP_NOT_FOUND)
+	{
+		amqp_channel_close_ok_t close_ok;
+
+		if (amqp_send_method(conn->state, PROBE_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok) !=
+			AMQP_STATUS_OK)
+			conn_failed(conn, "acknowledging the close of the probe channel");
+		return false;
+	}
+	conn_failed(conn, psprintf("probing queue \"%s\": %s", queue, describe_reply(r)));
+	return false;
+}
+
+/*
+ * Consumes the node's queue, or first the queue of the former type while
+ * one is left: a change of evrep.queue_type must not reorder a stream, so
+ * the old queue is emptied before the new one is read (broker_bind binds
+ * the new one and unbinds the old, so the new one collects what comes
+ * meanwhile), then deleted (broker_drain_step).
+ */
+static bool
+setup_consumer(BrokerConn *conn)
+{
+	int prefetch = Min(Max(evrep_prefetch, 1), UINT16_MAX);
+	char *former = evrep_queue_name(conn->queue_type == EVREP_QUEUE_QUORUM ? EVREP_QUEUE_CLASSIC
+																		   : EVREP_QUEUE_QUORUM);
+	uint32 ready;
+	amqp_basic_consume_ok_t *consuming;
+	const char *from;
+
+	if (!open_channel(conn, CONSUME_CHANNEL) || !open_channel(conn, TOPOLOGY_CHANNEL) ||
+		!declare_exchange(conn, TOPOLOGY_CHANNEL) || !declare_queue(conn))
+		return false;
+	if (probe_queue(conn, former, &ready))
+		conn->drain_queue = former;
+	else if (conn->broken)
+		return false;
+	from = conn->drain_queue ? conn->drain_queue : conn->queue;
 	amqp_basic_qos(conn->state, CONSUME_CHANNEL, 0, (uint16_t) prefetch, false);
 	if (!rpc_ok(conn, "setting prefetch"))
 		return false;
-	amqp_basic_consume(conn->state, CONSUME_CHANNEL, amqp_cstring_bytes(conn->queue),
-					   amqp_empty_bytes, false, /* no-local */
-					   false,					/* no-ack: we ack after commit */
-					   true,					/* exclusive */
-					   amqp_empty_table);
-	return rpc_ok(conn, psprintf("consuming from queue \"%s\"", conn->queue));
+	consuming = amqp_basic_consume(conn->state, CONSUME_CHANNEL, amqp_cstring_bytes(from),
+								   amqp_empty_bytes, false, /* no-local */
+								   false,					/* no-ack: we ack after commit */
+								   true,					/* exclusive */
+								   amqp_empty_table);
+	if (!rpc_ok(conn, psprintf("consuming from queue \"%s\"", from)))
+		return false;
+	conn->consumer_tag = bytes_to_cstring(consuming->consumer_tag);
+	return true;
 }
 
 static BrokerConn *
@@ -969,7 +1106,8 @@ new_conn(BrokerRole role)
 	conn->where = pstrdup("(unparsed evrep.broker_url)");
 	conn->exchange = pstrdup(evrep_exchange);
 	conn->node_name = pstrdup(evrep_node_name);
-	conn->queue = evrep_queue_name();
+	conn->queue_type = evrep_queue_type;
+	conn->queue = evrep_queue_name(conn->queue_type);
 	MemoryContextSwitchTo(old);
 	return conn;
 }
@@ -1014,20 +1152,24 @@ describe_target(struct amqp_connection_info *info)
 					info->host, info->port, info->vhost);
 }
 
-BrokerConn *
-broker_connect(BrokerRole role)
+/* One connection attempt to one URL of the list; NULL (logged) on failure. */
+static BrokerConn *
+connect_url(BrokerRole role, const char *list, int index)
 {
 	BrokerConn *conn = new_conn(role);
 	MemoryContext old = MemoryContextSwitchTo(conn->cxt);
 	struct amqp_connection_info info;
-	char *url = pstrdup(evrep_broker_url); /* parsed in place */
+	char *url = broker_url_nth(list, index); /* parsed in place */
+	size_t url_len = strlen(url);
 	bool ok;
 
 	/* never echo the URL: it may hold the password */
 	if (url[0] == '\0')
 		conn_failed(conn, "evrep.broker_url is not set");
 	else if (amqp_parse_url(url, &info) != AMQP_STATUS_OK)
-		conn_failed(conn, "evrep.broker_url is not a valid amqp:// or amqps:// URL");
+		conn_failed(conn,
+					psprintf("URL %d of evrep.broker_url is not a valid amqp:// or amqps:// URL",
+							 index + 1));
 	else if (evrep_broker_password_file[0] != '\0' &&
 			 (info.password = read_password_file(conn)) == NULL)
 		; /* conn_failed said why */
@@ -1040,19 +1182,41 @@ broker_connect(BrokerRole role)
 	}
 	ok = !conn->broken;
 	/* the parsed copy holds the password: do not keep it around */
-	explicit_bzero(url, strlen(evrep_broker_url));
+	explicit_bzero(url, url_len);
 	pfree(url);
 	MemoryContextSwitchTo(old);
+	if (ok)
+		return conn;
+	broker_close(conn);
+	return NULL;
+}
 
-	if (!ok)
+/*
+ * Tries the URLs of the list in turn (broker_url.h says in which order)
+ * until one connects.
+ */
+BrokerConn *
+broker_connect(BrokerRole role)
+{
+	int n = Max(broker_url_count(evrep_broker_url), 1);
+	int first = broker_url_start(n);
+
+	for (int i = 0; i < n; i++)
 	{
-		broker_close(conn);
-		return NULL;
+		int index = (first + i) % n;
+		BrokerConn *conn = connect_url(role, evrep_broker_url, index);
+
+		if (conn == NULL)
+			continue;
+		broker_url_connected(index, n);
+		last_logged[0] = '\0';
+		ereport(LOG,
+				(errmsg("evrep %s connected to broker %s (heartbeat %d s)%s", role_name(conn),
+						conn->where, conn->heartbeat_ms / 1000,
+						conn->drain_queue ? ", draining the queue of the former type first" : "")));
+		return conn;
 	}
-	last_logged[0] = '\0';
-	ereport(LOG, (errmsg("evrep %s connected to broker %s (heartbeat %d s)", role_name(conn),
-						 conn->where, conn->heartbeat_ms / 1000)));
-	return conn;
+	return NULL;
 }
 
 void

@@ -99,6 +99,17 @@ extern BrokerStatus broker_wait_settle(BrokerConn *conn, long timeout_ms);
 extern BrokerStatus broker_bind(BrokerConn *conn, const char *routing_key);
 extern BrokerStatus broker_unbind(BrokerConn *conn, const char *routing_key);
 
+/*
+ * Consumer, after a change of evrep.queue_type: true while it still reads
+ * the queue of the former type.  broker_drain_step, called when nothing is
+ * pending, moves the switch on: once that queue is empty it cancels the
+ * consumer, then (after the last deliveries were applied and acked) deletes
+ * the queue and sets *drained; the caller then reconnects to consume the
+ * node's queue.
+ */
+extern bool broker_draining(BrokerConn *conn);
+extern BrokerStatus broker_drain_step(BrokerConn *conn, bool *drained);
+
 /* Consumer: deliveries received and not yet taken. */
 extern int broker_pending(BrokerConn *conn);
 

@@ -26,6 +26,8 @@
 
 /* Idle wake-up; deliveries, heartbeats and the latch end it earlier. */
 #define IDLE_WAIT_MS 10000
+/* While the queue of the former type is drained, look at it this often. */
+#define DRAIN_WAIT_MS 1000
 
 /*
  * Bindings are re-checked this often even without a generation change:
@@ -300,6 +302,28 @@ apply_pending(void)
 	return ok;
 }
 
+/*
+ * One step of the switch to a queue of another type (broker.h).  False
+ * when the connection was closed: the next turn reconnects.
+ */
+static bool
+drain_step(void)
+{
+	bool drained;
+
+	if (broker_drain_step(conn, &drained) == BROKER_ERROR)
+	{
+		drop_connection();
+		return false;
+	}
+	if (!drained)
+		return true;
+	/* a new connection consumes the node's queue; nothing to back off from */
+	broker_close(conn);
+	conn = NULL;
+	return false;
+}
+
 /* Rows the apply writes are not captured again: no echo between nodes. */
 static void
 set_replica_role(void)
@@ -344,11 +368,17 @@ evrep_consumer_main(Datum main_arg)
 			synced_at = GetCurrentTimestamp();
 		}
 
+		if (broker_pending(conn) == 0 && broker_draining(conn))
+		{
+			if (!drain_step())
+				continue;
+		}
 		if (broker_pending(conn) == 0)
 		{
 			pgstat_report_activity(STATE_IDLE, NULL);
 			pgstat_report_stat(true);
-			if (broker_wait(conn, IDLE_WAIT_MS) == BROKER_ERROR)
+			if (broker_wait(conn, broker_draining(conn) ? DRAIN_WAIT_MS : IDLE_WAIT_MS) ==
+				BROKER_ERROR)
 				drop_connection();
 			continue;
 		}

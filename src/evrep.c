@@ -29,6 +29,12 @@ char *evrep_database = "";
 char *evrep_broker_url = "";
 char *evrep_broker_password_file = "";
 char *evrep_exchange = "evrep";
+int evrep_queue_type = EVREP_QUEUE_QUORUM;
+
+static const struct config_enum_entry queue_type_options[] = {
+	{"quorum", EVREP_QUEUE_QUORUM, false},
+	{"classic", EVREP_QUEUE_CLASSIC, false},
+	{NULL, 0, false}};
 char *evrep_ssl_ca_file = "";
 char *evrep_ssl_cert_file = "";
 char *evrep_ssl_key_file = "";
@@ -106,6 +112,12 @@ define_settings(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("evrep.exchange", "Durable topic exchange events are published to.",
 							   NULL, &evrep_exchange, "evrep", PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable(
+		"evrep.queue_type",
+		"Type of this node's queue: quorum (replicated by a RabbitMQ cluster) or classic.",
+		"A queue cannot change type under one name: the quorum queue is evrep.<node_name>.quorum, "
+		"the classic one evrep.<node_name>; after a change the consumer drains the old one first.",
+		&evrep_queue_type, EVREP_QUEUE_QUORUM, queue_type_options, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable(
 		"evrep.ssl_ca_file", "CA certificates to verify the broker with (amqps).", NULL,
 		&evrep_ssl_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
@@ -252,8 +264,10 @@ subscriptions_changed(void)
 }
 
 char *
-evrep_queue_name(void)
+evrep_queue_name(int queue_type)
 {
+	if (queue_type == EVREP_QUEUE_QUORUM)
+		return psprintf("evrep.%s.quorum", evrep_node_name);
 	return psprintf("evrep.%s", evrep_node_name);
 }
 

@@ -16,6 +16,7 @@ extern char *evrep_database;
 extern char *evrep_broker_url;
 extern char *evrep_broker_password_file;
 extern char *evrep_exchange;
+extern int evrep_queue_type; /* EvrepQueueType */
 extern char *evrep_ssl_ca_file;
 extern char *evrep_ssl_cert_file;
 extern char *evrep_ssl_key_file;
@@ -78,7 +79,13 @@ extern void evrep_worker_started(EvrepWorkerKind kind);
 extern void evrep_worker_report(EvrepWorkerKind kind, bool connected, int64 events_done,
 								const char *error);
 
-/* Queue name of this node: "evrep." || node_name (palloc'd). */
-extern char *evrep_queue_name(void);
+/* The node's queue: "evrep." || node_name, and ".quorum" for a quorum queue (palloc'd). */
+typedef enum EvrepQueueType
+{
+	EVREP_QUEUE_QUORUM,
+	EVREP_QUEUE_CLASSIC
+} EvrepQueueType;
+
+extern char *evrep_queue_name(int queue_type);
 
 #endif /* EVREP_H */

@@ -75,6 +75,8 @@
 #   topo_broker_members [BROKER]    rmq_* names of its RabbitMQ node(s)
 #   topo_tls_file [BROKER] ca|cert|key|server_cert|server_key
 #   topo_routing_key TABLE          e.g. customer -> public.customer
+#   topo_queue NODE                 NODE's queue: evrep.NODE.quorum (evrep.queue_type
+#                           quorum, the default) or evrep.NODE (classic)
 #
 # Environment: EVREP_TEST_DIR (all state below it), TOPO_READY_TIMEOUT (s,
 # default 90).
@@ -337,6 +339,13 @@ topo_up_tap() {
     local what="brokers: ${TOPO_BROKERS[*]:-none}; nodes: ${TOPO_NODES[*]:-none}" t0=$SECONDS
     ok "topology up and ready ($what)" topo_start || BAIL_OUT "the topology did not come up"
     note "topology ready after $((SECONDS - t0)) s"
+}
+
+# topo_queue NODE -- the name of NODE's queue (evrep.NODE, .quorum for a quorum queue)
+topo_queue() {
+    local n=${1:?usage: topo_queue NODE} t
+    t=$(pg_psql "$n" -c "SELECT current_setting('evrep.queue_type')") || return 1
+    if [[ "$t" == quorum ]]; then printf 'evrep.%s.quorum\n' "$n"; else printf 'evrep.%s\n' "$n"; fi
 }
 
 topo_mark() {
