@@ -406,6 +406,17 @@ check_sender(ApplyRun *run)
 				 "An origin is spoken for by the broker user of its own name, or by the users evrep_allow_sender() names for it.")));
 }
 
+/* Everything a parsed, authentic message does to its stream and table. */
+static void
+apply_stream(ApplyRun *run)
+{
+	lookup_subscription(run);
+	progress_load(run->msg, &run->progress);
+	claim_new_events(run);
+	apply_claimed(run);
+	progress_save(run->msg, &run->progress);
+}
+
 int
 apply_message(const ApplyDelivery *delivery)
 {
@@ -423,20 +434,24 @@ apply_message(const ApplyDelivery *delivery)
 		run.msg = NULL;
 	else
 		edata = try_subxact(check_sender, &run);
+	if (edata == NULL && !delivery->last_attempt)
+		apply_stream(&run);
+	else if (edata == NULL)
+	{
+		/*
+		 * The last attempt must end.  What fails outside the isolation of
+		 * the events (the stream's progress row, say) parks it whole.
+		 */
+		edata = try_subxact(apply_stream, &run);
+		if (edata != NULL)
+			run.progress.applied = 0;
+	}
 	if (edata != NULL)
 	{
 		/* nothing of it may touch a table or the stream's progress */
 		deadletter_park(run.msg, 0, edata, deadletter_raw_body(run.body, run.len),
 						delivery->attempt);
 		FreeErrorData(edata);
-	}
-	else
-	{
-		lookup_subscription(&run);
-		progress_load(run.msg, &run.progress);
-		claim_new_events(&run);
-		apply_claimed(&run);
-		progress_save(run.msg, &run.progress);
 	}
 	pop_apply_context(&errcb);
 	end_apply(nestlevel);

@@ -92,6 +92,7 @@ struct BrokerConn
 	uint64 conf_cap;
 	int unconfirmed;
 	bool nacked;
+	uint64 first_nacked; /* lowest tag the broker refused; 0: none */
 
 	/* content (header + body frames) being received */
 	ContentKind content;
@@ -255,6 +256,8 @@ settle(BrokerConn *conn, uint64 tag, bool multiple, bool acked)
 		{
 			conn->conf_pending[t - conn->conf_base] = false;
 			conn->unconfirmed--;
+			if (!acked && (conn->first_nacked == 0 || t < conn->first_nacked))
+				conn->first_nacked = t;
 		}
 	}
 	while (conn->conf_low < conn->next_tag && !conn->conf_pending[conn->conf_low - conn->conf_base])
@@ -640,6 +643,9 @@ broker_last_tag(BrokerConn *conn)
 uint64
 broker_settled_upto(BrokerConn *conn)
 {
+	/* a refused message is settled but not delivered: nothing from it on counts */
+	if (conn->first_nacked != 0)
+		return Min(conn->conf_low, conn->first_nacked) - 1;
 	return conn->conf_low - 1;
 }
 

@@ -154,6 +154,11 @@ parse_event(JsonbValue *ev, WireEvent *out)
 
 	v = get_field(obj, "seq", jbvNumeric, true);
 	out->seq = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+	/* numeric_int8 rounds: 2.5 must not pass for 3 */
+	if (!DatumGetBool(
+			DirectFunctionCall2(numeric_eq, NumericGetDatum(v->val.numeric),
+								DirectFunctionCall1(int8_numeric, Int64GetDatum(out->seq)))))
+		invalid_message("\"seq\" is not a whole number");
 	if (out->seq <= 0)
 		invalid_message("\"seq\" must be positive");
 	out->op = parse_op(get_string(obj, "op", true));

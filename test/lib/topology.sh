@@ -318,6 +318,14 @@ topo_start() {
     rm -rf "$dir" && mkdir -p "$dir" || return 1
     local -A pids=()
     for x in "${TOPO_BROKERS[@]}"; do _topo_broker_up "$x" >"$dir/broker-$x.out" 2>&1 & pids[broker-$x]=$!; done
+    # A quorum queue's members are the cluster nodes running when it is first
+    # declared: the nodes of a cluster start once it has formed.
+    for x in "${TOPO_BROKERS[@]}"; do
+        (( TOPO_B_SIZE[$x] > 1 )) || continue
+        wait "${pids[broker-$x]}" || { evrep_err "topology: broker $x failed:"; sed 's/^/#   /' "$dir/broker-$x.out" >&2; bad=1; }
+        unset "pids[broker-$x]"
+    done
+    (( bad == 0 )) || { rm -rf "$dir"; return 1; }
     for x in "${TOPO_NODES[@]}"; do _topo_node_up "$x" >"$dir/node-$x.out" 2>&1 & pids[node-$x]=$!; done
     for x in "${!pids[@]}"; do
         if ! wait "${pids[$x]}"; then

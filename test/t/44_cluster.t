@@ -23,6 +23,11 @@ EOF
 like "$(sql "$A" "SELECT current_setting('evrep.broker_url')")" '^amqp://[^,]+,amqp://[^,]+,amqp://[^,]+$' \
      "the nodes know all three broker URLs"
 QB=$(topo_queue "$B") QA=$(topo_queue "$A")
+members() {   # QUEUE -- how many members its Raft group has
+    rmq_ctl "${MQ}1" -q list_queues --no-table-headers name members 2>/dev/null \
+        | awk -v q="$1" -F'\t' '$1 == q { print $2 }' | grep -o 'evrep-' | wc -l
+}
+is "$(members "$QB") $(members "$QA")" "3 3" "each queue has a member on every broker node"
 is "$(rmq_ctl "${MQ}1" -q list_queues --no-table-headers name type 2>/dev/null | sort | grep '^evrep' | tr '\t' ' ')" \
    "$QA quorum"$'\n'"$QB quorum" "each node's queue is a quorum queue"
 

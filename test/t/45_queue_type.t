@@ -40,8 +40,9 @@ ok "A: 20 more updates of rows 1..100 and rows 2001..2500 while B switches" \
 ok "B drains the classic queue and deletes it" \
     wait_until 90 "grep -q 'drained and deleted queue \"evrep.$B\"' '$(pg_logfile "$B")'"
 ok "B converges to A" wait_until 90 '[[ $(table_md5 "$B" customer) == $(table_md5 "$A" customer) ]]'
-is "$(sql "$B" 'SELECT min(credit) = max(credit), min(credit) FROM customer WHERE id <= 100')" \
-   "t|$(sql "$A" 'SELECT credit FROM customer WHERE id = 1')" "every key ends with its last update"
+is "$(sql "$B" 'SELECT string_agg(credit::text, $$,$$ ORDER BY id) FROM customer WHERE id <= 100')" \
+   "$(sql "$A" 'SELECT string_agg((id % 1000 + 40)::text, $$,$$ ORDER BY id) FROM customer WHERE id <= 100')" \
+   "every key ends with its 40th update, as on A"
 is "$(topo_queue "$B")" "evrep.$B.quorum" "B's queue is now the quorum queue"
 is "$(queues | cut -f1,2 | tr '\t' ' ')" "evrep.$A.quorum quorum"$'\n'"evrep.$B.quorum quorum" \
    "the classic queue is gone; both nodes have quorum queues"
