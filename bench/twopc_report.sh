@@ -220,13 +220,16 @@ both services, the client) shares these $(m nproc) CPUs and one disk.
   on. The same servers serve both modes in the same run.
 * **evrep mode**: databases \`customer_db\` on A and \`order_db\` on B. A
   publishes \`customer\` and subscribes to \`orders\`. B publishes \`orders\`
-  and subscribes to \`customer\`. The services run in their default mode:
-  createCustomer inserts into A only, and createOrder inserts into B only.
+  and subscribes to \`customer\`. The product services
+  (\`customer_service\`, \`order_service\`) run: createCustomer inserts
+  into A only, and createOrder inserts into B only.
   A call returns when the local transaction, including evrep's outbox row,
   has committed.
 * **2PC mode**: databases \`customer_2pc\` on A and \`order_2pc\` on B, with
   the same tables and **no evrep in them**: nothing is published or
-  subscribed. The services run with \`--mode 2pc\` and act as coordinators.
+  subscribed. The 2PC baseline binaries \`customer_service_2pc\` and
+  \`order_service_2pc\` run (each with the other's database as
+  \`--peer-db\`) and act as coordinators.
   Each request runs BEGIN and INSERT on both databases, then \`PREPARE
   TRANSACTION\` on both, then commits the decision row to the coordinator's
   own database, then \`COMMIT PREPARED\` on both. The two databases work in
@@ -234,8 +237,8 @@ both services, the client) shares these $(m nproc) CPUs and one disk.
   failure before the decision rolls both sides back. Recovery runs every
   1 s (\`--recovery-interval-ms 1000\`) and at start, and settles in-doubt
   transactions from the decision log (see services/README.md).
-* **local only** (reference, createCustomer only): CustomerService in its
-  default mode on \`customer_2pc\`. That is one plain INSERT with no
+* **local only** (reference, createCustomer only): the product
+  \`customer_service\` on \`customer_2pc\`. That is one plain INSERT with no
   replication at all, the floor that both modes add to.
 * Client: \`common_client load\`. Each of C threads has its own Thrift
   connection and sends its requests one after another. A run first creates

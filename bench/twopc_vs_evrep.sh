@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/twopc_vs_evrep.sh -- event-driven replication (evrep) against
-# two-phase commit (the services' --mode 2pc), on the same servers, in one run.
+# two-phase commit (the 2PC baseline binaries services/customer_service_2pc
+# and services/order_service_2pc), on the same servers, in one run.
 #
 #   bench/twopc_vs_evrep.sh            full run (about 10 minutes on 2 vCPUs)
 #   SIZES="100 1000" bench/twopc_vs_evrep.sh      a shorter one
@@ -9,17 +10,20 @@
 # 5881 and B on 5882, both with evrep preloaded.
 #   evrep mode: A's database customer_db publishes customer and subscribes
 #               orders; B's order_db publishes orders and subscribes customer.
-#               The services run in their default mode, writing their own
-#               database only.
+#               The product services (services/customer_service,
+#               services/order_service) write their own database only.
 #   2pc mode:   databases customer_2pc on A and order_2pc on B, same schema,
-#               no evrep in them (nothing published or subscribed).  The
-#               services run with --mode 2pc and write both databases in one
-#               distributed transaction.
-#   local:      reference only, createCustomer only: CustomerService in its
-#               default mode on customer_2pc, so one plain INSERT with no
+#               no evrep in them (nothing published or subscribed).  The 2PC
+#               baseline binaries (services/customer_service_2pc,
+#               services/order_service_2pc, each given the other's database
+#               as --peer-db) write both databases in one distributed
+#               transaction.
+#   local:      reference only, createCustomer only: the product
+#               customer_service on customer_2pc, so one plain INSERT with no
 #               replication at all (the floor both modes add to).
 # CustomerService listens on 9391, OrderService on 9390; they are restarted
-# in the other mode between runs.  fsync and synchronous_commit are on.
+# as the other mode's binaries between runs.  fsync and synchronous_commit
+# are on.
 #
 # 1. Latency/throughput: for every N in $SIZES and C in $CONCS, both modes
 #    (the mode that goes first rotates), $REPS times where N <= $REPS_MAX_N

@@ -12,8 +12,8 @@
 # Environment: BENCH_FSYNC (on), EVREP_TEST_DIR (the work directory is made
 # below it; default /tmp), EVREP_TEST_PGPORT (5891), EVREP_TEST_ORDER_PORT
 # (9190), EVREP_TEST_CUSTOMER_PORT (9191).
-# Starts its own PostgreSQL and services through test/lib (pg.sh,
-# bg_start) and stops exactly those.
+# Starts its own PostgreSQL (a test/lib/topology.sh node with evrep=off)
+# and services (bg_start) and stops exactly those.
 
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -21,9 +21,9 @@ base=${EVREP_TEST_DIR:-/tmp}
 [[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
 EVREP_TEST_DIR=$(mktemp -d "$base/evrep-svc-bench.XXXXXX") || exit 1
 chmod 755 "$EVREP_TEST_DIR"
-export EVREP_TEST_DIR EVREP_PRELOAD=0
-# shellcheck source=../test/lib/pg.sh
-source "$HERE/../test/lib/pg.sh"
+export EVREP_TEST_DIR
+# shellcheck source=../test/lib/topology.sh
+source "$HERE/../test/lib/topology.sh"
 
 PGPORT_T=${EVREP_TEST_PGPORT:-5891}
 ORDER_PORT=${EVREP_TEST_ORDER_PORT:-9190}
@@ -44,12 +44,10 @@ trap 'exit 130' INT TERM
 psql_db() { local db=$1; shift; pg_psql "$PG" -d "$db" "$@"; }
 
 make -s -C "$HERE" all || exit 1
-{
-    pg_init "$PG" "$PGPORT_T" "fsync = ${BENCH_FSYNC:-on}" && pg_start "$PG" &&
-    pg_psql "$PG" -c "CREATE DATABASE customer_db" -c "CREATE DATABASE order_db" &&
-    psql_db customer_db -f "$HERE/schema/customer_db.sql" &&
-    psql_db order_db -f "$HERE/schema/order_db.sql"
-} 2>"$EVREP_TEST_DIR/setup.log" || { cat "$EVREP_TEST_DIR/setup.log"; exit 1; }
+topo_up 2>"$EVREP_TEST_DIR/setup.log" <<EOF || { cat "$EVREP_TEST_DIR/setup.log"; exit 1; }
+node $PG port=$PGPORT_T evrep=off db=customer_db schema="$HERE/schema/customer_db.sql" \
+    extra_db=order_db:"$HERE/schema/order_db.sql" conf="fsync = ${BENCH_FSYNC:-on}"
+EOF
 bg_start cs "$HERE/customer_service" --port "$CUSTOMER_PORT" \
     --db "$(pg_connstr "$PG" customer_db)" 2>/dev/null
 bg_start os "$HERE/order_service" --port "$ORDER_PORT" \

@@ -6,10 +6,11 @@
 # replication is needed the test copies rows into the replica table itself
 # (a "fake replicator", psql COPY ... | psql COPY).
 #
-# Uses the project's harness (test/lib/tap.sh, pg.sh, bg_start), which
+# Uses the project's harness (test/lib/tap.sh, topology.sh, bg_start), which
 # stops exactly what this script started, also on failure or interrupt:
-# one PostgreSQL cluster (node "svc" with databases customer_db and
-# order_db), customer_service, order_service, the fake replicator loop.
+# one PostgreSQL server described to topology.sh (node "svc", evrep=off, with
+# databases customer_db and order_db), customer_service, order_service, the
+# fake replicator loop.
 # Client processes run as jobs of this shell (their exit status is
 # checked); any still running at exit is stopped by its pid.
 #
@@ -25,15 +26,17 @@ base=${EVREP_TEST_DIR:-/tmp}
 [[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
 EVREP_TEST_DIR=$(mktemp -d "$base/evrep-svc-test.XXXXXX") || exit 1
 chmod 755 "$EVREP_TEST_DIR"
-export EVREP_TEST_DIR EVREP_PRELOAD=0
+export EVREP_TEST_DIR
 # shellcheck source=../test/lib/tap.sh
 source "$HERE/../test/lib/tap.sh"
+# shellcheck source=../test/lib/topology.sh
+source "$HERE/../test/lib/topology.sh"
 
 PGPORT_T=${EVREP_TEST_PGPORT:-5891}
 ORDER_PORT=${EVREP_TEST_ORDER_PORT:-9190}
 CUSTOMER_PORT=${EVREP_TEST_CUSTOMER_PORT:-9191}
 CLIENT=$HERE/common_client
-PG=svc                            # the pg.sh node holding both databases
+PG=svc                            # the topology node holding both databases
 WORK=$EVREP_TEST_DIR
 
 # ---- helpers ----------------------------------------------------------------
@@ -143,12 +146,11 @@ else
     BAIL_OUT "build failed"
 fi
 
-# 2: private PostgreSQL with both databases and schemas
-ok "private PostgreSQL on port $PGPORT_T with customer_db and order_db" eval '
-    pg_init "$PG" "$PGPORT_T" "fsync = off" && pg_start "$PG" &&
-    pg_psql "$PG" -c "CREATE DATABASE customer_db" -c "CREATE DATABASE order_db" &&
-    psql_db customer_db -f "$HERE/schema/customer_db.sql" &&
-    psql_db order_db -f "$HERE/schema/order_db.sql"' || BAIL_OUT "no database"
+# 2: private PostgreSQL (no evrep, no broker) with both databases and schemas
+topo_up_tap <<EOF
+node $PG port=$PGPORT_T evrep=off db=customer_db schema="$HERE/schema/customer_db.sql" \
+    extra_db=order_db:"$HERE/schema/order_db.sql" conf="fsync = off"
+EOF
 CUSTOMER_DB=$(pg_connstr "$PG" customer_db)
 ORDER_DB=$(pg_connstr "$PG" order_db)
 

@@ -3,7 +3,8 @@
 # order_service_2pc), TAP output (run with `prove`).
 #
 # Two private PostgreSQL servers (customer_db and order_db, both tables in
-# each, no evrep: EVREP_PRELOAD=0) and both 2PC services, each with the
+# each, no evrep: topology.sh nodes with evrep=off; pg.sh gives them
+# max_prepared_transactions = 20) and both 2PC services, each with the
 # other's database as --peer-db.  Checks: the product services take no 2PC
 # options and carry no crash hooks; rows are in both databases
 # when the call returns; a stopped peer fails the call and leaves nothing
@@ -14,7 +15,7 @@
 # other services' prepared transactions are left alone; a concurrent load
 # with a very frequent recovery pass loses nothing and rolls back nothing.
 #
-# Uses the project's harness (test/lib/tap.sh, pg.sh, bg_start), which
+# Uses the project's harness (test/lib/tap.sh, topology.sh, bg_start), which
 # stops exactly what this script started, also on failure.
 # Environment: EVREP_TEST_DIR (the work directory is made below it; default
 # /tmp), EVREP_TEST_CUSTOMER_PGPORT (5895), EVREP_TEST_ORDER_PGPORT (5896),
@@ -27,9 +28,11 @@ base=${EVREP_TEST_DIR:-/tmp}
 [[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
 EVREP_TEST_DIR=$(mktemp -d "$base/evrep-twopc-test.XXXXXX") || exit 1
 chmod 755 "$EVREP_TEST_DIR"
-export EVREP_TEST_DIR EVREP_PRELOAD=0
+export EVREP_TEST_DIR
 # shellcheck source=../test/lib/tap.sh
 source "$HERE/../test/lib/tap.sh"
+# shellcheck source=../test/lib/topology.sh
+source "$HERE/../test/lib/topology.sh"
 
 CPG=${EVREP_TEST_CUSTOMER_PGPORT:-5895}
 OPG=${EVREP_TEST_ORDER_PGPORT:-5896}
@@ -79,12 +82,10 @@ else
     fail "services build without warnings" "$build_out"
     BAIL_OUT "build failed"
 fi
-for n in "$C:$CPG" "$O:$OPG"; do
-    node=${n%%:*} port=${n#*:}
-    ok "PostgreSQL $node on port $port" eval 'pg_init "$node" "$port" "fsync = off" && pg_start "$node"' \
-        || BAIL_OUT "no PostgreSQL"
-    ok "schema of $node" pg_psql "$node" -f "$HERE/schema/$node.sql" || BAIL_OUT "no schema"
-done
+topo_up_tap <<EOF
+node $C port=$CPG evrep=off schema="$HERE/schema/$C.sql" conf="fsync = off"
+node $O port=$OPG evrep=off schema="$HERE/schema/$O.sql" conf="fsync = off"
+EOF
 
 # usage errors exit at once; timeout only keeps a regression from hanging
 for prog in customer_service_2pc order_service_2pc; do

@@ -25,7 +25,7 @@
 #     $(rmq_password NODE); users= adds more (e.g. a stranger for a test).
 # node NAME port=PORT [db=DB] [broker=BROKER] [publish=T[,T...]]
 #      [subscribe=T[,T...]] [schema=FILE|SQL]... [conf=SETTING]... [tls=on]
-#      [workers=off]
+#      [workers=off] [evrep=off] [extra_db=DB[:FILE|SQL]]...
 #     a PostgreSQL server (test/lib/pg.sh) named NAME (also its evrep.node_name)
 #     on 127.0.0.1:PORT serving database DB (default NAME). In DB: CREATE
 #     EXTENSION evrep, then each schema= in order (a file if one exists at that
@@ -38,10 +38,18 @@
 #     the defaults (so it overrides them). tls=on: connect through the
 #     broker's TLS listener (amqps:// and evrep.ssl_ca_file, ssl_cert_file,
 #     ssl_key_file with the test certificates). workers=off: evrep.database =
-#     '' (no workers; for a node without a broker).
+#     '' (no workers; for a node without a broker). evrep=off: a plain
+#     PostgreSQL server, evrep neither preloaded (pg.sh's EVREP_PRELOAD=0)
+#     nor created in DB, so evrep need not be installed; implies workers=off,
+#     gets no broker, and takes no publish=, subscribe=, broker= or tls=on
+#     (e.g. the services tests: `node svc port=5891 evrep=off db=customer_db
+#     schema=services/schema/customer_db.sql`). extra_db=DB[:FILE|SQL]:
+#     another database DB in the same server, created after DB's setup,
+#     with FILE (or SQL text) loaded into it; no evrep extension in it.
 #
-# Every node gets pg.sh's settings (listen on 127.0.0.1, evrep preloaded,
-# track_commit_timestamp, ...), then TOPO_NODE_CONF below, then its conf=.
+# Every node gets pg.sh's settings (listen on 127.0.0.1, evrep preloaded
+# unless evrep=off, max_prepared_transactions = 20, track_commit_timestamp,
+# ...), then TOPO_NODE_CONF below, then its conf=.
 #
 # ---- functions -----------------------------------------------------------------
 #   topo_up [FILE]          parse the description (FILE or stdin), start the
@@ -103,6 +111,7 @@ TOPO_BROKERS=() TOPO_NODES=()
 declare -A TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
 declare -A TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
 declare -A TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=()
+declare -A TOPO_N_EVREP=() TOPO_N_EXTRA_DB=()
 _TOPO_SEP=$'\x1e'   # between the schema= entries of one node
 
 # _topo_words LINE -- split LINE into the array _TOPO_W (quotes as documented)
@@ -135,6 +144,7 @@ topo_parse() {
     TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
     TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
     TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=()
+    TOPO_N_EVREP=() TOPO_N_EXTRA_DB=()
     [[ "$src" == - ]] && src=/dev/stdin
     local -a lines=()
     mapfile -t lines <"$src" || { evrep_err "topology: cannot read $src"; return 1; }
@@ -168,7 +178,7 @@ topo_parse() {
                 [[ -z "${TOPO_N_PORT[$name]:-}" ]] || { evrep_err "topology: node '$name' twice"; return 1; }
                 TOPO_NODES+=("$name"); TOPO_N_PORT[$name]= ; TOPO_N_DB[$name]=$name; TOPO_N_BROKER[$name]=
                 TOPO_N_PUB[$name]= ; TOPO_N_SUB[$name]= ; TOPO_N_SCHEMA[$name]= ; TOPO_N_CONF[$name]=
-                TOPO_N_TLS[$name]=off; TOPO_N_WORKERS[$name]=on
+                TOPO_N_TLS[$name]=off; TOPO_N_WORKERS[$name]=on; TOPO_N_EVREP[$name]=on; TOPO_N_EXTRA_DB[$name]=
                 for kv in "${_TOPO_W[@]:2}"; do
                     k=${kv%%=*} v=${kv#*=}
                     [[ "$kv" == *=* ]] || { evrep_err "topology line $lineno: '$kv' is not KEY=VALUE"; return 1; }
@@ -182,10 +192,17 @@ topo_parse() {
                         conf) [[ -n "$v" ]] && TOPO_N_CONF[$name]+=$v$'\n' ;;
                         tls) [[ "$v" == on || "$v" == off ]] && TOPO_N_TLS[$name]=$v ;;
                         workers) [[ "$v" == on || "$v" == off ]] && TOPO_N_WORKERS[$name]=$v ;;
+                        evrep) [[ "$v" == on || "$v" == off ]] && TOPO_N_EVREP[$name]=$v ;;
+                        extra_db) [[ "$v" =~ ^[A-Za-z0-9_-]+(:.+)?$ ]] && TOPO_N_EXTRA_DB[$name]+=$v$_TOPO_SEP ;;
                         *) false ;;
                     esac || { evrep_err "topology line $lineno: node '$name': bad '$kv'"; return 1; }
                 done
                 [[ -n "${TOPO_N_PORT[$name]}" ]] || { evrep_err "topology line $lineno: node '$name' needs port="; return 1; }
+                if [[ ${TOPO_N_EVREP[$name]} == off ]]; then
+                    [[ -z "${TOPO_N_PUB[$name]}${TOPO_N_SUB[$name]}${TOPO_N_BROKER[$name]}" && ${TOPO_N_TLS[$name]} == off ]] \
+                        || { evrep_err "topology line $lineno: node '$name' has evrep=off: no publish=, subscribe=, broker= or tls=on"; return 1; }
+                    TOPO_N_WORKERS[$name]=off
+                fi
                 ;;
             *) evrep_err "topology line $lineno: unknown kind '$kind' (broker or node)"; return 1 ;;
         esac
@@ -193,6 +210,7 @@ topo_parse() {
     # the nodes' brokers
     local n b
     for n in "${TOPO_NODES[@]}"; do
+        [[ ${TOPO_N_EVREP[$n]} == off ]] && continue
         b=${TOPO_N_BROKER[$n]}
         if [[ -z "$b" ]] && (( ${#TOPO_BROKERS[@]} == 1 )); then b=${TOPO_BROKERS[0]}; fi
         if [[ -z "$b" ]]; then
@@ -271,10 +289,12 @@ topo_routing_key() {
     printf '%s.%s\n' "$(_topo_escape "$s")" "$(_topo_escape "$t")"
 }
 
-# _topo_node_up NODE -- pg_init, pg_start, extension, schemas, publish, subscribe
+# _topo_node_up NODE -- pg_init, pg_start, extension, schemas, publish,
+# subscribe, extra databases
 _topo_node_up() {
-    local n=$1 b=${TOPO_N_BROKER[$1]} line s
+    local n=$1 b=${TOPO_N_BROKER[$1]} line s db dbs=${TOPO_N_DB[$1]} preload=${EVREP_PRELOAD:-1}
     local -a conf=("${TOPO_NODE_CONF[@]}") psql=()
+    [[ ${TOPO_N_EVREP[$n]} == off ]] && preload=0
     if [[ ${TOPO_N_WORKERS[$n]} == off ]]; then
         conf+=("evrep.database = ''")
     fi
@@ -289,16 +309,28 @@ _topo_node_up() {
         fi
     fi
     while IFS= read -r line; do [[ -n "$line" ]] && conf+=("$line"); done <<<"${TOPO_N_CONF[$n]}"
-    EVREP_BROKER_URL= pg_init "$n" "${TOPO_N_PORT[$n]}" --db "${TOPO_N_DB[$n]}" "${conf[@]}" || return 1
+    EVREP_BROKER_URL= EVREP_PRELOAD=$preload pg_init "$n" "${TOPO_N_PORT[$n]}" --db "${TOPO_N_DB[$n]}" "${conf[@]}" || return 1
     pg_start "$n" || return 1
-    psql=(-c "CREATE EXTENSION evrep")
+    [[ ${TOPO_N_EVREP[$n]} == off ]] || psql=(-c "CREATE EXTENSION evrep")
     while IFS= read -r -d "$_TOPO_SEP" s; do
         if [[ -f "$s" ]]; then psql+=(-f "$s"); else psql+=(-c "$s"); fi
     done <<<"${TOPO_N_SCHEMA[$n]}"
     for s in ${TOPO_N_PUB[$n]}; do psql+=(-c "SELECT evrep_publish('$s')"); done
     for s in ${TOPO_N_SUB[$n]}; do psql+=(-c "SELECT evrep_subscribe('$s')"); done
-    pg_psql "$n" "${psql[@]}" >/dev/null || { evrep_err "node '$n': the setup SQL failed"; return 1; }
-    evrep_log "node '$n' up: db ${TOPO_N_DB[$n]}, publishes [${TOPO_N_PUB[$n]}], subscribes [${TOPO_N_SUB[$n]}]"
+    if (( ${#psql[@]} )); then
+        pg_psql "$n" "${psql[@]}" >/dev/null || { evrep_err "node '$n': the setup SQL failed"; return 1; }
+    fi
+    while IFS= read -r -d "$_TOPO_SEP" s; do
+        db=${s%%:*}; psql=(-d "$db"); dbs+=" $db"
+        if [[ "$s" == *:* ]]; then
+            s=${s#*:}
+            if [[ -f "$s" ]]; then psql+=(-f "$s"); else psql+=(-c "$s"); fi
+        fi
+        pg_psql "$n" -c "CREATE DATABASE \"$db\"" >/dev/null \
+            && { (( ${#psql[@]} == 1 )) || pg_psql "$n" "${psql[@]}" >/dev/null; } \
+            || { evrep_err "node '$n': database $db or its setup SQL failed"; return 1; }
+    done <<<"${TOPO_N_EXTRA_DB[$n]}"
+    evrep_log "node '$n' up: db $dbs, evrep ${TOPO_N_EVREP[$n]}, publishes [${TOPO_N_PUB[$n]}], subscribes [${TOPO_N_SUB[$n]}]"
 }
 
 _topo_broker_up() {

@@ -17,8 +17,12 @@
 #     login; a reload that changes evrep.broker_url is logged by PostgreSQL
 #     and followed;
 #   - after all of that the broker passwords appear in neither server log,
-#     nor in worker_state() / evrep.status for a pg_monitor member, who may
-#     not SHOW evrep.broker_url.
+#     nor in postgresql.conf, the broker's log, or what a pg_monitor or an
+#     evrep_admin member reads in worker_state() / evrep.status (which do
+#     show the error and the broker's address). An evrep_admin member may not
+#     SHOW evrep.broker_url; a pg_monitor member may (PostgreSQL lets
+#     pg_read_all_settings read GUC_SUPERUSER_ONLY settings), and it holds
+#     no password.
 # Ports: AMQP 5781, TLS 5782 (epmd 15781, distribution 25781); PostgreSQL
 # 5911 (A) and 5912 (B).
 set -uo pipefail
@@ -237,4 +241,5 @@ for n in $A $B; do
     done
 done
 is "$leaks" "" "at the end, still no broker password in either server log"
+is "$(grep -cF -e "$PW_A" -e "$PW_B" -e "$PW_WRONG" "$(rmq_logfile "$MQ")")" 0 "nor in the broker's log"
 done_testing
