@@ -63,3 +63,11 @@ SELECT evrep_apply('{"format":"evrep.v1","origin":"d","schema":"public","table":
 SELECT evrep_apply(NULL);
 SELECT sqlstate, left(error, 40) AS error, attempts, length(body) FROM evrep.dead_letter
 ORDER BY id DESC LIMIT 2;
+-- a seq that is not a whole number is refused, not rounded
+SELECT evrep_apply('{"format":"evrep.v1","origin":"d","schema":"public","table":"orders","events":[{"seq":2.5,"op":"insert","row":{"id":250,"amount":1}}]}');
+-- whatever fails outside the per-event isolation (here the stream's
+-- progress row, too large for its index) parks the whole message
+SELECT evrep_apply(msg('d', 1, 'insert', '{"id": 1}', string_agg(md5(i::text), '')))
+FROM generate_series(1, 200) i;
+SELECT seq, sqlstate, left(error, 45) AS error, length(body) > 6400 AS whole_body
+FROM evrep.dead_letter ORDER BY id DESC LIMIT 2;

@@ -41,6 +41,7 @@ broker $MQ port=5721 users=fuzzer
 node $A port=5903 publish=customer schema="$CUSTOMER_DDL"
 node $B port=5904 subscribe=customer,fz_t,fz_r0,fz_r1,fz_r2,fz_r3 schema="$CUSTOMER_DDL" schema="$FZ_DDL"
 EOF
+QB=$(topo_queue "$B")
 URL=$(topo_broker_url "$MQ" fuzzer)
 DIR=$EVREP_TEST_DIR/fuzz.$$
 rm -rf "$DIR" && mkdir -p "$DIR" && chmod 755 "$DIR"
@@ -135,7 +136,7 @@ ok "stop A's writer" stop_writer fzwriter
 ok "the writer committed its last row" wait_until 60 'writer_done fzwriter'
 LAST=$(writer_last fzwriter)
 note "A wrote customers 1..$LAST during the fuzz"
-ok "B's queue drains" wait_until 180 '[[ $(rmq_queue_depth "$MQ" "evrep.$B") == 0 ]]' 1
+ok "B's queue drains" wait_until 180 '[[ $(rmq_queue_depth "$MQ" "$QB") == 0 ]]' 1
 ok "A's outbox drains" wait_value 60 0 outbox_depth "$A"
 ok "B has A's $LAST customers" wait_value 60 "$LAST" row_count "$B" customer
 note "the fuzz took $((SECONDS - t_pub)) s"
@@ -301,7 +302,7 @@ is "$(grep 'evrep consumer could not apply' "$(pg_logfile "$B")" | grep -vc 'sta
    "B's consumer rolled batches back only for the deep nesting (bounded retries)"
 note "batches B's consumer rolled back: $(grep -c 'evrep consumer could not apply' "$(pg_logfile "$B")")"
 is "$(worker_connected "$B" consumer)" t "B's consumer is connected"
-is "$(rmq_queue_depth "$MQ" "evrep.$B")" 0 "B's queue is empty"
+is "$(rmq_queue_depth "$MQ" "$QB")" 0 "B's queue is empty"
 
 # ---- what was sent -------------------------------------------------------------------
 note "messages per kind (through the broker, through evrep_apply):"
@@ -319,7 +320,7 @@ is "$(sql "$B" "SELECT count(*) FROM evrep.dead_letter WHERE body LIKE '{\"fz\":
                  OR (seq IS NOT NULL AND length(table_name) > 1000 AND strpos(body, '\"fz\": \"$LONG_MARKER\"') > 0)")" 1 \
    "the message for the long table name is parked"
 is "$(worker_connected "$B" consumer)" t "B's consumer is still connected"
-ok "B's queue is empty at the end" wait_until 10 '[[ $(rmq_queue_depth "$MQ" "evrep.$B") == 0 ]]' 1
+ok "B's queue is empty at the end" wait_until 10 '[[ $(rmq_queue_depth "$MQ" "$QB") == 0 ]]' 1
 is "$(postmaster_pid "$B")" "${HEALTH_B%%|*}" "B's postmaster is the one it started with"
 note "40_fuzz took $((SECONDS - T0)) s"
 done_testing

@@ -123,7 +123,7 @@ like "$(log_since $B "$pos")" "WARNING: +evrep (publisher|consumer): broker conn
 write_rows $A item 1001 1500
 ok "A keeps publishing: its outbox drains to 0" wait_value 30 0 outbox_depth $A
 ok "A's 500 new events wait in B's queue" \
-    wait_until 30 '[[ $(rmq_queue_depth "$MQ" evrep.$B) -ge 1 ]]'
+    wait_until 30 '[[ $(rmq_queue_depth "$MQ" "$(topo_queue $B)") -ge 1 ]]'
 sleep 1
 is "$(row_count $B item)|$(applied $B $A item)" "$items_b|$applied_b" \
    "nothing applied on B meanwhile (rows and evrep.progress unchanged)"
