@@ -74,11 +74,12 @@ ok "a server certificate of another CA is refused by the client" \
     bash -c '! amqp-get --url "$1" --ssl --cacert "$2" --cert "$3" --key "$4" -q t01.tls' \
     _ "$amqps" "$(tls_file "$other" ca)" "$cert" "$key"
 ok "plain AMQP to the TLS port fails" bash -c '! amqp-get --url "$1" -q t01.tls' _ "${amqps/amqps/amqp}"
-is "$(pg_psql "$N" -c 'SHOW evrep.broker_url')" "$amqps" "node $N's evrep.broker_url is the amqps URL"
+is "$(pg_psql "$N" -c 'SHOW evrep.broker_url')" "$(topo_broker_amqps_url "$T" "$N")" \
+   "node $N's evrep.broker_url is the amqps URL with its own broker user"
 is "$(pg_psql "$N" -c "SELECT string_agg(worker || '=' || connected, ',' ORDER BY worker) FROM evrep.worker_state()")" \
    "consumer=true,publisher=true" "node $N's publisher and consumer are connected"
-is "$(rmq_ctl "$T" -q list_connections --no-table-headers ssl user | sort -u)" $'true\tguest' \
-   "the broker's connections are all TLS"
+is "$(rmq_ctl "$T" -q list_connections --no-table-headers ssl user | sort -u)" "true	$N" \
+   "the broker's connections are all TLS, as the node's broker user"
 
 # --- teardown: ports closed, processes gone ----------------------------------------
 pids=()

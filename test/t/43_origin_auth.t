@@ -73,7 +73,8 @@ is "$(sql "$B" "SELECT count(*) FROM customer WHERE id = 9102")" 0 "and not appl
 # --- the README's least-privilege recipe -------------------------------------------
 esc=${A//./\\.}
 ok "A's broker user gets only its queue and the exchange" \
-    rmq_ctl "$MQ" -q set_permissions -p / "$A" "^(evrep|evrep\\.$esc)\$" "^(evrep|evrep\\.$esc)\$" "^(evrep|evrep\\.$esc)\$"
+    rmq_ctl "$MQ" -q set_permissions -p / "$A" "^(evrep|evrep\\.$esc(\\.quorum)?)\$" \
+        "^(evrep|evrep\\.$esc(\\.quorum)?)\$" "^(evrep|evrep\\.$esc(\\.quorum)?)\$"
 ok "and may publish only public.customer" \
     rmq_ctl "$MQ" -q set_topic_permissions -p / "$A" evrep '^public\.customer$' '.*'
 restrict_mallory() {
