@@ -228,7 +228,7 @@ echo "==== topo_start" >>"$LOG"
 topo_start >>"$LOG" 2>&1 || die "the servers did not come up (see $LOG)"
 say "customer_db  127.0.0.1:$CUST_PG_PORT  publishes customer, subscribes orders"
 say "order_db     127.0.0.1:$ORDER_PG_PORT  publishes orders,   subscribes customer"
-say "RabbitMQ     127.0.0.1:$AMQP_PORT  queues evrep.order_db <- public.customer, evrep.customer_db <- public.orders"
+say "RabbitMQ     127.0.0.1:$AMQP_PORT  queues $(topo_queue "$ODB") <- public.customer, $(topo_queue "$CDB") <- public.orders"
 say "ready after $((SECONDS - t0)) s"
 
 step "Start CustomerService (:$CUST_SVC_PORT, customer_db) and OrderService (:$ORDER_SVC_PORT, order_db)"
