@@ -288,14 +288,17 @@ apply_pending(void)
 		ds[i] = broker_take(conn);
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("applying %d messages", n));
-	ok = apply_batch_txn(ds, n, &applied) && broker_ack(conn, ds[n - 1]->tag) == BROKER_OK;
+	ok = apply_batch_txn(ds, n, &applied);
 	if (ok)
 	{
-		broker_backoff_reset(&backoff);
+		/* committed is applied, whether or not the ack gets through */
 		evrep_worker_report(EVREP_CONSUMER, true, applied, NULL);
 		for (int i = 0; i < n; i++)
 			attempts_forget(ds[i]->body, ds[i]->len);
+		ok = broker_ack(conn, ds[n - 1]->tag) == BROKER_OK;
 	}
+	if (ok)
+		broker_backoff_reset(&backoff);
 
 	for (int i = 0; i < n; i++)
 		broker_free_delivery(ds[i]);

@@ -395,8 +395,10 @@ topo_mark() {
 
 topo_bound() {
     local f; f=$(pg_logfile "${1:?usage: topo_bound NODE KEY}") || return 1
-    tail -c +$(( ${TOPO_LOGPOS[$1]:-0} + 1 )) "$f" 2>/dev/null \
-        | grep -qF "queue bound to routing key \"${2:?usage: topo_bound NODE KEY}\""
+    # not tail | grep -q: grep quits at the first match, tail dies of SIGPIPE,
+    # and under pipefail the pipeline fails
+    grep -qF "queue bound to routing key \"${2:?usage: topo_bound NODE KEY}\"" \
+        <(tail -c +$(( ${TOPO_LOGPOS[$1]:-0} + 1 )) "$f" 2>/dev/null)
 }
 
 # _topo_missing NODE -- print what NODE still lacks (nothing when it is ready)
