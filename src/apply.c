@@ -417,6 +417,14 @@ apply_stream(ApplyRun *run)
 	progress_save(run->msg, &run->progress);
 }
 
+/* run->msg stays NULL when the body does not parse */
+static void
+parse_authentic_message(ApplyRun *run)
+{
+	parse_message(run);
+	check_sender(run);
+}
+
 int
 apply_message(const ApplyDelivery *delivery)
 {
@@ -429,11 +437,8 @@ apply_message(const ApplyDelivery *delivery)
 	run.delivery = delivery;
 	run.body = delivery->body;
 	run.len = delivery->len;
-	edata = try_subxact(parse_message, &run);
-	if (edata != NULL)
-		run.msg = NULL;
-	else
-		edata = try_subxact(check_sender, &run);
+	/* one subtransaction for both: this runs for every message */
+	edata = try_subxact(parse_authentic_message, &run);
 	if (edata == NULL && !delivery->last_attempt)
 		apply_stream(&run);
 	else if (edata == NULL)
