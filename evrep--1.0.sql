@@ -127,6 +127,53 @@ CREATE TABLE evrep.sender (
 );
 
 /*
+ * Copy of existing rows, subscriber side: one row per subscribed table.
+ * evrep_subscribe and evrep_resync start a new request (request_id, from
+ * the clock so that it only grows); the consumer sends it to the table's
+ * origin once its queue is bound, again every 30 s until the first chunk
+ * arrives.  Chunks are events of the origin's stream, so they are applied
+ * in order with the live changes; the applying transaction moves phase
+ * and counts here.
+ */
+CREATE TABLE evrep.sync (
+	schema_name text NOT NULL,
+	table_name	text NOT NULL,
+	request_id	bigint NOT NULL,
+	phase		text NOT NULL CHECK (phase IN ('requested', 'copying', 'done', 'skipped')),
+	origin		text,				-- the node the chunks came from
+	rows_copied bigint NOT NULL DEFAULT 0,
+	rows_estimated bigint,			-- the origin's estimate (pg_class.reltuples)
+	chunks		bigint NOT NULL DEFAULT 0,
+	requested_at timestamptz NOT NULL DEFAULT now(),
+	request_sent_at timestamptz,
+	started_at	timestamptz,		-- first chunk applied
+	finished_at timestamptz,		-- last chunk applied
+	last_chunk_at timestamptz,
+	PRIMARY KEY (schema_name, table_name)
+);
+
+/*
+ * Copy of existing rows, origin side: one job per published table and
+ * requesting node.  The publisher reads the table in primary key order
+ * after last_key, one chunk per round, in the transaction (and snapshot)
+ * that numbers the outbox: the chunk's outbox row and last_key commit
+ * together, so a restart goes on where it stopped.
+ */
+CREATE TABLE evrep.copy_job (
+	pub_id		integer NOT NULL,
+	requester	text NOT NULL,
+	request_id	bigint NOT NULL,
+	last_key	jsonb,				-- key of the last row sent; NULL: from the start
+	rows_sent	bigint NOT NULL DEFAULT 0,
+	rows_estimated bigint,
+	chunks		bigint NOT NULL DEFAULT 0,
+	requested_at timestamptz NOT NULL DEFAULT now(),
+	started_at	timestamptz,
+	finished_at timestamptz,
+	PRIMARY KEY (pub_id, requester)
+);
+
+/*
  * The capture trigger.  Arguments: publication id, then the attribute
  * numbers of the primary key (to notice key changes).
  */
@@ -265,8 +312,13 @@ COMMENT ON FUNCTION evrep_unpublish(regclass) IS
  * evrep_subscribe: apply the events other nodes publish for a table.  The
  * name is resolved locally; the remote table must have the same schema,
  * name and primary key columns.  The apply runs as the subscriber.
+ *
+ * copy_data: ask the origin for the rows it already has (evrep.sync_status
+ * shows the copy); the local table ends up equal to the origin's.  Without
+ * it only later changes arrive; the consumer binds the queue before this
+ * returns, so no later change is missed.
  */
-CREATE FUNCTION evrep_subscribe(rel regclass)
+CREATE FUNCTION evrep_subscribe(rel regclass, copy_data boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -275,6 +327,10 @@ DECLARE
 	t record;
 BEGIN
 	t := evrep._check_table(rel, 'SELECT, INSERT, UPDATE, DELETE');
+	IF copy_data IS NULL THEN
+		RAISE EXCEPTION 'copy_data must be true or false'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	BEGIN
 		INSERT INTO evrep.subscription (schema_name, table_name, relid, owner, key_columns)
 		VALUES (t.nsp, t.tbl, rel,
@@ -283,12 +339,69 @@ BEGIN
 		RAISE EXCEPTION 'table % is already subscribed', rel
 			USING ERRCODE = 'duplicate_object';
 	END;
+	PERFORM evrep._start_sync(t.nsp, t.tbl, CASE WHEN copy_data THEN 'requested' ELSE 'skipped' END);
+	PERFORM evrep._subscriptions_changed();
+	IF NOT copy_data THEN
+		PERFORM evrep._bind_now(t.nsp, t.tbl);
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION evrep_subscribe(regclass, boolean) IS
+'apply events published by other nodes for this table, after a copy of its existing rows unless copy_data is false';
+
+/* A new copy request (or none) for a subscribed table. */
+CREATE FUNCTION evrep._start_sync(nsp text, tbl text, phase text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO evrep.sync AS s (schema_name, table_name, request_id, phase)
+	VALUES (nsp, tbl, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, phase)
+	ON CONFLICT (schema_name, table_name) DO UPDATE
+		SET request_id = greatest(EXCLUDED.request_id, s.request_id + 1),
+			phase = EXCLUDED.phase, origin = NULL, rows_copied = 0, rows_estimated = NULL,
+			chunks = 0, requested_at = now(), request_sent_at = NULL, started_at = NULL,
+			finished_at = NULL, last_chunk_at = NULL
+$$;
+
+/*
+ * evrep_resync: copy the origin's rows again into a subscribed table, and
+ * delete the local rows the origin does not have.  For repairs: after a
+ * restore, rows changed by hand, or a new column to fill.
+ */
+CREATE FUNCTION evrep_resync(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+BEGIN
+	t := evrep._check_table(rel, 'SELECT, INSERT, UPDATE, DELETE');
+	IF NOT EXISTS (SELECT FROM evrep.subscription s
+				   WHERE s.schema_name = t.nsp AND s.table_name = t.tbl) THEN
+		RAISE EXCEPTION 'table % is not subscribed', rel
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Subscribe with evrep_subscribe(), which copies the rows too.';
+	END IF;
+	PERFORM evrep._start_sync(t.nsp, t.tbl, 'requested');
 	PERFORM evrep._subscriptions_changed();
 END
 $$;
 
-COMMENT ON FUNCTION evrep_subscribe(regclass) IS
-'apply events published by other nodes for this table';
+COMMENT ON FUNCTION evrep_resync(regclass) IS
+'copy a subscribed table from its origin again, deleting local rows the origin does not have';
+
+/*
+ * Binds the consumer's queue for a table now and waits for it (up to
+ * evrep.bind_timeout), so that no change published after evrep_subscribe
+ * returns is dropped as unroutable.
+ */
+CREATE FUNCTION evrep._bind_now(nsp text, tbl text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'evrep_bind_now'
+LANGUAGE C STRICT;
 
 CREATE FUNCTION evrep_unsubscribe(rel regclass)
 RETURNS void
@@ -302,6 +415,8 @@ BEGIN
 		RAISE EXCEPTION 'table % is not subscribed', rel
 			USING ERRCODE = 'undefined_object';
 	END IF;
+	DELETE FROM evrep.sync s
+	WHERE (s.schema_name, s.table_name) NOT IN (SELECT schema_name, table_name FROM evrep.subscription);
 	PERFORM evrep._subscriptions_changed();
 END
 $$;
@@ -452,17 +567,43 @@ LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer';
 COMMENT ON VIEW evrep.status IS
 'evrep queue depth, lag, counts and last error per published table and applied stream';
 
-GRANT SELECT ON evrep.status, evrep.dead_letter, evrep.sender TO evrep_admin, pg_monitor;
+/*
+ * Copies of existing rows, in the style of pg_stat_progress_*: 'receive'
+ * rows on a subscriber (one per subscribed table), 'send' rows on an
+ * origin (one per table and requesting node).
+ */
+CREATE VIEW evrep.sync_status AS
+SELECT 'receive'::text AS role, s.origin AS node, s.schema_name, s.table_name,
+	   s.request_id, s.phase, s.rows_copied, s.rows_estimated, s.chunks,
+	   s.requested_at, s.started_at, s.finished_at,
+	   round(s.rows_copied / nullif(extract(epoch FROM coalesce(s.finished_at, s.last_chunk_at)
+											 - s.started_at), 0)) AS rows_per_second
+FROM evrep.sync s
+UNION ALL
+SELECT 'send', j.requester, p.schema_name, p.table_name,
+	   j.request_id, CASE WHEN j.finished_at IS NULL THEN 'sending' ELSE 'done' END,
+	   j.rows_sent, j.rows_estimated, j.chunks,
+	   j.requested_at, j.started_at, j.finished_at,
+	   round(j.rows_sent / nullif(extract(epoch FROM coalesce(j.finished_at, now())
+											 - j.started_at), 0))
+FROM evrep.copy_job j JOIN evrep.publication p ON p.id = j.pub_id;
+
+COMMENT ON VIEW evrep.sync_status IS
+'progress of copies of existing rows: received per subscribed table, sent per table and node';
+
+GRANT SELECT ON evrep.status, evrep.dead_letter, evrep.sender, evrep.sync_status TO evrep_admin, pg_monitor;
 GRANT USAGE ON SCHEMA evrep TO pg_monitor;
 
 REVOKE ALL ON FUNCTION evrep_publish(regclass), evrep_unpublish(regclass),
-	evrep_subscribe(regclass), evrep_unsubscribe(regclass),
+	evrep_subscribe(regclass, boolean), evrep_unsubscribe(regclass), evrep_resync(regclass),
 	evrep_allow_sender(text, text), evrep_disallow_sender(text, text),
-	evrep._subscriptions_changed() FROM PUBLIC;
+	evrep._subscriptions_changed(), evrep._start_sync(text, text, text),
+	evrep._bind_now(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evrep_publish(regclass), evrep_unpublish(regclass),
-	evrep_subscribe(regclass), evrep_unsubscribe(regclass),
+	evrep_subscribe(regclass, boolean), evrep_unsubscribe(regclass), evrep_resync(regclass),
 	evrep_allow_sender(text, text), evrep_disallow_sender(text, text),
-	evrep._subscriptions_changed() TO evrep_admin;
+	evrep._subscriptions_changed(), evrep._start_sync(text, text, text),
+	evrep._bind_now(text, text) TO evrep_admin;
 -- Stream numbers (publication.last_seq) and apply progress move only by
 -- publishing and by applying authentic events: evrep_admin reads them.
 GRANT SELECT ON evrep.publication TO evrep_admin;
@@ -471,6 +612,11 @@ GRANT INSERT (relid, schema_name, table_name, key_columns),
 GRANT INSERT, DELETE ON evrep.sender TO evrep_admin;
 GRANT USAGE ON SEQUENCE evrep.publication_id_seq TO evrep_admin;
 GRANT SELECT, INSERT, DELETE ON evrep.subscription TO evrep_admin;
+-- a copy request; its progress moves only by applying the origin's chunks
+GRANT SELECT, DELETE, INSERT (schema_name, table_name, request_id, phase),
+	UPDATE (request_id, phase, origin, rows_copied, rows_estimated, chunks, requested_at,
+			request_sent_at, started_at, finished_at, last_chunk_at) ON evrep.sync TO evrep_admin;
+GRANT SELECT ON evrep.copy_job TO evrep_admin;
 REVOKE ALL ON FUNCTION evrep_apply(text, text), evrep_replay(bigint),
 	evrep_claim(integer, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evrep_replay(bigint) TO evrep_admin;

@@ -22,7 +22,10 @@
 
 #include "apply.h"
 #include "apply_target.h"
+#include "copy_receive.h"
+#include "copy_send.h"
 #include "deadletter.h"
+#include "evrep.h"
 #include "progress.h"
 #include "spi_plan.h"
 #include "wire.h"
@@ -42,7 +45,8 @@ typedef struct ApplyRun
 	int ntodo;
 	int from; /* todo[from, to) for apply_todo */
 	int to;
-	int64 seq; /* event being applied, for the error context */
+	int64 seq;			/* event being applied, for the error context */
+	int64 copy_request; /* this node's copy request for the table; -1: not read */
 } ApplyRun;
 
 static SPIPlanPtr subscription_plan = NULL;
@@ -234,6 +238,21 @@ take_all_events(ApplyRun *run)
 		run->todo[i] = i;
 }
 
+/*
+ * A chunk of a copy is applied only by the node that asked for it, and
+ * only for its current request; for everyone else it just takes its
+ * number in the stream.
+ */
+static bool
+copy_is_ours(ApplyRun *run, const WireCopy *copy)
+{
+	if (strcmp(copy->target, evrep_node_name) != 0)
+		return false;
+	if (run->copy_request < 0)
+		run->copy_request = copy_current_request(run->msg->schema, run->msg->table);
+	return copy->request_id == run->copy_request;
+}
+
 /* The events not applied before, claimed in the stream's progress. */
 static void
 claim_new_events(ApplyRun *run)
@@ -244,7 +263,16 @@ claim_new_events(ApplyRun *run)
 	run->ntodo = 0;
 	for (int i = 0; i < msg->nevents; i++)
 	{
-		if (progress_claim(&run->progress, msg->events[i].seq))
+		WireEvent *ev = &msg->events[i];
+		bool fresh = progress_claim(&run->progress, ev->seq);
+
+		/* copies count in evrep.sync, not in the stream's counts */
+		if (ev->op == 'c')
+		{
+			if (fresh && copy_is_ours(run, ev->copy))
+				run->todo[run->ntodo++] = i;
+		}
+		else if (fresh)
 			run->todo[run->ntodo++] = i;
 		else
 			run->progress.skipped++;
@@ -257,6 +285,21 @@ claim_new_events(ApplyRun *run)
 			break;
 		}
 	}
+}
+
+/* Counts an applied event; a chunk of a copy moves its copy on. */
+static void
+note_applied(ApplyRun *run, const WireEvent *ev)
+{
+	if (ev->op != 'c')
+	{
+		run->progress.applied++;
+		return;
+	}
+	/* the copy holds every key's state from here on: older numbers are moot */
+	if (ev->copy->after == NULL)
+		progress_forget_below(&run->progress, ev->seq);
+	copy_chunk_applied(run->msg, ev);
 }
 
 /* Slow path: one subtransaction per event; failures are parked. */
@@ -275,7 +318,7 @@ apply_one_by_one(ApplyRun *run)
 		edata = try_subxact(apply_todo, run);
 		if (edata == NULL)
 		{
-			run->progress.applied++;
+			note_applied(run, ev);
 			continue;
 		}
 		run->seq = ev->seq;
@@ -300,7 +343,10 @@ apply_claimed(ApplyRun *run)
 	if (run->subscribed)
 		edata = try_subxact(apply_todo, run);
 	if (run->subscribed && edata == NULL)
-		run->progress.applied += run->ntodo;
+	{
+		for (int i = 0; i < run->ntodo; i++)
+			note_applied(run, &run->msg->events[run->todo[i]]);
+	}
 	else
 	{
 		if (edata)
@@ -366,9 +412,9 @@ pop_apply_context(ErrorContextCallback *errcb)
  * its own name.
  */
 static void
-check_sender(ApplyRun *run)
+check_sender(const ApplyDelivery *delivery, const char *origin)
 {
-	const char *sender = run->delivery->sender;
+	const char *sender = delivery->sender;
 	Oid argtypes[2] = {TEXTOID, TEXTOID};
 	Datum values[2];
 	bool isnull;
@@ -376,15 +422,15 @@ check_sender(ApplyRun *run)
 	int64 listed;
 	int ret;
 
-	if (run->delivery->vouched)
+	if (delivery->vouched)
 		return;
 	if (sender == NULL)
 		ereport(
 			ERROR,
 			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("evrep message for origin \"%s\" carries no AMQP user_id", run->msg->origin),
+			 errmsg("evrep message for origin \"%s\" carries no AMQP user_id", origin),
 			 errdetail("Only a message whose sender the broker vouches for is applied.")));
-	values[0] = CStringGetTextDatum(run->msg->origin);
+	values[0] = CStringGetTextDatum(origin);
 	values[1] = CStringGetTextDatum(sender);
 	ret = SPI_execute_plan(spi_kept_plan(&sender_plan,
 										 "SELECT count(*) FILTER (WHERE broker_user = $2), count(*)"
@@ -396,12 +442,11 @@ check_sender(ApplyRun *run)
 	allowed =
 		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	listed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (listed > 0 ? allowed == 0 : strcmp(sender, run->msg->origin) != 0)
+	if (listed > 0 ? allowed == 0 : strcmp(sender, origin) != 0)
 		ereport(
 			ERROR,
 			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("broker user \"%s\" may not speak for evrep origin \"%s\"", sender,
-					run->msg->origin),
+			 errmsg("broker user \"%s\" may not speak for evrep origin \"%s\"", sender, origin),
 			 errhint(
 				 "An origin is spoken for by the broker user of its own name, or by the users evrep_allow_sender() names for it.")));
 }
@@ -422,7 +467,42 @@ static void
 parse_authentic_message(ApplyRun *run)
 {
 	parse_message(run);
-	check_sender(run);
+	check_sender(run->delivery, run->msg->origin);
+}
+
+/* A node asks for a copy of a table this node publishes; it speaks for itself only. */
+static void
+accept_copy_request(ApplyRun *run)
+{
+	WireCopyRequest *req = wire_parse_copy_request(run->body, run->len);
+
+	check_sender(run->delivery, req->node);
+	copy_accept_request(req);
+}
+
+/* A message of events; returns the error that parks it whole, if any. */
+static ErrorData *
+apply_events(ApplyRun *run)
+{
+	/* one subtransaction for both: this runs for every message */
+	ErrorData *edata = try_subxact(parse_authentic_message, run);
+
+	if (edata != NULL)
+		return edata;
+	if (!run->delivery->last_attempt)
+	{
+		apply_stream(run);
+		return NULL;
+	}
+
+	/*
+	 * The last attempt must end.  What fails outside the isolation of the
+	 * events (the stream's progress row, say) parks it whole.
+	 */
+	edata = try_subxact(apply_stream, run);
+	if (edata != NULL)
+		run->progress.applied = 0;
+	return edata;
 }
 
 int
@@ -437,20 +517,11 @@ apply_message(const ApplyDelivery *delivery)
 	run.delivery = delivery;
 	run.body = delivery->body;
 	run.len = delivery->len;
-	/* one subtransaction for both: this runs for every message */
-	edata = try_subxact(parse_authentic_message, &run);
-	if (edata == NULL && !delivery->last_attempt)
-		apply_stream(&run);
-	else if (edata == NULL)
-	{
-		/*
-		 * The last attempt must end.  What fails outside the isolation of
-		 * the events (the stream's progress row, say) parks it whole.
-		 */
-		edata = try_subxact(apply_stream, &run);
-		if (edata != NULL)
-			run.progress.applied = 0;
-	}
+	run.copy_request = -1;
+	if (delivery->copy_request)
+		edata = try_subxact(accept_copy_request, &run);
+	else
+		edata = apply_events(&run);
 	if (edata != NULL)
 	{
 		/* nothing of it may touch a table or the stream's progress */
@@ -472,17 +543,24 @@ apply_subscription_keys(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute("SELECT schema_name, table_name FROM evrep.subscription ORDER BY 1, 2", true,
-					  0);
+	/* an origin hears the copy requests for what it publishes */
+	ret = SPI_execute("SELECT schema_name, table_name, false FROM evrep.subscription"
+					  " UNION ALL SELECT schema_name, table_name, true FROM evrep.publication"
+					  " WHERE active ORDER BY 3, 1, 2",
+					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep subscriptions: %s", SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char *schema = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		char *table = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		bool isnull;
+		bool published =
+			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 		MemoryContext old = MemoryContextSwitchTo(caller);
 
-		keys = lappend(keys, wire_routing_key(schema, table));
+		keys = lappend(keys, published ? wire_copy_request_key(schema, table)
+									   : wire_routing_key(schema, table));
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();

@@ -14,6 +14,7 @@ typedef struct ApplyDelivery
 	int len;
 	const char *sender; /* AMQP user_id RabbitMQ validated; NULL when absent */
 	bool vouched;		/* a superuser applies it (evrep_apply): no sender check */
+	bool copy_request;	/* a node asks for a copy (wire_copy_request) */
 	int attempt;		/* 1 for the first try of this message */
 	bool last_attempt;	/* park what would otherwise be retried */
 } ApplyDelivery;
@@ -40,7 +41,8 @@ extern bool apply_error_is_transient(int sqlerrcode);
 
 /*
  * Routing keys the consumer's queue must be bound to: one per
- * subscription, as palloc'd strings.  Inside a transaction.
+ * subscription, and one per publication for the copy requests of its
+ * subscribers, as palloc'd strings.  Inside a transaction.
  */
 extern List *apply_subscription_keys(void);
 

@@ -37,7 +37,14 @@ struct ApplyTarget
 	SPIPlanPtr delete;
 	char *subset;			  /* columns of subset_upsert: "1" = used */
 	SPIPlanPtr subset_upsert; /* for events that lack some columns */
+	char *copy_subset;		  /* columns of copy_upsert */
+	SPIPlanPtr copy_upsert;	  /* a chunk of a copy, set-based */
+	SPIPlanPtr copy_delete[4]; /* by COPY_RANGE_* bits */
 };
+
+/* Which ends a chunk's key range has: (after, upto]. */
+#define COPY_RANGE_AFTER 1
+#define COPY_RANGE_UPTO 2
 
 static HTAB *targets = NULL;
 
@@ -69,6 +76,9 @@ reset_target(ApplyTarget *t)
 	free_plan(&t->upsert);
 	free_plan(&t->delete);
 	free_plan(&t->subset_upsert);
+	free_plan(&t->copy_upsert);
+	for (int i = 0; i < lengthof(t->copy_delete); i++)
+		free_plan(&t->copy_delete[i]);
 	if (t->cxt)
 		MemoryContextDelete(t->cxt);
 	t->cxt = NULL;
@@ -76,6 +86,7 @@ reset_target(ApplyTarget *t)
 	t->colnames = NULL;
 	t->keycols = NULL;
 	t->subset = NULL;
+	t->copy_subset = NULL;
 	t->ncols = 0;
 }
 
@@ -91,9 +102,12 @@ key_list(ApplyTarget *t)
 	return buf.data;
 }
 
-/* INSERT ... ON CONFLICT (key) DO UPDATE over the columns in use (all if NULL). */
+/*
+ * INSERT ... ON CONFLICT (key) DO UPDATE over the columns in use (all if
+ * NULL), from $1: one row object, or an array of them (set).
+ */
 static char *
-upsert_sql(ApplyTarget *t, const bool *use)
+upsert_sql(ApplyTarget *t, const bool *use, bool is_set)
 {
 	StringInfoData cols, sel, set;
 
@@ -113,10 +127,10 @@ upsert_sql(ApplyTarget *t, const bool *use)
 			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
 	}
 	return psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE"
-					" SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r"
+					" SELECT %s FROM pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r"
 					" ON CONFLICT (%s) DO %s%s",
-					t->qualname, cols.data, sel.data, t->qualname, key_list(t),
-					set.len ? "UPDATE SET " : "NOTHING", set.data);
+					t->qualname, cols.data, sel.data, is_set ? "set" : "", t->qualname,
+					key_list(t), set.len ? "UPDATE SET " : "NOTHING", set.data);
 }
 
 static char *
@@ -137,11 +151,12 @@ delete_sql(ApplyTarget *t)
 		t->qualname, t->qualname, cond.data);
 }
 
+/* A kept plan of nargs jsonb parameters. */
 static SPIPlanPtr
-prepare_kept(const char *sql)
+prepare_kept(const char *sql, int nargs)
 {
-	Oid argtypes[1] = {JSONBOID};
-	SPIPlanPtr plan = SPI_prepare(sql, 1, argtypes);
+	Oid argtypes[3] = {JSONBOID, JSONBOID, JSONBOID};
+	SPIPlanPtr plan = SPI_prepare(sql, nargs, argtypes);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -180,8 +195,8 @@ build_target(ApplyTarget *t)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 						errmsg("subscribed table %s has no primary key", t->qualname)));
 
-	t->upsert = prepare_kept(upsert_sql(t, NULL));
-	t->delete = prepare_kept(delete_sql(t));
+	t->upsert = prepare_kept(upsert_sql(t, NULL, false), 1);
+	t->delete = prepare_kept(delete_sql(t), 1);
 	t->valid = true;
 }
 
@@ -220,23 +235,29 @@ apply_target_get(Oid relid)
  * set is kept, since a stream's events all carry the same columns.
  */
 static SPIPlanPtr
-subset_plan(ApplyTarget *t, const bool *use)
+upsert_plan_for(ApplyTarget *t, const bool *use, bool is_set, char **kept_sig, SPIPlanPtr *kept)
 {
 	char *sig = palloc(t->ncols + 1);
 
 	for (int i = 0; i < t->ncols; i++)
 		sig[i] = use[i] ? '1' : '0';
 	sig[t->ncols] = '\0';
-	if (t->subset == NULL || strcmp(sig, t->subset) != 0)
+	if (*kept_sig == NULL || strcmp(sig, *kept_sig) != 0)
 	{
-		SPIPlanPtr plan = prepare_kept(upsert_sql(t, use));
+		SPIPlanPtr plan = prepare_kept(upsert_sql(t, use, is_set), 1);
 
-		free_plan(&t->subset_upsert);
-		t->subset_upsert = plan;
-		t->subset = MemoryContextStrdup(t->cxt, sig);
+		free_plan(kept);
+		*kept = plan;
+		*kept_sig = MemoryContextStrdup(t->cxt, sig);
 	}
 	pfree(sig);
-	return t->subset_upsert;
+	return *kept;
+}
+
+static SPIPlanPtr
+subset_plan(ApplyTarget *t, const bool *use)
+{
+	return upsert_plan_for(t, use, false, &t->subset, &t->subset_upsert);
 }
 
 static void
@@ -249,22 +270,129 @@ run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 		elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
 }
 
-void
-apply_target_event(ApplyTarget *t, const WireEvent *ev)
+/*
+ * Which local columns a row object carries (a column the origin lacks
+ * keeps the local default); true when it carries them all.  The key must
+ * be there.
+ */
+static bool
+columns_in_use(ApplyTarget *t, JsonbContainer *row, bool *use)
 {
-	bool *use = palloc(sizeof(bool) * t->ncols);
 	bool all = true;
 
 	for (int i = 0; i < t->ncols; i++)
 	{
-		use[i] = getKeyJsonValueFromContainer(&ev->row->root, t->colnames[i],
-											  strlen(t->colnames[i]), NULL) != NULL;
+		use[i] = getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL) !=
+				 NULL;
 		if (!use[i] && bms_is_member(i, t->keycols))
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("event for %s lacks key column \"%s\"", t->qualname, t->colnames[i])));
 		all &= use[i];
 	}
+	return all;
+}
+
+/* The key columns as "alias.col, ..." */
+static char *
+key_list_of(ApplyTarget *t, const char *alias)
+{
+	StringInfoData buf;
+	int i = -1;
+
+	initStringInfo(&buf);
+	while ((i = bms_next_member(t->keycols, i)) >= 0)
+		appendStringInfo(&buf, "%s%s.%s", buf.len ? ", " : "", alias,
+						 quote_identifier(t->colnames[i]));
+	return buf.data;
+}
+
+/*
+ * DELETE of the local rows in a chunk's key range that the chunk does not
+ * have: $1 the rows, $2 and $3 the range's ends (after, upto].  The ends
+ * are lateral rows, so the range is a row comparison that the primary
+ * key's index serves.
+ */
+static char *
+copy_delete_sql(ApplyTarget *t, int range)
+{
+	StringInfoData same;
+	int i = -1;
+
+	initStringInfo(&same);
+	while ((i = bms_next_member(t->keycols, i)) >= 0)
+	{
+		const char *q = quote_identifier(t->colnames[i]);
+
+		appendStringInfo(&same, "%sr.%s = t.%s", same.len ? " AND " : "", q, q);
+	}
+	return psprintf(
+		"DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $2) a,"
+		" pg_catalog.jsonb_populate_record(NULL::%s, $3) u WHERE %s AND %s"
+		" AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1) r"
+		" WHERE %s)",
+		t->qualname, t->qualname, t->qualname,
+		range & COPY_RANGE_AFTER
+			? psprintf("ROW(%s) > ROW(%s)", key_list_of(t, "t"), key_list_of(t, "a"))
+			: "true",
+		range & COPY_RANGE_UPTO
+			? psprintf("ROW(%s) <= ROW(%s)", key_list_of(t, "t"), key_list_of(t, "u"))
+			: "true",
+		t->qualname, same.data);
+}
+
+/*
+ * A chunk of a copy: the local rows in its key range become exactly its
+ * rows.  Both statements are set-based, one per chunk.
+ */
+static void
+apply_target_copy(ApplyTarget *t, const WireCopy *copy)
+{
+	int range = (copy->after ? COPY_RANGE_AFTER : 0) | (copy->upto ? COPY_RANGE_UPTO : 0);
+	Datum values[3];
+	char nulls[3] = "   ";
+	int ret;
+
+	if (t->copy_delete[range] == NULL)
+		t->copy_delete[range] = prepare_kept(copy_delete_sql(t, range), 3);
+	values[0] = JsonbPGetDatum(copy->rows);
+	values[1] = copy->after ? JsonbPGetDatum(copy->after) : (Datum) 0;
+	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
+	nulls[1] = copy->after ? ' ' : 'n';
+	nulls[2] = copy->upto ? ' ' : 'n';
+	ret = SPI_execute_plan(t->copy_delete[range], values, nulls, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "evrep copy delete failed: %s", SPI_result_code_string(ret));
+
+	if (copy->nrows > 0)
+	{
+		JsonbValue *first = getIthJsonbValueFromContainer(&copy->rows->root, 0);
+		bool *use = palloc(sizeof(bool) * t->ncols);
+
+		if (first->type != jbvBinary || !JsonContainerIsObject(first->val.binary.data))
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("invalid evrep message: a row of a copy is not a JSON object")));
+		/* the rows of a chunk come from one SELECT: they all have the same columns */
+		(void) columns_in_use(t, first->val.binary.data, use);
+		run_plan(upsert_plan_for(t, use, true, &t->copy_subset, &t->copy_upsert), copy->rows,
+				 SPI_OK_INSERT);
+		pfree(use);
+	}
+}
+
+void
+apply_target_event(ApplyTarget *t, const WireEvent *ev)
+{
+	bool *use;
+	bool all;
+
+	if (ev->op == 'c')
+	{
+		apply_target_copy(t, ev->copy);
+		return;
+	}
+	use = palloc(sizeof(bool) * t->ncols);
+	all = columns_in_use(t, &ev->row->root, use);
 
 	if (ev->op == 'd')
 		run_plan(t->delete, ev->row, SPI_OK_DELETE);

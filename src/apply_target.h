@@ -17,9 +17,10 @@ typedef struct ApplyTarget ApplyTarget;
 extern ApplyTarget *apply_target_get(Oid relid);
 
 /*
- * Upsert (insert, update) or delete by primary key.  Columns are matched
- * by name: a local column the event does not carry keeps its value or
- * default, an event column the table lacks is ignored.
+ * Upsert (insert, update) or delete by primary key; or, for a chunk of a
+ * copy, make the local rows in its key range exactly its rows.  Columns
+ * are matched by name: a local column the event does not carry keeps its
+ * value or default, an event column the table lacks is ignored.
  */
 extern void apply_target_event(ApplyTarget *target, const WireEvent *ev);
 

@@ -591,6 +591,28 @@ broker_wait(BrokerConn *conn, long timeout_ms)
 
 /* ---- publisher ---- */
 
+/* What every message of ours carries; message_id may be NULL. */
+static void
+set_properties(BrokerConn *conn, amqp_basic_properties_t *props, const char *message_id)
+{
+	memset(props, 0, sizeof(*props));
+	props->_flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+					AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_APP_ID_FLAG |
+					AMQP_BASIC_USER_ID_FLAG;
+	props->content_type = amqp_cstring_bytes(EVREP_WIRE_CONTENT_TYPE);
+	props->delivery_mode = 2; /* persistent */
+	if (message_id != NULL)
+	{
+		props->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+		props->message_id = amqp_cstring_bytes(message_id);
+	}
+	props->timestamp = (uint64) time(NULL);
+	props->type = amqp_cstring_bytes(EVREP_WIRE_TYPE);
+	props->app_id = amqp_cstring_bytes(conn->node_name);
+	/* RabbitMQ checks it against our login: subscribers trust it, not "origin" */
+	props->user_id = amqp_cstring_bytes(conn->user);
+}
+
 BrokerStatus
 broker_publish(BrokerConn *conn, const char *routing_key, const char *body, int len,
 			   const char *message_id)
@@ -603,19 +625,7 @@ broker_publish(BrokerConn *conn, const char *routing_key, const char *body, int 
 	if (conn->broken)
 		return BROKER_ERROR;
 
-	memset(&props, 0, sizeof(props));
-	props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-				   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_TYPE_FLAG |
-				   AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_USER_ID_FLAG;
-	props.content_type = amqp_cstring_bytes(EVREP_WIRE_CONTENT_TYPE);
-	props.delivery_mode = 2; /* persistent */
-	props.message_id = amqp_cstring_bytes(message_id);
-	props.timestamp = (uint64) time(NULL);
-	props.type = amqp_cstring_bytes(EVREP_WIRE_TYPE);
-	props.app_id = amqp_cstring_bytes(conn->node_name);
-	/* RabbitMQ checks it against our login: subscribers trust it, not "origin" */
-	props.user_id = amqp_cstring_bytes(conn->user);
-
+	set_properties(conn, &props, message_id);
 	payload.len = len;
 	payload.bytes = (void *) body;
 
@@ -625,6 +635,26 @@ broker_publish(BrokerConn *conn, const char *routing_key, const char *body, int 
 	if (rc != AMQP_STATUS_OK)
 		return status_failed(conn, "publishing", rc);
 	track_publish(conn);
+	return BROKER_OK;
+}
+
+BrokerStatus
+broker_send_request(BrokerConn *conn, const char *routing_key, const char *body, int len)
+{
+	amqp_basic_properties_t props;
+	amqp_bytes_t payload;
+	int rc;
+
+	Assert(conn->role == BROKER_CONSUMER);
+	if (conn->broken)
+		return BROKER_ERROR;
+	set_properties(conn, &props, NULL);
+	payload.len = len;
+	payload.bytes = (void *) body;
+	rc = amqp_basic_publish(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->exchange),
+							amqp_cstring_bytes(routing_key), false, false, &props, payload);
+	if (rc != AMQP_STATUS_OK)
+		return status_failed(conn, "sending a request", rc);
 	return BROKER_OK;
 }
 

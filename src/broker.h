@@ -78,6 +78,13 @@ extern BrokerStatus broker_wait(BrokerConn *conn, long timeout_ms);
 extern BrokerStatus broker_publish(BrokerConn *conn, const char *routing_key, const char *body,
 								   int len, const char *message_id);
 
+/*
+ * Consumer: sends a request (a copy request to a table's origin) as a
+ * persistent message, without confirm; the caller repeats it until it is
+ * answered.
+ */
+extern BrokerStatus broker_send_request(BrokerConn *conn, const char *routing_key,
+										const char *body, int len);
 /* Publisher: messages sent and not yet acked or nacked. */
 extern int broker_unconfirmed(BrokerConn *conn);
 

@@ -22,6 +22,7 @@
 #include "apply.h"
 #include "attempts.h"
 #include "broker.h"
+#include "copy_receive.h"
 #include "worker.h"
 
 /* Idle wake-up; deliveries, heartbeats and the latch end it earlier. */
@@ -34,6 +35,9 @@
  * a binding can vanish with an exchange deleted and declared again.
  */
 #define RESYNC_MS 10000
+
+/* Copy requests due are looked for this often. */
+#define COPY_REQUEST_CHECK_MS 1000
 
 static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
@@ -188,6 +192,61 @@ sync_bindings(void)
 	return ok;
 }
 
+/*
+ * For evrep_subscribe(copy_data => false), which waits for it.  Not
+ * remembered in `bound`: its transaction has not committed, and the next
+ * sync must not unbind what it does not see subscribed yet.  If it rolls
+ * back, the binding stays and what arrives is parked as not subscribed.
+ */
+static bool
+bind_for_subscriber(const char *key)
+{
+	if (broker_bind(conn, key) != BROKER_OK)
+		return false;
+	ereport(LOG, (errmsg("evrep consumer: queue bound to routing key \"%s\" for evrep_subscribe",
+						 key)));
+	return true;
+}
+
+/* ---- copy requests ---- */
+
+/*
+ * Sends the copy requests that are due, for tables whose routing key is
+ * bound: every change the origin numbers after its first chunk must find
+ * our queue.
+ */
+static bool
+send_copy_requests(void)
+{
+	List *due;
+	ListCell *lc;
+	bool ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!worker_extension_ready())
+	{
+		worker_commit();
+		return true;
+	}
+	PushActiveSnapshot(GetTransactionSnapshot());
+	due = copy_requests_due();
+	foreach (lc, due)
+	{
+		CopyRequest *req = lfirst(lc);
+
+		if (!key_in(wire_routing_key(req->schema, req->table), bound))
+			continue;
+		if (!(ok = broker_send_request(conn, req->routing_key, req->body, strlen(req->body)) ==
+				   BROKER_OK))
+			break;
+		copy_request_sent(req);
+	}
+	PopActiveSnapshot();
+	worker_commit();
+	return ok;
+}
+
 /* ---- applying ---- */
 
 /* Applies one delivery; returns the events applied. */
@@ -199,6 +258,8 @@ apply_delivery(BrokerDelivery *d)
 	a.body = d->body;
 	a.len = d->len;
 	a.sender = d->user_id;
+	a.copy_request = strncmp(d->routing_key, EVREP_COPY_KEY_PREFIX,
+							 strlen(EVREP_COPY_KEY_PREFIX)) == 0;
 	a.attempt = attempts_failed(d->body, d->len) + 1;
 	a.last_attempt = a.attempt >= evrep_apply_max_attempts;
 	return apply_message(&a);
@@ -339,6 +400,7 @@ evrep_consumer_main(Datum main_arg)
 {
 	uint64 synced_generation = 0;
 	TimestampTz synced_at = 0;
+	TimestampTz requested_at = 0;
 	bool fresh = true;
 
 	worker_init(EVREP_CONSUMER, "evrep consumer");
@@ -369,6 +431,18 @@ evrep_consumer_main(Datum main_arg)
 			fresh = false;
 			synced_generation = generation;
 			synced_at = GetCurrentTimestamp();
+			requested_at = 0; /* a new subscription may want a copy */
+		}
+		evrep_serve_bind_request(bind_for_subscriber);
+		if (TimestampDifferenceExceeds(requested_at, GetCurrentTimestamp(),
+									   COPY_REQUEST_CHECK_MS))
+		{
+			if (!send_copy_requests())
+			{
+				drop_connection();
+				continue;
+			}
+			requested_at = GetCurrentTimestamp();
 		}
 
 		if (broker_pending(conn) == 0 && broker_draining(conn))

@@ -10,6 +10,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -19,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "evrep.h"
+#include "wire.h"
 
 PG_MODULE_MAGIC;
 
@@ -49,6 +51,8 @@ int evrep_prefetch = 2000;
 int evrep_apply_batch = 1000;
 int evrep_apply_max_attempts = 3;
 int evrep_reconnect_max = 30000;
+int evrep_copy_chunk_rows = 1000;
+int evrep_bind_timeout = 10000;
 
 EvrepShared *evrep_shared = NULL;
 
@@ -163,6 +167,16 @@ define_settings(void)
 		"evrep.reconnect_max", "Longest wait between broker reconnect attempts.", NULL,
 		&evrep_reconnect_max, 30000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
+	DefineCustomIntVariable(
+		"evrep.copy_chunk_rows", "Rows in one chunk of a copy of existing rows.",
+		"The origin's writers are never held up longer than reading one chunk takes.",
+		&evrep_copy_chunk_rows, 1000, 1, 1000000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.bind_timeout",
+		"How long evrep_subscribe(copy_data => false) waits for the consumer to bind its queue.",
+		"On timeout it warns: changes published before the binding exists are not received.",
+		&evrep_bind_timeout, 10000, 0, 3600000, PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("evrep");
 }
 
@@ -206,6 +220,9 @@ evrep_shmem_startup(void)
 		SpinLockInit(&evrep_shared->mutex);
 		pg_atomic_init_u64(&evrep_shared->subscription_generation, 0);
 		pg_atomic_init_u32(&evrep_shared->outbox_slot, 0);
+		/* the publisher looks for unfinished copy jobs once it starts */
+		pg_atomic_init_u32(&evrep_shared->copy_due, 1);
+		ConditionVariableInit(&evrep_shared->bind_cv);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -318,6 +335,113 @@ Datum
 evrep_subscriptions_changed_sql(PG_FUNCTION_ARGS)
 {
 	subscriptions_changed();
+	PG_RETURN_VOID();
+}
+
+void
+evrep_serve_bind_request(bool (*bind)(const char *key))
+{
+	char key[sizeof(evrep_shared->bind_key)];
+	uint64 requested;
+	bool ok;
+
+	SpinLockAcquire(&evrep_shared->mutex);
+	requested = evrep_shared->bind_requested;
+	strlcpy(key, evrep_shared->bind_key, sizeof(key));
+	SpinLockRelease(&evrep_shared->mutex);
+	if (requested == evrep_shared->bind_done)
+		return;
+	ok = bind(key);
+	SpinLockAcquire(&evrep_shared->mutex);
+	evrep_shared->bind_ok = ok;
+	evrep_shared->bind_done = requested;
+	SpinLockRelease(&evrep_shared->mutex);
+	ConditionVariableBroadcast(&evrep_shared->bind_cv);
+}
+
+static bool
+consumer_connected(void)
+{
+	bool connected;
+
+	SpinLockAcquire(&evrep_shared->mutex);
+	connected = evrep_shared->workers[EVREP_CONSUMER].latch != NULL &&
+				evrep_shared->workers[EVREP_CONSUMER].connected;
+	SpinLockRelease(&evrep_shared->mutex);
+	return connected;
+}
+
+/*
+ * Posts key for the consumer once no other request is pending, then waits
+ * until the consumer tried it; false on timeout.
+ */
+static bool
+wait_for_binding(const char *key, bool *bound)
+{
+	TimestampTz deadline =
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), evrep_bind_timeout);
+	uint64 mine = 0;
+
+	ConditionVariablePrepareToSleep(&evrep_shared->bind_cv);
+	for (;;)
+	{
+		long left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		Latch *latch;
+
+		SpinLockAcquire(&evrep_shared->mutex);
+		if (mine == 0 && evrep_shared->bind_requested == evrep_shared->bind_done)
+		{
+			mine = ++evrep_shared->bind_requested;
+			strlcpy(evrep_shared->bind_key, key, sizeof(evrep_shared->bind_key));
+		}
+		if (mine != 0 && evrep_shared->bind_done >= mine)
+		{
+			*bound = evrep_shared->bind_ok;
+			SpinLockRelease(&evrep_shared->mutex);
+			break;
+		}
+		latch = evrep_shared->workers[EVREP_CONSUMER].latch;
+		SpinLockRelease(&evrep_shared->mutex);
+		if (latch != NULL)
+			SetLatch(latch);
+		if (left <= 0)
+		{
+			ConditionVariableCancelSleep();
+			return false;
+		}
+		(void) ConditionVariableTimedSleep(&evrep_shared->bind_cv, Min(left, 1000),
+										   PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return true;
+}
+
+/*
+ * evrep._bind_now(schema, table): the consumer binds the table's routing
+ * key before evrep_subscribe(copy_data => false) returns, so that no
+ * change published after it is dropped for want of a binding.  Without a
+ * connected consumer that cannot be promised: a WARNING says so.
+ */
+PG_FUNCTION_INFO_V1(evrep_bind_now);
+Datum
+evrep_bind_now(PG_FUNCTION_ARGS)
+{
+	char *key = wire_routing_key(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+								 text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	bool bound = false;
+
+	if (evrep_shared == NULL || evrep_database[0] == '\0' || evrep_broker_url[0] == '\0')
+		PG_RETURN_VOID();
+	if (strlen(key) >= sizeof(evrep_shared->bind_key))
+		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG),
+						errmsg("routing key \"%s\" is too long", key)));
+	if (!consumer_connected() || !wait_for_binding(key, &bound) || !bound)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("the evrep consumer has not bound its queue to routing key \"%s\"", key),
+				 errdetail("Changes published before the binding exists are not received."),
+				 errhint("evrep.status shows the consumer's last error; evrep_resync() copies the "
+						 "rows once it is connected.")));
 	PG_RETURN_VOID();
 }
 

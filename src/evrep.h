@@ -8,6 +8,7 @@
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
+#include "storage/condition_variable.h"
 #include "storage/s_lock.h"
 
 /* Settings (evrep.c); strings are never NULL after _PG_init. */
@@ -31,6 +32,8 @@ extern int evrep_prefetch;			/* consumer prefetch count */
 extern int evrep_apply_batch;
 extern int evrep_apply_max_attempts;
 /* tries of a message before it is parked */ /* deliveries per apply transaction */
+extern int evrep_copy_chunk_rows;			 /* rows per chunk of a copy */
+extern int evrep_bind_timeout;				 /* ms evrep_subscribe waits for a binding */
 extern int evrep_reconnect_max;				 /* ms, cap of the reconnect backoff */
 
 /*
@@ -62,12 +65,29 @@ typedef struct EvrepShared
 	EvrepWorkerState workers[2];
 	pg_atomic_uint64 subscription_generation;
 	pg_atomic_uint32 outbox_slot; /* outbox partition writers insert into */
+	pg_atomic_uint32 copy_due;	  /* a copy job may wait for the publisher */
+
+	/*
+	 * evrep_subscribe(copy_data => false) asks the consumer to bind a key
+	 * now; under mutex.  bind_done reaches bind_requested when it tried.
+	 */
+	uint64 bind_requested;
+	uint64 bind_done;
+	bool bind_ok;
+	char bind_key[2 * 3 * NAMEDATALEN];
+	ConditionVariable bind_cv;
 } EvrepShared;
 
 extern EvrepShared *evrep_shared;
 
 /* Wakes the publisher; cheap, safe to call with no publisher running. */
 extern void evrep_wake_publisher(void);
+
+/*
+ * Consumer: binds the key evrep_subscribe is waiting for, if any, with
+ * bind(key) and tells it the outcome.
+ */
+extern void evrep_serve_bind_request(bool (*bind)(const char *key));
 
 /*
  * Worker bookkeeping shown by evrep.status: call evrep_worker_started()

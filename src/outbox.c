@@ -53,9 +53,14 @@ static const char *const number_query =
 
 #define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, pg_catalog.to_json(commit_ts)::text"
 
+/*
+ * In number order, not id order: a copy chunk is numbered ahead of changes
+ * whose rows have smaller ids (their writers had not committed when the
+ * chunk was read), and must reach subscribers before them.  Only rows in
+ * flight are numbered, so this is a bounded set.
+ */
 static const char *const resend_query =
-	"SELECT " EVENT_COLUMNS
-	" FROM evrep.outbox WHERE seq IS NOT NULL AND id > $2 ORDER BY id LIMIT $1";
+	"SELECT " EVENT_COLUMNS " FROM evrep.outbox WHERE seq IS NOT NULL ORDER BY pub_id, seq";
 
 static const char *const fetch_query =
 	"SELECT " EVENT_COLUMNS " FROM evrep.outbox WHERE id = ANY ($1) ORDER BY id";
@@ -64,12 +69,10 @@ static const char *const publications_query =
 	"SELECT id, schema_name, table_name, pg_catalog.to_json(key_columns)::text FROM evrep.publication";
 
 /*
- * Numbered rows not known to be in flight are sent again first, in id
- * order from resend_after on; a healthy publisher then only reads the rows
- * it has just numbered.
+ * Numbered rows not known to be in flight are sent again first; a healthy
+ * publisher then only reads the rows it has just numbered.
  */
 static bool resend_pending = true;
-static int64 resend_after = 0;
 
 static SPIPlanPtr unnumbered_plan = NULL;
 static SPIPlanPtr reserve_plan = NULL;
@@ -78,6 +81,7 @@ static SPIPlanPtr resend_plan = NULL;
 static SPIPlanPtr fetch_plan = NULL;
 static SPIPlanPtr publications_plan = NULL;
 static SPIPlanPtr remove_plan = NULL;
+static SPIPlanPtr add_plan = NULL;
 
 /* A publication as the batch builder needs it. */
 typedef struct PubInfo
@@ -189,39 +193,32 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, MemoryContext mcxt)
 		wire_add_event(&buf, m->nevents == 0, seq, op, SPI_getvalue(tup, desc, 6),
 					   SPI_getvalue(tup, desc, 5));
 		m->nevents++;
+		/* a chunk of a copy weighs what it carries */
+		batch->weight += op == 'c' ? evrep_copy_chunk_rows : 1;
 	}
 	finish_message(batch, m, &buf);
 	MemoryContextSwitchTo(old);
 	return batch;
 }
 
-/* Numbered rows after resend_after: sent before, maybe never confirmed. */
+/* Every numbered row: sent before, maybe never confirmed. */
 static OutboxBatch *
-read_unconfirmed(int max_events, int max_per_message, MemoryContext mcxt)
+read_unconfirmed(int max_per_message, MemoryContext mcxt)
 {
-	Oid argtypes[2] = {INT4OID, INT8OID};
-	Datum values[2] = {Int32GetDatum(max_events), Int64GetDatum(resend_after)};
 	PubInfo *pubs;
 	int npubs;
-	OutboxBatch *batch;
 	int ret;
 
+	/* whatever happens, rows numbered from now on are in flight */
+	resend_pending = false;
 	pubs = load_publications(&npubs);
-	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 2, argtypes), values, NULL,
-						   true, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 0, NULL), NULL, NULL, true,
+						   0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
-	{
-		/* the resend pass is over: rows numbered from now on are in flight */
-		resend_pending = false;
 		return NULL;
-	}
-	batch = build_batch(pubs, npubs, max_per_message, mcxt);
-	resend_after = batch->ids[batch->nevents - 1];
-	if (batch->nevents < max_events)
-		resend_pending = false;
-	return batch;
+	return build_batch(pubs, npubs, max_per_message, mcxt);
 }
 
 /* The rows just numbered, by id. */
@@ -351,20 +348,58 @@ require_node_name(void)
 						errhint("Set evrep.node_name in postgresql.conf to name this node.")));
 }
 
+/* Appends id to the int8[] ids (NULL: none yet). */
+static Datum
+append_id(Datum ids, bool have_ids, int64 id)
+{
+	Datum *elems;
+	int n = 0;
+
+	if (have_ids)
+		deconstruct_array(DatumGetArrayTypeP(ids), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &elems, NULL, &n);
+	elems = n > 0 ? repalloc(elems, sizeof(Datum) * (n + 1)) : palloc(sizeof(Datum));
+	elems[n] = Int64GetDatum(id);
+	return PointerGetDatum(
+		construct_array(elems, n + 1, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
 OutboxBatch *
-outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt)
+outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk, bool *copy_more,
+				   MemoryContext mcxt)
 {
 	OutboxBatch *batch = NULL;
-	Datum ids;
+	Datum ids = (Datum) 0;
+	int n = 0;
 
 	require_node_name();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
 	if (resend_pending)
-		batch = read_unconfirmed(max_events, max_per_message, mcxt);
-	if (batch == NULL && number_rows(max_events, &ids) > 0)
-		batch = read_numbered(ids, max_per_message, mcxt);
+		batch = read_unconfirmed(max_per_message, mcxt);
+	if (batch != NULL && copy_chunk != NULL)
+		*copy_more = true; /* the chunk waits for the next round */
+	else if (batch == NULL)
+	{
+		n = number_rows(max_events, &ids);
+
+		/*
+		 * A chunk is numbered right after every change its snapshot saw:
+		 * only once this snapshot's changes are all numbered.
+		 */
+		if (copy_chunk != NULL && n == max_events)
+			*copy_more = true;
+		else if (copy_chunk != NULL)
+		{
+			int64 chunk_id = copy_chunk(copy_more);
+
+			if (chunk_id != 0)
+				ids = append_id(ids, n++ > 0, chunk_id);
+		}
+		if (n > 0)
+			batch = read_numbered(ids, max_per_message, mcxt);
+	}
 	SPI_finish();
 	return batch;
 }
@@ -373,7 +408,31 @@ void
 outbox_resend_unconfirmed(void)
 {
 	resend_pending = true;
-	resend_after = 0;
+}
+
+int64
+outbox_add_numbered(int32 pub_id, char op, Datum row_data)
+{
+	Oid argtypes[5] = {INT2OID, INT4OID, CHAROID, JSONOID, INT8OID};
+	Datum values[5];
+	int slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
+	bool isnull;
+	int ret;
+
+	values[0] = Int16GetDatum(slot);
+	values[1] = Int32GetDatum(pub_id);
+	values[2] = CharGetDatum(op);
+	values[3] = row_data;
+	values[4] = Int64GetDatum(reserve_numbers(pub_id, 1) + 1);
+	ret = SPI_execute_plan(
+		spi_kept_plan(&add_plan,
+					  "INSERT INTO evrep.outbox (slot, pub_id, op, row_data, seq, commit_ts)"
+					  " VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp()) RETURNING id",
+					  5, argtypes),
+		values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not add to the evrep outbox: %s", SPI_result_code_string(ret));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 void
@@ -454,11 +513,6 @@ outbox_rotate(void)
 	}
 }
 
-/*
- * evrep_claim(max_events): number the next batch and return it as wire
- * messages without sending anything; lets tests and operators see exactly
- * what the publisher would send.
- */
 int64
 outbox_depth_estimate(void)
 {
@@ -475,6 +529,11 @@ outbox_depth_estimate(void)
 	return isnull ? 0 : DatumGetInt64(span);
 }
 
+/*
+ * evrep_claim(max_events): number the next batch and return it as wire
+ * messages without sending anything; lets tests and operators see exactly
+ * what the publisher would send.
+ */
 PG_FUNCTION_INFO_V1(evrep_claim);
 Datum
 evrep_claim(PG_FUNCTION_ARGS)
@@ -491,7 +550,7 @@ evrep_claim(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	/* a SQL caller keeps no state: what it was given comes again */
 	outbox_resend_unconfirmed();
-	batch = outbox_claim_batch(max_events, per_message, CurrentMemoryContext);
+	batch = outbox_claim_batch(max_events, per_message, NULL, NULL, CurrentMemoryContext);
 	if (batch == NULL)
 		return (Datum) 0;
 	foreach (lc, batch->messages)

@@ -23,18 +23,38 @@ typedef struct OutboxBatch
 	List *messages; /* of OutboxMessage *, in send order */
 	int nevents;
 	int64 *ids; /* outbox ids covered, to delete on confirm */
+	int weight; /* events, a copy chunk counting as evrep.copy_chunk_rows */
 } OutboxBatch;
+
+/*
+ * Adds one chunk of a copy to the outbox (outbox_add_numbered) and returns
+ * its outbox id, or 0 when no copy is due; sets *more when another chunk
+ * is due after it.  Called inside the numbering transaction, SPI connected.
+ */
+typedef int64 (*OutboxCopyFn)(bool *more);
 
 /*
  * Returns the next batch to send, encoded into messages: first the rows
  * numbered earlier but not known to be in flight (after start-up or
  * outbox_resend_unconfirmed), with their numbers; then up to max_events
- * rows numbered now.  Must be called inside a transaction; the caller
- * commits before sending, so that a re-send reuses the same numbers.
- * Returns NULL when there is nothing to send.  Memory is allocated in
- * the given context so it survives the commit.
+ * rows numbered now and, when copy_chunk is given and every change this
+ * transaction's snapshot sees is numbered, a chunk of a copy numbered
+ * after them.  A caller with copy_chunk must run at REPEATABLE READ, so
+ * that the chunk and the numbering see one snapshot.  Must be called
+ * inside a transaction; the caller commits before sending, so that a
+ * re-send reuses the same numbers.  Returns NULL when there is nothing to
+ * send.  Memory is allocated in the given context so it survives the
+ * commit.
  */
-extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message, MemoryContext mcxt);
+extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message,
+									   OutboxCopyFn copy_chunk, bool *copy_more,
+									   MemoryContext mcxt);
+
+/*
+ * Adds an event numbered now, after every number already given in its
+ * stream (a copy chunk).  row_data is json.  SPI, inside a transaction.
+ */
+extern int64 outbox_add_numbered(int32 pub_id, char op, Datum row_data);
 
 /*
  * Forget what is in flight: the next claims send every numbered row again

@@ -146,3 +146,28 @@ progress_claim(StreamProgress *p, int64 seq)
 	}
 	return false;
 }
+
+void
+progress_forget_below(StreamProgress *p, int64 seq)
+{
+	int kept = 0;
+
+	for (int i = 0; i < p->ngaps; i++)
+	{
+		int64 lo = p->gaps[2 * i], hi = p->gaps[2 * i + 1];
+
+		if (lo >= seq)
+		{
+			p->gaps[2 * kept] = lo;
+			p->gaps[2 * kept + 1] = hi;
+			kept++;
+		}
+		else if (hi >= seq)
+		{
+			p->gaps[2 * kept] = seq;
+			p->gaps[2 * kept + 1] = hi;
+			kept++;
+		}
+	}
+	p->ngaps = kept;
+}

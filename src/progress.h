@@ -40,4 +40,10 @@ extern void progress_save(const WireMessage *msg, StreamProgress *p);
  */
 extern bool progress_claim(StreamProgress *p, int64 seq);
 
+/*
+ * Stops expecting the numbers below seq: a copy's first chunk holds the
+ * state every earlier event led to.
+ */
+extern void progress_forget_below(StreamProgress *p, int64 seq);
+
 #endif /* EVREP_PROGRESS_H */

@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "broker.h"
+#include "copy_send.h"
 #include "outbox.h"
 #include "worker.h"
 
@@ -75,25 +76,38 @@ ensure_connected(void)
 	return true;
 }
 
-/* Numbers the next batch and commits, so the numbers are kept. */
+/*
+ * Numbers the next batch and commits, so the numbers are kept.  While a
+ * copy is due the transaction runs at REPEATABLE READ: the chunk must see
+ * exactly the changes numbered before it.
+ */
 static OutboxBatch *
 claim_batch(MemoryContext round_cxt, bool *ready)
 {
 	OutboxBatch *batch = NULL;
+	/* cleared before the snapshot: a job committed after it sets it again */
+	bool copy = pg_atomic_exchange_u32(&evrep_shared->copy_due, 0) != 0;
+	bool copy_more = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (copy)
+		XactIsoLevel = XACT_REPEATABLE_READ;
 	*ready = worker_extension_ready();
 	if (*ready)
 	{
 		worker_durable_commit();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		batch = outbox_claim_batch(evrep_batch_size, evrep_message_events, round_cxt);
-		if (batch == NULL)
-			outbox_rotate(); /* idle: still empty what was drained */
+		batch = outbox_claim_batch(evrep_batch_size, evrep_message_events,
+								   copy ? copy_next_chunk : NULL, &copy_more, round_cxt);
+		/* idle: still empty what was drained (not under an old snapshot) */
+		if (batch == NULL && !copy)
+			outbox_rotate();
 		PopActiveSnapshot();
 	}
 	worker_commit();
+	if (copy_more || (copy && !*ready))
+		pg_atomic_write_u32(&evrep_shared->copy_due, 1);
 	pgstat_report_stat(false);
 	return batch;
 }
@@ -149,7 +163,7 @@ retire_confirmed(void)
 
 		outbox_remove_batch(f->batch);
 		events += f->batch->nevents;
-		in_flight_events -= f->batch->nevents;
+		in_flight_events -= f->batch->weight;
 		MemoryContextDelete(f->cxt);
 		in_flight = list_delete_first(in_flight);
 		pfree(f);
@@ -187,7 +201,7 @@ send_batch(OutboxBatch *batch, MemoryContext cxt)
 	f->sent_at = GetCurrentTimestamp();
 	in_flight = lappend(in_flight, f);
 	MemoryContextSwitchTo(old);
-	in_flight_events += batch->nevents;
+	in_flight_events += batch->weight;
 	return true;
 }
 
@@ -319,7 +333,8 @@ evrep_publisher_main(Datum main_arg)
 				continue;
 			}
 		}
-		if (batch != NULL)
+		if (batch != NULL || (ready && pg_atomic_read_u32(&evrep_shared->copy_due) != 0 &&
+							  in_flight_events < 4 * evrep_batch_size))
 			continue; /* more may be waiting: claim again at once */
 		if (!ready)
 			idle(NO_EXTENSION_WAIT_MS);

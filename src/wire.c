@@ -37,6 +37,8 @@ op_name(char op)
 			return "update";
 		case 'd':
 			return "delete";
+		case 'c':
+			return "copy";
 	}
 	elog(ERROR, "unknown evrep operation code \"%c\"", op);
 	return NULL; /* keep compiler quiet */
@@ -58,7 +60,8 @@ wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commi
 					 op_name(op));
 	if (commit_ts_json != NULL)
 		appendStringInfo(buf, ",\"commit_ts\":%s", commit_ts_json);
-	appendStringInfo(buf, ",\"row\":%s}", row_json);
+	/* a copy chunk is not a row: it has rows, and the key range they fill */
+	appendStringInfo(buf, ",\"%s\":%s}", op == 'c' ? "copy" : "row", row_json);
 }
 
 void
@@ -137,8 +140,55 @@ parse_op(const char *op)
 		return 'u';
 	if (strcmp(op, "delete") == 0)
 		return 'd';
+	if (strcmp(op, "copy") == 0)
+		return 'c';
 	invalid_message(psprintf("unknown op \"%s\"", op));
 	return 0; /* keep compiler quiet */
+}
+
+/* An optional key object: null or absent at the ends of the table. */
+static Jsonb *
+get_key_object(JsonbContainer *obj, const char *key)
+{
+	JsonbValue *v = get_field(obj, key, jbvBinary, false);
+
+	if (v == NULL)
+		return NULL;
+	if (!JsonContainerIsObject(v->val.binary.data))
+		invalid_message(psprintf("\"%s\" is not a JSON object", key));
+	return JsonbValueToJsonb(v);
+}
+
+static int64
+get_int8(JsonbContainer *obj, const char *key, bool required)
+{
+	JsonbValue *v = get_field(obj, key, jbvNumeric, required);
+
+	if (v == NULL)
+		return 0;
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+}
+
+static void
+parse_copy(JsonbContainer *ev, WireEvent *out)
+{
+	JsonbValue *v = get_field(ev, "copy", jbvBinary, true);
+	JsonbContainer *obj = v->val.binary.data;
+	WireCopy *c = palloc0(sizeof(WireCopy));
+
+	if (!JsonContainerIsObject(obj))
+		invalid_message("\"copy\" is not a JSON object");
+	c->target = get_string(obj, "for", true);
+	c->request_id = get_int8(obj, "request", true);
+	c->estimate = get_int8(obj, "estimate", false);
+	c->after = get_key_object(obj, "after");
+	c->upto = get_key_object(obj, "upto");
+	v = get_field(obj, "rows", jbvBinary, true);
+	if (!JsonContainerIsArray(v->val.binary.data))
+		invalid_message("\"rows\" is not an array");
+	c->nrows = JsonContainerSize(v->val.binary.data);
+	c->rows = JsonbValueToJsonb(v);
+	out->copy = c;
 }
 
 static void
@@ -169,20 +219,24 @@ parse_event(JsonbValue *ev, WireEvent *out)
 												  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)))
 						: 0;
 
-	v = get_field(obj, "row", jbvBinary, true);
-	if (!JsonContainerIsObject(v->val.binary.data))
-		invalid_message("\"row\" is not a JSON object");
-	out->row = JsonbValueToJsonb(v);
+	if (out->op == 'c')
+		parse_copy(obj, out);
+	else
+	{
+		v = get_field(obj, "row", jbvBinary, true);
+		if (!JsonContainerIsObject(v->val.binary.data))
+			invalid_message("\"row\" is not a JSON object");
+		out->row = JsonbValueToJsonb(v);
+	}
 	out->event = JsonbValueToJsonb(ev);
 }
 
-WireMessage *
-wire_parse(const char *body, int len)
+/* The body as a JSON object of our format. */
+static Jsonb *
+parse_object(const char *body, int len)
 {
-	WireMessage *msg = palloc0(sizeof(WireMessage));
 	char *text;
 	Jsonb *jb;
-	JsonbValue *events;
 	char *format;
 
 	if (memchr(body, '\0', len) != NULL)
@@ -190,12 +244,21 @@ wire_parse(const char *body, int len)
 	pg_verify_mbstr(GetDatabaseEncoding(), body, len, false);
 	text = pnstrdup(body, len);
 	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	pfree(text);
 	if (!JB_ROOT_IS_OBJECT(jb))
 		invalid_message("the body is not a JSON object");
-
 	format = get_string(&jb->root, "format", true);
 	if (strcmp(format, EVREP_WIRE_FORMAT) != 0)
 		invalid_message(psprintf("unsupported format \"%s\"", format));
+	return jb;
+}
+
+WireMessage *
+wire_parse(const char *body, int len)
+{
+	WireMessage *msg = palloc0(sizeof(WireMessage));
+	Jsonb *jb = parse_object(body, len);
+	JsonbValue *events;
 	msg->origin = get_string(&jb->root, "origin", true);
 	msg->schema = get_string(&jb->root, "schema", true);
 	msg->table = get_string(&jb->root, "table", true);
@@ -223,4 +286,47 @@ wire_single_event(const WireMessage *msg, const WireEvent *ev)
 	appendStringInfoString(&buf, JsonbToCString(NULL, &ev->event->root, VARSIZE(ev->event)));
 	appendStringInfoString(&buf, "]}");
 	return buf.data;
+}
+
+/* ---- copy requests ---- */
+
+char *
+wire_copy_request(const char *node, const char *schema, const char *table, int64 request_id)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"format\":\"" EVREP_WIRE_FORMAT "\",\"request\":\"copy\",\"node\":");
+	escape_json(&buf, node);
+	appendStringInfoString(&buf, ",\"schema\":");
+	escape_json(&buf, schema);
+	appendStringInfoString(&buf, ",\"table\":");
+	escape_json(&buf, table);
+	appendStringInfo(&buf, ",\"request_id\":" INT64_FORMAT "}", request_id);
+	return buf.data;
+}
+
+char *
+wire_copy_request_key(const char *schema, const char *table)
+{
+	return psprintf(EVREP_COPY_KEY_PREFIX "%s", wire_routing_key(schema, table));
+}
+
+WireCopyRequest *
+wire_parse_copy_request(const char *body, int len)
+{
+	WireCopyRequest *req = palloc0(sizeof(WireCopyRequest));
+	Jsonb *jb = parse_object(body, len);
+	char *what;
+
+	what = get_string(&jb->root, "request", true);
+	if (strcmp(what, "copy") != 0)
+		invalid_message(psprintf("unknown request \"%s\"", what));
+	req->node = get_string(&jb->root, "node", true);
+	req->schema = get_string(&jb->root, "schema", true);
+	req->table = get_string(&jb->root, "table", true);
+	req->request_id = get_int8(&jb->root, "request_id", true);
+	if (req->request_id <= 0)
+		invalid_message("\"request_id\" must be positive");
+	return req;
 }

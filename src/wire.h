@@ -33,14 +33,31 @@ extern void wire_end_message(StringInfo buf);
 /* "schema.table" with '.', '*', '#' and '%' percent-escaped (palloc'd). */
 extern char *wire_routing_key(const char *schema, const char *table);
 
+/*
+ * A chunk of a copy of existing rows (op "copy"): the origin's rows with
+ * keys in (after, upto], in key order; after is NULL for the first chunk,
+ * upto for the last.  Only the node it is for applies it.
+ */
+typedef struct WireCopy
+{
+	char *target; /* "for": the node that asked for the copy */
+	int64 request_id;
+	int64 estimate; /* rows the origin expects to send; 0 if unknown */
+	Jsonb *after;	/* key object, or NULL */
+	Jsonb *upto;	/* key object, or NULL */
+	Jsonb *rows;	/* array of row objects */
+	int nrows;
+} WireCopy;
+
 /* A parsed message; strings point into palloc'd copies. */
 typedef struct WireEvent
 {
 	int64 seq;
-	char op;			   /* 'i', 'u', 'd' */
+	char op;			   /* 'i', 'u', 'd', 'c' (copy) */
 	TimestampTz commit_ts; /* 0 when absent */
-	Jsonb *row;
-	Jsonb *event; /* the whole event object, for parking */
+	Jsonb *row;			   /* NULL for a copy */
+	WireCopy *copy;		   /* only for a copy */
+	Jsonb *event;		   /* the whole event object, for parking */
 } WireEvent;
 
 typedef struct WireMessage
@@ -61,5 +78,28 @@ extern WireMessage *wire_parse(const char *body, int len);
 
 /* Re-wraps one event of a message as a one-event message (for parking). */
 extern char *wire_single_event(const WireMessage *msg, const WireEvent *ev);
+
+/*
+ * A request for a copy of a table, sent by a subscriber to the routing key
+ * EVREP_COPY_KEY_PREFIX || "schema.table", which only the table's origin
+ * binds (three words: it never matches a table's two-word key):
+ *
+ *	{"format": "evrep.v1", "request": "copy", "node": "...",
+ *	 "schema": "...", "table": "...", "request_id": 1234}
+ */
+#define EVREP_COPY_KEY_PREFIX "copy."
+
+typedef struct WireCopyRequest
+{
+	char *node;
+	char *schema;
+	char *table;
+	int64 request_id;
+} WireCopyRequest;
+
+extern char *wire_copy_request(const char *node, const char *schema, const char *table,
+							   int64 request_id);
+extern char *wire_copy_request_key(const char *schema, const char *table);
+extern WireCopyRequest *wire_parse_copy_request(const char *body, int len);
 
 #endif /* EVREP_WIRE_H */

@@ -25,12 +25,14 @@
 #     $(rmq_password NODE); users= adds more (e.g. a stranger for a test).
 # node NAME port=PORT [db=DB] [broker=BROKER] [publish=T[,T...]]
 #      [subscribe=T[,T...]] [schema=FILE|SQL]... [conf=SETTING]... [tls=on]
-#      [workers=off] [evrep=off] [extra_db=DB[:FILE|SQL]]...
+#      [workers=off] [evrep=off] [copy=on] [extra_db=DB[:FILE|SQL]]...
 #     a PostgreSQL server (test/lib/pg.sh) named NAME (also its evrep.node_name)
 #     on 127.0.0.1:PORT serving database DB (default NAME). In DB: CREATE
 #     EXTENSION evrep, then each schema= in order (a file if one exists at that
 #     path, else SQL text), then evrep_publish of each publish= table and
-#     evrep_subscribe of each subscribe= table (T or SCHEMA.T). broker= is
+#     evrep_subscribe of each subscribe= table (T or SCHEMA.T), with
+#     copy_data => false unless copy=on (the tables are new and empty at
+#     setup; a copy would add one numbered event per stream). broker= is
 #     needed only when there are several brokers; a node of a cluster gets
 #     all of its URLs in evrep.broker_url, comma-separated (the form a
 #     multi-host evrep.broker_url is to take; until evrep parses it, such a
@@ -110,7 +112,7 @@ TOPO_NODE_CONF=(
 TOPO_BROKERS=() TOPO_NODES=()
 declare -A TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
 declare -A TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
-declare -A TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=()
+declare -A TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=() TOPO_N_COPY=()
 declare -A TOPO_N_EVREP=() TOPO_N_EXTRA_DB=()
 _TOPO_SEP=$'\x1e'   # between the schema= entries of one node
 
@@ -143,7 +145,7 @@ topo_parse() {
     TOPO_BROKERS=() TOPO_NODES=()
     TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
     TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
-    TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=()
+    TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=() TOPO_N_COPY=()
     TOPO_N_EVREP=() TOPO_N_EXTRA_DB=()
     [[ "$src" == - ]] && src=/dev/stdin
     local -a lines=()
@@ -178,7 +180,7 @@ topo_parse() {
                 [[ -z "${TOPO_N_PORT[$name]:-}" ]] || { evrep_err "topology: node '$name' twice"; return 1; }
                 TOPO_NODES+=("$name"); TOPO_N_PORT[$name]= ; TOPO_N_DB[$name]=$name; TOPO_N_BROKER[$name]=
                 TOPO_N_PUB[$name]= ; TOPO_N_SUB[$name]= ; TOPO_N_SCHEMA[$name]= ; TOPO_N_CONF[$name]=
-                TOPO_N_TLS[$name]=off; TOPO_N_WORKERS[$name]=on; TOPO_N_EVREP[$name]=on; TOPO_N_EXTRA_DB[$name]=
+                TOPO_N_TLS[$name]=off; TOPO_N_WORKERS[$name]=on; TOPO_N_EVREP[$name]=on; TOPO_N_COPY[$name]=off; TOPO_N_EXTRA_DB[$name]=
                 for kv in "${_TOPO_W[@]:2}"; do
                     k=${kv%%=*} v=${kv#*=}
                     [[ "$kv" == *=* ]] || { evrep_err "topology line $lineno: '$kv' is not KEY=VALUE"; return 1; }
@@ -193,6 +195,7 @@ topo_parse() {
                         tls) [[ "$v" == on || "$v" == off ]] && TOPO_N_TLS[$name]=$v ;;
                         workers) [[ "$v" == on || "$v" == off ]] && TOPO_N_WORKERS[$name]=$v ;;
                         evrep) [[ "$v" == on || "$v" == off ]] && TOPO_N_EVREP[$name]=$v ;;
+                        copy) [[ "$v" == on || "$v" == off ]] && TOPO_N_COPY[$name]=$v ;;
                         extra_db) [[ "$v" =~ ^[A-Za-z0-9_-]+(:.+)?$ ]] && TOPO_N_EXTRA_DB[$name]+=$v$_TOPO_SEP ;;
                         *) false ;;
                     esac || { evrep_err "topology line $lineno: node '$name': bad '$kv'"; return 1; }
@@ -316,7 +319,8 @@ _topo_node_up() {
         if [[ -f "$s" ]]; then psql+=(-f "$s"); else psql+=(-c "$s"); fi
     done <<<"${TOPO_N_SCHEMA[$n]}"
     for s in ${TOPO_N_PUB[$n]}; do psql+=(-c "SELECT evrep_publish('$s')"); done
-    for s in ${TOPO_N_SUB[$n]}; do psql+=(-c "SELECT evrep_subscribe('$s')"); done
+    local copy=false; [[ ${TOPO_N_COPY[$n]} == on ]] && copy=true
+    for s in ${TOPO_N_SUB[$n]}; do psql+=(-c "SELECT evrep_subscribe('$s', copy_data => $copy)"); done
     if (( ${#psql[@]} )); then
         pg_psql "$n" "${psql[@]}" >/dev/null || { evrep_err "node '$n': the setup SQL failed"; return 1; }
     fi

@@ -1,0 +1,290 @@
+/*
+ * copy_send.c
+ *		Origin side of a copy of existing rows: accept a subscriber's
+ *		request, then send the table in chunks by primary key.
+ *
+ * A chunk is read by the publisher in the transaction that numbers the
+ * outbox, at REPEATABLE READ, after every change its snapshot sees has
+ * been numbered; the chunk is numbered next, so it lands in the stream
+ * after exactly the changes it contains and before every change it does
+ * not.  Subscribers apply it in stream order like any event, which is why
+ * a copy never overwrites a newer change with an older row.  The job's
+ * cursor (the last key sent) commits with the chunk's outbox row, so a
+ * crash or restart resumes where it stopped, and a resend after a broker
+ * failure sends the same chunk with the same number.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "copy_send.h"
+#include "evrep.h"
+#include "outbox.h"
+#include "spi_plan.h"
+
+static SPIPlanPtr accept_plan = NULL;
+static SPIPlanPtr next_job_plan = NULL;
+static SPIPlanPtr advance_plan = NULL;
+
+/*
+ * A newer request of the same node replaces its job (a resync while a
+ * copy runs starts over); a repeated one changes nothing.
+ */
+static const char *const accept_query =
+	"INSERT INTO evrep.copy_job AS j (pub_id, requester, request_id, rows_estimated)"
+	" SELECT p.id, $3, $4, nullif(GREATEST(c.reltuples, 0)::int8, 0)"
+	" FROM evrep.publication p JOIN pg_catalog.pg_class c ON c.oid = p.relid"
+	" WHERE p.schema_name = $1 AND p.table_name = $2 AND p.active"
+	" ON CONFLICT (pub_id, requester) DO UPDATE"
+	" SET request_id = EXCLUDED.request_id, last_key = NULL, rows_sent = 0, chunks = 0,"
+	" rows_estimated = EXCLUDED.rows_estimated, requested_at = pg_catalog.now(),"
+	" started_at = NULL, finished_at = NULL"
+	" WHERE j.request_id < EXCLUDED.request_id";
+
+static const char *const next_job_query =
+	"SELECT j.pub_id, j.requester, j.request_id, j.last_key, j.rows_estimated, p.relid,"
+	" pg_catalog.count(*) OVER () FROM evrep.copy_job j"
+	" JOIN evrep.publication p ON p.id = j.pub_id AND p.active"
+	" WHERE j.finished_at IS NULL ORDER BY j.requested_at LIMIT 1";
+
+static const char *const advance_query =
+	"UPDATE evrep.copy_job SET last_key = $3, rows_sent = rows_sent + $4, chunks = chunks + 1,"
+	" started_at = coalesce(started_at, pg_catalog.clock_timestamp()),"
+	" finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END"
+	" WHERE pub_id = $1 AND requester = $2";
+
+/* ---- requests ---- */
+
+static bool copy_due_at_commit = false;
+static bool xact_callback_registered = false;
+
+/* The publisher must not look for the job before it is committed. */
+static void
+copy_xact_callback(XactEvent event, void *arg)
+{
+	if (!copy_due_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		if (evrep_shared != NULL)
+			pg_atomic_write_u32(&evrep_shared->copy_due, 1);
+		evrep_wake_publisher();
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		copy_due_at_commit = false;
+}
+
+void
+copy_accept_request(const WireCopyRequest *req)
+{
+	Oid argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, INT8OID};
+	Datum values[4];
+	int ret;
+
+	values[0] = CStringGetTextDatum(req->schema);
+	values[1] = CStringGetTextDatum(req->table);
+	values[2] = CStringGetTextDatum(req->node);
+	values[3] = Int64GetDatum(req->request_id);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_plan(spi_kept_plan(&accept_plan, accept_query, 4, argtypes), values, NULL,
+						   false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "could not record an evrep copy request: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		ereport(LOG, (errmsg("evrep copy request %s of node \"%s\" for \"%s\".\"%s\" ignored",
+							 psprintf(INT64_FORMAT, req->request_id), req->node, req->schema,
+							 req->table),
+					  errdetail("The table is not published here, or the request was seen "
+								"before.")));
+		return;
+	}
+	SPI_finish();
+	ereport(LOG, (errmsg("evrep: node \"%s\" asked for a copy of \"%s\".\"%s\"", req->node,
+						 req->schema, req->table)));
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(copy_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	copy_due_at_commit = true;
+}
+
+/* ---- chunks ---- */
+
+/* The job the next chunk belongs to. */
+typedef struct CopyJob
+{
+	int32 pub_id;
+	char *requester;
+	int64 request_id;
+	Datum last_key; /* jsonb */
+	bool from_start;
+	int64 estimate;
+	Oid relid;
+	bool others; /* more unfinished jobs than this one */
+} CopyJob;
+
+static bool
+next_job(CopyJob *job)
+{
+	TupleDesc desc;
+	HeapTuple tup;
+	bool isnull;
+
+	if (SPI_execute_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL, NULL, true,
+						 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read evrep copy jobs");
+	if (SPI_processed == 0)
+		return false;
+	desc = SPI_tuptable->tupdesc;
+	tup = SPI_tuptable->vals[0];
+	job->pub_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	job->requester = SPI_getvalue(tup, desc, 2);
+	job->request_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	job->last_key = SPI_getbinval(tup, desc, 4, &job->from_start);
+	job->estimate = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	if (isnull)
+		job->estimate = 0;
+	job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
+	job->others = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull)) > 1;
+	return true;
+}
+
+/*
+ * The statement that reads one chunk: the rows after $1's key in key
+ * order, up to $2 of them, as a json array, with their count and the key
+ * of the last one.  Names come from the catalog, quoted.  The lower bound
+ * is a row comparison against a lateral row, so the primary key's index
+ * serves it at any depth of the table.
+ */
+static char *
+chunk_sql(Oid relid, bool from_start)
+{
+	char *qualname;
+	StringInfoData keys, tkeys, rkeys, desc, obj;
+	int ret;
+
+	qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										  get_rel_name(relid));
+	ret = SPI_execute_with_args(
+		"SELECT a.attname FROM pg_catalog.pg_index i"
+		" CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+		" JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+		" WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(relid)}, NULL, true, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed == 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+						errmsg("published table %s has no primary key", qualname)));
+	initStringInfo(&keys);
+	initStringInfo(&tkeys);
+	initStringInfo(&rkeys);
+	initStringInfo(&desc);
+	initStringInfo(&obj);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		const char *q = quote_identifier(name);
+		const char *sep = i > 0 ? ", " : "";
+
+		appendStringInfo(&keys, "%sc.%s", sep, q);
+		appendStringInfo(&tkeys, "%st.%s", sep, q);
+		appendStringInfo(&rkeys, "%sr.%s", sep, q);
+		appendStringInfo(&desc, "%sc.%s DESC", sep, q);
+		appendStringInfo(&obj, "%s%s, c.%s", sep, quote_literal_cstr(name), q);
+	}
+	/* ROW() keeps a one-column key a row comparison too */
+	return psprintf("SELECT pg_catalog.count(*), pg_catalog.json_agg(c ORDER BY %s),"
+					" (pg_catalog.array_agg(pg_catalog.jsonb_build_object(%s) ORDER BY %s))[1]"
+					" FROM (SELECT t.* FROM %s"
+					" ORDER BY %s LIMIT $2) c",
+					keys.data, obj.data, desc.data,
+					from_start
+						? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL", qualname)
+						: psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"
+								   " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)"
+								   " ORDER BY %s LIMIT $2) t",
+								   qualname, qualname, tkeys.data, rkeys.data, tkeys.data),
+					tkeys.data);
+}
+
+/* The chunk's body: {"for", "request", "estimate", "after", "upto", "rows"}. */
+static Datum
+chunk_body(const CopyJob *job, Datum rows, Datum upto, bool last)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"for\":");
+	escape_json(&buf, job->requester);
+	appendStringInfo(&buf, ",\"request\":" INT64_FORMAT ",\"estimate\":" INT64_FORMAT,
+					 job->request_id, job->estimate);
+	appendStringInfo(&buf, ",\"after\":%s",
+					 job->from_start ? "null"
+									 : JsonbToCString(NULL, &DatumGetJsonbP(job->last_key)->root,
+													  -1));
+	appendStringInfo(&buf, ",\"upto\":%s",
+					 last ? "null" : JsonbToCString(NULL, &DatumGetJsonbP(upto)->root, -1));
+	appendStringInfo(&buf, ",\"rows\":%s}", rows == (Datum) 0 ? "[]" : TextDatumGetCString(rows));
+	return CStringGetTextDatum(buf.data);
+}
+
+int64
+copy_next_chunk(bool *more)
+{
+	CopyJob job;
+	Datum values[5];
+	bool isnull;
+	Datum rows, upto;
+	int64 nrows;
+	bool last;
+	int64 id;
+	int ret;
+
+	*more = false;
+	if (!next_job(&job))
+		return 0;
+
+	values[0] = job.last_key;
+	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
+	ret = SPI_execute_with_args(chunk_sql(job.relid, job.from_start), 2,
+								(Oid[]){JSONBOID, INT8OID}, values,
+								job.from_start ? "n " : "  ", true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read a chunk of a copy: %s", SPI_result_code_string(ret));
+	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (isnull)
+		rows = (Datum) 0;
+	upto = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	last = nrows < evrep_copy_chunk_rows;
+
+	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, rows, upto, last));
+
+	values[0] = Int32GetDatum(job.pub_id);
+	values[1] = CStringGetTextDatum(job.requester);
+	values[2] = last ? (Datum) 0 : upto;
+	values[3] = Int64GetDatum(nrows);
+	values[4] = BoolGetDatum(last);
+	ret = SPI_execute_plan(spi_kept_plan(&advance_plan, advance_query, 5,
+										 (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
+						   values, last ? "  n  " : "     ", false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "could not advance an evrep copy job: %s", SPI_result_code_string(ret));
+	if (last)
+		ereport(LOG, (errmsg("evrep: copy for node \"%s\" sent, last chunk " INT64_FORMAT " rows",
+							 job.requester, nrows)));
+	*more = !last || job.others;
+	return id;
+}
