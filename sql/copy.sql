@@ -19,12 +19,13 @@ INSERT INTO "Odd Sch"."Line Item" VALUES (1, 1, 'old', 1), (1, 2, 'gone', 1), (2
 	(5, 1, 'old', 1), (9, 9, 'gone', 1);
 
 CREATE FUNCTION cmsg(seq bigint, target text, request bigint, after jsonb, upto jsonb,
-					 rows jsonb, origin text DEFAULT 'a')
+					 rows jsonb, key jsonb DEFAULT '[{"column": "Order Id", "collation": null},
+												   {"column": "line#", "collation": null}]')
 RETURNS text LANGUAGE sql AS $$
-	SELECT jsonb_build_object('format', 'evrep.v1', 'origin', origin, 'schema', 'Odd Sch',
+	SELECT jsonb_build_object('format', 'evrep.v1', 'origin', 'a', 'schema', 'Odd Sch',
 		'table', 'Line Item', 'events', jsonb_build_array(jsonb_build_object('seq', seq,
 		'op', 'copy', 'copy', jsonb_build_object('for', target, 'request', request,
-		'estimate', 4, 'after', after, 'upto', upto, 'rows', rows))))::text
+		'estimate', 4, 'key', key, 'after', after, 'upto', upto, 'rows', rows))))::text
 $$;
 CREATE FUNCTION req() RETURNS bigint LANGUAGE sql AS
 	$$ SELECT request_id FROM evrep.sync WHERE table_name = 'Line Item' $$;
@@ -68,14 +69,34 @@ SELECT phase, node, rows_copied, chunks, finished_at IS NOT NULL AS finished
 FROM evrep.sync_status WHERE table_name = 'Line Item';
 SELECT origin, last_seq, gaps, applied, skipped, parked FROM evrep.progress WHERE table_name = 'Line Item';
 
+-- a key the origin sorts differently cuts other ranges here: nothing is
+-- deleted (one WARNING), the rows are still copied
+SELECT evrep_resync('"Odd Sch"."Line Item"');
+SELECT evrep_apply(cmsg(11, 'regress', req(), NULL, '{"Order Id": 1, "line#": 1}', '[{"Order Id": 1, "line#": 1, "Note": "k"}]',
+	'[{"column": "line#", "collation": null}, {"column": "Note", "collation": "C"}]'));
+SELECT evrep_apply(cmsg(12, 'regress', req(), NULL, '{"Order Id": 1, "line#": 1}', '[{"Order Id": 1, "line#": 1, "Note": "k"}]',
+	'[{"column": "Order Id", "collation": "C"}, {"column": "line#", "collation": null}]'));
+SELECT * FROM "Odd Sch"."Line Item" ORDER BY 1, 2;
+-- the origin's key order, not the local column order, cuts the range:
+-- (line#, Order Id) <= (1, 3) holds for (3,0), (1,1) and (2,1) but not (5,1)
+SELECT evrep_apply(cmsg(13, 'regress', req(), NULL, '{"Order Id": 3, "line#": 1}',
+	'[{"Order Id": 3, "line#": 0, "Note": "copied"}]',
+	'[{"column": "line#", "collation": null}, {"column": "Order Id", "collation": null}]'));
+SELECT * FROM "Odd Sch"."Line Item" ORDER BY 1, 2;
+SELECT evrep_apply(cmsg(14, 'regress', req(), '{"Order Id": 3, "line#": 1}', NULL,
+	'[{"Order Id": 1, "line#": 1, "Note": "a2", "qty": 1}, {"Order Id": 5, "line#": 1, "Note": "e", "qty": 5}]',
+	'[{"column": "line#", "collation": null}, {"column": "Order Id", "collation": null}]'));
+SELECT * FROM "Odd Sch"."Line Item" ORDER BY 1, 2;
+
 -- once done, a chunk of the same request changes nothing
-SELECT evrep_apply(cmsg(11, 'regress', req(), NULL, NULL, '[]'));
+SELECT evrep_apply(cmsg(15, 'regress', req(), NULL, NULL, '[]'));
 SELECT count(*) FROM "Odd Sch"."Line Item";
 
 -- malformed chunks are parked with a precise error
 SELECT max(id) AS last_dl FROM evrep.dead_letter \gset
-SELECT evrep_apply(cmsg(12, 'regress', req(), NULL, NULL, '{"not": "an array"}'));
-SELECT evrep_apply(replace(cmsg(13, 'regress', req(), NULL, NULL, '[]'), '"for": "regress", ', ''));
+SELECT evrep_apply(cmsg(16, 'regress', req(), NULL, NULL, '{"not": "an array"}'));
+SELECT evrep_apply(replace(cmsg(17, 'regress', req(), NULL, NULL, '[]'), '"for": "regress", ', ''));
+SELECT evrep_apply(cmsg(18, 'regress', req(), NULL, NULL, '[]', '[]'));
 SELECT seq, sqlstate, error FROM evrep.dead_letter WHERE id > :last_dl ORDER BY id;
 
 -- a resync is a new request, larger than the last

@@ -37,9 +37,12 @@ struct ApplyTarget
 	SPIPlanPtr delete;
 	char *subset;			  /* columns of subset_upsert: "1" = used */
 	SPIPlanPtr subset_upsert; /* for events that lack some columns */
+	char **colcoll;			  /* collation of each column, NULL if none */
 	char *copy_subset;		  /* columns of copy_upsert */
 	SPIPlanPtr copy_upsert;	  /* a chunk of a copy, set-based */
+	char *copy_order;		  /* key order of copy_delete, as column indexes */
 	SPIPlanPtr copy_delete[4]; /* by COPY_RANGE_* bits */
+	bool copy_warned;		  /* about a key range it cannot cut */
 };
 
 /* Which ends a chunk's key range has: (after, upto]. */
@@ -87,6 +90,8 @@ reset_target(ApplyTarget *t)
 	t->keycols = NULL;
 	t->subset = NULL;
 	t->copy_subset = NULL;
+	t->copy_order = NULL;
+	t->colcoll = NULL;
 	t->ncols = 0;
 }
 
@@ -178,6 +183,7 @@ build_target(ApplyTarget *t)
 	t->qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 											 RelationGetRelationName(rel));
 	t->colnames = palloc(sizeof(char *) * desc->natts);
+	t->colcoll = palloc0(sizeof(char *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -186,6 +192,8 @@ build_target(ApplyTarget *t)
 			continue;
 		if (bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, pk))
 			t->keycols = bms_add_member(t->keycols, t->ncols);
+		if (OidIsValid(att->attcollation))
+			t->colcoll[t->ncols] = get_collation_name(att->attcollation);
 		t->colnames[t->ncols++] = pstrdup(NameStr(att->attname));
 	}
 	MemoryContextSwitchTo(old);
@@ -293,17 +301,16 @@ columns_in_use(ApplyTarget *t, JsonbContainer *row, bool *use)
 	return all;
 }
 
-/* The key columns as "alias.col, ..." */
+/* The key columns in the given order (indexes into colnames), as "alias.col, ..." */
 static char *
-key_list_of(ApplyTarget *t, const char *alias)
+key_list_of(ApplyTarget *t, const int *order, int nkeys, const char *alias)
 {
 	StringInfoData buf;
-	int i = -1;
 
 	initStringInfo(&buf);
-	while ((i = bms_next_member(t->keycols, i)) >= 0)
-		appendStringInfo(&buf, "%s%s.%s", buf.len ? ", " : "", alias,
-						 quote_identifier(t->colnames[i]));
+	for (int i = 0; i < nkeys; i++)
+		appendStringInfo(&buf, "%s%s.%s", i ? ", " : "", alias,
+						 quote_identifier(t->colnames[order[i]]));
 	return buf.data;
 }
 
@@ -314,17 +321,17 @@ key_list_of(ApplyTarget *t, const char *alias)
  * key's index serves.
  */
 static char *
-copy_delete_sql(ApplyTarget *t, int range)
+copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 {
 	StringInfoData same;
-	int i = -1;
+	char *tk = key_list_of(t, order, nkeys, "t");
 
 	initStringInfo(&same);
-	while ((i = bms_next_member(t->keycols, i)) >= 0)
+	for (int i = 0; i < nkeys; i++)
 	{
-		const char *q = quote_identifier(t->colnames[i]);
+		const char *q = quote_identifier(t->colnames[order[i]]);
 
-		appendStringInfo(&same, "%sr.%s = t.%s", same.len ? " AND " : "", q, q);
+		appendStringInfo(&same, "%sr.%s = t.%s", i ? " AND " : "", q, q);
 	}
 	return psprintf(
 		"DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $2) a,"
@@ -333,12 +340,87 @@ copy_delete_sql(ApplyTarget *t, int range)
 		" WHERE %s)",
 		t->qualname, t->qualname, t->qualname,
 		range & COPY_RANGE_AFTER
-			? psprintf("ROW(%s) > ROW(%s)", key_list_of(t, "t"), key_list_of(t, "a"))
+			? psprintf("ROW(%s) > ROW(%s)", tk, key_list_of(t, order, nkeys, "a"))
 			: "true",
 		range & COPY_RANGE_UPTO
-			? psprintf("ROW(%s) <= ROW(%s)", key_list_of(t, "t"), key_list_of(t, "u"))
+			? psprintf("ROW(%s) <= ROW(%s)", tk, key_list_of(t, order, nkeys, "u"))
 			: "true",
 		t->qualname, same.data);
+}
+
+/*
+ * The local key columns in the origin's key order, if they sort as the
+ * origin's do: the same columns, with the same collations.  Otherwise a
+ * chunk's range means other rows here, and nothing may be deleted by it.
+ */
+static int *
+copy_key_order(ApplyTarget *t, const WireCopy *copy)
+{
+	int *order;
+
+	if (copy->nkeys != bms_num_members(t->keycols))
+		return NULL;
+	order = palloc(sizeof(int) * copy->nkeys);
+	for (int k = 0; k < copy->nkeys; k++)
+	{
+		const char *coll = copy->key_collations[k];
+
+		order[k] = -1;
+		for (int i = 0; i < t->ncols; i++)
+		{
+			if (bms_is_member(i, t->keycols) && strcmp(t->colnames[i], copy->key_columns[k]) == 0)
+				order[k] = i;
+		}
+		if (order[k] < 0 || (coll == NULL) != (t->colcoll[order[k]] == NULL) ||
+			(coll != NULL && strcmp(coll, t->colcoll[order[k]]) != 0))
+			return NULL;
+	}
+	return order;
+}
+
+/* Deletes the local rows of the chunk's key range that the chunk lacks. */
+static void
+copy_delete_range(ApplyTarget *t, const WireCopy *copy)
+{
+	int range = (copy->after ? COPY_RANGE_AFTER : 0) | (copy->upto ? COPY_RANGE_UPTO : 0);
+	int *order = copy_key_order(t, copy);
+	char *sig;
+	Datum values[3];
+	char nulls[3] = "   ";
+	int ret;
+
+	if (order == NULL)
+	{
+		if (!t->copy_warned)
+			ereport(WARNING,
+					(errcode(ERRCODE_COLLATION_MISMATCH),
+					 errmsg("evrep copy into %s cannot delete the rows its origin lacks",
+							t->qualname),
+					 errdetail("The origin's primary key differs in its columns or collations, "
+							   "so its key ranges are not this table's."),
+					 errhint("Rows are copied; delete stale rows by hand.")));
+		t->copy_warned = true;
+		return;
+	}
+	sig = psprintf("%d", order[0]);
+	for (int i = 1; i < copy->nkeys; i++)
+		sig = psprintf("%s,%d", sig, order[i]);
+	if (t->copy_order == NULL || strcmp(sig, t->copy_order) != 0)
+	{
+		for (int i = 0; i < lengthof(t->copy_delete); i++)
+			free_plan(&t->copy_delete[i]);
+		t->copy_order = MemoryContextStrdup(t->cxt, sig);
+	}
+	if (t->copy_delete[range] == NULL)
+		t->copy_delete[range] = prepare_kept(copy_delete_sql(t, order, copy->nkeys, range), 3);
+	values[0] = JsonbPGetDatum(copy->rows);
+	values[1] = copy->after ? JsonbPGetDatum(copy->after) : (Datum) 0;
+	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
+	nulls[1] = copy->after ? ' ' : 'n';
+	nulls[2] = copy->upto ? ' ' : 'n';
+	ret = SPI_execute_plan(t->copy_delete[range], values, nulls, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "evrep copy delete failed: %s", SPI_result_code_string(ret));
 }
 
 /*
@@ -348,22 +430,7 @@ copy_delete_sql(ApplyTarget *t, int range)
 static void
 apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 {
-	int range = (copy->after ? COPY_RANGE_AFTER : 0) | (copy->upto ? COPY_RANGE_UPTO : 0);
-	Datum values[3];
-	char nulls[3] = "   ";
-	int ret;
-
-	if (t->copy_delete[range] == NULL)
-		t->copy_delete[range] = prepare_kept(copy_delete_sql(t, range), 3);
-	values[0] = JsonbPGetDatum(copy->rows);
-	values[1] = copy->after ? JsonbPGetDatum(copy->after) : (Datum) 0;
-	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
-	nulls[1] = copy->after ? ' ' : 'n';
-	nulls[2] = copy->upto ? ' ' : 'n';
-	ret = SPI_execute_plan(t->copy_delete[range], values, nulls, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "evrep copy delete failed: %s", SPI_result_code_string(ret));
-
+	copy_delete_range(t, copy);
 	if (copy->nrows > 0)
 	{
 		JsonbValue *first = getIthJsonbValueFromContainer(&copy->rows->root, 0);

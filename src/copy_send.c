@@ -170,7 +170,7 @@ next_job(CopyJob *job)
  * serves it at any depth of the table.
  */
 static char *
-chunk_sql(Oid relid, bool from_start)
+chunk_sql(Oid relid, bool from_start, StringInfo key_desc)
 {
 	char *qualname;
 	StringInfoData keys, tkeys, rkeys, desc, obj;
@@ -179,9 +179,10 @@ chunk_sql(Oid relid, bool from_start)
 	qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 										  get_rel_name(relid));
 	ret = SPI_execute_with_args(
-		"SELECT a.attname FROM pg_catalog.pg_index i"
+		"SELECT a.attname, co.collname FROM pg_catalog.pg_index i"
 		" CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
 		" JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+		" LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
 		" WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
 		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(relid)}, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
@@ -192,11 +193,23 @@ chunk_sql(Oid relid, bool from_start)
 	initStringInfo(&rkeys);
 	initStringInfo(&desc);
 	initStringInfo(&obj);
+	appendStringInfoChar(key_desc, '[');
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char *collation = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		const char *q = quote_identifier(name);
 		const char *sep = i > 0 ? ", " : "";
+
+		/* the subscriber cuts its key ranges the same way, or not at all */
+		appendStringInfo(key_desc, "%s{\"column\":", sep);
+		escape_json(key_desc, name);
+		appendStringInfoString(key_desc, ",\"collation\":");
+		if (collation)
+			escape_json(key_desc, collation);
+		else
+			appendStringInfoString(key_desc, "null");
+		appendStringInfoChar(key_desc, '}');
 
 		appendStringInfo(&keys, "%sc.%s", sep, q);
 		appendStringInfo(&tkeys, "%st.%s", sep, q);
@@ -204,6 +217,7 @@ chunk_sql(Oid relid, bool from_start)
 		appendStringInfo(&desc, "%sc.%s DESC", sep, q);
 		appendStringInfo(&obj, "%s%s, c.%s", sep, quote_literal_cstr(name), q);
 	}
+	appendStringInfoChar(key_desc, ']');
 	/* ROW() keeps a one-column key a row comparison too */
 	return psprintf("SELECT pg_catalog.count(*), pg_catalog.json_agg(c ORDER BY %s),"
 					" (pg_catalog.array_agg(pg_catalog.jsonb_build_object(%s) ORDER BY %s))[1]"
@@ -219,9 +233,9 @@ chunk_sql(Oid relid, bool from_start)
 					tkeys.data);
 }
 
-/* The chunk's body: {"for", "request", "estimate", "after", "upto", "rows"}. */
+/* The chunk's body: {"for", "request", "estimate", "key", "after", "upto", "rows"}. */
 static Datum
-chunk_body(const CopyJob *job, Datum rows, Datum upto, bool last)
+chunk_body(const CopyJob *job, const char *key_desc, Datum rows, Datum upto, bool last)
 {
 	StringInfoData buf;
 
@@ -230,6 +244,7 @@ chunk_body(const CopyJob *job, Datum rows, Datum upto, bool last)
 	escape_json(&buf, job->requester);
 	appendStringInfo(&buf, ",\"request\":" INT64_FORMAT ",\"estimate\":" INT64_FORMAT,
 					 job->request_id, job->estimate);
+	appendStringInfo(&buf, ",\"key\":%s", key_desc);
 	appendStringInfo(&buf, ",\"after\":%s",
 					 job->from_start ? "null"
 									 : JsonbToCString(NULL, &DatumGetJsonbP(job->last_key)->root,
@@ -244,6 +259,7 @@ int64
 copy_next_chunk(bool *more)
 {
 	CopyJob job;
+	StringInfoData key_desc;
 	Datum values[5];
 	bool isnull;
 	Datum rows, upto;
@@ -258,7 +274,8 @@ copy_next_chunk(bool *more)
 
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
-	ret = SPI_execute_with_args(chunk_sql(job.relid, job.from_start), 2,
+	initStringInfo(&key_desc);
+	ret = SPI_execute_with_args(chunk_sql(job.relid, job.from_start, &key_desc), 2,
 								(Oid[]){JSONBOID, INT8OID}, values,
 								job.from_start ? "n " : "  ", true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
@@ -270,7 +287,7 @@ copy_next_chunk(bool *more)
 	upto = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	last = nrows < evrep_copy_chunk_rows;
 
-	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, rows, upto, last));
+	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, key_desc.data, rows, upto, last));
 
 	values[0] = Int32GetDatum(job.pub_id);
 	values[1] = CStringGetTextDatum(job.requester);

@@ -169,6 +169,29 @@ get_int8(JsonbContainer *obj, const char *key, bool required)
 	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
 }
 
+/* "key": [{"column": "id", "collation": null}, ...] */
+static void
+parse_copy_key(JsonbContainer *obj, WireCopy *c)
+{
+	JsonbValue *v = get_field(obj, "key", jbvBinary, true);
+	JsonbContainer *arr = v->val.binary.data;
+
+	if (!JsonContainerIsArray(arr) || JsonContainerSize(arr) == 0)
+		invalid_message("\"key\" of a copy is not a non-empty array");
+	c->nkeys = JsonContainerSize(arr);
+	c->key_columns = palloc(sizeof(char *) * c->nkeys);
+	c->key_collations = palloc(sizeof(char *) * c->nkeys);
+	for (int i = 0; i < c->nkeys; i++)
+	{
+		JsonbValue *k = getIthJsonbValueFromContainer(arr, i);
+
+		if (k->type != jbvBinary || !JsonContainerIsObject(k->val.binary.data))
+			invalid_message("a \"key\" entry of a copy is not a JSON object");
+		c->key_columns[i] = get_string(k->val.binary.data, "column", true);
+		c->key_collations[i] = get_string(k->val.binary.data, "collation", false);
+	}
+}
+
 static void
 parse_copy(JsonbContainer *ev, WireEvent *out)
 {
@@ -181,6 +204,7 @@ parse_copy(JsonbContainer *ev, WireEvent *out)
 	c->target = get_string(obj, "for", true);
 	c->request_id = get_int8(obj, "request", true);
 	c->estimate = get_int8(obj, "estimate", false);
+	parse_copy_key(obj, c);
 	c->after = get_key_object(obj, "after");
 	c->upto = get_key_object(obj, "upto");
 	v = get_field(obj, "rows", jbvBinary, true);

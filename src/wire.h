@@ -43,6 +43,9 @@ typedef struct WireCopy
 	char *target; /* "for": the node that asked for the copy */
 	int64 request_id;
 	int64 estimate; /* rows the origin expects to send; 0 if unknown */
+	int nkeys;		/* the origin's primary key, in its order: */
+	char **key_columns;
+	char **key_collations; /* NULL for a type without collation */
 	Jsonb *after;	/* key object, or NULL */
 	Jsonb *upto;	/* key object, or NULL */
 	Jsonb *rows;	/* array of row objects */
