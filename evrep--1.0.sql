@@ -92,6 +92,7 @@ CREATE TABLE evrep.progress (
 	applied		bigint NOT NULL DEFAULT 0,
 	skipped		bigint NOT NULL DEFAULT 0,
 	parked		bigint NOT NULL DEFAULT 0,
+	unknown_column_events bigint NOT NULL DEFAULT 0,	-- rows with columns this node lacks
 	last_commit_ts timestamptz,		-- origin commit time of the last event
 	last_applied_at timestamptz,
 	PRIMARY KEY (origin, schema_name, table_name)
@@ -536,6 +537,7 @@ SELECT 'publish'::text AS role,
 	   NULL::bigint AS applied,
 	   NULL::bigint AS skipped,
 	   NULL::bigint AS dead_letters,
+	   NULL::bigint AS unknown_column_events,
 	   NULL::timestamptz AS last_applied_at,
 	   NULL::interval AS lag,
 	   CASE WHEN NOT w.connected THEN w.last_error END AS last_error
@@ -554,6 +556,7 @@ SELECT 'apply', g.origin, g.schema_name, g.table_name,
 	   (SELECT count(*) FROM evrep.dead_letter d
 		WHERE d.origin = g.origin AND d.schema_name = g.schema_name
 		  AND d.table_name = g.table_name AND d.replayed_at IS NULL),
+	   g.unknown_column_events,
 	   g.last_applied_at,
 	   g.last_applied_at - g.last_commit_ts,
 	   coalesce((SELECT d.error FROM evrep.dead_letter d

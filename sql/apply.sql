@@ -62,3 +62,19 @@ SELECT (SELECT array_agg(s ORDER BY id)::text FROM src.item s)
      = (SELECT array_agg(d ORDER BY id)::text FROM dst.item d) AS identical;
 DELETE FROM evrep.outbox;
 SELECT evrep_unpublish('src.item');
+
+-- schema drift, a tolerant reader: columns the origin has and this node
+-- lacks are ignored (one WARNING per table, above) and counted; columns the
+-- origin lacks keep their local values; a type mismatch is parked
+SELECT evrep_apply('{"format":"evrep.v1","origin":"drift","schema":"public","table":"orders",
+  "events":[{"seq":1,"op":"insert","row":{"id":70,"amount":1,"status":"x","remote_only":1,"v2":2}},
+            {"seq":2,"op":"update","row":{"id":70,"amount":2,"status":"y","remote_only":3}},
+            {"seq":3,"op":"update","row":{"id":70,"amount":3}}]}');
+SELECT * FROM orders WHERE id = 70;
+SELECT evrep_apply('{"format":"evrep.v1","origin":"drift","schema":"public","table":"orders",
+  "events":[{"seq":4,"op":"update","row":{"id":70,"amount":"four","status":"z"}}]}');
+SELECT origin, applied, dead_letters, unknown_column_events FROM evrep.status
+WHERE role = 'apply' AND origin = 'drift';
+DELETE FROM evrep.progress WHERE origin = 'drift';
+DELETE FROM evrep.dead_letter WHERE origin = 'drift';
+DELETE FROM orders WHERE id = 70;

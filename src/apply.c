@@ -211,6 +211,7 @@ apply_todo(ApplyRun *run)
 	SetUserIdAndSecContext(run->owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	target = apply_target_get(run->relid);
+	(void) apply_target_take_unknown(target); /* left by a failed try */
 	for (int i = run->from; i < run->to; i++)
 	{
 		WireEvent *ev = &run->msg->events[run->todo[i]];
@@ -218,6 +219,7 @@ apply_todo(ApplyRun *run)
 		run->seq = ev->seq;
 		apply_target_event(target, ev);
 	}
+	run->progress.unknown_columns += apply_target_take_unknown(target);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	run->seq = 0;
 }

@@ -43,6 +43,8 @@ struct ApplyTarget
 	char *copy_order;		  /* key order of copy_delete, as column indexes */
 	SPIPlanPtr copy_delete[4]; /* by COPY_RANGE_* bits */
 	bool copy_warned;		  /* about a key range it cannot cut */
+	int64 unknown_rows;		  /* rows with columns the table lacks, not yet taken */
+	bool unknown_warned;	  /* about such columns */
 };
 
 /* Which ends a chunk's key range has: (after, upto]. */
@@ -93,6 +95,7 @@ reset_target(ApplyTarget *t)
 	t->copy_order = NULL;
 	t->colcoll = NULL;
 	t->ncols = 0;
+	t->unknown_rows = 0;
 }
 
 static char *
@@ -279,14 +282,56 @@ run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 }
 
 /*
+ * A tolerant reader: columns the origin has and this table lacks (the
+ * origin's schema ran ahead) are ignored, counted, and named in one
+ * WARNING per table.
+ */
+static void
+note_unknown_columns(ApplyTarget *t, JsonbContainer *row, int nused, int64 nrows)
+{
+	JsonbIterator *it;
+	JsonbValue v;
+	JsonbIteratorToken tok;
+	StringInfoData names;
+
+	if (JsonContainerSize(row) <= nused)
+		return;
+	t->unknown_rows += nrows;
+	if (t->unknown_warned)
+		return;
+	initStringInfo(&names);
+	it = JsonbIteratorInit(row);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		bool known = false;
+
+		if (tok != WJB_KEY)
+			continue;
+		for (int i = 0; i < t->ncols && !known; i++)
+			known = strlen(t->colnames[i]) == v.val.string.len &&
+					memcmp(t->colnames[i], v.val.string.val, v.val.string.len) == 0;
+		if (!known)
+			appendStringInfo(&names, "%s\"%.*s\"", names.len ? ", " : "", v.val.string.len,
+							 v.val.string.val);
+	}
+	ereport(WARNING,
+			(errmsg("evrep ignores columns of %s that this node lacks: %s", t->qualname,
+					names.data),
+			 errdetail("evrep.status counts the events that carried them (unknown_column_events)."),
+			 errhint("Add the columns here, then evrep_resync() fills them.")));
+	t->unknown_warned = true;
+}
+
+/*
  * Which local columns a row object carries (a column the origin lacks
  * keeps the local default); true when it carries them all.  The key must
- * be there.
+ * be there.  Columns only the row has are noted, for nrows rows.
  */
 static bool
-columns_in_use(ApplyTarget *t, JsonbContainer *row, bool *use)
+columns_in_use(ApplyTarget *t, JsonbContainer *row, bool *use, int64 nrows)
 {
 	bool all = true;
+	int nused = 0;
 
 	for (int i = 0; i < t->ncols; i++)
 	{
@@ -297,8 +342,19 @@ columns_in_use(ApplyTarget *t, JsonbContainer *row, bool *use)
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("event for %s lacks key column \"%s\"", t->qualname, t->colnames[i])));
 		all &= use[i];
+		nused += use[i];
 	}
+	note_unknown_columns(t, row, nused, nrows);
 	return all;
+}
+
+int64
+apply_target_take_unknown(ApplyTarget *t)
+{
+	int64 n = t->unknown_rows;
+
+	t->unknown_rows = 0;
+	return n;
 }
 
 /* The key columns in the given order (indexes into colnames), as "alias.col, ..." */
@@ -440,7 +496,7 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							errmsg("invalid evrep message: a row of a copy is not a JSON object")));
 		/* the rows of a chunk come from one SELECT: they all have the same columns */
-		(void) columns_in_use(t, first->val.binary.data, use);
+		(void) columns_in_use(t, first->val.binary.data, use, copy->nrows);
 		run_plan(upsert_plan_for(t, use, true, &t->copy_subset, &t->copy_upsert), copy->rows,
 				 SPI_OK_INSERT);
 		pfree(use);
@@ -459,7 +515,7 @@ apply_target_event(ApplyTarget *t, const WireEvent *ev)
 		return;
 	}
 	use = palloc(sizeof(bool) * t->ncols);
-	all = columns_in_use(t, &ev->row->root, use);
+	all = columns_in_use(t, &ev->row->root, use, 1);
 
 	if (ev->op == 'd')
 		run_plan(t->delete, ev->row, SPI_OK_DELETE);

@@ -24,4 +24,10 @@ extern ApplyTarget *apply_target_get(Oid relid);
  */
 extern void apply_target_event(ApplyTarget *target, const WireEvent *ev);
 
+/*
+ * Rows applied since the last call that carried columns the table lacks
+ * (they were ignored); resets the count.
+ */
+extern int64 apply_target_take_unknown(ApplyTarget *target);
+
 #endif /* EVREP_APPLY_TARGET_H */

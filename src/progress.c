@@ -23,13 +23,14 @@ static const char *const load_query =
 
 static const char *const save_query =
 	"INSERT INTO evrep.progress AS g (origin, schema_name, table_name, last_seq, gaps,"
-	" applied, skipped, parked, last_commit_ts, last_applied_at)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, pg_catalog.clock_timestamp())"
+	" applied, skipped, parked, unknown_column_events, last_commit_ts, last_applied_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, pg_catalog.clock_timestamp())"
 	" ON CONFLICT (origin, schema_name, table_name) DO UPDATE"
 	" SET last_seq = EXCLUDED.last_seq, gaps = EXCLUDED.gaps,"
 	" applied = g.applied + EXCLUDED.applied,"
 	" skipped = g.skipped + EXCLUDED.skipped,"
 	" parked = g.parked + EXCLUDED.parked,"
+	" unknown_column_events = g.unknown_column_events + EXCLUDED.unknown_column_events,"
 	" last_commit_ts = coalesce(EXCLUDED.last_commit_ts, g.last_commit_ts),"
 	" last_applied_at = EXCLUDED.last_applied_at";
 
@@ -72,10 +73,10 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 void
 progress_save(const WireMessage *msg, StreamProgress *p)
 {
-	Oid argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, INT8OID,		 INT8ARRAYOID,
-					   INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID};
-	Datum values[9];
-	char nulls[9] = "         ";
+	Oid argtypes[10] = {TEXTOID, TEXTOID, TEXTOID, INT8OID,		   INT8ARRAYOID,
+						INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID};
+	Datum values[10];
+	char nulls[10] = "          ";
 	Datum *elems = palloc(sizeof(Datum) * (p->ngaps * 2 + 1));
 	int ret;
 
@@ -91,10 +92,11 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 	values[6] = Int64GetDatum(p->skipped);
 	values[7] = Int64GetDatum(p->parked);
 	values[8] = TimestampTzGetDatum(p->last_commit_ts);
+	values[9] = Int64GetDatum(p->unknown_columns);
 	if (p->last_commit_ts == 0)
 		nulls[8] = 'n';
 
-	ret = SPI_execute_plan(spi_kept_plan(&save_plan, save_query, 9, argtypes), values, nulls, false,
+	ret = SPI_execute_plan(spi_kept_plan(&save_plan, save_query, 10, argtypes), values, nulls, false,
 						   0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not save evrep progress: %s", SPI_result_code_string(ret));

@@ -24,6 +24,7 @@ typedef struct StreamProgress
 	int64 applied;
 	int64 skipped;
 	int64 parked;
+	int64 unknown_columns;		/* rows that carried columns the table lacks */
 	TimestampTz last_commit_ts; /* 0 when unknown */
 } StreamProgress;
 
