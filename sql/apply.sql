@@ -78,3 +78,5 @@ WHERE role = 'apply' AND origin = 'drift';
 DELETE FROM evrep.progress WHERE origin = 'drift';
 DELETE FROM evrep.dead_letter WHERE origin = 'drift';
 DELETE FROM orders WHERE id = 70;
+-- deadletter.sql counts its dead letters from id 1
+SELECT setval('evrep.dead_letter_id_seq', 1, false);
