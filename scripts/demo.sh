@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/demo.sh -- evrep in one command: two service databases, RabbitMQ,
-# CustomerService and OrderService, rows replicating both ways.
+# CustomerService and OrderService, rows replicating both ways; then a third
+# database joins late and catches up (evrep_subscribe copies the existing rows).
 #
 #   scripts/demo.sh          install deps, build, start everything, show
 #                            replication, stop everything        (make demo)
@@ -16,6 +17,8 @@
 #   RabbitMQ         AMQP 127.0.0.1:5690  (epmd 15690, distribution 25690)
 #   customer_db      PostgreSQL 127.0.0.1:5490, publishes customer, subscribes orders
 #   order_db         PostgreSQL 127.0.0.1:5491, publishes orders, subscribes customer
+#   report_db        PostgreSQL 127.0.0.1:5492, started late, subscribes customer
+#                    and orders (a reporting service that only reads)
 #   CustomerService  127.0.0.1:9091 (Thrift), on customer_db
 #   OrderService     127.0.0.1:9090 (Thrift), on order_db
 #
@@ -41,11 +44,13 @@ LOG=$STATE/demo.log
 AMQP_PORT=5690
 CUST_PG_PORT=5490
 ORDER_PG_PORT=5491
+REPORT_PG_PORT=5492
 CUST_SVC_PORT=9091
 ORDER_SVC_PORT=9090
 MQ=rabbitmq
 CDB=customer_db
 ODB=order_db
+RDB=report_db
 CLIENT=$ROOT/services/common_client
 
 # The test harness libraries (private RabbitMQ / PostgreSQL / background
@@ -56,7 +61,9 @@ CLIENT=$ROOT/services/common_client
 source "$ROOT/test/lib/topology.sh"
 
 # The demo's servers, in test/lib/topology.sh's description format.
-TOPOLOGY="broker $MQ port=$AMQP_PORT
+# report_db is not in it: its server is started late, in step 9; only its
+# broker user (users=) exists from the start.
+TOPOLOGY="broker $MQ port=$AMQP_PORT users=$RDB
 node $CDB port=$CUST_PG_PORT publish=customer subscribe=orders schema=services/schema/customer_db.sql
 node $ODB port=$ORDER_PG_PORT publish=orders subscribe=customer schema=services/schema/order_db.sql"
 cd "$ROOT" || exit 1
@@ -66,7 +73,7 @@ topo_parse <<<"$TOPOLOGY" || exit 1
 if [[ -t 1 ]]; then B=$'\e[1m' D=$'\e[2m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'
 else B='' D='' G='' R='' N=''; fi
 T_START=$SECONDS
-STEP=0 STEPS=8   # + 1 when a kept demo is stopped first, + 1 for keep
+STEP=0 STEPS=10  # + 1 when a kept demo is stopped first, + 1 for keep
 step() { STEP=$((STEP + 1)); printf '\n%s[%d/%d] %s%s  %s(+%ds)%s\n' "$B" "$STEP" "$STEPS" "$1" "$N" "$D" $((SECONDS - T_START)) "$N"; }
 say() { printf '      %s\n' "$*"; }
 explain() { printf '%s' "$D"; printf '      %s\n' "$@"; printf '%s' "$N"; }
@@ -113,7 +120,7 @@ client() { "$CLIENT" --customer-port "$CUST_SVC_PORT" --order-port "$ORDER_SVC_P
 anything_running() {
     local n
     bg_is_running customer_service || bg_is_running order_service && return 0
-    for n in $(topo_nodes); do pg_is_running "$n" && return 0; done
+    for n in $(topo_nodes) $RDB; do pg_is_running "$n" && return 0; done
     for n in $(topo_broker_members); do rmq_is_running "$n" && return 0; done
     return 1
 }
@@ -121,6 +128,8 @@ anything_running() {
 demo_stop() {
     bg_stop customer_service 10
     bg_stop order_service 10
+    bg_stop report_load 10
+    [[ -d "$(pg_datadir $RDB)" ]] && { pg_stop $RDB fast || pg_stop $RDB immediate || pg_kill $RDB; }
     topo_down
     rm -f "$STATE/KEPT" "$(evrep_registry_file)"
     return 0
@@ -132,7 +141,7 @@ if [[ "$MODE" == stop ]]; then
         rm -f "$STATE/KEPT"
         exit 0
     fi
-    echo "evrep demo: stopping the services, both PostgreSQL servers and RabbitMQ ($STATE)"
+    echo "evrep demo: stopping the services, the PostgreSQL servers and RabbitMQ ($STATE)"
     demo_stop >>"$LOG" 2>&1
     if anything_running; then echo "evrep demo: something is still running, see $LOG" >&2; exit 1; fi
     echo "evrep demo: stopped"
@@ -155,7 +164,7 @@ on_exit() {
     printf '\n%s' "$B"; echo "Stopping everything the demo started ...$N"
     demo_stop >>"$LOG" 2>&1
     if anything_running; then echo "      something is still running; see $LOG" >&2
-    else say "services, PostgreSQL (customer_db, order_db) and RabbitMQ stopped"; fi
+    else say "services, PostgreSQL (customer_db, order_db, report_db) and RabbitMQ stopped"; fi
     (( rc == 0 )) && say "total time $((SECONDS - T_START)) s (data and logs stay in $STATE until the next run)"
     exit "$rc"
 }
@@ -182,6 +191,9 @@ kept in sync through RabbitMQ by the evrep extension.
   evrep's capture trigger (an outbox row in the same transaction); after the
   commit evrep's publisher sends it to RabbitMQ, and the other database's
   consumer applies it there.
+  At the end a third database, ${B}report_db${N} :$REPORT_PG_PORT (a reporting service that
+  only reads), joins late: evrep_subscribe copies the rows the origins already
+  hold, then the live stream follows.
 EOF
 
 # A demo kept running by "keep": stop it first (same ports, same directories).
@@ -200,8 +212,8 @@ else
     (( PIPESTATUS[0] == 0 )) || die "scripts/install-deps.sh failed"
 fi
 
-for p in $AMQP_PORT $((AMQP_PORT + 10000)) $((AMQP_PORT + 20000)) $CUST_PG_PORT $ORDER_PG_PORT $CUST_SVC_PORT $ORDER_SVC_PORT; do
-    evrep_port_in_use "$p" && die "port $p on 127.0.0.1 is in use by another program (the demo needs 5490, 5491, 5690, 15690, 25690, 9090, 9091)"
+for p in $AMQP_PORT $((AMQP_PORT + 10000)) $((AMQP_PORT + 20000)) $CUST_PG_PORT $ORDER_PG_PORT $REPORT_PG_PORT $CUST_SVC_PORT $ORDER_SVC_PORT; do
+    evrep_port_in_use "$p" && die "port $p on 127.0.0.1 is in use by another program (the demo needs 5490, 5491, 5492, 5690, 15690, 25690, 9090, 9091)"
 done
 
 step "Build: the evrep extension and the Thrift services"
@@ -394,19 +406,112 @@ for n in $CDB $ODB; do
     show "$n" "$status_sql" | sed 1d
 done
 
+step "A third service joins late: report_db, a reporting service that only reads"
+explain "customer_db and order_db hold rows published long ago, before any queue of a new" \
+        "subscriber existed. evrep_subscribe(table) (copy_data => true, the default) asks the" \
+        "table's origin for a copy: the origin's publisher sends the existing rows in primary-key" \
+        "chunks, numbered in the same event stream as the live changes, and the live stream" \
+        "follows; evrep.sync_status shows the copy on both sides."
+say "A bulk import straight into the origins first, so that the copy has something to carry:"
+bulk_c="INSERT INTO customer SELECT g, 'customer ' || g, g % 5000 FROM generate_series(1001, 21000) g"
+bulk_o="INSERT INTO orders SELECT g, g % 1000, 'NEW', 1001 + g % 20000 FROM generate_series(1001, 21000) g"
+printf '      %s%s=# %s;%s\n' "$D" $CDB "$bulk_c" "$N"
+q $CDB "$bulk_c" >>"$LOG" 2>&1 || die "bulk import into customer_db failed"
+printf '      %s%s=# %s;%s\n' "$D" $ODB "$bulk_o" "$N"
+q $ODB "$bulk_o" >>"$LOG" 2>&1 || die "bulk import into order_db failed"
+echo
+say "report_db: a new PostgreSQL server (127.0.0.1:$REPORT_PG_PORT, evrep preloaded, evrep.node_name = '$RDB'):"
+EVREP_BROKER_URL='' pg_init $RDB $REPORT_PG_PORT "${TOPO_NODE_CONF[@]}" \
+    "evrep.broker_url = '$(topo_broker_url "$MQ" "$RDB")'" >>"$LOG" 2>&1 && pg_start $RDB >>"$LOG" 2>&1 \
+    || die "cannot start report_db's server"
+printf '      %s%s=# CREATE EXTENSION evrep;%s\n' "$D" $RDB "$N"
+printf '      %s%s=# \\i services/schema/customer_db.sql   -- the same customer and orders tables%s\n' "$D" $RDB "$N"
+pg_psql $RDB -c "CREATE EXTENSION evrep" -f "$ROOT/services/schema/customer_db.sql" >>"$LOG" 2>&1 \
+    || die "cannot create the extension or the tables in report_db"
+workers_up() { [[ $(q $RDB "SELECT count(*) FROM evrep.worker_state() WHERE connected") == 2 ]]; }
+wait_for 60 "report_db's workers to connect to RabbitMQ" workers_up
+# ids above the bulk import; visibility through order_db itself (listing 20000
+# customers through OrderService for every poll would be slow)
+load_args=(load --customers 500 --orders 500 --concurrency 2 --rate 100 --id-base 21001 --order-id-base 21001
+           --order-db "$(pg_connstr $ODB)" --peer-db "$(pg_connstr $CDB)")
+say "The services keep taking requests while report_db subscribes (in the background, about 10 s):"
+printf '      %s$ common_client %s --order-db ... --peer-db ...%s\n' "$D" "${load_args[*]:0:13}" "$N"
+rm -f "$(bg_logfile report_load)"
+bg_start report_load bash -c '"$@"; echo "load exit $?"' _ "$CLIENT" --customer-port "$CUST_SVC_PORT" \
+    --order-port "$ORDER_SVC_PORT" --timeout 20 "${load_args[@]}" >>"$LOG" 2>&1 || die "cannot start common_client load"
+printf '      %s%s=# SELECT evrep_subscribe('"'customer'"'); SELECT evrep_subscribe('"'orders'"');%s\n' "$D" $RDB "$N"
+t0_ms=$(now_ms)
+printf '%s\n' "SELECT evrep_subscribe('customer');" "SELECT evrep_subscribe('orders');" | pg_psql $RDB >>"$LOG" 2>&1 \
+    || die "evrep_subscribe on report_db failed"
+echo
+say "evrep.sync_status on report_db while it copies (role receive; a line whenever it changes):"
+sync_line="SELECT string_agg(format('%-8s %-9s %13s rows %3s chunks', table_name, phase,
+                                  rows_copied || coalesce('/' || rows_estimated, ''), chunks), '   ' ORDER BY table_name)
+           FROM evrep.sync_status WHERE role = 'receive'"
+sync_done="SELECT count(*) FROM evrep.sync_status WHERE role = 'receive' AND phase = 'done'"
+prev='' lines=0 deadline=$((SECONDS + 90))
+while :; do
+    cur=$(q $RDB "$sync_line" 2>>"$LOG")
+    if [[ "$cur" != "$prev" ]]; then
+        (( lines < 12 )) && printf '        %s+%5d ms%s  %s\n' "$D" $(( $(now_ms) - t0_ms )) "$N" "$cur"
+        (( lines == 12 )) && printf '        ...\n'
+        prev=$cur lines=$((lines + 1))
+    fi
+    [[ $(q $RDB "$sync_done" 2>>"$LOG") == 2 ]] && break
+    (( SECONDS >= deadline )) && die "the copies to report_db did not finish within 90 s (sync_status: $cur)"
+    sleep 0.2
+done
+(( lines > 12 )) && printf '        %s+%5d ms%s  %s\n' "$D" $(( $(now_ms) - t0_ms )) "$N" "$cur"
+echo
+say "Done: evrep.sync_status on report_db, and on the origins (role send, node = who asked):"
+show $RDB "SELECT role, node AS origin, table_name, phase, rows_copied, chunks, to_char(requested_at, 'HH24:MI:SS.MS') AS requested_at, finished_at - started_at AS took, round(rows_per_second::numeric) AS rows_per_s FROM evrep.sync_status ORDER BY table_name" | sed 1d
+for n in $CDB $ODB; do
+    show $n "SELECT '$n' AS on_db, role, node AS requester, table_name, phase, rows_copied, chunks FROM evrep.sync_status WHERE role = 'send'" | sed 1d
+done
+
+step "report_db caught up: the same rows as the origins"
+load_done() { grep -q '^load exit' "$(bg_logfile report_load)" && ! bg_is_running report_load; }
+wait_for 120 "the background common_client load to finish" load_done
+grep -q '^load exit 0$' "$(bg_logfile report_load)" \
+    || die "the background common_client load failed; see $(bg_logfile report_load)"
+say "The background load finished without errors (500 customers, 500 orders through the services)."
+wait_for 60 "outboxes to drain" outbox_empty $CDB
+wait_for 60 "outboxes to drain" outbox_empty $ODB
+same_count3() { local c; c=$(q $CDB "SELECT count(*) FROM $1"); [[ $(q $ODB "SELECT count(*) FROM $1") == "$c" && $(q $RDB "SELECT count(*) FROM $1") == "$c" ]]; }
+wait_for 60 "customer counts to agree" same_count3 customer
+wait_for 60 "orders counts to agree" same_count3 orders
+say "Row counts (outboxes empty):"
+printf '        %-10s %12s %12s %12s\n' table customer_db order_db report_db
+for t in customer orders; do
+    printf '        %-10s %12s %12s %12s\n' "$t" "$(q $CDB "SELECT count(*) FROM $t")" \
+        "$(q $ODB "SELECT count(*) FROM $t")" "$(q $RDB "SELECT count(*) FROM $t")"
+done
+for t in customer orders; do
+    m=$(q $CDB "$(md5_sql $t)")
+    if [[ $(q $ODB "$(md5_sql $t)") == "$m" && $(q $RDB "$(md5_sql $t)") == "$m" ]]; then
+        say "$t: identical in all three databases (md5 of all rows)"
+    else
+        die "$t differs between customer_db, order_db and report_db"
+    fi
+done
+say "dead letters: customer_db $(q $CDB "SELECT count(*) FROM evrep.dead_letter"), order_db $(q $ODB "SELECT count(*) FROM evrep.dead_letter"), report_db $(q $RDB "SELECT count(*) FROM evrep.dead_letter")"
+
 if (( KEEP )); then
     date >"$STATE/KEPT"
     step "Left running (scripts/demo.sh keep)"
     cat <<EOF
       customer_db   psql -h 127.0.0.1 -p $CUST_PG_PORT -U postgres customer_db
       order_db      psql -h 127.0.0.1 -p $ORDER_PG_PORT -U postgres order_db
+      report_db     psql -h 127.0.0.1 -p $REPORT_PG_PORT -U postgres report_db
                     e.g.  SELECT * FROM evrep.status;  SELECT * FROM evrep.worker_state();
+                          SELECT * FROM evrep.sync_status;  SELECT evrep_resync('customer');  (report_db)
       services      $CLIENT customer        # create a sample customer
                     $CLIENT order           # create a sample order
                     $CLIENT list-customers --order-service
       RabbitMQ      $(topo_broker_url)   (queues: evrep.customer_db, evrep.order_db)
       logs          $(pg_logfile $CDB)
                     $(pg_logfile $ODB)
+                    $(pg_logfile $RDB)
                     $(bg_logfile customer_service), $(bg_logfile order_service)
 
       Stop it all with:  ${B}make demo-stop${N}   (or scripts/demo.sh stop)
