@@ -131,7 +131,7 @@ CREATE TABLE evrep.sender (
  * Copy of existing rows, subscriber side: one row per subscribed table.
  * evrep_subscribe and evrep_resync start a new request (request_id, from
  * the clock so that it only grows); the consumer sends it to the table's
- * origin once its queue is bound, again every 30 s until the first chunk
+ * origin once its queue is bound, again every 10 s until the first chunk
  * arrives.  Chunks are events of the origin's stream, so they are applied
  * in order with the live changes; the applying transaction moves phase
  * and counts here.
@@ -280,6 +280,8 @@ BEGIN
 	EXECUTE format('CREATE TRIGGER evrep_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
 				   'FOR EACH ROW EXECUTE FUNCTION evrep.capture(%s, %s)',
 				   rel, quote_literal(pid::text), attnums);
+	-- the consumer binds the table's copy requests at once
+	PERFORM evrep._subscriptions_changed();
 END
 $$;
 
@@ -303,6 +305,7 @@ BEGIN
 			USING ERRCODE = 'undefined_object';
 	END IF;
 	EXECUTE format('DROP TRIGGER evrep_capture ON %s', rel);
+	PERFORM evrep._subscriptions_changed();
 END
 $$;
 

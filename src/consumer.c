@@ -36,6 +36,9 @@
  */
 #define RESYNC_MS 10000
 
+/* A transaction stops taking deliveries once they hold this much. */
+#define APPLY_BATCH_BYTES (16 * 1024 * 1024)
+
 /* Copy requests due are looked for this often. */
 #define COPY_REQUEST_CHECK_MS 1000
 
@@ -335,18 +338,27 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 	return ok;
 }
 
-/* Applies up to evrep.apply_batch deliveries already received, then acks. */
+/*
+ * Applies up to evrep.apply_batch deliveries already received, and no more
+ * than about APPLY_BATCH_BYTES of them (chunks of a copy are large), then
+ * acks.
+ */
 static bool
 apply_pending(void)
 {
-	int n = Min(broker_pending(conn), evrep_apply_batch);
+	int max = Min(broker_pending(conn), evrep_apply_batch);
+	int n = 0;
+	int64 bytes = 0;
 	BrokerDelivery **ds;
 	int64 applied = 0;
 	bool ok;
 
-	ds = palloc(sizeof(BrokerDelivery *) * n);
-	for (int i = 0; i < n; i++)
-		ds[i] = broker_take(conn);
+	ds = palloc(sizeof(BrokerDelivery *) * max);
+	while (n < max && bytes < APPLY_BATCH_BYTES)
+	{
+		ds[n] = broker_take(conn);
+		bytes += ds[n++]->len;
+	}
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("applying %d messages", n));
 	ok = apply_batch_txn(ds, n, &applied);

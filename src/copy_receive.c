@@ -19,7 +19,7 @@
 #include "spi_plan.h"
 
 /* Seconds between sendings of a request no chunk has answered yet. */
-#define REQUEST_RETRY_S "30"
+#define REQUEST_RETRY_S "10"
 
 static SPIPlanPtr due_plan = NULL;
 static SPIPlanPtr sent_plan = NULL;

@@ -15,9 +15,11 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "optimizer/plancat.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -29,9 +31,13 @@
 #include "outbox.h"
 #include "spi_plan.h"
 
+static SPIPlanPtr publication_plan = NULL;
 static SPIPlanPtr accept_plan = NULL;
 static SPIPlanPtr next_job_plan = NULL;
 static SPIPlanPtr advance_plan = NULL;
+
+static const char *const publication_query =
+	"SELECT id, relid FROM evrep.publication WHERE schema_name = $1 AND table_name = $2 AND active";
 
 /*
  * A newer request of the same node replaces its job (a resync while a
@@ -39,9 +45,7 @@ static SPIPlanPtr advance_plan = NULL;
  */
 static const char *const accept_query =
 	"INSERT INTO evrep.copy_job AS j (pub_id, requester, request_id, rows_estimated)"
-	" SELECT p.id, $3, $4, nullif(GREATEST(c.reltuples, 0)::int8, 0)"
-	" FROM evrep.publication p JOIN pg_catalog.pg_class c ON c.oid = p.relid"
-	" WHERE p.schema_name = $1 AND p.table_name = $2 AND p.active"
+	" VALUES ($1, $2, $3, $4)"
 	" ON CONFLICT (pub_id, requester) DO UPDATE"
 	" SET request_id = EXCLUDED.request_id, last_key = NULL, rows_sent = 0, chunks = 0,"
 	" rows_estimated = EXCLUDED.rows_estimated, requested_at = pg_catalog.now(),"
@@ -83,23 +87,52 @@ copy_xact_callback(XactEvent event, void *arg)
 		copy_due_at_commit = false;
 }
 
+/* The planner's estimate of the table's rows; right even before any ANALYZE. */
+static int64
+estimate_rows(Oid relid)
+{
+	Relation rel = table_open(relid, AccessShareLock);
+	BlockNumber pages;
+	double tuples;
+	double allvisfrac;
+
+	estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
+	table_close(rel, AccessShareLock);
+	return (int64) tuples;
+}
+
 void
 copy_accept_request(const WireCopyRequest *req)
 {
-	Oid argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, INT8OID};
 	Datum values[4];
+	bool isnull;
 	int ret;
 
-	values[0] = CStringGetTextDatum(req->schema);
-	values[1] = CStringGetTextDatum(req->table);
-	values[2] = CStringGetTextDatum(req->node);
-	values[3] = Int64GetDatum(req->request_id);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_plan(spi_kept_plan(&accept_plan, accept_query, 4, argtypes), values, NULL,
-						   false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "could not record an evrep copy request: %s", SPI_result_code_string(ret));
+	values[0] = CStringGetTextDatum(req->schema);
+	values[1] = CStringGetTextDatum(req->table);
+	ret = SPI_execute_plan(spi_kept_plan(&publication_plan, publication_query, 2,
+										 (Oid[]){TEXTOID, TEXTOID}),
+						   values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		Oid relid = DatumGetObjectId(
+			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+		values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		values[1] = CStringGetTextDatum(req->node);
+		values[2] = Int64GetDatum(req->request_id);
+		values[3] = Int64GetDatum(estimate_rows(relid));
+		ret = SPI_execute_plan(spi_kept_plan(&accept_plan, accept_query, 4,
+											 (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
+							   values, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "could not record an evrep copy request: %s",
+				 SPI_result_code_string(ret));
+	}
 	if (SPI_processed == 0)
 	{
 		SPI_finish();
