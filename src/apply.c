@@ -427,11 +427,10 @@ check_sender(const ApplyDelivery *delivery, const char *origin)
 	if (delivery->vouched)
 		return;
 	if (sender == NULL)
-		ereport(
-			ERROR,
-			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("evrep message for origin \"%s\" carries no AMQP user_id", origin),
-			 errdetail("Only a message whose sender the broker vouches for is applied.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("evrep message for origin \"%s\" carries no AMQP user_id", origin),
+				 errdetail("Only a message whose sender the broker vouches for is applied.")));
 	values[0] = CStringGetTextDatum(origin);
 	values[1] = CStringGetTextDatum(sender);
 	ret = SPI_execute_plan(spi_kept_plan(&sender_plan,

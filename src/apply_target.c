@@ -35,16 +35,16 @@ struct ApplyTarget
 	Bitmapset *keycols; /* indexes into colnames */
 	SPIPlanPtr upsert;	/* all columns */
 	SPIPlanPtr delete;
-	char *subset;			  /* columns of subset_upsert: "1" = used */
-	SPIPlanPtr subset_upsert; /* for events that lack some columns */
-	char **colcoll;			  /* collation of each column, NULL if none */
-	char *copy_subset;		  /* columns of copy_upsert */
-	SPIPlanPtr copy_upsert;	  /* a chunk of a copy, set-based */
-	char *copy_order;		  /* key order of copy_delete, as column indexes */
+	char *subset;			   /* columns of subset_upsert: "1" = used */
+	SPIPlanPtr subset_upsert;  /* for events that lack some columns */
+	char **colcoll;			   /* collation of each column, NULL if none */
+	char *copy_subset;		   /* columns of copy_upsert */
+	SPIPlanPtr copy_upsert;	   /* a chunk of a copy, set-based */
+	char *copy_order;		   /* key order of copy_delete, as column indexes */
 	SPIPlanPtr copy_delete[4]; /* by COPY_RANGE_* bits */
-	bool copy_warned;		  /* about a key range it cannot cut */
-	int64 unknown_rows;		  /* rows with columns the table lacks, not yet taken */
-	bool unknown_warned;	  /* about such columns */
+	bool copy_warned;		   /* about a key range it cannot cut */
+	int64 unknown_rows;		   /* rows with columns the table lacks, not yet taken */
+	bool unknown_warned;	   /* about such columns */
 };
 
 /* Which ends a chunk's key range has: (after, upto]. */
@@ -137,8 +137,8 @@ upsert_sql(ApplyTarget *t, const bool *use, bool is_set)
 	return psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE"
 					" SELECT %s FROM pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r"
 					" ON CONFLICT (%s) DO %s%s",
-					t->qualname, cols.data, sel.data, is_set ? "set" : "", t->qualname,
-					key_list(t), set.len ? "UPDATE SET " : "NOTHING", set.data);
+					t->qualname, cols.data, sel.data, is_set ? "set" : "", t->qualname, key_list(t),
+					set.len ? "UPDATE SET " : "NOTHING", set.data);
 }
 
 static char *
@@ -314,11 +314,11 @@ note_unknown_columns(ApplyTarget *t, JsonbContainer *row, int nused, int64 nrows
 			appendStringInfo(&names, "%s\"%.*s\"", names.len ? ", " : "", v.val.string.len,
 							 v.val.string.val);
 	}
-	ereport(WARNING,
-			(errmsg("evrep ignores columns of %s that this node lacks: %s", t->qualname,
-					names.data),
-			 errdetail("evrep.status counts the events that carried them (unknown_column_events)."),
-			 errhint("Add the columns here, then evrep_resync() fills them.")));
+	ereport(
+		WARNING,
+		(errmsg("evrep ignores columns of %s that this node lacks: %s", t->qualname, names.data),
+		 errdetail("evrep.status counts the events that carried them (unknown_column_events)."),
+		 errhint("Add the columns here, then evrep_resync() fills them.")));
 	t->unknown_warned = true;
 }
 
@@ -335,8 +335,8 @@ columns_in_use(ApplyTarget *t, JsonbContainer *row, bool *use, int64 nrows)
 
 	for (int i = 0; i < t->ncols; i++)
 	{
-		use[i] = getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL) !=
-				 NULL;
+		use[i] =
+			getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL) != NULL;
 		if (!use[i] && bms_is_member(i, t->keycols))
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
@@ -448,13 +448,13 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy)
 	if (order == NULL)
 	{
 		if (!t->copy_warned)
-			ereport(WARNING,
-					(errcode(ERRCODE_COLLATION_MISMATCH),
-					 errmsg("evrep copy into %s cannot delete the rows its origin lacks",
-							t->qualname),
-					 errdetail("The origin's primary key differs in its columns or collations, "
-							   "so its key ranges are not this table's."),
-					 errhint("Rows are copied; delete stale rows by hand.")));
+			ereport(
+				WARNING,
+				(errcode(ERRCODE_COLLATION_MISMATCH),
+				 errmsg("evrep copy into %s cannot delete the rows its origin lacks", t->qualname),
+				 errdetail("The origin's primary key differs in its columns or collations, "
+						   "so its key ranges are not this table's."),
+				 errhint("Rows are copied; delete stale rows by hand.")));
 		t->copy_warned = true;
 		return;
 	}

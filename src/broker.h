@@ -83,8 +83,8 @@ extern BrokerStatus broker_publish(BrokerConn *conn, const char *routing_key, co
  * persistent message, without confirm; the caller repeats it until it is
  * answered.
  */
-extern BrokerStatus broker_send_request(BrokerConn *conn, const char *routing_key,
-										const char *body, int len);
+extern BrokerStatus broker_send_request(BrokerConn *conn, const char *routing_key, const char *body,
+										int len);
 /* Publisher: messages sent and not yet acked or nacked. */
 extern int broker_unconfirmed(BrokerConn *conn);
 

@@ -206,8 +206,8 @@ bind_for_subscriber(const char *key)
 {
 	if (broker_bind(conn, key) != BROKER_OK)
 		return false;
-	ereport(LOG, (errmsg("evrep consumer: queue bound to routing key \"%s\" for evrep_subscribe",
-						 key)));
+	ereport(LOG,
+			(errmsg("evrep consumer: queue bound to routing key \"%s\" for evrep_subscribe", key)));
 	return true;
 }
 
@@ -261,8 +261,8 @@ apply_delivery(BrokerDelivery *d)
 	a.body = d->body;
 	a.len = d->len;
 	a.sender = d->user_id;
-	a.copy_request = strncmp(d->routing_key, EVREP_COPY_KEY_PREFIX,
-							 strlen(EVREP_COPY_KEY_PREFIX)) == 0;
+	a.copy_request =
+		strncmp(d->routing_key, EVREP_COPY_KEY_PREFIX, strlen(EVREP_COPY_KEY_PREFIX)) == 0;
 	a.attempt = attempts_failed(d->body, d->len) + 1;
 	a.last_attempt = a.attempt >= evrep_apply_max_attempts;
 	return apply_message(&a);
@@ -446,8 +446,7 @@ evrep_consumer_main(Datum main_arg)
 			requested_at = 0; /* a new subscription may want a copy */
 		}
 		evrep_serve_bind_request(bind_for_subscriber);
-		if (TimestampDifferenceExceeds(requested_at, GetCurrentTimestamp(),
-									   COPY_REQUEST_CHECK_MS))
+		if (TimestampDifferenceExceeds(requested_at, GetCurrentTimestamp(), COPY_REQUEST_CHECK_MS))
 		{
 			if (!send_copy_requests())
 			{

@@ -88,14 +88,15 @@ copy_request_sent(const CopyRequest *req)
 	values[2] = Int64GetDatum(req->request_id);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_plan(spi_kept_plan(&sent_plan, sent_query, 3,
-									   (Oid[]){TEXTOID, TEXTOID, INT8OID}),
-						 values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(
+			spi_kept_plan(&sent_plan, sent_query, 3, (Oid[]){TEXTOID, TEXTOID, INT8OID}), values,
+			NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not note an evrep copy request as sent");
 	SPI_finish();
-	ereport(LOG, (errmsg("evrep: asked the origin of \"%s\".\"%s\" for a copy (request " INT64_FORMAT
-						 ")",
-						 req->schema, req->table, req->request_id)));
+	ereport(
+		LOG,
+		(errmsg("evrep: asked the origin of \"%s\".\"%s\" for a copy (request " INT64_FORMAT ")",
+				req->schema, req->table, req->request_id)));
 }
 
 int64
@@ -106,8 +107,7 @@ copy_current_request(const char *schema, const char *table)
 
 	values[0] = CStringGetTextDatum(schema);
 	values[1] = CStringGetTextDatum(table);
-	if (SPI_execute_plan(spi_kept_plan(&request_plan, request_query, 2,
-									   (Oid[]){TEXTOID, TEXTOID}),
+	if (SPI_execute_plan(spi_kept_plan(&request_plan, request_query, 2, (Oid[]){TEXTOID, TEXTOID}),
 						 values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep copy state");
 	if (SPI_processed == 0)
@@ -129,10 +129,10 @@ copy_chunk_applied(const WireMessage *msg, const WireEvent *ev)
 	values[4] = CStringGetTextDatum(msg->origin);
 	values[5] = Int64GetDatum(copy->nrows);
 	values[6] = Int64GetDatum(copy->estimate);
-	ret = SPI_execute_plan(spi_kept_plan(&chunk_plan, chunk_query, 7,
-										 (Oid[]){TEXTOID, TEXTOID, INT8OID, BOOLOID, TEXTOID,
-												 INT8OID, INT8OID}),
-						   values, NULL, false, 0);
+	ret = SPI_execute_plan(
+		spi_kept_plan(&chunk_plan, chunk_query, 7,
+					  (Oid[]){TEXTOID, TEXTOID, INT8OID, BOOLOID, TEXTOID, INT8OID, INT8OID}),
+		values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "could not record an evrep copy chunk: %s", SPI_result_code_string(ret));
 	if (copy->upto == NULL)

@@ -112,9 +112,9 @@ copy_accept_request(const WireCopyRequest *req)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = CStringGetTextDatum(req->schema);
 	values[1] = CStringGetTextDatum(req->table);
-	ret = SPI_execute_plan(spi_kept_plan(&publication_plan, publication_query, 2,
-										 (Oid[]){TEXTOID, TEXTOID}),
-						   values, NULL, true, 1);
+	ret = SPI_execute_plan(
+		spi_kept_plan(&publication_plan, publication_query, 2, (Oid[]){TEXTOID, TEXTOID}), values,
+		NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -130,8 +130,7 @@ copy_accept_request(const WireCopyRequest *req)
 											 (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
 							   values, NULL, false, 0);
 		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "could not record an evrep copy request: %s",
-				 SPI_result_code_string(ret));
+			elog(ERROR, "could not record an evrep copy request: %s", SPI_result_code_string(ret));
 	}
 	if (SPI_processed == 0)
 	{
@@ -257,12 +256,11 @@ chunk_sql(Oid relid, bool from_start, StringInfo key_desc)
 					" FROM (SELECT t.* FROM %s"
 					" ORDER BY %s LIMIT $2) c",
 					keys.data, obj.data, desc.data,
-					from_start
-						? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL", qualname)
-						: psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"
-								   " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)"
-								   " ORDER BY %s LIMIT $2) t",
-								   qualname, qualname, tkeys.data, rkeys.data, tkeys.data),
+					from_start ? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL", qualname)
+							   : psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"
+										  " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)"
+										  " ORDER BY %s LIMIT $2) t",
+										  qualname, qualname, tkeys.data, rkeys.data, tkeys.data),
 					tkeys.data);
 }
 
@@ -278,10 +276,9 @@ chunk_body(const CopyJob *job, const char *key_desc, Datum rows, Datum upto, boo
 	appendStringInfo(&buf, ",\"request\":" INT64_FORMAT ",\"estimate\":" INT64_FORMAT,
 					 job->request_id, job->estimate);
 	appendStringInfo(&buf, ",\"key\":%s", key_desc);
-	appendStringInfo(&buf, ",\"after\":%s",
-					 job->from_start ? "null"
-									 : JsonbToCString(NULL, &DatumGetJsonbP(job->last_key)->root,
-													  -1));
+	appendStringInfo(
+		&buf, ",\"after\":%s",
+		job->from_start ? "null" : JsonbToCString(NULL, &DatumGetJsonbP(job->last_key)->root, -1));
 	appendStringInfo(&buf, ",\"upto\":%s",
 					 last ? "null" : JsonbToCString(NULL, &DatumGetJsonbP(upto)->root, -1));
 	appendStringInfo(&buf, ",\"rows\":%s}", rows == (Datum) 0 ? "[]" : TextDatumGetCString(rows));
@@ -309,8 +306,8 @@ copy_next_chunk(bool *more)
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
 	initStringInfo(&key_desc);
 	ret = SPI_execute_with_args(chunk_sql(job.relid, job.from_start, &key_desc), 2,
-								(Oid[]){JSONBOID, INT8OID}, values,
-								job.from_start ? "n " : "  ", true, 1);
+								(Oid[]){JSONBOID, INT8OID}, values, job.from_start ? "n " : "  ",
+								true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read a chunk of a copy: %s", SPI_result_code_string(ret));
 	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -378,8 +378,7 @@ consumer_connected(void)
 static bool
 wait_for_binding(const char *key, bool *bound)
 {
-	TimestampTz deadline =
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), evrep_bind_timeout);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), evrep_bind_timeout);
 	uint64 mine = 0;
 
 	ConditionVariablePrepareToSleep(&evrep_shared->bind_cv);
@@ -433,8 +432,8 @@ evrep_bind_now(PG_FUNCTION_ARGS)
 	if (evrep_shared == NULL || evrep_database[0] == '\0' || evrep_broker_url[0] == '\0')
 		PG_RETURN_VOID();
 	if (strlen(key) >= sizeof(evrep_shared->bind_key))
-		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG),
-						errmsg("routing key \"%s\" is too long", key)));
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG), errmsg("routing key \"%s\" is too long", key)));
 	if (!consumer_connected() || !wait_for_binding(key, &bound) || !bound)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONNECTION_FAILURE),

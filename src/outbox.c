@@ -212,8 +212,7 @@ read_unconfirmed(int max_per_message, MemoryContext mcxt)
 	/* whatever happens, rows numbered from now on are in flight */
 	resend_pending = false;
 	pubs = load_publications(&npubs);
-	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 0, NULL), NULL, NULL, true,
-						   0);
+	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 0, NULL), NULL, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)

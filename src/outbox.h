@@ -46,9 +46,8 @@ typedef int64 (*OutboxCopyFn)(bool *more);
  * send.  Memory is allocated in the given context so it survives the
  * commit.
  */
-extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message,
-									   OutboxCopyFn copy_chunk, bool *copy_more,
-									   MemoryContext mcxt);
+extern OutboxBatch *outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
+									   bool *copy_more, MemoryContext mcxt);
 
 /*
  * Adds an event numbered now, after every number already given in its

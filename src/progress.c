@@ -96,8 +96,8 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 	if (p->last_commit_ts == 0)
 		nulls[8] = 'n';
 
-	ret = SPI_execute_plan(spi_kept_plan(&save_plan, save_query, 10, argtypes), values, nulls, false,
-						   0);
+	ret = SPI_execute_plan(spi_kept_plan(&save_plan, save_query, 10, argtypes), values, nulls,
+						   false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not save evrep progress: %s", SPI_result_code_string(ret));
 }

@@ -320,7 +320,8 @@ wire_copy_request(const char *node, const char *schema, const char *table, int64
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"format\":\"" EVREP_WIRE_FORMAT "\",\"request\":\"copy\",\"node\":");
+	appendStringInfoString(&buf,
+						   "{\"format\":\"" EVREP_WIRE_FORMAT "\",\"request\":\"copy\",\"node\":");
 	escape_json(&buf, node);
 	appendStringInfoString(&buf, ",\"schema\":");
 	escape_json(&buf, schema);

@@ -46,9 +46,9 @@ typedef struct WireCopy
 	int nkeys;		/* the origin's primary key, in its order: */
 	char **key_columns;
 	char **key_collations; /* NULL for a type without collation */
-	Jsonb *after;	/* key object, or NULL */
-	Jsonb *upto;	/* key object, or NULL */
-	Jsonb *rows;	/* array of row objects */
+	Jsonb *after;		   /* key object, or NULL */
+	Jsonb *upto;		   /* key object, or NULL */
+	Jsonb *rows;		   /* array of row objects */
 	int nrows;
 } WireCopy;
 
