@@ -37,6 +37,11 @@
 #define TOPOLOGY_CHANNEL 2
 /* Probing a queue that may not exist closes the channel: a channel of its own */
 #define PROBE_CHANNEL 3
+/*
+ * Copy requests, too: the broker may refuse one (a topic permission
+ * missing) by closing its channel, which must not cost the connection.
+ */
+#define REQUEST_CHANNEL 4
 
 #define FRAME_MAX 131072
 #define CONNECT_TIMEOUT_S 10
@@ -79,6 +84,7 @@ struct BrokerConn
 	char *queue;
 	char *node_name;
 	char *user;			  /* the broker user we log in as: our messages' user_id */
+	bool request_open;	  /* REQUEST_CHANNEL is open */
 	int queue_type;		  /* EvrepQueueType of queue */
 	char *drain_queue;	  /* the queue of the former type, consumed until empty */
 	char *consumer_tag;	  /* of our consumer on drain_queue, to cancel it */
@@ -135,6 +141,7 @@ bytes_to_cstring(amqp_bytes_t b)
  * worker must survive to reconnect.
  */
 static bool probe_queue(BrokerConn *conn, const char *queue, uint32 *ready);
+static bool open_channel(BrokerConn *conn, amqp_channel_t channel);
 
 static BrokerStatus
 conn_failed(BrokerConn *conn, const char *what)
@@ -411,6 +418,22 @@ on_close(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
 {
 	char *why = describe_close(m);
 
+	if (channel == REQUEST_CHANNEL && m->id == AMQP_CHANNEL_CLOSE_METHOD)
+	{
+		amqp_channel_close_ok_t ok = {0};
+
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("evrep %s: the broker refused a copy request: %s", role_name(conn), why),
+				 errhint("The node's broker user needs the topic permission to publish to "
+						 "\"copy.<schema>.<table>\" for the tables it subscribes.")));
+		conn->request_open = false;
+		if (amqp_send_method(conn->state, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) ==
+			AMQP_STATUS_OK)
+			return true;
+		conn_failed(conn, "acknowledging the close of the request channel");
+		return false;
+	}
 	/* answer politely; the connection is rebuilt anyway */
 	if (m->id == AMQP_CONNECTION_CLOSE_METHOD)
 	{
@@ -648,10 +671,16 @@ broker_send_request(BrokerConn *conn, const char *routing_key, const char *body,
 	Assert(conn->role == BROKER_CONSUMER);
 	if (conn->broken)
 		return BROKER_ERROR;
+	if (!conn->request_open)
+	{
+		if (!open_channel(conn, REQUEST_CHANNEL))
+			return BROKER_ERROR;
+		conn->request_open = true;
+	}
 	set_properties(conn, &props, NULL);
 	payload.len = len;
 	payload.bytes = (void *) body;
-	rc = amqp_basic_publish(conn->state, TOPOLOGY_CHANNEL, amqp_cstring_bytes(conn->exchange),
+	rc = amqp_basic_publish(conn->state, REQUEST_CHANNEL, amqp_cstring_bytes(conn->exchange),
 							amqp_cstring_bytes(routing_key), false, false, &props, payload);
 	if (rc != AMQP_STATUS_OK)
 		return status_failed(conn, "sending a request", rc);

@@ -95,4 +95,26 @@ like "$out" "403|ACCESS_REFUSED|access" "RabbitMQ refuses it: $out"
 is "$(same_ids "$A" "$B" "customer WHERE id < 9000")" "$(row_count "$A" customer)|0|0" "B has every row of A, and no other below 9000"
 is "$(sql "$B" "SELECT count(*) FROM customer WHERE id > 9000 AND id <> 9101")" 0 \
    "of the strangers' messages only the allowed one wrote a row"
+
+# --- a subscriber under the recipe asks its origin for a copy ---------------------
+# B publishes nothing; to ask for copies it needs to publish copy.<table>.
+escb=${B//./\\.}
+ok "B's broker user gets only its queue and the exchange" \
+    rmq_ctl "$MQ" -q set_permissions -p / "$B" "^(evrep|evrep\\.$escb(\\.quorum)?)\$" \
+        "^(evrep|evrep\\.$escb(\\.quorum)?)\$" "^(evrep|evrep\\.$escb(\\.quorum)?)\$"
+ok "B: topic permission to publish nothing" rmq_ctl "$MQ" -q set_topic_permissions -p / "$B" evrep '^$' '.*'
+topo_mark "$B"
+ok "restart B under the restricted permissions" pg_restart "$B"
+ok "B's workers are connected again" topo_wait_ready 90 "$B"
+ok "B: evrep_resync('customer')" sql "$B" "SELECT evrep_resync('customer')"
+ok "the broker refuses B's copy request (WARNING in B's log)" \
+    wait_until 60 "grep -q 'refused a copy request' '$(pg_logfile "$B")'"
+ok "A: rows 151..160 while B's request is refused" sql_script "$A" "$(single_inserts customer 151 160)"
+ok "B's consumer keeps applying" wait_value 60 10 sql "$B" 'SELECT count(*) FROM customer WHERE id BETWEEN 151 AND 160'
+is "$(sql "$B" "SELECT phase FROM evrep.sync_status WHERE role = 'receive'")" requested "the copy waits (phase requested)"
+ok "B may publish copy.public.customer (the recipe for a subscriber)" \
+    rmq_ctl "$MQ" -q set_topic_permissions -p / "$B" evrep '^copy\.public\.customer$' '.*'
+ok "the copy goes through once the request is repeated" \
+    wait_value 60 done sql "$B" "SELECT phase FROM evrep.sync_status WHERE role = 'receive'"
+is "$(table_md5 "$B" customer)" "$(table_md5 "$A" customer)" "B equals A again (the strangers' rows are gone)"
 done_testing
