@@ -66,6 +66,9 @@ CREATE TABLE evrep.outbox_0 PARTITION OF evrep.outbox FOR VALUES IN (0)
 	WITH (fillfactor = 70);
 CREATE TABLE evrep.outbox_1 PARTITION OF evrep.outbox FOR VALUES IN (1)
 	WITH (fillfactor = 70);
+-- Rows live for milliseconds: compressing a large one (a chunk of a copy)
+-- costs more than storing it as it is.
+ALTER TABLE evrep.outbox ALTER COLUMN row_data SET STORAGE EXTERNAL;
 
 /* One row per remote table this node applies. */
 CREATE TABLE evrep.subscription (
