@@ -22,6 +22,9 @@
 #include "optimizer/plancat.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -195,37 +198,96 @@ next_job(CopyJob *job)
 }
 
 /*
+ * How the publisher reads a published table's chunks: the statements (one
+ * from the start, one after a key) and the key's description for the
+ * subscriber.  Kept per relation until a relcache invalidation.
+ */
+typedef struct ChunkReader
+{
+	Oid relid; /* hash key */
+	bool valid;
+	char *key_desc; /* JSON array, in TopMemoryContext */
+	SPIPlanPtr first;
+	SPIPlanPtr next;
+} ChunkReader;
+
+static HTAB *readers = NULL;
+
+static void
+invalidate_reader(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	ChunkReader *r;
+
+	hash_seq_init(&status, readers);
+	while ((r = hash_seq_search(&status)) != NULL)
+	{
+		if (relid == InvalidOid || r->relid == relid)
+			r->valid = false;
+	}
+}
+
+/*
  * The statement that reads one chunk: the rows after $1's key in key
  * order, up to $2 of them, as a json array, with their count and the key
  * of the last one.  Names come from the catalog, quoted.  The lower bound
- * is a row comparison against a lateral row, so the primary key's index
- * serves it at any depth of the table.
+ * is a row comparison against a lateral row (ROW() keeps a one-column key
+ * one too), so the primary key's index serves it at any depth of the
+ * table.  Materialized in key order, the rows are aggregated in the order
+ * they were stored, and only the last one's key is built.
  */
 static char *
-chunk_sql(Oid relid, bool from_start, StringInfo key_desc)
+chunk_sql(const char *qualname, bool from_start, const char *tkeys, const char *rkeys,
+		  const char *desc, const char *obj)
 {
-	char *qualname;
-	StringInfoData keys, tkeys, rkeys, desc, obj;
+	return psprintf(
+		"WITH c AS MATERIALIZED (SELECT t.* FROM %s ORDER BY %s LIMIT $2)"
+		" SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.json_agg(c) FROM c),"
+		" (SELECT pg_catalog.jsonb_build_object(%s) FROM (SELECT * FROM c ORDER BY %s LIMIT 1) c)",
+		from_start ? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL", qualname)
+				   : psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"
+							  " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)"
+							  " ORDER BY %s LIMIT $2) t",
+							  qualname, qualname, tkeys, rkeys, tkeys),
+		tkeys, obj, desc);
+}
+
+static SPIPlanPtr
+prepare_chunk(const char *sql)
+{
+	SPIPlanPtr plan = SPI_prepare(sql, 2, (Oid[]){JSONBOID, INT8OID});
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/* Reads the primary key from the catalog and prepares the statements. */
+static void
+build_reader(ChunkReader *r)
+{
+	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->relid)),
+												get_rel_name(r->relid));
+	StringInfoData key_desc, tkeys, rkeys, desc, obj;
 	int ret;
 
-	qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-										  get_rel_name(relid));
 	ret = SPI_execute_with_args(
 		"SELECT a.attname, co.collname FROM pg_catalog.pg_index i"
 		" CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
 		" JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
 		" LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
 		" WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(relid)}, NULL, true, 0);
+		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(r->relid)}, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 						errmsg("published table %s has no primary key", qualname)));
-	initStringInfo(&keys);
+	initStringInfo(&key_desc);
 	initStringInfo(&tkeys);
 	initStringInfo(&rkeys);
 	initStringInfo(&desc);
 	initStringInfo(&obj);
-	appendStringInfoChar(key_desc, '[');
+	appendStringInfoChar(&key_desc, '[');
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
@@ -234,34 +296,62 @@ chunk_sql(Oid relid, bool from_start, StringInfo key_desc)
 		const char *sep = i > 0 ? ", " : "";
 
 		/* the subscriber cuts its key ranges the same way, or not at all */
-		appendStringInfo(key_desc, "%s{\"column\":", sep);
-		escape_json(key_desc, name);
-		appendStringInfoString(key_desc, ",\"collation\":");
+		appendStringInfo(&key_desc, "%s{\"column\":", sep);
+		escape_json(&key_desc, name);
+		appendStringInfoString(&key_desc, ",\"collation\":");
 		if (collation)
-			escape_json(key_desc, collation);
+			escape_json(&key_desc, collation);
 		else
-			appendStringInfoString(key_desc, "null");
-		appendStringInfoChar(key_desc, '}');
+			appendStringInfoString(&key_desc, "null");
+		appendStringInfoChar(&key_desc, '}');
 
-		appendStringInfo(&keys, "%sc.%s", sep, q);
 		appendStringInfo(&tkeys, "%st.%s", sep, q);
 		appendStringInfo(&rkeys, "%sr.%s", sep, q);
 		appendStringInfo(&desc, "%sc.%s DESC", sep, q);
 		appendStringInfo(&obj, "%s%s, c.%s", sep, quote_literal_cstr(name), q);
 	}
-	appendStringInfoChar(key_desc, ']');
-	/* ROW() keeps a one-column key a row comparison too */
-	return psprintf("SELECT pg_catalog.count(*), pg_catalog.json_agg(c ORDER BY %s),"
-					" (pg_catalog.array_agg(pg_catalog.jsonb_build_object(%s) ORDER BY %s))[1]"
-					" FROM (SELECT t.* FROM %s"
-					" ORDER BY %s LIMIT $2) c",
-					keys.data, obj.data, desc.data,
-					from_start ? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL", qualname)
-							   : psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"
-										  " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)"
-										  " ORDER BY %s LIMIT $2) t",
-										  qualname, qualname, tkeys.data, rkeys.data, tkeys.data),
-					tkeys.data);
+	appendStringInfoChar(&key_desc, ']');
+
+	r->first =
+		prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, desc.data, obj.data));
+	r->next =
+		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, desc.data, obj.data));
+	r->key_desc = MemoryContextStrdup(TopMemoryContext, key_desc.data);
+	r->valid = true;
+}
+
+static ChunkReader *
+get_reader(Oid relid)
+{
+	ChunkReader *r;
+	bool found;
+
+	if (readers == NULL)
+	{
+		HASHCTL ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(ChunkReader);
+		readers = hash_create("evrep chunk readers", 8, &ctl, HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(invalidate_reader, (Datum) 0);
+	}
+	r = hash_search(readers, &relid, HASH_ENTER, &found);
+	if (!found)
+		memset(r, 0, sizeof(ChunkReader));
+	r->relid = relid;
+	if (!r->valid)
+	{
+		if (r->first)
+			SPI_freeplan(r->first);
+		if (r->next)
+			SPI_freeplan(r->next);
+		if (r->key_desc)
+			pfree(r->key_desc);
+		r->first = r->next = NULL;
+		r->key_desc = NULL;
+		build_reader(r);
+	}
+	return r;
 }
 
 /* The chunk's body: {"for", "request", "estimate", "key", "after", "upto", "rows"}. */
@@ -289,7 +379,7 @@ int64
 copy_next_chunk(bool *more)
 {
 	CopyJob job;
-	StringInfoData key_desc;
+	ChunkReader *reader;
 	Datum values[5];
 	bool isnull;
 	Datum rows, upto;
@@ -304,10 +394,9 @@ copy_next_chunk(bool *more)
 
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
-	initStringInfo(&key_desc);
-	ret = SPI_execute_with_args(chunk_sql(job.relid, job.from_start, &key_desc), 2,
-								(Oid[]){JSONBOID, INT8OID}, values, job.from_start ? "n " : "  ",
-								true, 1);
+	reader = get_reader(job.relid);
+	ret = SPI_execute_plan(job.from_start ? reader->first : reader->next, values,
+						   job.from_start ? "n " : "  ", true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read a chunk of a copy: %s", SPI_result_code_string(ret));
 	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -317,7 +406,7 @@ copy_next_chunk(bool *more)
 	upto = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	last = nrows < evrep_copy_chunk_rows;
 
-	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, key_desc.data, rows, upto, last));
+	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, reader->key_desc, rows, upto, last));
 
 	values[0] = Int32GetDatum(job.pub_id);
 	values[1] = CStringGetTextDatum(job.requester);
