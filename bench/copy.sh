@@ -56,6 +56,7 @@
 #   EVREP_BENCH_STALL (s without progress before a copy is declared stuck,
 #   default 60), EVREP_BENCH_MAXWAIT (s a copy may take in all, default 900),
 #   EVREP_BENCH_CHUNK (evrep.copy_chunk_rows on both nodes; default: evrep's),
+#   EVREP_BENCH_COPY_RATE (evrep.copy_rate_limit, rows/s; default: none),
 #   EVREP_BENCH_PATHS ("evrep native" by default; "native" alone runs with
 #   an evrep that has no copy yet), EVREP_BENCH_OUT (output name, default copy).
 set -euo pipefail
@@ -151,6 +152,7 @@ COLS="id int PRIMARY KEY, name text, email text, credit int, created timestamptz
 SCHEMA="CREATE TABLE $TBL ($COLS);"
 CONF="conf=\"shared_buffers = '256MB'\" conf=\"max_wal_size = '4GB'\" conf=\"max_worker_processes = 16\""
 [[ -n "${EVREP_BENCH_CHUNK:-}" ]] && CONF+=" conf=\"evrep.copy_chunk_rows = $EVREP_BENCH_CHUNK\""
+[[ -n "${EVREP_BENCH_COPY_RATE:-}" ]] && CONF+=" conf=\"evrep.copy_rate_limit = $EVREP_BENCH_COPY_RATE\""
 
 log "starting RabbitMQ and PostgreSQL nodes (dir $EVREP_TEST_DIR)"
 topo_up <<EOF || { log "the nodes did not come up"; exit 1; }

@@ -25,6 +25,7 @@
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -375,6 +376,17 @@ chunk_body(const CopyJob *job, const char *key_desc, Datum rows, Datum upto, boo
 	return CStringGetTextDatum(buf.data);
 }
 
+/* Under evrep.copy_rate_limit, the next chunk may not be read before this. */
+static TimestampTz next_chunk_at = 0;
+
+long
+copy_wait_ms(void)
+{
+	if (evrep_copy_rate_limit <= 0)
+		return 0;
+	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_chunk_at);
+}
+
 int64
 copy_next_chunk(bool *more)
 {
@@ -389,6 +401,11 @@ copy_next_chunk(bool *more)
 	int ret;
 
 	*more = false;
+	if (copy_wait_ms() > 0)
+	{
+		*more = true;
+		return 0;
+	}
 	if (!next_job(&job))
 		return 0;
 
@@ -405,6 +422,9 @@ copy_next_chunk(bool *more)
 		rows = (Datum) 0;
 	upto = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	last = nrows < evrep_copy_chunk_rows;
+	if (evrep_copy_rate_limit > 0)
+		next_chunk_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													nrows * 1000 / evrep_copy_rate_limit);
 
 	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, reader->key_desc, rows, upto, last));
 

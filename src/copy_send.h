@@ -22,4 +22,7 @@ extern void copy_accept_request(const WireCopyRequest *req);
  */
 extern int64 copy_next_chunk(bool *more);
 
+/* Milliseconds until evrep.copy_rate_limit lets the next chunk go; 0: now. */
+extern long copy_wait_ms(void);
+
 #endif /* EVREP_COPY_SEND_H */

@@ -52,6 +52,7 @@ int evrep_apply_batch = 1000;
 int evrep_apply_max_attempts = 3;
 int evrep_reconnect_max = 30000;
 int evrep_copy_chunk_rows = 1000;
+int evrep_copy_rate_limit = 0;
 int evrep_bind_timeout = 10000;
 
 EvrepShared *evrep_shared = NULL;
@@ -171,6 +172,10 @@ define_settings(void)
 		"evrep.copy_chunk_rows", "Rows in one chunk of a copy of existing rows.",
 		"The origin's writers are never held up longer than reading one chunk takes.",
 		&evrep_copy_chunk_rows, 1000, 1, 1000000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.copy_rate_limit", "Rows per second a copy of existing rows sends at most.",
+		"0 sends as fast as the servers go; a limit leaves CPU and I/O to the origin's writers.",
+		&evrep_copy_rate_limit, 0, 0, INT_MAX, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"evrep.bind_timeout",
 		"How long evrep_subscribe(copy_data => false) waits for the consumer to bind its queue.",

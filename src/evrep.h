@@ -32,9 +32,11 @@ extern int evrep_prefetch;			/* consumer prefetch count */
 extern int evrep_apply_batch;
 extern int evrep_apply_max_attempts;
 /* tries of a message before it is parked */ /* deliveries per apply transaction */
-extern int evrep_copy_chunk_rows;			 /* rows per chunk of a copy */
-extern int evrep_bind_timeout;				 /* ms evrep_subscribe waits for a binding */
-extern int evrep_reconnect_max;				 /* ms, cap of the reconnect backoff */
+extern int evrep_copy_chunk_rows;
+extern int evrep_copy_rate_limit;
+	/* rows/s a copy sends at most; 0: no limit */ /* rows per chunk of a copy */
+extern int evrep_bind_timeout;					   /* ms evrep_subscribe waits for a binding */
+extern int evrep_reconnect_max;					   /* ms, cap of the reconnect backoff */
 
 /*
  * Shared memory.  The publisher advertises its latch so that committing

@@ -302,6 +302,7 @@ evrep_publisher_main(Datum main_arg)
 		OutboxBatch *batch = NULL;
 		MemoryContext cxt;
 		bool ready = true;
+		bool copy_due;
 
 		worker_begin_turn();
 		worker_check_interrupts();
@@ -333,13 +334,14 @@ evrep_publisher_main(Datum main_arg)
 				continue;
 			}
 		}
-		if (batch != NULL || (ready && pg_atomic_read_u32(&evrep_shared->copy_due) != 0 &&
-							  in_flight_events < 4 * evrep_batch_size))
+		copy_due = pg_atomic_read_u32(&evrep_shared->copy_due) != 0;
+		if (batch != NULL ||
+			(ready && copy_due && in_flight_events < 4 * evrep_batch_size && copy_wait_ms() == 0))
 			continue; /* more may be waiting: claim again at once */
 		if (!ready)
 			idle(NO_EXTENSION_WAIT_MS);
 		else if (in_flight == NIL)
-			idle(evrep_poll_interval);
+			idle(copy_due ? Max(1, Min(evrep_poll_interval, copy_wait_ms())) : evrep_poll_interval);
 		else if (!await_confirms())
 			drop_connection();
 	}
