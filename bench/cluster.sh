@@ -85,13 +85,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-log() { bench_log "$@"; }
-DETAIL=()   # lines for the report's details section
-detail() { DETAIL+=("$*"); log "$*"; }
-now() { printf '%s\n' "$EPOCHREALTIME"; }
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b !~ num || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 others() { # what else runs on the machine: test suites, other benches
 	local s=
 	pgrep -f 'prove ' >/dev/null && s+="a test suite (prove); "

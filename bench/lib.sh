@@ -44,6 +44,15 @@ _EVREP_BENCH_LIB_SH=1
 
 bench_log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
+# For reports: log and keep a line for the details section; times and ratios.
+log() { bench_log "$@"; }
+DETAIL=()
+detail() { DETAIL+=("$*"); log "$*"; }
+now() { printf '%s\n' "$EPOCHREALTIME"; }
+fsub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
+fdiv() { awk -v a="$1" -v b="$2" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b !~ num || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
 BENCH_BG=()
 _bench_cleanup() {
     local rc=$? p
