@@ -111,7 +111,16 @@ struct BrokerConn
 	DeliveryNode *deliv_head;
 	DeliveryNode *deliv_tail;
 	int npending;
+	int64 pending_bytes; /* bodies of the completed deliveries */
 };
+
+/*
+ * The consumer stops reading once its undelivered bodies hold this much:
+ * chunks of a copy are large, and a prefetch count alone would let
+ * thousands of them into memory when the apply is slower than the origin.
+ * TCP then holds the broker back; our acks keep the connection alive.
+ */
+#define MAX_PENDING_BYTES (64 * 1024 * 1024)
 
 /* Why the last connection failed, for the monitoring view. */
 static char last_error[256];
@@ -344,6 +353,7 @@ finish_content(BrokerConn *conn)
 			conn->deliv_head = node;
 		conn->deliv_tail = node;
 		conn->npending++;
+		conn->pending_bytes += node->d.len;
 		conn->events++;
 	}
 	conn->content = CONTENT_NONE;
@@ -544,6 +554,8 @@ broker_poll(BrokerConn *conn)
 
 		if (conn->broken)
 			return BROKER_ERROR;
+		if (conn->pending_bytes >= MAX_PENDING_BYTES && conn->content == CONTENT_NONE)
+			break;
 		rc = amqp_simple_wait_frame_noblock(conn->state, &frame, &zero);
 		if (rc == AMQP_STATUS_TIMEOUT)
 			break;
@@ -793,6 +805,7 @@ broker_take(BrokerConn *conn)
 	if (conn->deliv_head == NULL)
 		conn->deliv_tail = NULL;
 	conn->npending--;
+	conn->pending_bytes -= node->d.len;
 	node->next = NULL;
 	return &node->d;
 }
