@@ -146,7 +146,8 @@ checkpoint() { q "$A" CHECKPOINT; q "$B" CHECKPOINT; }
 
 diagnose() {
 	{
-		echo "--- $A status"; q "$A" "SELECT * FROM evrep.worker_state()" "SELECT role, table_name, outbox_depth, last_seq, last_error FROM evrep.status" 2>&1
+		echo "--- $A status"; q "$A" "SELECT * FROM evrep.worker_state()" 2>&1
+		q "$A" "SELECT role, table_name, outbox_depth, last_seq, last_error FROM evrep.status" 2>&1
 		echo "--- $B status"; q "$B" "SELECT * FROM evrep.worker_state()" 2>&1
 		q "$B" "SELECT role, origin, table_name, last_seq, applied, skipped, dead_letters, lag, last_error FROM evrep.status" 2>&1
 		local m
