@@ -30,6 +30,8 @@ source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t46mq A=t46a B=t46b
 CHUNK=500                 # evrep.copy_chunk_rows on both nodes
+RATE=60000                # evrep.copy_rate_limit on A: a 200k-row copy lasts
+                          # seconds, long enough to interrupt it between 10% and 60%
 N_CUST=100000             # case 1: rows on A before B subscribes
 N_BIG=200000              # case 3: rows of the table whose copies are interrupted
 N_LATE=1000               # case 6
@@ -51,7 +53,7 @@ A_SCHEMA+=" ANALYZE customer; ANALYZE big; ANALYZE late_nocopy"
 
 topo_up_tap <<EOF
 broker $MQ port=5961
-node $A port=5971 publish=customer,big,empty_tbl,late_nocopy schema="$A_SCHEMA" conf='evrep.copy_chunk_rows = $CHUNK'
+node $A port=5971 publish=customer,big,empty_tbl,late_nocopy schema="$A_SCHEMA" conf='evrep.copy_chunk_rows = $CHUNK' conf='evrep.copy_rate_limit = $RATE'
 node $B port=5972 conf='evrep.copy_chunk_rows = $CHUNK'
 EOF
 
