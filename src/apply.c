@@ -199,6 +199,7 @@ static void
 apply_todo(ApplyRun *run)
 {
 	ApplyTarget *target;
+	WireEvent **evs;
 	Oid save_userid;
 	int save_sec;
 
@@ -212,13 +213,25 @@ apply_todo(ApplyRun *run)
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	target = apply_target_get(run->relid);
 	(void) apply_target_take_unknown(target); /* left by a failed try */
+	evs = palloc(sizeof(WireEvent *) * Max(run->to - run->from, 1));
 	for (int i = run->from; i < run->to; i++)
+		evs[i - run->from] = &run->msg->events[run->todo[i]];
+	for (int i = 0; i < run->to - run->from;)
 	{
-		WireEvent *ev = &run->msg->events[run->todo[i]];
+		/* a run of upserts is one statement; a failure is isolated one by one */
+		int done = apply_target_run(target, evs + i, run->to - run->from - i);
 
-		run->seq = ev->seq;
-		apply_target_event(target, ev);
+		if (done > 0)
+		{
+			i += done;
+			continue;
+		}
+		run->seq = evs[i]->seq;
+		apply_target_event(target, evs[i]);
+		run->seq = 0;
+		i++;
 	}
+	pfree(evs);
 	run->progress.unknown_columns += apply_target_take_unknown(target);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	run->seq = 0;

@@ -14,6 +14,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/bitmapset.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -31,9 +32,10 @@ struct ApplyTarget
 	MemoryContext cxt; /* everything below but the plans */
 	char *qualname;	   /* quoted schema.table */
 	int ncols;
-	char **colnames;	/* insertable columns */
-	Bitmapset *keycols; /* indexes into colnames */
-	SPIPlanPtr upsert;	/* all columns */
+	char **colnames;		/* insertable columns */
+	Bitmapset *keycols;		/* indexes into colnames */
+	SPIPlanPtr upsert;		/* all columns */
+	SPIPlanPtr upsert_many; /* all columns, rows of a jsonb[] */
 	SPIPlanPtr delete;
 	char *subset;			   /* columns of subset_upsert: "1" = used */
 	SPIPlanPtr subset_upsert;  /* for events that lack some columns */
@@ -86,6 +88,7 @@ reset_target(ApplyTarget *t)
 	free_plan(&t->subset_upsert);
 	free_plan(&t->copy_upsert);
 	free_plan(&t->copy_insert);
+	free_plan(&t->upsert_many);
 	for (int i = 0; i < lengthof(t->copy_delete); i++)
 		free_plan(&t->copy_delete[i]);
 	if (t->cxt)
@@ -114,13 +117,23 @@ key_list(ApplyTarget *t)
 	return buf.data;
 }
 
+/* Where an INSERT's rows come from: $1 is ... */
+typedef enum RowSource
+{
+	ROWS_ONE,  /* a row object */
+	ROWS_SET,  /* a JSON array of row objects */
+	ROWS_ARRAY /* a jsonb[] of row objects */
+} RowSource;
+
 /*
  * INSERT ... [ON CONFLICT (key) DO UPDATE] over the columns in use (all if
- * NULL), from $1: one row object, or an array of them (set).
+ * NULL), from $1 (RowSource).
  */
 static char *
-insert_sql(ApplyTarget *t, const bool *use, bool is_set, bool upsert)
+insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert)
 {
+	char *from;
+
 	StringInfoData cols, sel, set;
 
 	initStringInfo(&cols);
@@ -138,9 +151,14 @@ insert_sql(ApplyTarget *t, const bool *use, bool is_set, bool upsert)
 		if (!bms_is_member(i, t->keycols))
 			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
 	}
-	return psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE"
-					" SELECT %s FROM pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r%s%s%s",
-					t->qualname, cols.data, sel.data, is_set ? "set" : "", t->qualname,
+	if (source == ROWS_ARRAY)
+		from = psprintf("pg_catalog.unnest($1) j, pg_catalog.jsonb_populate_record(NULL::%s, j) r",
+						t->qualname);
+	else
+		from = psprintf("pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r",
+						source == ROWS_SET ? "set" : "", t->qualname);
+	return psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s%s%s%s",
+					t->qualname, cols.data, sel.data, from,
 					upsert ? psprintf(" ON CONFLICT (%s) DO ", key_list(t)) : "",
 					upsert ? (set.len ? "UPDATE SET " : "NOTHING") : "", upsert ? set.data : "");
 }
@@ -148,7 +166,7 @@ insert_sql(ApplyTarget *t, const bool *use, bool is_set, bool upsert)
 static char *
 upsert_sql(ApplyTarget *t, const bool *use, bool is_set)
 {
-	return insert_sql(t, use, is_set, true);
+	return insert_sql(t, use, is_set ? ROWS_SET : ROWS_ONE, true);
 }
 
 static char *
@@ -169,12 +187,19 @@ delete_sql(ApplyTarget *t)
 		t->qualname, t->qualname, cond.data);
 }
 
-/* A kept plan of nargs jsonb parameters. */
+/* A kept plan of nargs jsonb parameters (one jsonb[] if nargs is 0). */
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs)
 {
 	Oid argtypes[3] = {JSONBOID, JSONBOID, JSONBOID};
-	SPIPlanPtr plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr plan;
+
+	if (nargs == 0)
+	{
+		argtypes[0] = JSONBARRAYOID;
+		nargs = 1;
+	}
+	plan = SPI_prepare(sql, nargs, argtypes);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -524,7 +549,7 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 	if (all && copy_delete_range(t, copy, true))
 	{
 		if (t->copy_insert == NULL)
-			t->copy_insert = prepare_kept(insert_sql(t, NULL, true, false), 1);
+			t->copy_insert = prepare_kept(insert_sql(t, NULL, ROWS_SET, false), 1);
 		if (copy->nrows > 0)
 			run_plan(t->copy_insert, copy->rows, SPI_OK_INSERT);
 	}
@@ -537,6 +562,90 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 					 SPI_OK_INSERT);
 	}
 	pfree(use);
+}
+
+/* Does the row carry every local column? */
+static bool
+carries_all_columns(ApplyTarget *t, JsonbContainer *row)
+{
+	for (int i = 0; i < t->ncols; i++)
+	{
+		if (getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL) == NULL)
+			return false;
+	}
+	return true;
+}
+
+/* The row's key values as text, to tell rows of one key apart; NULL without a key. */
+static char *
+key_text(ApplyTarget *t, JsonbContainer *row)
+{
+	StringInfoData buf;
+	int i = -1;
+
+	initStringInfo(&buf);
+	while ((i = bms_next_member(t->keycols, i)) >= 0)
+	{
+		JsonbValue *v =
+			getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL);
+
+		if (v == NULL || v->type == jbvNull || v->type == jbvBinary)
+			return NULL;
+		/* a separator no JSON text of a scalar has unescaped */
+		appendStringInfoString(&buf, JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, -1));
+		appendStringInfoChar(&buf, '\x1f');
+	}
+	return buf.data;
+}
+
+int
+apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
+{
+	HTAB *keys;
+	HASHCTL ctl;
+	Datum *rows;
+	int len = 0;
+
+	if (n < 2)
+		return 0;
+	ctl.keysize = NAMEDATALEN * 2;
+	ctl.entrysize = ctl.keysize;
+	ctl.hcxt = CurrentMemoryContext;
+	keys = hash_create("evrep apply run keys", n, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	rows = palloc(sizeof(Datum) * n);
+	for (; len < n; len++)
+	{
+		const WireEvent *ev = evs[len];
+		char *key;
+		bool found;
+
+		if (ev->op != 'i' && ev->op != 'u')
+			break;
+		/* one statement may touch a row once: a key seen again ends the run */
+		key = key_text(t, &ev->row->root);
+		if (key == NULL || strlen(key) >= ctl.keysize || !carries_all_columns(t, &ev->row->root))
+			break;
+		(void) hash_search(keys, key, HASH_ENTER, &found);
+		if (found)
+			break;
+		rows[len] = JsonbPGetDatum(ev->row);
+	}
+	if (len >= 2)
+	{
+		Datum arg = PointerGetDatum(construct_array(rows, len, JSONBOID, -1, false, TYPALIGN_INT));
+		int ret;
+
+		if (t->upsert_many == NULL)
+			t->upsert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, true), 0);
+		for (int i = 0; i < len; i++)
+			note_unknown_columns(t, &evs[i]->row->root, t->ncols, 1);
+		ret = SPI_execute_plan(t->upsert_many, &arg, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
+	}
+	hash_destroy(keys);
+	pfree(rows);
+	return len >= 2 ? len : 0;
 }
 
 void
