@@ -598,15 +598,24 @@ key_text(ApplyTarget *t, JsonbContainer *row)
 	return buf.data;
 }
 
+#define IS_UPSERT(ev) ((ev)->op == 'i' || (ev)->op == 'u')
+
 int
 apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 {
+	char *first;
+	char *second;
 	HTAB *keys;
 	HASHCTL ctl;
 	Datum *rows;
 	int len = 0;
 
-	if (n < 2)
+	/* the common cases that make no run, before building anything */
+	if (n < 2 || !IS_UPSERT(evs[0]) || !IS_UPSERT(evs[1]))
+		return 0;
+	first = key_text(t, &evs[0]->row->root);
+	second = key_text(t, &evs[1]->row->root);
+	if (first == NULL || second == NULL || strcmp(first, second) == 0)
 		return 0;
 	ctl.keysize = NAMEDATALEN * 2;
 	ctl.entrysize = ctl.keysize;
@@ -619,7 +628,7 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		char *key;
 		bool found;
 
-		if (ev->op != 'i' && ev->op != 'u')
+		if (!IS_UPSERT(ev))
 			break;
 		/* one statement may touch a row once: a key seen again ends the run */
 		key = key_text(t, &ev->row->root);
