@@ -19,16 +19,16 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "optimizer/plancat.h"
 #include "lib/stringinfo.h"
+#include "optimizer/plancat.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
-#include "utils/memutils.h"
-#include "utils/timestamp.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "copy_send.h"
 #include "evrep.h"
@@ -91,7 +91,7 @@ copy_xact_callback(XactEvent event, void *arg)
 		copy_due_at_commit = false;
 }
 
-/* The planner's estimate of the table's rows; right even before any ANALYZE. */
+/* The planner's estimate of the table's rows: there is one even before any ANALYZE. */
 static int64
 estimate_rows(Oid relid)
 {
