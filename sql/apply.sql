@@ -78,5 +78,20 @@ WHERE role = 'apply' AND origin = 'drift';
 DELETE FROM evrep.progress WHERE origin = 'drift';
 DELETE FROM evrep.dead_letter WHERE origin = 'drift';
 DELETE FROM orders WHERE id = 70;
+-- a run of upserts of distinct keys is one statement; a key written as the
+-- number 80 and as the string "80" looks distinct to it but is one row: the
+-- statement fails and the events are applied one by one, in order, as always
+SELECT evrep_apply('{"format":"evrep.v1","origin":"runs","schema":"public","table":"orders",
+  "events":[{"seq":1,"op":"insert","row":{"id":80,"amount":1,"status":"a","note":"n"}},
+            {"seq":2,"op":"insert","row":{"id":81,"amount":1,"status":"a","note":"n"}},
+            {"seq":3,"op":"update","row":{"id":"80","amount":2,"status":"b","note":"n"}},
+            {"seq":4,"op":"delete","row":{"id":81}},
+            {"seq":5,"op":"insert","row":{"id":82,"amount":5,"status":"c","note":"n"}},
+            {"seq":6,"op":"insert","row":{"id":83,"amount":6,"status":"d"}},
+            {"seq":7,"op":"insert","row":{"id":84,"amount":7,"status":"e","note":"n"}}]}');
+SELECT * FROM orders WHERE id BETWEEN 80 AND 89 ORDER BY id;
+SELECT applied, skipped, dead_letters FROM evrep.status WHERE role = 'apply' AND origin = 'runs';
+DELETE FROM evrep.progress WHERE origin = 'runs';
+DELETE FROM orders WHERE id BETWEEN 80 AND 89;
 -- deadletter.sql counts its dead letters from id 1
 SELECT setval('evrep.dead_letter_id_seq', 1, false);

@@ -611,7 +611,8 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 	int len = 0;
 
 	/* the common cases that make no run, before building anything */
-	if (n < 2 || !IS_UPSERT(evs[0]) || !IS_UPSERT(evs[1]))
+	if (n < 2 || !IS_UPSERT(evs[0]) || !IS_UPSERT(evs[1]) ||
+		!carries_all_columns(t, &evs[0]->row->root) || !carries_all_columns(t, &evs[1]->row->root))
 		return 0;
 	first = key_text(t, &evs[0]->row->root);
 	second = key_text(t, &evs[1]->row->root);
@@ -628,11 +629,12 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		char *key;
 		bool found;
 
-		if (!IS_UPSERT(ev))
+		/* the first two were looked at above */
+		if (len >= 2 && (!IS_UPSERT(ev) || !carries_all_columns(t, &ev->row->root)))
 			break;
 		/* one statement may touch a row once: a key seen again ends the run */
-		key = key_text(t, &ev->row->root);
-		if (key == NULL || strlen(key) >= ctl.keysize || !carries_all_columns(t, &ev->row->root))
+		key = len == 0 ? first : len == 1 ? second : key_text(t, &ev->row->root);
+		if (key == NULL || strlen(key) >= ctl.keysize)
 			break;
 		(void) hash_search(keys, key, HASH_ENTER, &found);
 		if (found)
