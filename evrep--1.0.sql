@@ -437,6 +437,16 @@ AS 'MODULE_PATHNAME', 'evrep_subscriptions_changed_sql'
 LANGUAGE C STRICT;
 
 /*
+ * evrep._row_json: a row as the capture trigger writes it into a message
+ * (README, "Wire format", values), for the statements that read rows in
+ * SQL, such as the chunks of a copy.
+ */
+CREATE FUNCTION evrep._row_json(record)
+RETURNS json
+AS 'MODULE_PATHNAME', 'evrep_row_json'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+/*
  * evrep_apply: apply one wire message (see README, "Wire format"), as the
  * consumer worker does.  sender is checked as the broker user that sent
  * it; NULL means the calling superuser vouches for the message.  Returns

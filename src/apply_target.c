@@ -5,7 +5,8 @@
  * Every statement is built from the catalog (quoted names, the primary key
  * of the local table), never from message text, and reads the event's row
  * through jsonb_populate_record, so PostgreSQL's own input functions
- * convert each value to the local column type.  The plans are kept per
+ * convert each value to the local column type.  json and jsonb columns
+ * arrive as strings of their text (row_json.c) and are read from that.  The plans are kept per
  * relation and dropped by a relcache invalidation.
  */
 #include "postgres.h"
@@ -24,6 +25,7 @@
 #include "utils/relcache.h"
 
 #include "apply_target.h"
+#include "row_json.h"
 
 struct ApplyTarget
 {
@@ -33,6 +35,8 @@ struct ApplyTarget
 	char *qualname;	   /* quoted schema.table */
 	int ncols;
 	char **colnames;		/* insertable columns */
+	char **textjson;		/* json/jsonb columns: their type, else NULL */
+	bool any_textjson;
 	Bitmapset *keycols;		/* indexes into colnames */
 	SPIPlanPtr upsert;		/* all columns */
 	SPIPlanPtr upsert_many; /* all columns, rows of a jsonb[] */
@@ -96,6 +100,8 @@ reset_target(ApplyTarget *t)
 	t->cxt = NULL;
 	t->qualname = NULL;
 	t->colnames = NULL;
+	t->textjson = NULL;
+	t->any_textjson = false;
 	t->keycols = NULL;
 	t->subset = NULL;
 	t->copy_subset = NULL;
@@ -117,6 +123,33 @@ key_list(ApplyTarget *t)
 	return buf.data;
 }
 
+/*
+ * Column i of a row in a statement: the populated record's column, or the
+ * text that the row object obj holds for a json or jsonb column.
+ */
+static char *
+col_value(ApplyTarget *t, int i, const char *rec, const char *obj)
+{
+	if (t->textjson[i])
+		return psprintf("(%s OPERATOR(pg_catalog.->>) %s)::%s", obj,
+						quote_literal_cstr(t->colnames[i]), t->textjson[i]);
+	return psprintf("%s.%s", rec, quote_identifier(t->colnames[i]));
+}
+
+/*
+ * The rows of param, a JSON array of row objects, as records r (and
+ * objects j.value: qualified, since a column may be called j).
+ */
+static char *
+set_source(ApplyTarget *t, const char *param)
+{
+	if (t->any_textjson)
+		return psprintf("pg_catalog.jsonb_array_elements(%s) AS j(value),"
+						" pg_catalog.jsonb_populate_record(NULL::%s, j.value) r",
+						param, t->qualname);
+	return psprintf("pg_catalog.jsonb_populate_recordset(NULL::%s, %s) r", t->qualname, param);
+}
+
 /* Where an INSERT's rows come from: $1 is ... */
 typedef enum RowSource
 {
@@ -133,6 +166,7 @@ static char *
 insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert)
 {
 	char *from;
+	const char *obj = source == ROWS_ONE ? "$1" : "j.value";
 
 	StringInfoData cols, sel, set;
 
@@ -147,16 +181,18 @@ insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert)
 			continue;
 		q = quote_identifier(t->colnames[i]);
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", q);
-		appendStringInfo(&sel, "%sr.%s", sel.len ? ", " : "", q);
+		appendStringInfo(&sel, "%s%s", sel.len ? ", " : "", col_value(t, i, "r", obj));
 		if (!bms_is_member(i, t->keycols))
 			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
 	}
 	if (source == ROWS_ARRAY)
-		from = psprintf("pg_catalog.unnest($1) j, pg_catalog.jsonb_populate_record(NULL::%s, j) r",
+		from = psprintf("pg_catalog.unnest($1) AS j(value),"
+						" pg_catalog.jsonb_populate_record(NULL::%s, j.value) r",
 						t->qualname);
+	else if (source == ROWS_SET)
+		from = set_source(t, "$1");
 	else
-		from = psprintf("pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r",
-						source == ROWS_SET ? "set" : "", t->qualname);
+		from = psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r", t->qualname);
 	return psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s%s%s%s",
 					t->qualname, cols.data, sel.data, from,
 					upsert ? psprintf(" ON CONFLICT (%s) DO ", key_list(t)) : "",
@@ -178,9 +214,8 @@ delete_sql(ApplyTarget *t)
 	initStringInfo(&cond);
 	while ((i = bms_next_member(t->keycols, i)) >= 0)
 	{
-		const char *q = quote_identifier(t->colnames[i]);
-
-		appendStringInfo(&cond, "%st.%s = r.%s", cond.len ? " AND " : "", q, q);
+		appendStringInfo(&cond, "%st.%s = %s", cond.len ? " AND " : "",
+						 quote_identifier(t->colnames[i]), col_value(t, i, "r", "$1"));
 	}
 	return psprintf(
 		"DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s",
@@ -222,6 +257,7 @@ build_target(ApplyTarget *t)
 											 RelationGetRelationName(rel));
 	t->colnames = palloc(sizeof(char *) * desc->natts);
 	t->colcoll = palloc0(sizeof(char *) * desc->natts);
+	t->textjson = palloc0(sizeof(char *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -232,6 +268,13 @@ build_target(ApplyTarget *t)
 			t->keycols = bms_add_member(t->keycols, t->ncols);
 		if (OidIsValid(att->attcollation))
 			t->colcoll[t->ncols] = get_collation_name(att->attcollation);
+		if (row_json_is_text_of_json(att->atttypid))
+		{
+			t->textjson[t->ncols] = format_type_extended(
+				att->atttypid, att->atttypmod,
+				FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+			t->any_textjson = true;
+		}
 		t->colnames[t->ncols++] = pstrdup(NameStr(att->attname));
 	}
 	MemoryContextSwitchTo(old);
@@ -420,9 +463,8 @@ copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 	initStringInfo(&same);
 	for (int i = 0; i < nkeys; i++)
 	{
-		const char *q = quote_identifier(t->colnames[order[i]]);
-
-		appendStringInfo(&same, "%sr.%s = t.%s", i ? " AND " : "", q, q);
+		appendStringInfo(&same, "%s%s = t.%s", i ? " AND " : "", col_value(t, order[i], "r", "j.value"),
+						 quote_identifier(t->colnames[order[i]]));
 	}
 	return psprintf("DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $2) a,"
 					" pg_catalog.jsonb_populate_record(NULL::%s, $3) u WHERE %s AND %s%s",
@@ -435,9 +477,8 @@ copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 						: "true",
 					range & COPY_RANGE_WHOLE
 						? ""
-						: psprintf(" AND NOT EXISTS (SELECT FROM"
-								   " pg_catalog.jsonb_populate_recordset(NULL::%s, $1) r WHERE %s)",
-								   t->qualname, same.data));
+						: psprintf(" AND NOT EXISTS (SELECT FROM %s WHERE %s)",
+								   set_source(t, "$1"), same.data));
 }
 
 /*

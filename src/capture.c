@@ -18,7 +18,6 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
-#include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -26,6 +25,7 @@
 #include "utils/relcache.h"
 
 #include "evrep.h"
+#include "row_json.h"
 
 /* id, slot, pub_id, op, row_data, seq, commit_ts */
 #define OUTBOX_NATTS 7
@@ -151,8 +151,7 @@ write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 
 	/* without preload there is no publisher and no rotation: slot 0 */
 	slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
-	/* PostgreSQL's own conversion, so apply can read it back exactly */
-	values[4] = DirectFunctionCall1(row_to_json, heap_copy_tuple_as_datum(tuple, tupdesc));
+	values[4] = row_json(tuple, tupdesc);
 	nulls[5] = nulls[6] = true; /* seq, commit_ts: set by the publisher */
 	values[2] = Int32GetDatum(pub_id);
 	values[3] = CharGetDatum(op);

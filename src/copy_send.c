@@ -243,7 +243,7 @@ chunk_sql(const char *qualname, bool from_start, const char *tkeys, const char *
 {
 	return psprintf(
 		"WITH c AS MATERIALIZED (SELECT t.* FROM %s ORDER BY %s LIMIT $2)"
-		" SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.json_agg(c) FROM c),"
+		" SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.json_agg(evrep._row_json(c)) FROM c),"
 		" (SELECT pg_catalog.jsonb_build_object(%s) FROM (SELECT * FROM c ORDER BY %s LIMIT 1) c)",
 		from_start ? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL", qualname)
 				   : psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"

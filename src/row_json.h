@@ -1,0 +1,25 @@
+/*
+ * row_json.h
+ *		How evrep writes a row as a JSON object (see row_json.c).
+ */
+#ifndef EVREP_ROW_JSON_H
+#define EVREP_ROW_JSON_H
+
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "lib/stringinfo.h"
+
+/* Appends the row as a JSON object of its columns, by name. */
+extern void row_json_append(StringInfo buf, HeapTuple tuple, TupleDesc desc);
+
+/* The same, as a json Datum. */
+extern Datum row_json(HeapTuple tuple, TupleDesc desc);
+
+/*
+ * Is a column of this type written as a JSON string of its text (json,
+ * jsonb, or a domain over them)?  jsonb_populate_record would take such a
+ * string for the value itself, so a reader converts its text instead.
+ */
+extern bool row_json_is_text_of_json(Oid typid);
+
+#endif /* EVREP_ROW_JSON_H */
