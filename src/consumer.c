@@ -3,16 +3,21 @@
  *		Background worker that applies deliveries from the node's queue.
  *
  * Deliveries are applied in batches, one transaction per batch, and acked
- * (multiple=true, up to the batch's last tag) only after that transaction
- * committed.  If the transaction fails, nothing is acked and the connection
- * is rebuilt, so the broker delivers the same messages again, in order;
- * apply_message recognises what was already applied.
+ * (multiple=true, up to the batch's last tag) only once that transaction's
+ * commit is on disk.  The commit itself does not wait for the WAL flush,
+ * as PostgreSQL's own apply worker does not: the rows are visible at once,
+ * and the ack waits instead (see ack_durable).  If the transaction fails,
+ * nothing is acked and the connection is rebuilt, so the broker delivers
+ * the same messages again, in order; apply_message recognises what was
+ * already applied.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -46,6 +51,26 @@ static BrokerConn *conn = NULL;
 static BrokerBackoff backoff;
 
 /*
+ * Batches committed and not yet acked, oldest first: an ack waits until
+ * the WAL flush passed the batch's commit record, so that it still means
+ * "durable".  A crash before the flush loses the transaction, and the
+ * broker, never acked, delivers its messages again.  Tags and LSNs only
+ * grow.
+ */
+#define MAX_UNACKED_BATCHES 64
+
+typedef struct UnackedBatch
+{
+	uint64 tag;		/* the batch's last delivery */
+	XLogRecPtr lsn; /* end of its commit record */
+	int deliveries;
+} UnackedBatch;
+
+static UnackedBatch unacked[MAX_UNACKED_BATCHES];
+static int nunacked = 0;
+static int unacked_deliveries = 0;
+
+/*
  * Routing keys this process bound and has not unbound.  Bindings are
  * durable and AMQP cannot list them, so a key unsubscribed while no
  * consumer ran stays bound; apply_message parks what still arrives for
@@ -61,12 +86,21 @@ close_at_exit(int code, Datum arg)
 	conn = NULL;
 }
 
+/* Their tags belonged to a closed channel; the broker delivers them again. */
+static void
+forget_unacked(void)
+{
+	nunacked = 0;
+	unacked_deliveries = 0;
+}
+
 static void
 drop_connection(void)
 {
 	evrep_worker_report(EVREP_CONSUMER, false, 0, broker_last_error());
 	broker_close(conn);
 	conn = NULL;
+	forget_unacked();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	broker_backoff_sleep(&backoff);
 }
@@ -269,6 +303,64 @@ apply_delivery(BrokerDelivery *d)
 }
 
 /*
+ * How the apply transaction in progress commits: without waiting for its
+ * WAL flush (ack_durable holds the ack back instead), unless synchronous
+ * standbys must have it before the broker hears of it, or the
+ * administrator turned evrep.apply_async_commit off.
+ */
+static void
+set_apply_commit(void)
+{
+	if (evrep_apply_async_commit &&
+		!(SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0' &&
+		  synchronous_commit > SYNCHRONOUS_COMMIT_LOCAL_FLUSH))
+		worker_async_commit();
+	else
+		worker_durable_commit();
+}
+
+/*
+ * Acks the batches whose commit is on disk.  With wait, or when the
+ * unacked deliveries fill half the prefetch window (the broker would stop
+ * delivering), first flushes the WAL up to the last commit, as one flush
+ * for all of them: the consumer does so when it runs out of deliveries,
+ * and the WAL writer otherwise.  False if the ack could not be sent.
+ */
+static bool
+ack_durable(bool wait)
+{
+	XLogRecPtr flushed;
+	int n;
+
+	if (nunacked == 0)
+		return true;
+	if (wait || nunacked == MAX_UNACKED_BATCHES || unacked_deliveries >= Max(evrep_prefetch / 2, 1))
+		XLogFlush(unacked[nunacked - 1].lsn);
+	flushed = GetFlushRecPtr(NULL);
+	for (n = 0; n < nunacked && unacked[n].lsn <= flushed; n++)
+		unacked_deliveries -= unacked[n].deliveries;
+	if (n == 0)
+		return true;
+	if (broker_ack(conn, unacked[n - 1].tag) != BROKER_OK)
+		return false;
+	nunacked -= n;
+	memmove(unacked, unacked + n, sizeof(UnackedBatch) * nunacked);
+	return true;
+}
+
+/* A batch just committed: its ack waits for the flush of its commit. */
+static void
+note_unacked(uint64 tag, int deliveries)
+{
+	/* XactLastCommitEnd is the last commit's; a batch that wrote nothing needs no flush */
+	unacked[nunacked].tag = tag;
+	unacked[nunacked].lsn = XactLastCommitEnd;
+	unacked[nunacked].deliveries = deliveries;
+	nunacked++;
+	unacked_deliveries += deliveries;
+}
+
+/*
  * The one place an ERROR is survived: a failed batch is rolled back and
  * reported, and the caller makes the broker deliver it again, in order.
  * The message that raised the error has one more failed attempt, unless
@@ -287,7 +379,7 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
-		worker_durable_commit();
+		set_apply_commit();
 		for (int i = 0; i < n; i++)
 		{
 			current = i;
@@ -341,7 +433,7 @@ apply_batch_txn(BrokerDelivery **ds, int n, int64 *applied)
 /*
  * Applies up to evrep.apply_batch deliveries already received, and no more
  * than about APPLY_BATCH_BYTES of them (chunks of a copy are large), then
- * acks.
+ * acks what is durable.
  */
 static bool
 apply_pending(void)
@@ -368,7 +460,8 @@ apply_pending(void)
 		evrep_worker_report(EVREP_CONSUMER, true, applied, NULL);
 		for (int i = 0; i < n; i++)
 			attempts_forget(ds[i]->body, ds[i]->len);
-		ok = broker_ack(conn, ds[n - 1]->tag) == BROKER_OK;
+		note_unacked(ds[n - 1]->tag, n);
+		ok = ack_durable(false);
 	}
 	if (ok)
 		broker_backoff_reset(&backoff);
@@ -397,6 +490,7 @@ drain_step(void)
 	/* a new connection consumes the node's queue; nothing to back off from */
 	broker_close(conn);
 	conn = NULL;
+	forget_unacked();
 	return false;
 }
 
@@ -456,6 +550,12 @@ evrep_consumer_main(Datum main_arg)
 			requested_at = GetCurrentTimestamp();
 		}
 
+		/* nothing more to apply now: what was applied is made durable and acked */
+		if (broker_pending(conn) == 0 && !ack_durable(true))
+		{
+			drop_connection();
+			continue;
+		}
 		if (broker_pending(conn) == 0 && broker_draining(conn))
 		{
 			if (!drain_step())

@@ -48,6 +48,7 @@ int evrep_message_events = 500;
 int evrep_poll_interval = 1000;
 int evrep_outbox_warn_depth = 1000000;
 int evrep_prefetch = 2000;
+bool evrep_apply_async_commit = true;
 int evrep_apply_batch = 1000;
 int evrep_apply_max_attempts = 3;
 int evrep_reconnect_max = 30000;
@@ -153,6 +154,11 @@ define_settings(void)
 		"Outbox depth (events) past which the publisher logs a WARNING; 0 disables it.",
 		"Writers are never refused: the outbox grows while the broker is unreachable.",
 		&evrep_outbox_warn_depth, 1000000, 0, INT_MAX, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable(
+		"evrep.apply_async_commit",
+		"The consumer commits without waiting for the WAL flush and acks once it is done.",
+		"Off: every apply transaction waits for its flush before the ack, as before.",
+		&evrep_apply_async_commit, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.prefetch", "Unacknowledged deliveries the consumer accepts.",
 							NULL, &evrep_prefetch, 2000, 1, 65535, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.apply_batch",

@@ -29,6 +29,7 @@ extern int evrep_message_events;	/* max events in one AMQP message */
 extern int evrep_poll_interval;		/* ms, publisher fallback poll */
 extern int evrep_outbox_warn_depth; /* events; 0: never warn */
 extern int evrep_prefetch;			/* consumer prefetch count */
+extern bool evrep_apply_async_commit; /* apply commits without waiting for the flush */
 extern int evrep_apply_batch;
 extern int evrep_apply_max_attempts;
 /* tries of a message before it is parked */ /* deliveries per apply transaction */
