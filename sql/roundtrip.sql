@@ -127,6 +127,27 @@ SELECT k, f FROM rt_dst.k ORDER BY k;
 SELECT (SELECT array_agg(s ORDER BY k)::text FROM rt_src.k s)
 	 = (SELECT array_agg(d ORDER BY k)::text FROM rt_dst.k d) AS identical;
 
+-- a copy of a table keyed by jsonb: a key object holds the key's text, as
+-- a row does, so the range ends at the string "null" and not elsewhere
+INSERT INTO rt_src.k VALUES ('null', 7);
+INSERT INTO rt_dst.k VALUES ('null', 99), ('5', 5), ('"zzz"', 0);
+SELECT evrep_resync('rt_dst.k');
+CREATE FUNCTION rt_kchunk(after jsonb, upto jsonb, rows jsonb) RETURNS text
+LANGUAGE sql AS $$
+	SELECT jsonb_build_object('format', 'evrep.v1', 'origin', 'regress', 'schema', 'rt_dst',
+		'table', 'k', 'events', jsonb_build_array(jsonb_build_object(
+		'seq', (SELECT last_seq + 1 FROM evrep.progress WHERE schema_name = 'rt_dst' AND table_name = 'k'),
+		'op', 'copy', 'copy', jsonb_build_object('for', 'regress', 'request',
+			(SELECT request_id FROM evrep.sync WHERE schema_name = 'rt_dst' AND table_name = 'k'),
+			'estimate', 3, 'key', '[{"column": "k", "collation": null}]'::jsonb,
+			'after', after, 'upto', upto, 'rows', rows))))::text
+$$;
+SELECT evrep_apply(rt_kchunk(NULL, jsonb_build_object('k', '"null"'::jsonb::text),
+	(SELECT jsonb_agg(evrep._row_json(s)::jsonb ORDER BY k) FROM rt_src.k s WHERE k <= '"null"')));
+SELECT evrep_apply(rt_kchunk(jsonb_build_object('k', '"null"'::jsonb::text), NULL,
+	(SELECT jsonb_agg(evrep._row_json(s)::jsonb ORDER BY k) FROM rt_src.k s WHERE k > '"null"')));
+SELECT k, f FROM rt_dst.k ORDER BY k;
+
 -- the encoding itself, for readers in other languages (README, "Wire format")
 SELECT evrep._row_json(s) FROM rt_src.v s WHERE id IN (1, 3, 14) ORDER BY id;
 

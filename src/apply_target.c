@@ -435,16 +435,20 @@ apply_target_take_unknown(ApplyTarget *t)
 	return n;
 }
 
-/* The key columns in the given order (indexes into colnames), as "alias.col, ..." */
+/*
+ * The key columns in the given order (indexes into colnames), as "alias.col,
+ * ..." of a record alias read from the key object obj (NULL: a table's).
+ */
 static char *
-key_list_of(ApplyTarget *t, const int *order, int nkeys, const char *alias)
+key_list_of(ApplyTarget *t, const int *order, int nkeys, const char *alias, const char *obj)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
 	for (int i = 0; i < nkeys; i++)
-		appendStringInfo(&buf, "%s%s.%s", i ? ", " : "", alias,
-						 quote_identifier(t->colnames[order[i]]));
+		appendStringInfo(&buf, "%s%s", i ? ", " : "",
+						 obj ? col_value(t, order[i], alias, obj)
+							 : psprintf("%s.%s", alias, quote_identifier(t->colnames[order[i]])));
 	return buf.data;
 }
 
@@ -458,7 +462,7 @@ static char *
 copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 {
 	StringInfoData same;
-	char *tk = key_list_of(t, order, nkeys, "t");
+	char *tk = key_list_of(t, order, nkeys, "t", NULL);
 
 	initStringInfo(&same);
 	for (int i = 0; i < nkeys; i++)
@@ -470,10 +474,10 @@ copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 					" pg_catalog.jsonb_populate_record(NULL::%s, $3) u WHERE %s AND %s%s",
 					t->qualname, t->qualname, t->qualname,
 					range & COPY_RANGE_AFTER
-						? psprintf("ROW(%s) > ROW(%s)", tk, key_list_of(t, order, nkeys, "a"))
+						? psprintf("ROW(%s) > ROW(%s)", tk, key_list_of(t, order, nkeys, "a", "$2"))
 						: "true",
 					range & COPY_RANGE_UPTO
-						? psprintf("ROW(%s) <= ROW(%s)", tk, key_list_of(t, order, nkeys, "u"))
+						? psprintf("ROW(%s) <= ROW(%s)", tk, key_list_of(t, order, nkeys, "u", "$3"))
 						: "true",
 					range & COPY_RANGE_WHOLE
 						? ""

@@ -33,6 +33,7 @@
 #include "copy_send.h"
 #include "evrep.h"
 #include "outbox.h"
+#include "row_json.h"
 #include "spi_plan.h"
 
 static SPIPlanPtr publication_plan = NULL;
@@ -274,7 +275,7 @@ build_reader(ChunkReader *r)
 	int ret;
 
 	ret = SPI_execute_with_args(
-		"SELECT a.attname, co.collname FROM pg_catalog.pg_index i"
+		"SELECT a.attname, co.collname, a.atttypid, a.atttypmod FROM pg_catalog.pg_index i"
 		" CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
 		" JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
 		" LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
@@ -295,6 +296,13 @@ build_reader(ChunkReader *r)
 		char *collation = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		const char *q = quote_identifier(name);
 		const char *sep = i > 0 ? ", " : "";
+		bool isnull;
+		Oid typid = DatumGetObjectId(
+			SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+		int32 typmod =
+			DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
+		/* a json or jsonb key is its text in a key object, as in a row (row_json.c) */
+		bool as_text = row_json_is_text_of_json(typid);
 
 		/* the subscriber cuts its key ranges the same way, or not at all */
 		appendStringInfo(&key_desc, "%s{\"column\":", sep);
@@ -307,9 +315,17 @@ build_reader(ChunkReader *r)
 		appendStringInfoChar(&key_desc, '}');
 
 		appendStringInfo(&tkeys, "%st.%s", sep, q);
-		appendStringInfo(&rkeys, "%sr.%s", sep, q);
+		if (as_text)
+			appendStringInfo(&rkeys, "%s($1 OPERATOR(pg_catalog.->>) %s)::%s", sep,
+							 quote_literal_cstr(name),
+							 format_type_extended(typid, typmod,
+												  FORMAT_TYPE_TYPEMOD_GIVEN |
+													  FORMAT_TYPE_FORCE_QUALIFY));
+		else
+			appendStringInfo(&rkeys, "%sr.%s", sep, q);
 		appendStringInfo(&desc, "%sc.%s DESC", sep, q);
-		appendStringInfo(&obj, "%s%s, c.%s", sep, quote_literal_cstr(name), q);
+		appendStringInfo(&obj, "%s%s, c.%s%s", sep, quote_literal_cstr(name), q,
+						 as_text ? "::pg_catalog.text" : "");
 	}
 	appendStringInfoChar(&key_desc, ']');
 
