@@ -10,7 +10,9 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -93,6 +95,14 @@ void
 worker_check_interrupts(void)
 {
 	CHECK_FOR_INTERRUPTS();
+
+	/*
+	 * Latch waits exit on postmaster death, but a worker with a backlog
+	 * never waits: it must not go on applying or sending for a server that
+	 * crashed and is about to be restarted by crash recovery.
+	 */
+	if (!PostmasterIsAlive())
+		proc_exit(1);
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;
