@@ -32,13 +32,20 @@
 #include "outbox.h"
 #include "wire.h"
 
+#define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, pg_catalog.to_json(commit_ts)::text"
+
 /*
  * Each step is a plain statement over the outbox's primary key.  One
  * statement joining a batch CTE back to the outbox was planned as a hash
- * join over the whole table once the outbox held a backlog.
+ * join over the whole table once the outbox held a backlog.  The rows to
+ * number are read whole, in EVENT_COLUMNS' shape (seq still NULL), so that
+ * the batch is built from them without reading them again; column 7 is
+ * the commit time to store.
  */
 static const char *const unnumbered_query =
-	"SELECT id, pub_id, CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
+	"SELECT id, pub_id, seq, op, row_data::text,"
+	" pg_catalog.to_json(CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END)::text,"
+	" CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
 	" FROM evrep.outbox WHERE seq IS NULL ORDER BY id LIMIT $1";
 
 static const char *const reserve_query =
@@ -50,8 +57,6 @@ static const char *const number_query =
 	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
 	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
 	" WHERE o.id = u.id";
-
-#define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, pg_catalog.to_json(commit_ts)::text"
 
 /*
  * In number order, not id order: a copy chunk is numbered ahead of changes
@@ -148,31 +153,32 @@ find_publication(PubInfo *pubs, int npubs, int32 id)
 }
 
 /*
- * Packs the events of the last SPI result (in id order, which within a
- * publication is number order) into messages of consecutive events of one
- * publication, allocated in mcxt.
+ * Packs the events of rows, nrows SPI result rows of EVENT_COLUMNS (in id
+ * order, which within a publication is number order), into messages of
+ * consecutive events of one publication, allocated in mcxt.  seqs, if not
+ * NULL, are the rows' numbers, given after they were read.
  */
 static OutboxBatch *
-build_batch(PubInfo *pubs, int npubs, int max_per_message, MemoryContext mcxt)
+build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, uint64 nrows,
+			const int64 *seqs, MemoryContext mcxt)
 {
 	OutboxBatch *batch;
 	OutboxMessage *m = NULL;
 	StringInfoData buf;
 	MemoryContext old;
-	TupleDesc desc;
+	TupleDesc desc = rows->tupdesc;
 
-	desc = SPI_tuptable->tupdesc;
 	old = MemoryContextSwitchTo(mcxt);
 	batch = palloc0(sizeof(OutboxBatch));
-	batch->nevents = SPI_processed;
-	batch->ids = palloc(sizeof(int64) * SPI_processed);
+	batch->nevents = nrows;
+	batch->ids = palloc(sizeof(int64) * nrows);
 
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 i = 0; i < nrows; i++)
 	{
-		HeapTuple tup = SPI_tuptable->vals[i];
+		HeapTuple tup = rows->vals[i];
 		bool isnull;
 		int32 pub = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		int64 seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		int64 seq = seqs ? seqs[i] : DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		char op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
 
 		batch->ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -217,7 +223,7 @@ read_unconfirmed(int max_per_message, MemoryContext mcxt)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 		return NULL;
-	return build_batch(pubs, npubs, max_per_message, mcxt);
+	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
 
 /* The rows just numbered, by id. */
@@ -235,7 +241,7 @@ read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
 						   0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
-	return build_batch(pubs, npubs, max_per_message, mcxt);
+	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
 
 static int64
@@ -268,11 +274,12 @@ find_count(PubCount *counts, int *ncounts, int32 pub_id)
 
 /*
  * Numbers up to max_events unnumbered rows in id order, continuing each
- * publication's last_seq.  Returns how many were numbered, and their ids
- * as an int8[] in *id_array.
+ * publication's last_seq.  Returns how many were numbered, their ids as an
+ * int8[] in *id_array, the rows as read in *rows and their numbers in
+ * *row_seqs.
  */
 static int
-number_rows(int max_events, Datum *id_array)
+number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_seqs)
 {
 	Oid argtypes[3] = {INT4OID, BOOLOID, TIMESTAMPTZOID};
 	Datum values[3];
@@ -296,6 +303,8 @@ number_rows(int max_events, Datum *id_array)
 	n = SPI_processed;
 	if (n == 0)
 		return 0;
+	*rows = SPI_tuptable;
+	*row_seqs = palloc(sizeof(int64) * n);
 
 	ids = palloc(sizeof(Datum) * n);
 	seqs = palloc(sizeof(Datum) * n);
@@ -311,13 +320,16 @@ number_rows(int max_events, Datum *id_array)
 
 		ids[i] = SPI_getbinval(tup, desc, 1, &isnull);
 		pub_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		cts[i] = SPI_getbinval(tup, desc, 3, &cts_null[i]);
+		cts[i] = SPI_getbinval(tup, desc, 7, &cts_null[i]);
 		find_count(counts, &ncounts, pub_ids[i])->count++;
 	}
 	for (int i = 0; i < ncounts; i++)
 		counts[i].next_seq = reserve_numbers(counts[i].id, counts[i].count) + 1;
 	for (int i = 0; i < n; i++)
-		seqs[i] = Int64GetDatum(find_count(counts, &ncounts, pub_ids[i])->next_seq++);
+	{
+		(*row_seqs)[i] = find_count(counts, &ncounts, pub_ids[i])->next_seq++;
+		seqs[i] = Int64GetDatum((*row_seqs)[i]);
+	}
 
 	dims[0] = n;
 	argtypes[0] = INT8ARRAYOID;
@@ -370,6 +382,9 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 	OutboxBatch *batch = NULL;
 	Datum ids = (Datum) 0;
 	int n = 0;
+	SPITupleTable *rows = NULL;
+	int64 *seqs = NULL;
+	bool with_chunk = false;
 
 	require_node_name();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -377,11 +392,13 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 
 	if (resend_pending)
 		batch = read_unconfirmed(max_per_message, mcxt);
+	if (batch != NULL)
+		batch->more = true; /* what was never numbered comes next */
 	if (batch != NULL && copy_chunk != NULL)
 		*copy_more = true; /* the chunk waits for the next round */
 	else if (batch == NULL)
 	{
-		n = number_rows(max_events, &ids);
+		n = number_rows(max_events, &ids, &rows, &seqs);
 
 		/*
 		 * A chunk is numbered right after every change its snapshot saw:
@@ -394,10 +411,22 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 			int64 chunk_id = copy_chunk(copy_more);
 
 			if (chunk_id != 0)
+			{
 				ids = append_id(ids, n++ > 0, chunk_id);
+				with_chunk = true;
+			}
 		}
-		if (n > 0)
+		if (with_chunk)
 			batch = read_numbered(ids, max_per_message, mcxt);
+		else if (n > 0)
+		{
+			int npubs;
+			PubInfo *pubs = load_publications(&npubs);
+
+			batch = build_batch(pubs, npubs, max_per_message, rows, n, seqs, mcxt);
+		}
+		if (batch != NULL && n >= max_events)
+			batch->more = true;
 	}
 	SPI_finish();
 	return batch;

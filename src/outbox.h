@@ -24,6 +24,7 @@ typedef struct OutboxBatch
 	int nevents;
 	int64 *ids; /* outbox ids covered, to delete on confirm */
 	int weight; /* events, a copy chunk counting as evrep.copy_chunk_rows */
+	bool more;	/* rows may wait beyond it: it was full, or a resend */
 } OutboxBatch;
 
 /*

@@ -128,6 +128,8 @@ typedef struct InFlight
 
 static List *in_flight = NIL;
 static int in_flight_events = 0;
+/* when the oldest batch not yet deleted was seen confirmed; 0: none */
+static TimestampTz settled_since = 0;
 
 /* After a connection loss: every numbered row is sent again. */
 static void
@@ -140,18 +142,60 @@ forget_in_flight(void)
 	list_free_deep(in_flight);
 	in_flight = NIL;
 	in_flight_events = 0;
+	settled_since = 0;
 	outbox_resend_unconfirmed();
 }
 
-/* Deletes the rows of every batch the broker has confirmed, in one go. */
+/*
+ * Confirmed batches wait this long to be deleted together, unless they
+ * weigh a batch: at a low rate each event is a batch of its own, and one
+ * transaction per delete was as much work as the numbering.  A delete lost
+ * to a crash or reconnect only sends the rows again, with their numbers.
+ */
+#define RETIRE_AFTER_MS 100
+
+/* How long until the confirmed batches are due for deletion; 0: now. */
+static long
+retire_wait_ms(void)
+{
+	uint64 settled = broker_settled_upto(conn);
+	int weight = 0;
+	ListCell *lc;
+	long left;
+
+	foreach (lc, in_flight)
+	{
+		InFlight *f = lfirst(lc);
+
+		if (f->last_tag > settled)
+			break;
+		weight += f->batch->weight;
+	}
+	if (weight == 0)
+	{
+		settled_since = 0;
+		return -1;
+	}
+	if (settled_since == 0)
+		settled_since = GetCurrentTimestamp();
+	if (weight >= evrep_batch_size)
+		return 0;
+	left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+										   TimestampTzPlusMilliseconds(settled_since,
+																	   RETIRE_AFTER_MS));
+	return Max(left, 0);
+}
+
+/* Deletes the rows of the batches the broker has confirmed, in one go, once due. */
 static void
 retire_confirmed(void)
 {
 	uint64 settled = broker_settled_upto(conn);
 	int events = 0;
 
-	if (in_flight == NIL || ((InFlight *) linitial(in_flight))->last_tag > settled)
+	if (in_flight == NIL || retire_wait_ms() != 0)
 		return;
+	settled_since = 0;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -335,14 +379,29 @@ evrep_publisher_main(Datum main_arg)
 			}
 		}
 		copy_due = pg_atomic_read_u32(&evrep_shared->copy_due) != 0;
-		if (batch != NULL ||
+
+		/*
+		 * A batch that took every visible row leaves nothing to claim: a
+		 * writer committing after its snapshot sets the latch, which was
+		 * reset before it.
+		 */
+		if ((batch != NULL && batch->more) ||
 			(ready && copy_due && in_flight_events < 4 * evrep_batch_size && copy_wait_ms() == 0))
 			continue; /* more may be waiting: claim again at once */
 		if (!ready)
 			idle(NO_EXTENSION_WAIT_MS);
-		else if (in_flight == NIL)
-			idle(copy_due ? Max(1, Min(evrep_poll_interval, copy_wait_ms())) : evrep_poll_interval);
-		else if (!await_confirms())
-			drop_connection();
+		else if (broker_unconfirmed(conn) > 0)
+		{
+			if (!await_confirms())
+				drop_connection();
+		}
+		else
+		{
+			long wait = copy_due ? Max(1, Min(evrep_poll_interval, copy_wait_ms()))
+								 : evrep_poll_interval;
+			long retire = retire_wait_ms();
+
+			idle(retire >= 0 ? Min(wait, Max(retire, 1)) : wait);
+		}
 	}
 }
