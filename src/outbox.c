@@ -13,6 +13,10 @@
 #include "postgres.h"
 
 #include "access/commit_ts.h"
+#include "access/htup_details.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -23,8 +27,11 @@
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "evrep.h"
@@ -46,17 +53,23 @@ static const char *const unnumbered_query =
 	"SELECT id, pub_id, seq, op, row_data::text,"
 	" pg_catalog.to_json(CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END)::text,"
 	" CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
-	" FROM evrep.outbox WHERE seq IS NULL ORDER BY id LIMIT $1";
+	" FROM evrep.outbox WHERE seq IS NULL AND id > $3 ORDER BY id LIMIT $1";
 
 static const char *const reserve_query =
 	"UPDATE evrep.publication SET last_seq = last_seq + $2 WHERE id = $1"
 	" RETURNING last_seq - $2";
 
-/* unnest() of several arrays is ROWS FROM syntax, not a function: it cannot be qualified */
+/*
+ * unnest() of several arrays is ROWS FROM syntax, not a function: it cannot
+ * be qualified.  The id = ANY condition, redundant with the join, is what
+ * makes the outbox side an index scan of the batch's rows: without it the
+ * generic plan was a hash join over a sequential scan of the whole outbox,
+ * dead rows included, once per batch.
+ */
 static const char *const number_query =
 	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
 	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
-	" WHERE o.id = u.id";
+	" WHERE o.id = u.id AND o.id = ANY ($1)";
 
 /*
  * In number order, not id order: a copy chunk is numbered ahead of changes
@@ -78,6 +91,25 @@ static const char *const publications_query =
  * publisher then only reads the rows it has just numbered.
  */
 static bool resend_pending = true;
+
+/*
+ * Every outbox row with an id at or below numbered_upto is numbered (or
+ * deleted), so the scan for rows to number starts above it instead of
+ * walking, every round, past the rows still in flight.  Why a value can be
+ * trusted: a writer takes a row's id (nextval) after its transaction has
+ * an xid, since its own row was written first.  So the ids up to the
+ * sequence's value S belong to transactions with xids below the next xid
+ * X read after S (not below a snapshot's xmax: a running transaction may
+ * have a larger xid).  Once a snapshot's xmin has passed X, each of those
+ * rows is visible to it or rolled back, and a scan that took every visible
+ * unnumbered row numbered them all.  The value moves only once that
+ * numbering committed.
+ */
+static int64 numbered_upto = 0;
+static int64 mark_seqval = 0;							   /* a candidate value ... */
+static TransactionId mark_xid = InvalidTransactionId;	   /* ... once xmin passes this */
+static int64 numbered_upto_at_commit = -1;				   /* set by this transaction */
+static bool xact_callback_registered = false;
 
 static SPIPlanPtr unnumbered_plan = NULL;
 static SPIPlanPtr reserve_plan = NULL;
@@ -272,6 +304,100 @@ find_count(PubCount *counts, int *ncounts, int32 pub_id)
 	return &counts[(*ncounts)++];
 }
 
+static void
+outbox_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && numbered_upto_at_commit >= 0)
+		numbered_upto = numbered_upto_at_commit;
+	else if (event == XACT_EVENT_ABORT)
+		mark_xid = InvalidTransactionId;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		numbered_upto_at_commit = -1;
+}
+
+/*
+ * The id sequence's last value, or -1 if it cannot bound what writers hold
+ * (never used, or values cached by backends ahead of their use).
+ */
+static int64
+outbox_seq_value(void)
+{
+	Oid seqid = get_relname_relid("outbox_id_seq", get_namespace_oid("evrep", false));
+	HeapTuple tup;
+	int64 cache;
+	Datum last;
+	LOCAL_FCINFO(fcinfo, 1);
+
+	if (!OidIsValid(seqid))
+		return -1;
+	tup = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
+	if (!HeapTupleIsValid(tup))
+		return -1;
+	cache = ((Form_pg_sequence) GETSTRUCT(tup))->seqcache;
+	ReleaseSysCache(tup);
+	if (cache != 1)
+		return -1;
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(seqid);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	return fcinfo->isnull ? -1 : DatumGetInt64(last);
+}
+
+/*
+ * Reads up to max_events unnumbered rows above numbered_upto, and moves
+ * numbered_upto's candidate on (see there).
+ */
+static int
+read_unnumbered(int max_events)
+{
+	Oid argtypes[3] = {INT4OID, BOOLOID, INT8OID};
+	Datum values[3];
+	int64 seqval = outbox_seq_value();
+	TransactionId next_xid = XidFromFullTransactionId(ReadNextFullTransactionId());
+	Snapshot snap;
+	TransactionId xmin;
+	int ret;
+
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(outbox_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	/* the sequence was restarted: ids start low again */
+	if (seqval < numbered_upto)
+	{
+		numbered_upto = 0;
+		mark_xid = InvalidTransactionId;
+	}
+	snap = GetTransactionSnapshot();
+	xmin = snap->xmin;
+	values[0] = Int32GetDatum(max_events);
+	values[1] = BoolGetDatum(track_commit_timestamp);
+	values[2] = Int64GetDatum(numbered_upto);
+	ret = SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 3, argtypes),
+							   values, NULL, snap, InvalidSnapshot, false, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read unnumbered outbox rows: %s", SPI_result_code_string(ret));
+
+	/* a scan that stopped at max_events did not take every row */
+	if (seqval >= 0)
+	{
+		if (TransactionIdIsValid(mark_xid) && SPI_processed < (uint64) max_events &&
+			TransactionIdPrecedesOrEquals(mark_xid, xmin))
+		{
+			numbered_upto_at_commit = mark_seqval;
+			mark_xid = InvalidTransactionId;
+		}
+		if (!TransactionIdIsValid(mark_xid))
+		{
+			mark_seqval = seqval;
+			mark_xid = next_xid;
+		}
+	}
+	return SPI_processed;
+}
+
 /*
  * Numbers up to max_events unnumbered rows in id order, continuing each
  * publication's last_seq.  Returns how many were numbered, their ids as an
@@ -281,7 +407,7 @@ find_count(PubCount *counts, int *ncounts, int32 pub_id)
 static int
 number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_seqs)
 {
-	Oid argtypes[3] = {INT4OID, BOOLOID, TIMESTAMPTZOID};
+	Oid argtypes[3];
 	Datum values[3];
 	char nulls[3] = "   ";
 	int n;
@@ -294,13 +420,7 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	int lbs[1] = {1};
 	int ret;
 
-	values[0] = Int32GetDatum(max_events);
-	values[1] = BoolGetDatum(track_commit_timestamp);
-	ret = SPI_execute_plan(spi_kept_plan(&unnumbered_plan, unnumbered_query, 2, argtypes), values,
-						   NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read unnumbered outbox rows: %s", SPI_result_code_string(ret));
-	n = SPI_processed;
+	n = read_unnumbered(max_events);
 	if (n == 0)
 		return 0;
 	*rows = SPI_tuptable;
@@ -510,7 +630,9 @@ try_truncate(int slot)
 		return false;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute(psprintf("SELECT 1 FROM evrep.%s LIMIT 1", name), false, 1) != SPI_OK_SELECT)
+	/* by the index: a sequential scan would visit every dead row */
+	if (SPI_execute(psprintf("SELECT 1 FROM evrep.%s ORDER BY id LIMIT 1", name), false, 1) !=
+		SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep.%s", name);
 	if (SPI_processed == 0)
 	{
