@@ -28,6 +28,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -61,15 +62,13 @@ static const char *const reserve_query =
 
 /*
  * unnest() of several arrays is ROWS FROM syntax, not a function: it cannot
- * be qualified.  The id = ANY condition, redundant with the join, is what
- * makes the outbox side an index scan of the batch's rows: without it the
- * generic plan was a hash join over a sequential scan of the whole outbox,
- * dead rows included, once per batch.
+ * be qualified.  Planned as a nested loop over the primary key (see
+ * number_rows).
  */
 static const char *const number_query =
 	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
 	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
-	" WHERE o.id = u.id AND o.id = ANY ($1)";
+	" WHERE o.id = u.id";
 
 /*
  * In number order, not id order: a copy chunk is numbered ahead of changes
@@ -419,6 +418,7 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	int dims[1];
 	int lbs[1] = {1};
 	int ret;
+	int level;
 
 	n = read_unnumbered(max_events);
 	if (n == 0)
@@ -462,8 +462,22 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	values[2] =
 		PointerGetDatum(construct_md_array(cts, cts_null, 1, dims, lbs, TIMESTAMPTZOID,
 										   sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	/*
+	 * Not knowing the arrays' length, the planner preferred a hash join over
+	 * a sequential scan of the whole outbox, dead rows included, once per
+	 * batch (and with an added id = ANY condition, a nested loop that
+	 * searched the index for every element at every row).  A nested loop
+	 * over the primary key touches the batch's rows only.  The settings
+	 * hold whenever the kept plan may be made again.
+	 */
+	level = NewGUCNestLevel();
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	ret = SPI_execute_plan(spi_kept_plan(&number_plan, number_query, 3, argtypes), values, nulls,
 						   false, 0);
+	AtEOXact_GUC(true, level);
 	if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) n)
 		elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
 	*id_array = values[0];
