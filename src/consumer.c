@@ -94,10 +94,18 @@ forget_unacked(void)
 	unacked_deliveries = 0;
 }
 
+static bool ack_durable(bool wait);
+
 static void
 drop_connection(void)
 {
 	evrep_worker_report(EVREP_CONSUMER, false, 0, broker_last_error());
+
+	/*
+	 * Batches committed before a failed one are acked if the connection
+	 * still takes it: brought back, a parked message would be parked again.
+	 */
+	(void) ack_durable(true);
 	broker_close(conn);
 	conn = NULL;
 	forget_unacked();
