@@ -34,8 +34,8 @@ struct ApplyTarget
 	MemoryContext cxt; /* everything below but the plans */
 	char *qualname;	   /* quoted schema.table */
 	int ncols;
-	char **colnames;		/* insertable columns */
-	char **textjson;		/* json/jsonb columns: their type, else NULL */
+	char **colnames; /* insertable columns */
+	char **textjson; /* json/jsonb columns: their type, else NULL */
 	bool any_textjson;
 	Bitmapset *keycols;		/* indexes into colnames */
 	SPIPlanPtr upsert;		/* all columns */
@@ -270,9 +270,9 @@ build_target(ApplyTarget *t)
 			t->colcoll[t->ncols] = get_collation_name(att->attcollation);
 		if (row_json_is_text_of_json(att->atttypid))
 		{
-			t->textjson[t->ncols] = format_type_extended(
-				att->atttypid, att->atttypmod,
-				FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+			t->textjson[t->ncols] =
+				format_type_extended(att->atttypid, att->atttypmod,
+									 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
 			t->any_textjson = true;
 		}
 		t->colnames[t->ncols++] = pstrdup(NameStr(att->attname));
@@ -467,7 +467,8 @@ copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 	initStringInfo(&same);
 	for (int i = 0; i < nkeys; i++)
 	{
-		appendStringInfo(&same, "%s%s = t.%s", i ? " AND " : "", col_value(t, order[i], "r", "j.value"),
+		appendStringInfo(&same, "%s%s = t.%s", i ? " AND " : "",
+						 col_value(t, order[i], "r", "j.value"),
 						 quote_identifier(t->colnames[order[i]]));
 	}
 	return psprintf("DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $2) a,"
@@ -476,13 +477,12 @@ copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 					range & COPY_RANGE_AFTER
 						? psprintf("ROW(%s) > ROW(%s)", tk, key_list_of(t, order, nkeys, "a", "$2"))
 						: "true",
-					range & COPY_RANGE_UPTO
-						? psprintf("ROW(%s) <= ROW(%s)", tk, key_list_of(t, order, nkeys, "u", "$3"))
-						: "true",
-					range & COPY_RANGE_WHOLE
-						? ""
-						: psprintf(" AND NOT EXISTS (SELECT FROM %s WHERE %s)",
-								   set_source(t, "$1"), same.data));
+					range & COPY_RANGE_UPTO ? psprintf("ROW(%s) <= ROW(%s)", tk,
+													   key_list_of(t, order, nkeys, "u", "$3"))
+											: "true",
+					range & COPY_RANGE_WHOLE ? ""
+											 : psprintf(" AND NOT EXISTS (SELECT FROM %s WHERE %s)",
+														set_source(t, "$1"), same.data));
 }
 
 /*

@@ -316,11 +316,10 @@ build_reader(ChunkReader *r)
 
 		appendStringInfo(&tkeys, "%st.%s", sep, q);
 		if (as_text)
-			appendStringInfo(&rkeys, "%s($1 OPERATOR(pg_catalog.->>) %s)::%s", sep,
-							 quote_literal_cstr(name),
-							 format_type_extended(typid, typmod,
-												  FORMAT_TYPE_TYPEMOD_GIVEN |
-													  FORMAT_TYPE_FORCE_QUALIFY));
+			appendStringInfo(
+				&rkeys, "%s($1 OPERATOR(pg_catalog.->>) %s)::%s", sep, quote_literal_cstr(name),
+				format_type_extended(typid, typmod,
+									 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
 		else
 			appendStringInfo(&rkeys, "%sr.%s", sep, q);
 		appendStringInfo(&desc, "%sc.%s DESC", sep, q);

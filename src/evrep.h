@@ -23,21 +23,21 @@ extern char *evrep_ssl_cert_file;
 extern char *evrep_ssl_key_file;
 extern bool evrep_ssl_verify_peer;
 extern bool evrep_ssl_verify_hostname;
-extern int evrep_heartbeat;			/* seconds */
-extern int evrep_batch_size;		/* events per publisher round */
-extern int evrep_message_events;	/* max events in one AMQP message */
-extern int evrep_poll_interval;		/* ms, publisher fallback poll */
-extern int evrep_outbox_warn_depth; /* events; 0: never warn */
-extern int evrep_prefetch;			/* consumer prefetch count */
+extern int evrep_heartbeat;			  /* seconds */
+extern int evrep_batch_size;		  /* events per publisher round */
+extern int evrep_message_events;	  /* max events in one AMQP message */
+extern int evrep_poll_interval;		  /* ms, publisher fallback poll */
+extern int evrep_outbox_warn_depth;	  /* events; 0: never warn */
+extern int evrep_prefetch;			  /* consumer prefetch count */
 extern bool evrep_apply_async_commit; /* apply commits without waiting for the flush */
 extern int evrep_apply_batch;
 extern int evrep_apply_max_attempts;
 /* tries of a message before it is parked */ /* deliveries per apply transaction */
 extern int evrep_copy_chunk_rows;
 extern int evrep_copy_rate_limit;
-	/* rows/s a copy sends at most; 0: no limit */ /* rows per chunk of a copy */
-extern int evrep_bind_timeout;					   /* ms evrep_subscribe waits for a binding */
-extern int evrep_reconnect_max;					   /* ms, cap of the reconnect backoff */
+/* rows/s a copy sends at most; 0: no limit */ /* rows per chunk of a copy */
+extern int evrep_bind_timeout;				   /* ms evrep_subscribe waits for a binding */
+extern int evrep_reconnect_max;				   /* ms, cap of the reconnect backoff */
 
 /*
  * Shared memory.  The publisher advertises its latch so that committing

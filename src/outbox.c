@@ -105,9 +105,9 @@ static bool resend_pending = true;
  * numbering committed.
  */
 static int64 numbered_upto = 0;
-static int64 mark_seqval = 0;							   /* a candidate value ... */
-static TransactionId mark_xid = InvalidTransactionId;	   /* ... once xmin passes this */
-static int64 numbered_upto_at_commit = -1;				   /* set by this transaction */
+static int64 mark_seqval = 0;						  /* a candidate value ... */
+static TransactionId mark_xid = InvalidTransactionId; /* ... once xmin passes this */
+static int64 numbered_upto_at_commit = -1;			  /* set by this transaction */
 static bool xact_callback_registered = false;
 
 static SPIPlanPtr unnumbered_plan = NULL;
@@ -473,8 +473,8 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	level = NewGUCNestLevel();
 	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
-	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	ret = SPI_execute_plan(spi_kept_plan(&number_plan, number_query, 3, argtypes), values, nulls,
 						   false, 0);
 	AtEOXact_GUC(true, level);

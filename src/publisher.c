@@ -180,9 +180,8 @@ retire_wait_ms(void)
 		settled_since = GetCurrentTimestamp();
 	if (weight >= evrep_batch_size)
 		return 0;
-	left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-										   TimestampTzPlusMilliseconds(settled_since,
-																	   RETIRE_AFTER_MS));
+	left = TimestampDifferenceMilliseconds(
+		GetCurrentTimestamp(), TimestampTzPlusMilliseconds(settled_since, RETIRE_AFTER_MS));
 	return Max(left, 0);
 }
 
@@ -397,8 +396,8 @@ evrep_publisher_main(Datum main_arg)
 		}
 		else
 		{
-			long wait = copy_due ? Max(1, Min(evrep_poll_interval, copy_wait_ms()))
-								 : evrep_poll_interval;
+			long wait =
+				copy_due ? Max(1, Min(evrep_poll_interval, copy_wait_ms())) : evrep_poll_interval;
 			long retire = retire_wait_ms();
 
 			idle(retire >= 0 ? Min(wait, Max(retire, 1)) : wait);

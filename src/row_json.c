@@ -183,7 +183,8 @@ lookup_form(Oid typid)
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(TypeForm);
 		ctl.hcxt = forms_cxt;
-		forms = hash_create("evrep row_json forms", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		forms =
+			hash_create("evrep row_json forms", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	tf = hash_search(forms, &typid, HASH_ENTER, &found);
 	if (!found)
@@ -224,20 +225,20 @@ append_value(StringInfo buf, TypeForm *tf, Datum value)
 			appendStringInfoString(buf, DatumGetBool(value) ? "true" : "false");
 			return;
 		case FORM_DATETIME:
-			{
-				char dt[MAXDATELEN + 1];
+		{
+			char dt[MAXDATELEN + 1];
 
-				JsonEncodeDateTime(dt, value, tf->basetype, NULL);
-				appendStringInfo(buf, "\"%s\"", dt);
-				return;
-			}
+			JsonEncodeDateTime(dt, value, tf->basetype, NULL);
+			appendStringInfo(buf, "\"%s\"", dt);
+			return;
+		}
 		case FORM_TO_JSON:
-			{
-				text *json = DatumGetTextPP(FunctionCall1(&tf->output, value));
+		{
+			text *json = DatumGetTextPP(FunctionCall1(&tf->output, value));
 
-				appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
-				return;
-			}
+			appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
+			return;
+		}
 		case FORM_NUMBER:
 		case FORM_FLOAT:
 			out = OutputFunctionCall(&tf->output, value);
@@ -264,16 +265,15 @@ fixed_output_settings(void)
 {
 	int level;
 
-	if (DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES &&
-		extra_float_digits >= 1)
+	if (DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES && extra_float_digits >= 1)
 		return -1;
 	level = NewGUCNestLevel();
 	(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
 							 0, false);
 	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	return level;
 }
 
@@ -341,8 +341,8 @@ Datum
 evrep_row_json(PG_FUNCTION_ARGS)
 {
 	HeapTupleHeader rec = PG_GETARG_HEAPTUPLEHEADER(0);
-	TupleDesc desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(rec),
-											HeapTupleHeaderGetTypMod(rec));
+	TupleDesc desc =
+		lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(rec), HeapTupleHeaderGetTypMod(rec));
 	HeapTupleData tuple;
 	Datum result;
 
