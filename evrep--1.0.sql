@@ -354,6 +354,9 @@ BEGIN
 	PERFORM evrep._start_sync(t.nsp, t.tbl, CASE WHEN copy_data THEN 'requested' ELSE 'skipped' END);
 	PERFORM evrep._subscriptions_changed();
 	IF NOT copy_data THEN
+		-- until commit: an event delivered once the queue is bound waits
+		-- for this lock instead of finding no subscription (apply.c)
+		EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', rel);
 		PERFORM evrep._bind_now(t.nsp, t.tbl);
 	END IF;
 END

@@ -12,10 +12,13 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -164,12 +167,12 @@ try_subxact(void (*fn)(ApplyRun *), ApplyRun *run)
 	return edata;
 }
 
-static void
-lookup_subscription(ApplyRun *run)
+/* Reads the subscription of the message's table; with fresh, in a new snapshot. */
+static bool
+read_subscription(ApplyRun *run, bool fresh)
 {
 	Oid argtypes[2] = {TEXTOID, TEXTOID};
 	Datum values[2];
-	bool isnull;
 	int ret;
 
 	values[0] = CStringGetTextDatum(run->msg->schema);
@@ -178,10 +181,35 @@ lookup_subscription(ApplyRun *run)
 										 "SELECT relid, owner FROM evrep.subscription"
 										 " WHERE schema_name = $1 AND table_name = $2",
 										 2, argtypes),
-						   values, NULL, true, 1);
+						   values, NULL, !fresh, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep subscriptions: %s", SPI_result_code_string(ret));
-	run->subscribed = SPI_processed == 1;
+	return SPI_processed == 1;
+}
+
+/*
+ * evrep_subscribe(copy_data => false) has the queue bound before its
+ * transaction commits, and holds a SHARE lock on the table until then: an
+ * event that finds no subscription waits for that lock, and looks again,
+ * rather than being parked as not subscribed a moment too early.
+ */
+static bool
+wait_for_subscriber(ApplyRun *run)
+{
+	Oid relid = RangeVarGetRelid(makeRangeVar(run->msg->schema, run->msg->table, -1), NoLock, true);
+
+	if (!OidIsValid(relid))
+		return false;
+	LockRelationOid(relid, RowExclusiveLock);
+	return read_subscription(run, true);
+}
+
+static void
+lookup_subscription(ApplyRun *run)
+{
+	bool isnull;
+
+	run->subscribed = read_subscription(run, false) || wait_for_subscriber(run);
 	if (!run->subscribed)
 		return;
 	run->relid =

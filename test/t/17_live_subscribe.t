@@ -32,11 +32,19 @@ like "$consumer" '^[0-9]+$' "B's consumer runs (pid $consumer)"
 ok "B: CREATE TABLE orders" create_orders "$B"
 t_sub=$(_tap_now_ms)
 # copy_data => false: the consumer binds before evrep_subscribe returns, so
-# every row committed after that must arrive (test 46 covers the copy).
-out=$(sql "$B" "SELECT evrep_subscribe('orders', copy_data => false)" 2>&1)
-is "$out" "" "B: evrep_subscribe('orders', copy_data => false) while the streams flow, no warning"
+# every row committed after that must arrive (test 46 covers the copy). The
+# subscribing transaction stays open 2 s after the binding: what arrives
+# meanwhile must wait for its commit, not be parked as not subscribed.
+sub_out=$EVREP_TEST_DIR/t17-subscribe.out
+sql "$B" "BEGIN; SELECT evrep_subscribe('orders', copy_data => false); SELECT pg_sleep(2); COMMIT" \
+    >"$sub_out" 2>&1 &
+sub_pid=$!
+ok "B's consumer binds orders while the subscribing transaction is open" \
+    wait_until 30 "grep -q 'routing key \"public.orders\" for evrep_subscribe' $(pg_logfile "$B")"
 mark=$(sql "$A" 'SELECT max(id) FROM orders')
-note "evrep_subscribe returned after $(( $(_tap_now_ms) - t_sub )) ms; orders rows up to id $mark may predate the binding"
+wait "$sub_pid"
+is "$(grep -v '^$' "$sub_out")" "" "B: evrep_subscribe('orders', copy_data => false) while the streams flow, no warning"
+note "the subscribing transaction took $(( $(_tap_now_ms) - t_sub )) ms; orders rows up to id $mark may predate the binding"
 ok "B's consumer logged the binding" topo_bound "$B" public.orders
 is "$(sql "$B" "SELECT phase FROM evrep.sync_status WHERE table_name = 'orders'")" skipped \
    "sync_status: no copy (phase skipped)"
