@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -198,7 +199,8 @@ wait_for_subscriber(ApplyRun *run)
 {
 	Oid relid = RangeVarGetRelid(makeRangeVar(run->msg->schema, run->msg->table, -1), NoLock, true);
 
-	if (!OidIsValid(relid))
+	/* a message naming a catalog gets no lock on it */
+	if (!OidIsValid(relid) || IsCatalogRelationOid(relid))
 		return false;
 	LockRelationOid(relid, RowExclusiveLock);
 	return read_subscription(run, true);
