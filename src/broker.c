@@ -570,11 +570,11 @@ broker_poll(BrokerConn *conn)
 }
 
 /*
- * One sleep on the latch and the socket.  Capped at half the heartbeat so
- * that the next broker_poll sends ours in time.
+ * One sleep on the socket and, if asked, the latch.  Capped at half the
+ * heartbeat so that the next broker_poll sends ours in time.
  */
 static BrokerStatus
-sleep_on_socket(BrokerConn *conn, long timeout_ms)
+sleep_on_socket(BrokerConn *conn, long timeout_ms, bool latch)
 {
 	int fd = amqp_get_sockfd(conn->state);
 	int rc;
@@ -583,9 +583,9 @@ sleep_on_socket(BrokerConn *conn, long timeout_ms)
 		return conn_failed(conn, "socket closed");
 	if (conn->heartbeat_ms > 0)
 		timeout_ms = Min(timeout_ms, conn->heartbeat_ms / 2);
-	rc = WaitLatchOrSocket(MyLatch,
-						   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, fd,
-						   timeout_ms, PG_WAIT_EXTENSION);
+	rc = WaitLatchOrSocket(
+		MyLatch, (latch ? WL_LATCH_SET : 0) | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+		fd, timeout_ms, PG_WAIT_EXTENSION);
 	if (rc & WL_LATCH_SET)
 	{
 		ResetLatch(MyLatch);
@@ -618,7 +618,7 @@ broker_wait(BrokerConn *conn, long timeout_ms)
 		left = ms_until(deadline);
 		if (left <= 0)
 			return BROKER_TIMEOUT;
-		st = sleep_on_socket(conn, left);
+		st = sleep_on_socket(conn, left, true);
 		if (st != BROKER_OK)
 			return st;
 	}
@@ -721,14 +721,14 @@ broker_settled_upto(BrokerConn *conn)
 }
 
 BrokerStatus
-broker_wait_settle(BrokerConn *conn, long timeout_ms)
+broker_wait_settle(BrokerConn *conn, long timeout_ms, bool latch)
 {
 	uint64 low = conn->conf_low;
 	BrokerStatus st = broker_poll(conn);
 
 	if (st == BROKER_OK && !conn->nacked && conn->unconfirmed > 0 && conn->conf_low == low)
 	{
-		st = sleep_on_socket(conn, timeout_ms);
+		st = sleep_on_socket(conn, timeout_ms, latch);
 		if (st == BROKER_OK)
 			st = broker_poll(conn);
 	}

@@ -98,9 +98,11 @@ extern uint64 broker_settled_upto(BrokerConn *conn);
 
 /*
  * Publisher: reads what arrived and, if no confirm came, sleeps once on
- * socket, latch (BROKER_LATCH) or timeout, then reads again.
+ * socket, timeout or, if latch, the latch (BROKER_LATCH), then reads again.
+ * Without latch a set latch stays set, and interrupts wait for the socket
+ * or the timeout.
  */
-extern BrokerStatus broker_wait_settle(BrokerConn *conn, long timeout_ms);
+extern BrokerStatus broker_wait_settle(BrokerConn *conn, long timeout_ms, bool latch);
 
 /* Consumer: binds / unbinds the node's queue to evrep.exchange. */
 extern BrokerStatus broker_bind(BrokerConn *conn, const char *routing_key);
