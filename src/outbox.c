@@ -56,6 +56,13 @@ static const char *const unnumbered_query =
 	" CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
 	" FROM evrep.outbox WHERE seq IS NULL AND id > $3 ORDER BY id LIMIT $1";
 
+/*
+ * Read in id order from the primary keys, stopping at the limit.  The
+ * planner, unsure how many rows lie above $3, read them all (a bitmap scan
+ * and a top-N sort): a backlog of n rows cost n^2 / batch row visits.
+ */
+static const char *const unnumbered_avoid[] = {"sort", "bitmapscan", "seqscan", NULL};
+
 static const char *const reserve_query =
 	"UPDATE evrep.publication SET last_seq = last_seq + $2 WHERE id = $1"
 	" RETURNING last_seq - $2";
@@ -65,6 +72,8 @@ static const char *const reserve_query =
  * be qualified.  Planned as a nested loop over the primary key (see
  * number_rows).
  */
+static const char *const number_avoid[] = {"hashjoin", "mergejoin", NULL};
+
 static const char *const number_query =
 	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
 	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
@@ -356,6 +365,7 @@ read_unnumbered(int max_events)
 	TransactionId next_xid = XidFromFullTransactionId(ReadNextFullTransactionId());
 	Snapshot snap;
 	TransactionId xmin;
+	int level;
 	int ret;
 
 	if (!xact_callback_registered)
@@ -374,19 +384,36 @@ read_unnumbered(int max_events)
 	values[0] = Int32GetDatum(max_events);
 	values[1] = BoolGetDatum(track_commit_timestamp);
 	values[2] = Int64GetDatum(numbered_upto);
+	level = planner_avoid(unnumbered_avoid);
 	ret = SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 3, argtypes),
 							   values, NULL, snap, InvalidSnapshot, false, false, 0);
+	planner_restore(level);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read unnumbered outbox rows: %s", SPI_result_code_string(ret));
 
-	/* a scan that stopped at max_events did not take every row */
+	/*
+	 * A scan that stopped at max_events took every row up to the last one
+	 * it returned: in a backlog the next scan starts there, not at the
+	 * first row still in flight (each round walked all earlier batches).
+	 */
 	if (seqval >= 0)
 	{
-		if (TransactionIdIsValid(mark_xid) && SPI_processed < (uint64) max_events &&
-			TransactionIdPrecedesOrEquals(mark_xid, xmin))
+		if (TransactionIdIsValid(mark_xid) && TransactionIdPrecedesOrEquals(mark_xid, xmin))
 		{
-			numbered_upto_at_commit = mark_seqval;
-			mark_xid = InvalidTransactionId;
+			int64 upto = mark_seqval;
+
+			if (SPI_processed == (uint64) max_events)
+			{
+				bool isnull;
+				int64 last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+
+				upto = Min(upto, last);
+			}
+			if (upto > numbered_upto)
+				numbered_upto_at_commit = upto;
+			if (upto == mark_seqval)
+				mark_xid = InvalidTransactionId;
 		}
 		if (!TransactionIdIsValid(mark_xid))
 		{
@@ -467,17 +494,12 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	 * a sequential scan of the whole outbox, dead rows included, once per
 	 * batch (and with an added id = ANY condition, a nested loop that
 	 * searched the index for every element at every row).  A nested loop
-	 * over the primary key touches the batch's rows only.  The settings
-	 * hold whenever the kept plan may be made again.
+	 * over the primary key touches the batch's rows only.
 	 */
-	level = NewGUCNestLevel();
-	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
+	level = planner_avoid(number_avoid);
 	ret = SPI_execute_plan(spi_kept_plan(&number_plan, number_query, 3, argtypes), values, nulls,
 						   false, 0);
-	AtEOXact_GUC(true, level);
+	planner_restore(level);
 	if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) n)
 		elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
 	*id_array = values[0];
@@ -597,12 +619,19 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/*
+ * By the primary key: with the ids in hand, the planner chose a sequential
+ * scan of the whole outbox, a backlog included, for every batch.
+ */
+static const char *const remove_avoid[] = {"seqscan", "bitmapscan", NULL};
+
 void
 outbox_remove_batch(OutboxBatch *batch)
 {
 	Oid argtypes[1] = {INT8ARRAYOID};
 	Datum values[1];
 	Datum *ids = palloc(sizeof(Datum) * batch->nevents);
+	int level;
 	int ret;
 
 	for (int i = 0; i < batch->nevents; i++)
@@ -611,9 +640,11 @@ outbox_remove_batch(OutboxBatch *batch)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	level = planner_avoid(remove_avoid);
 	ret = SPI_execute_plan(
 		spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)", 1, argtypes),
 		values, NULL, false, 0);
+	planner_restore(level);
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not delete confirmed outbox rows: %s", SPI_result_code_string(ret));
 	SPI_finish();

@@ -4,6 +4,8 @@
  */
 #include "postgres.h"
 
+#include "utils/guc.h"
+
 #include "spi_plan.h"
 
 SPIPlanPtr
@@ -20,4 +22,26 @@ spi_kept_plan(SPIPlanPtr *cache, const char *query, int nargs, Oid *argtypes)
 		*cache = plan;
 	}
 	return *cache;
+}
+
+int
+planner_avoid(const char *const *names)
+{
+	int level = NewGUCNestLevel();
+
+	for (; *names != NULL; names++)
+	{
+		char setting[NAMEDATALEN];
+
+		snprintf(setting, sizeof(setting), "enable_%s", *names);
+		(void) set_config_option(setting, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+								 0, false);
+	}
+	return level;
+}
+
+void
+planner_restore(int level)
+{
+	AtEOXact_GUC(true, level);
 }

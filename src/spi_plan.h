@@ -13,4 +13,13 @@
  */
 extern SPIPlanPtr spi_kept_plan(SPIPlanPtr *cache, const char *query, int nargs, Oid *argtypes);
 
+/*
+ * Turns the planner's enable_<name> settings off, for the names in the
+ * NULL-terminated list, until planner_restore(level).  A kept plan may be
+ * made again at any execution (its custom plans always are), so the
+ * settings must hold around each one.
+ */
+extern int planner_avoid(const char *const *names);
+extern void planner_restore(int level);
+
 #endif /* EVREP_SPI_PLAN_H */
