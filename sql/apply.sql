@@ -93,5 +93,31 @@ SELECT * FROM orders WHERE id BETWEEN 80 AND 89 ORDER BY id;
 SELECT applied, skipped, dead_letters FROM evrep.status WHERE role = 'apply' AND origin = 'runs';
 DELETE FROM evrep.progress WHERE origin = 'runs';
 DELETE FROM orders WHERE id BETWEEN 80 AND 89;
+-- a run may lack local columns, if all its events lack the same ones: they
+-- keep their values or take their defaults; a run ends where the columns
+-- change; an ALWAYS trigger counts the statements
+CREATE TABLE apply_statements (n integer);
+CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN INSERT INTO public.apply_statements VALUES (1); RETURN NULL; END$$;
+CREATE TRIGGER count_statement AFTER INSERT ON orders
+	FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+ALTER TABLE orders ENABLE ALWAYS TRIGGER count_statement;
+INSERT INTO orders VALUES (90, 0, 'old', 'mine');
+TRUNCATE apply_statements;
+SELECT evrep_apply('{"format":"evrep.v1","origin":"runs","schema":"public","table":"orders",
+  "events":[{"seq":1,"op":"update","row":{"id":90,"amount":1,"status":"a"}},
+            {"seq":2,"op":"insert","row":{"id":91,"amount":2,"status":"b","remote_only":1}},
+            {"seq":3,"op":"insert","row":{"id":92,"amount":3,"status":"c"}},
+            {"seq":4,"op":"insert","row":{"id":93,"amount":4,"status":"d","note":"remote"}},
+            {"seq":5,"op":"insert","row":{"id":94,"amount":5,"status":"e","note":null}}]}');
+SELECT * FROM orders WHERE id BETWEEN 90 AND 99 ORDER BY id;
+SELECT count(*) AS insert_statements FROM apply_statements;
+SELECT applied, skipped, dead_letters, unknown_column_events FROM evrep.status
+WHERE role = 'apply' AND origin = 'runs';
+DROP TRIGGER count_statement ON orders;
+DROP FUNCTION count_statement();
+DROP TABLE apply_statements;
+DELETE FROM evrep.progress WHERE origin = 'runs';
+DELETE FROM orders WHERE id BETWEEN 90 AND 99;
 -- deadletter.sql counts its dead letters from id 1
 SELECT setval('evrep.dead_letter_id_seq', 1, false);

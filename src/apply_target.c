@@ -37,9 +37,11 @@ struct ApplyTarget
 	char **colnames; /* insertable columns */
 	char **textjson; /* json/jsonb columns: their type, else NULL */
 	bool any_textjson;
-	Bitmapset *keycols;		/* indexes into colnames */
-	SPIPlanPtr upsert;		/* all columns */
-	SPIPlanPtr upsert_many; /* all columns, rows of a jsonb[] */
+	Bitmapset *keycols;			   /* indexes into colnames */
+	SPIPlanPtr upsert;			   /* all columns */
+	SPIPlanPtr upsert_many;		   /* all columns, rows of a jsonb[] */
+	char *many_subset;			   /* columns of many_subset_upsert */
+	SPIPlanPtr many_subset_upsert; /* some columns, rows of a jsonb[] */
 	SPIPlanPtr delete;
 	char *subset;			   /* columns of subset_upsert: "1" = used */
 	SPIPlanPtr subset_upsert;  /* for events that lack some columns */
@@ -93,6 +95,7 @@ reset_target(ApplyTarget *t)
 	free_plan(&t->copy_upsert);
 	free_plan(&t->copy_insert);
 	free_plan(&t->upsert_many);
+	free_plan(&t->many_subset_upsert);
 	for (int i = 0; i < lengthof(t->copy_delete); i++)
 		free_plan(&t->copy_delete[i]);
 	if (t->cxt)
@@ -104,6 +107,7 @@ reset_target(ApplyTarget *t)
 	t->any_textjson = false;
 	t->keycols = NULL;
 	t->subset = NULL;
+	t->many_subset = NULL;
 	t->copy_subset = NULL;
 	t->copy_order = NULL;
 	t->colcoll = NULL;
@@ -200,12 +204,6 @@ insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert)
 }
 
 static char *
-upsert_sql(ApplyTarget *t, const bool *use, bool is_set)
-{
-	return insert_sql(t, use, is_set ? ROWS_SET : ROWS_ONE, true);
-}
-
-static char *
 delete_sql(ApplyTarget *t)
 {
 	StringInfoData cond;
@@ -284,7 +282,7 @@ build_target(ApplyTarget *t)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 						errmsg("subscribed table %s has no primary key", t->qualname)));
 
-	t->upsert = prepare_kept(upsert_sql(t, NULL, false), 1);
+	t->upsert = prepare_kept(insert_sql(t, NULL, ROWS_ONE, true), 1);
 	t->delete = prepare_kept(delete_sql(t), 1);
 	t->valid = true;
 }
@@ -324,7 +322,8 @@ apply_target_get(Oid relid)
  * set is kept, since a stream's events all carry the same columns.
  */
 static SPIPlanPtr
-upsert_plan_for(ApplyTarget *t, const bool *use, bool is_set, char **kept_sig, SPIPlanPtr *kept)
+upsert_plan_for(ApplyTarget *t, const bool *use, RowSource source, char **kept_sig,
+				SPIPlanPtr *kept)
 {
 	char *sig = palloc(t->ncols + 1);
 
@@ -333,7 +332,8 @@ upsert_plan_for(ApplyTarget *t, const bool *use, bool is_set, char **kept_sig, S
 	sig[t->ncols] = '\0';
 	if (*kept_sig == NULL || strcmp(sig, *kept_sig) != 0)
 	{
-		SPIPlanPtr plan = prepare_kept(upsert_sql(t, use, is_set), 1);
+		SPIPlanPtr plan =
+			prepare_kept(insert_sql(t, use, source, true), source == ROWS_ARRAY ? 0 : 1);
 
 		free_plan(kept);
 		*kept = plan;
@@ -346,7 +346,7 @@ upsert_plan_for(ApplyTarget *t, const bool *use, bool is_set, char **kept_sig, S
 static SPIPlanPtr
 subset_plan(ApplyTarget *t, const bool *use)
 {
-	return upsert_plan_for(t, use, false, &t->subset, &t->subset_upsert);
+	return upsert_plan_for(t, use, ROWS_ONE, &t->subset, &t->subset_upsert);
 }
 
 static void
@@ -603,19 +603,22 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 		if (!all)
 			(void) copy_delete_range(t, copy, false);
 		if (copy->nrows > 0)
-			run_plan(upsert_plan_for(t, use, true, &t->copy_subset, &t->copy_upsert), copy->rows,
-					 SPI_OK_INSERT);
+			run_plan(upsert_plan_for(t, use, ROWS_SET, &t->copy_subset, &t->copy_upsert),
+					 copy->rows, SPI_OK_INSERT);
 	}
 	pfree(use);
 }
 
-/* Does the row carry every local column? */
+/* Does the row carry exactly the local columns in use? */
 static bool
-carries_all_columns(ApplyTarget *t, JsonbContainer *row)
+carries_columns(ApplyTarget *t, JsonbContainer *row, const bool *use)
 {
 	for (int i = 0; i < t->ncols; i++)
 	{
-		if (getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL) == NULL)
+		bool has =
+			getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL) != NULL;
+
+		if (has != use[i])
 			return false;
 	}
 	return true;
@@ -653,16 +656,35 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 	HTAB *keys;
 	HASHCTL ctl;
 	Datum *rows;
+	bool *use;
+	int nused = 0;
 	int len = 0;
 
 	/* the common cases that make no run, before building anything */
-	if (n < 2 || !IS_UPSERT(evs[0]) || !IS_UPSERT(evs[1]) ||
-		!carries_all_columns(t, &evs[0]->row->root) || !carries_all_columns(t, &evs[1]->row->root))
+	if (n < 2 || !IS_UPSERT(evs[0]) || !IS_UPSERT(evs[1]))
 		return 0;
+
+	/*
+	 * The run's events carry the same columns, all of the table's or (a
+	 * subscriber with columns of its own) some: those it lacks keep their
+	 * values or defaults, as with one event.
+	 */
 	first = key_text(t, &evs[0]->row->root);
 	second = key_text(t, &evs[1]->row->root);
 	if (first == NULL || second == NULL || strcmp(first, second) == 0)
 		return 0;
+	use = palloc(sizeof(bool) * t->ncols);
+	for (int i = 0; i < t->ncols; i++)
+	{
+		use[i] = getKeyJsonValueFromContainer(&evs[0]->row->root, t->colnames[i],
+											  strlen(t->colnames[i]), NULL) != NULL;
+		nused += use[i];
+	}
+	if (!carries_columns(t, &evs[1]->row->root, use))
+	{
+		pfree(use);
+		return 0;
+	}
 	ctl.keysize = NAMEDATALEN * 2;
 	ctl.entrysize = ctl.keysize;
 	ctl.hcxt = CurrentMemoryContext;
@@ -675,7 +697,7 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		bool found;
 
 		/* the first two were looked at above */
-		if (len >= 2 && (!IS_UPSERT(ev) || !carries_all_columns(t, &ev->row->root)))
+		if (len >= 2 && (!IS_UPSERT(ev) || !carries_columns(t, &ev->row->root, use)))
 			break;
 		/* one statement may touch a row once: a key seen again ends the run */
 		key = len == 0 ? first : len == 1 ? second : key_text(t, &ev->row->root);
@@ -689,18 +711,26 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 	if (len >= 2)
 	{
 		Datum arg = PointerGetDatum(construct_array(rows, len, JSONBOID, -1, false, TYPALIGN_INT));
+		SPIPlanPtr plan;
 		int ret;
 
-		if (t->upsert_many == NULL)
-			t->upsert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, true), 0);
+		if (nused < t->ncols)
+			plan = upsert_plan_for(t, use, ROWS_ARRAY, &t->many_subset, &t->many_subset_upsert);
+		else
+		{
+			if (t->upsert_many == NULL)
+				t->upsert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, true), 0);
+			plan = t->upsert_many;
+		}
 		for (int i = 0; i < len; i++)
-			note_unknown_columns(t, &evs[i]->row->root, t->ncols, 1);
-		ret = SPI_execute_plan(t->upsert_many, &arg, NULL, false, 0);
+			note_unknown_columns(t, &evs[i]->row->root, nused, 1);
+		ret = SPI_execute_plan(plan, &arg, NULL, false, 0);
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
 	}
 	hash_destroy(keys);
 	pfree(rows);
+	pfree(use);
 	return len >= 2 ? len : 0;
 }
 

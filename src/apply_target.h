@@ -26,7 +26,7 @@ extern void apply_target_event(ApplyTarget *target, const WireEvent *ev);
 
 /*
  * Applies the leading events of evs[0..n) that upsert distinct keys with
- * every local column in one statement, if there are two or more of them;
+ * the same columns in one statement, if there are two or more of them;
  * returns how many it applied (0: apply evs[0] with apply_target_event).
  */
 extern int apply_target_run(ApplyTarget *target, WireEvent *const *evs, int n);
