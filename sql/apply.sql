@@ -114,6 +114,16 @@ SELECT * FROM orders WHERE id BETWEEN 90 AND 99 ORDER BY id;
 SELECT count(*) AS insert_statements FROM apply_statements;
 SELECT applied, skipped, dead_letters, unknown_column_events FROM evrep.status
 WHERE role = 'apply' AND origin = 'runs';
+-- a run of inserts is a plain INSERT; a key the table has already fails it,
+-- and the events are applied one by one, as upserts (two statements)
+INSERT INTO orders VALUES (95, 0, 'old', 'mine');
+TRUNCATE apply_statements;
+SELECT evrep_apply('{"format":"evrep.v1","origin":"runs","schema":"public","table":"orders",
+  "events":[{"seq":6,"op":"insert","row":{"id":95,"amount":6,"status":"f"}},
+            {"seq":7,"op":"insert","row":{"id":96,"amount":7,"status":"g"}}]}');
+SELECT * FROM orders WHERE id BETWEEN 95 AND 99 ORDER BY id;
+SELECT count(*) AS insert_statements FROM apply_statements;
+SELECT applied, skipped, dead_letters FROM evrep.status WHERE role = 'apply' AND origin = 'runs';
 DROP TRIGGER count_statement ON orders;
 DROP FUNCTION count_statement();
 DROP TABLE apply_statements;

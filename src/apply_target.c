@@ -42,6 +42,9 @@ struct ApplyTarget
 	SPIPlanPtr upsert_many;		   /* all columns, rows of a jsonb[] */
 	char *many_subset;			   /* columns of many_subset_upsert */
 	SPIPlanPtr many_subset_upsert; /* some columns, rows of a jsonb[] */
+	SPIPlanPtr insert_many;		   /* as upsert_many, without ON CONFLICT */
+	char *many_subset_ins;		   /* columns of many_subset_insert */
+	SPIPlanPtr many_subset_insert; /* as many_subset_upsert, without ON CONFLICT */
 	SPIPlanPtr delete;
 	char *subset;			   /* columns of subset_upsert: "1" = used */
 	SPIPlanPtr subset_upsert;  /* for events that lack some columns */
@@ -96,6 +99,8 @@ reset_target(ApplyTarget *t)
 	free_plan(&t->copy_insert);
 	free_plan(&t->upsert_many);
 	free_plan(&t->many_subset_upsert);
+	free_plan(&t->insert_many);
+	free_plan(&t->many_subset_insert);
 	for (int i = 0; i < lengthof(t->copy_delete); i++)
 		free_plan(&t->copy_delete[i]);
 	if (t->cxt)
@@ -108,6 +113,7 @@ reset_target(ApplyTarget *t)
 	t->keycols = NULL;
 	t->subset = NULL;
 	t->many_subset = NULL;
+	t->many_subset_ins = NULL;
 	t->copy_subset = NULL;
 	t->copy_order = NULL;
 	t->colcoll = NULL;
@@ -322,8 +328,8 @@ apply_target_get(Oid relid)
  * set is kept, since a stream's events all carry the same columns.
  */
 static SPIPlanPtr
-upsert_plan_for(ApplyTarget *t, const bool *use, RowSource source, char **kept_sig,
-				SPIPlanPtr *kept)
+plan_for(ApplyTarget *t, const bool *use, RowSource source, bool upsert, char **kept_sig,
+		 SPIPlanPtr *kept)
 {
 	char *sig = palloc(t->ncols + 1);
 
@@ -333,7 +339,7 @@ upsert_plan_for(ApplyTarget *t, const bool *use, RowSource source, char **kept_s
 	if (*kept_sig == NULL || strcmp(sig, *kept_sig) != 0)
 	{
 		SPIPlanPtr plan =
-			prepare_kept(insert_sql(t, use, source, true), source == ROWS_ARRAY ? 0 : 1);
+			prepare_kept(insert_sql(t, use, source, upsert), source == ROWS_ARRAY ? 0 : 1);
 
 		free_plan(kept);
 		*kept = plan;
@@ -346,7 +352,7 @@ upsert_plan_for(ApplyTarget *t, const bool *use, RowSource source, char **kept_s
 static SPIPlanPtr
 subset_plan(ApplyTarget *t, const bool *use)
 {
-	return upsert_plan_for(t, use, ROWS_ONE, &t->subset, &t->subset_upsert);
+	return plan_for(t, use, ROWS_ONE, true, &t->subset, &t->subset_upsert);
 }
 
 static void
@@ -603,8 +609,8 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 		if (!all)
 			(void) copy_delete_range(t, copy, false);
 		if (copy->nrows > 0)
-			run_plan(upsert_plan_for(t, use, ROWS_SET, &t->copy_subset, &t->copy_upsert),
-					 copy->rows, SPI_OK_INSERT);
+			run_plan(plan_for(t, use, ROWS_SET, true, &t->copy_subset, &t->copy_upsert), copy->rows,
+					 SPI_OK_INSERT);
 	}
 	pfree(use);
 }
@@ -711,11 +717,30 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 	if (len >= 2)
 	{
 		Datum arg = PointerGetDatum(construct_array(rows, len, JSONBOID, -1, false, TYPALIGN_INT));
+		bool inserts = true;
 		SPIPlanPtr plan;
 		int ret;
 
+		/*
+		 * A run of inserts is a plain INSERT: ON CONFLICT's look at the key
+		 * before each row and its speculative insertion were a sixth of
+		 * the apply.  A key the table has already (a row of its own, say)
+		 * fails the message's attempt with unique_violation, and its events
+		 * are applied one by one, as upserts.
+		 */
+		for (int i = 0; i < len; i++)
+			inserts &= evs[i]->op == 'i';
 		if (nused < t->ncols)
-			plan = upsert_plan_for(t, use, ROWS_ARRAY, &t->many_subset, &t->many_subset_upsert);
+			plan = inserts ? plan_for(t, use, ROWS_ARRAY, false, &t->many_subset_ins,
+									  &t->many_subset_insert)
+						   : plan_for(t, use, ROWS_ARRAY, true, &t->many_subset,
+									  &t->many_subset_upsert);
+		else if (inserts)
+		{
+			if (t->insert_many == NULL)
+				t->insert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, false), 0);
+			plan = t->insert_many;
+		}
 		else
 		{
 			if (t->upsert_many == NULL)
