@@ -47,7 +47,11 @@
 #   evrep lag from B's commit timestamps), EVREP_BENCH_SKIP_BLOAT=1,
 #   EVREP_BENCH_LAG_RATES (rows/s of the lag phase, space-separated, default
 #   "1000 5000 10000"; 1000 keeps the historical result names),
-#   EVREP_BENCH_OUTDIR (where the results go, default bench/results).
+#   EVREP_BENCH_OUTDIR (where the results go, default bench/results),
+#   EVREP_BENCH_ROUNDS (default 1): the throughput and bulk phases run this
+#   many times, evrep and native alternating on the same servers; each
+#   round's evrep/native ratio is reported and the median is the result
+#   (this machine's noise moved one round's ratio by 0.1 either way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -65,6 +69,8 @@ quickarg=; [[ $mode == quick ]] && quickarg=" quick"
 [[ -n "${EVREP_BENCH_TAG:-}" ]] && suffix+=-$EVREP_BENCH_TAG
 CLIENTS=8
 LAG_RATES=${EVREP_BENCH_LAG_RATES:-1000 5000 10000}
+ROUNDS=${EVREP_BENCH_ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "EVREP_BENCH_ROUNDS: '$ROUNDS' is not a positive count" >&2; exit 2; }
 for r in $LAG_RATES; do
 	[[ $r =~ ^[1-9][0-9]*$ ]] || { echo "EVREP_BENCH_LAG_RATES: '$r' is not a rate in rows/s" >&2; exit 2; }
 done
@@ -125,7 +131,7 @@ fdiv() { awk -v a="$1" -v b="$2" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b 
 : >"$OUT_DETAIL"
 # once: the tree may get new commits while the bench runs
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || true)
-detail "evrep replication bench, mode $mode, $(date -u +%FT%TZ), $(nproc) CPUs, commit $COMMIT${EVREP_BENCH_CONF:+, extra conf: $EVREP_BENCH_CONF}${EVREP_BENCH_EV_APPLIED_AT:+, EVREP_BENCH_EV_APPLIED_AT=$EVREP_BENCH_EV_APPLIED_AT}${EVREP_BENCH_SKIP_BLOAT:+, EVREP_BENCH_SKIP_BLOAT=$EVREP_BENCH_SKIP_BLOAT}, lag rates $LAG_RATES rows/s"
+detail "evrep replication bench, mode $mode, $(date -u +%FT%TZ), $(nproc) CPUs, commit $COMMIT${EVREP_BENCH_CONF:+, extra conf: $EVREP_BENCH_CONF}${EVREP_BENCH_EV_APPLIED_AT:+, EVREP_BENCH_EV_APPLIED_AT=$EVREP_BENCH_EV_APPLIED_AT}${EVREP_BENCH_SKIP_BLOAT:+, EVREP_BENCH_SKIP_BLOAT=$EVREP_BENCH_SKIP_BLOAT}, lag rates $LAG_RATES rows/s, $ROUNDS round(s) of throughput and bulk"
 so=$("$PG_CONFIG" --pkglibdir)/evrep.so
 detail "installed evrep.so: $(md5sum <"$so" | cut -c1-12) built $(date -u -r "$so" +%FT%TZ)"
 
@@ -666,11 +672,28 @@ bulk() { # PATH TABLE
 	log "bulk $path: ${R[bulk_$path]} rows/s end to end (A commit after $(fsub "$acommit" "$t0")s)"
 }
 
-log "throughput: $N_THR single-row transactions, $CLIENTS clients"
-throughput evrep ev || true
-lr_enable
-throughput native lr || true
-lr_disable
+# rounds_note KEY -- after a phase's round: its evrep/native ratio is added
+# to R[KEY_rounds]
+rounds_note() {
+	R[$1_rounds]+="${R[$1_rounds]:+ }$(fdiv "$(g "$1_evrep")" "$(g "$1_native")")"
+}
+# rounds_result KEY -- the median of the rounds' ratios in R[KEY_ratio]
+# (of the rounds that did not fail; of two middle values, their mean)
+rounds_result() {
+	R[$1_ratio]=$(tr ' ' '\n' <<<"${R[$1_rounds]}" | { grep -E '^[0-9.]+$' || true; } | sort -g |
+		awk '{v[NR] = $1} END {m = int((NR + 1) / 2); if (NR == 0) print "n/a"; else if (NR % 2) print v[m]; else printf "%.3f\n", (v[m] + v[m + 1]) / 2}')
+}
+g() { printf '%s' "${R[$1]:-n/a}"; }
+
+log "throughput: $N_THR single-row transactions, $CLIENTS clients, $ROUNDS round(s)"
+for ((round = 1; round <= ROUNDS; round++)); do
+	throughput evrep ev || true
+	lr_enable
+	throughput native lr || true
+	lr_disable
+	rounds_note thr
+done
+rounds_result thr
 
 log "lag: --rate=$LAG_RATES (rows/s) for ${LAG_SECS}s each"
 lag_rates evrep ev
@@ -678,13 +701,17 @@ lr_enable
 lag_rates native lr
 lr_disable
 
-log "bulk: one INSERT of $N_BULK rows"
-bulk evrep ev || true
-lr_enable
-bulk native lr || true
+log "bulk: one INSERT of $N_BULK rows, $ROUNDS round(s)"
+for ((round = 1; round <= ROUNDS; round++)); do
+	((round > 1)) && lr_disable
+	bulk evrep ev || true
+	lr_enable
+	bulk native lr || true
+	rounds_note bulk
+done
+rounds_result bulk
 
 # ---------------------------------------------------------------- report
-g() { printf '%s' "${R[$1]:-n/a}"; }
 bratio=$(fdiv "$(g bloat_1m)" "$(g bloat_10k)")
 bratio_v=$(fdiv "$(g bloat_1m_vac)" "$(g bloat_10k)")
 # the writer's tps in the lag phase at RATE, or the saturation mark
@@ -716,11 +743,13 @@ lag_md() { # RATE
 }
 {
 	echo "metric,evrep,native,evrep/native,goal"
-	echo "throughput_rows_per_s_${N_THR}_1row_txns,$(g thr_evrep),$(g thr_native),$(fdiv "$(g thr_evrep)" "$(g thr_native)"),ratio>=1.0"
+	echo "throughput_rows_per_s_${N_THR}_1row_txns,$(g thr_evrep),$(g thr_native),$(g thr_ratio),ratio>=1.0"
+	echo "throughput_ratio_per_round,${R[thr_rounds]// /;},,,"
 	echo "throughput_writer_tps,$(g thr_writer_evrep),$(g thr_writer_native),$(fdiv "$(g thr_writer_evrep)" "$(g thr_writer_native)"),"
 	echo "throughput_tail_after_writer_s,$(g thr_drain_evrep),$(g thr_drain_native),,"
 	for r in $LAG_RATES; do lag_csv "$r"; done
-	echo "bulk_rows_per_s_${N_BULK}_rows_1_txn,$(g bulk_evrep),$(g bulk_native),$(fdiv "$(g bulk_evrep)" "$(g bulk_native)"),"
+	echo "bulk_rows_per_s_${N_BULK}_rows_1_txn,$(g bulk_evrep),$(g bulk_native),$(g bulk_ratio),"
+	echo "bulk_ratio_per_round,${R[bulk_rounds]// /;},,,"
 	echo "outbox_bytes_after_${N_BLOAT1}_events,$(g bloat_10k),,,"
 	echo "outbox_bytes_after_${N_BLOAT2}_more_events,$(g bloat_1m),,$bratio (vs ${N_BLOAT1}),ratio<=2"
 	echo "bloat_events_actually_written,$(g bloat_events),,,"
@@ -732,16 +761,23 @@ lag_md() { # RATE
 {
 	echo "# evrep vs native logical replication ($mode run)"
 	echo
-	echo "\`${EVREP_BENCH_PERF:+EVREP_BENCH_PERF=$EVREP_BENCH_PERF }${EVREP_BENCH_CONF:+EVREP_BENCH_CONF=\"$EVREP_BENCH_CONF\" }${EVREP_BENCH_LAG_RATES:+EVREP_BENCH_LAG_RATES=\"$EVREP_BENCH_LAG_RATES\" }bench/replication.sh${quickarg}\` on $(date -u +%F), $(nproc) vCPUs, commit $COMMIT;"
-	echo "one RabbitMQ node and two PostgreSQL 15 nodes on one machine; ratios from this one run."
+	echo "\`${EVREP_BENCH_ROUNDS:+EVREP_BENCH_ROUNDS=$EVREP_BENCH_ROUNDS }${EVREP_BENCH_PERF:+EVREP_BENCH_PERF=$EVREP_BENCH_PERF }${EVREP_BENCH_CONF:+EVREP_BENCH_CONF=\"$EVREP_BENCH_CONF\" }${EVREP_BENCH_LAG_RATES:+EVREP_BENCH_LAG_RATES=\"$EVREP_BENCH_LAG_RATES\" }bench/replication.sh${quickarg}\` on $(date -u +%F), $(nproc) vCPUs, commit $COMMIT;"
+	if ((ROUNDS > 1)); then
+		echo "one RabbitMQ node and two PostgreSQL 15 nodes on one machine; throughput and bulk in $ROUNDS rounds,"
+		echo "evrep and native alternating: rows/s of the last round, ratio = median of the rounds' ratios."
+	else
+		echo "one RabbitMQ node and two PostgreSQL 15 nodes on one machine; ratios from this one run."
+	fi
 	echo
 	echo "| metric | evrep | native LR | evrep/native | goal |"
 	echo "|---|---|---|---|---|"
-	echo "| end-to-end rows/s, $N_THR single-row txns, $CLIENTS clients | $(g thr_evrep) | $(g thr_native) | $(fdiv "$(g thr_evrep)" "$(g thr_native)") | ≥ 1.0 |"
+	echo "| end-to-end rows/s, $N_THR single-row txns, $CLIENTS clients | $(g thr_evrep) | $(g thr_native) | $(g thr_ratio) | ≥ 1.0 |"
+	((ROUNDS > 1)) && echo "| … evrep/native in each round | | | ${R[thr_rounds]} | |"
 	echo "| writer tps on A during that run | $(g thr_writer_evrep) | $(g thr_writer_native) | | |"
 	echo "| B finished this long after the writer (s) | $(g thr_drain_evrep) | $(g thr_drain_native) | | |"
 	for r in $LAG_RATES; do lag_md "$r"; done
-	echo "| bulk: one INSERT of $N_BULK rows, rows/s end to end | $(g bulk_evrep) | $(g bulk_native) | $(fdiv "$(g bulk_evrep)" "$(g bulk_native)") | |"
+	echo "| bulk: one INSERT of $N_BULK rows, rows/s end to end | $(g bulk_evrep) | $(g bulk_native) | $(g bulk_ratio) | |"
+	((ROUNDS > 1)) && echo "| … evrep/native in each round | | | ${R[bulk_rounds]} | |"
 	echo "| outbox size after $N_BLOAT1 events (MB) | $(mb "$(g bloat_10k)") | | | |"
 	echo "| outbox size after $N_BLOAT2 more events (MB) | $(mb "$(g bloat_1m)") | | $bratio× | ≤ 2× |"
 	echo "| … after a manual VACUUM (MB) | $(mb "$(g bloat_1m_vac)") | | $bratio_v× | |"
