@@ -134,6 +134,8 @@ static List *in_flight = NIL;
 static int in_flight_events = 0;
 /* when the oldest batch not yet deleted was seen confirmed; 0: none */
 static TimestampTz settled_since = 0;
+/* the last batch was full: more rows are waiting (see may_claim) */
+static bool backlog = false;
 
 /* After a connection loss: every numbered row is sent again. */
 static void
@@ -265,11 +267,11 @@ send_batch(OutboxBatch *batch, MemoryContext cxt)
  * batch, or a copy's chunks) batches are big anyway and are pipelined.
  */
 static bool
-may_claim(bool backlog)
+may_claim(bool more_waiting)
 {
 	if (broker_blocked(conn) || in_flight_events >= 4 * evrep_batch_size)
 		return false;
-	return backlog || broker_unconfirmed(conn) == 0;
+	return more_waiting || broker_unconfirmed(conn) == 0;
 }
 
 /*
@@ -372,7 +374,6 @@ evrep_publisher_main(Datum main_arg)
 	{
 		OutboxBatch *batch = NULL;
 		MemoryContext cxt;
-		static bool backlog = false;
 		bool ready = true;
 		bool copy_due;
 
