@@ -45,6 +45,7 @@ bool evrep_ssl_verify_hostname = true;
 int evrep_heartbeat = 30;
 int evrep_batch_size = 5000;
 int evrep_message_events = 500;
+int evrep_publish_window = 1;
 int evrep_poll_interval = 1000;
 int evrep_outbox_warn_depth = 1000000;
 int evrep_prefetch = 2000;
@@ -146,6 +147,14 @@ define_settings(void)
 	DefineCustomIntVariable("evrep.message_events",
 							"Most events of one table packed into one AMQP message.", NULL,
 							&evrep_message_events, 500, 1, 100000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.publish_window",
+		"Messages that may await their confirms before the publisher numbers the next batch, "
+		"when it has no backlog.",
+		"1: the next batch waits for the last one's confirms (Nagle's rule: fewer, bigger "
+		"messages); 0: no limit, a batch for every commit (lower latency at moderate rates, more "
+		"CPU and WAL flushes).",
+		&evrep_publish_window, 1, 0, 1000, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"evrep.poll_interval", "Publisher's fallback poll of the outbox when not woken.", NULL,
 		&evrep_poll_interval, 1000, 10, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);

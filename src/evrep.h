@@ -25,6 +25,7 @@ extern bool evrep_ssl_verify_peer;
 extern bool evrep_ssl_verify_hostname;
 extern int evrep_heartbeat;			  /* seconds */
 extern int evrep_batch_size;		  /* events per publisher round */
+extern int evrep_publish_window;	  /* unconfirmed messages before the next batch */
 extern int evrep_message_events;	  /* max events in one AMQP message */
 extern int evrep_poll_interval;		  /* ms, publisher fallback poll */
 extern int evrep_outbox_warn_depth;	  /* events; 0: never warn */

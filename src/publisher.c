@@ -258,30 +258,33 @@ send_batch(OutboxBatch *batch, MemoryContext cxt)
  * Whether to number the next batch now.  Earlier batches may still await
  * their confirms, up to a bound on what a reconnect would send again.
  *
- * Without a backlog, a batch is claimed only once everything sent has been
- * confirmed (Nagle's rule): the events committed meanwhile wait one confirm
- * and then go together.  Claiming at every writer's commit instead made one
- * transaction, one WAL flush and one message per few events: under 8
- * writers the publisher's flushes queued with theirs on the WAL write lock,
- * and RabbitMQ spent 1.7 times the CPU per event.  With a backlog (a full
- * batch, or a copy's chunks) batches are big anyway and are pipelined.
+ * Without a backlog, a batch is claimed only while fewer than
+ * evrep.publish_window messages await their confirms; by default, once
+ * everything sent has been confirmed (Nagle's rule): the events committed
+ * meanwhile wait one confirm and then go together.  Claiming at every
+ * writer's commit instead made one transaction, one WAL flush and one
+ * message per few events: under 8 writers the publisher's flushes queued
+ * with theirs on the WAL write lock, and RabbitMQ spent 1.7 times the CPU
+ * per event.  With a backlog (a full batch, or a copy's chunks) batches
+ * are big anyway and are pipelined.
  */
 static bool
 may_claim(bool more_waiting)
 {
 	if (broker_blocked(conn) || in_flight_events >= 4 * evrep_batch_size)
 		return false;
-	return more_waiting || broker_unconfirmed(conn) == 0;
+	return more_waiting || evrep_publish_window == 0 ||
+		   broker_unconfirmed(conn) < evrep_publish_window;
 }
 
 /*
- * Waits for confirms.  A writer's wake-up could not be acted on before
- * them (may_claim), so the latch is left set for after them; a writer's
- * SetLatch on a set latch costs nothing, where each wake-up cost the
- * publisher a turn.  Interrupts, which set the latch too, are seen at the
- * next confirm or within CONFIRM_POLL_MS.  False when the connection must
- * go: it failed, the broker nacked, or the oldest batch has waited too
- * long for a broker that is not blocking us.
+ * Waits for confirms, or a writer's wake-up if may_claim would let its
+ * rows go.  Otherwise the latch is left set for after the confirms: a
+ * writer's SetLatch on a set latch costs nothing, where each wake-up cost
+ * the publisher a turn; interrupts, which set the latch too, are then seen
+ * at the next confirm or within CONFIRM_POLL_MS.  False when the
+ * connection must go: it failed, the broker nacked, or the oldest batch
+ * has waited too long for a broker that is not blocking us.
  */
 static bool
 await_confirms(void)
@@ -301,7 +304,10 @@ await_confirms(void)
 		return false;
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
-	st = broker_wait_settle(conn, CONFIRM_POLL_MS, false);
+	if (may_claim(false))
+		st = broker_wait_settle(conn, 1000, true);
+	else
+		st = broker_wait_settle(conn, CONFIRM_POLL_MS, false);
 	return st == BROKER_OK || st == BROKER_LATCH || st == BROKER_TIMEOUT;
 }
 
