@@ -48,10 +48,11 @@
 #   EVREP_BENCH_LAG_RATES (rows/s of the lag phase, space-separated, default
 #   "1000 5000 10000"; 1000 keeps the historical result names),
 #   EVREP_BENCH_OUTDIR (where the results go, default bench/results),
-#   EVREP_BENCH_ROUNDS (default 1): the throughput and bulk phases run this
-#   many times, evrep and native alternating on the same servers; each
-#   round's evrep/native ratio is reported and the median is the result
-#   (this machine's noise moved one round's ratio by 0.1 either way).
+#   EVREP_BENCH_ROUNDS (default 1): the throughput, lag and bulk phases run
+#   this many times, evrep and native alternating on the same servers; each
+#   round's evrep/native ratio (lag: p50) is reported and the median is the
+#   result (this machine's noise moved one round's ratio by 0.1-0.3 and the
+#   lag p50 at 1k rows/s between 2.1 and 3.4 ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -131,7 +132,7 @@ fdiv() { awk -v a="$1" -v b="$2" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b 
 : >"$OUT_DETAIL"
 # once: the tree may get new commits while the bench runs
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || true)
-detail "evrep replication bench, mode $mode, $(date -u +%FT%TZ), $(nproc) CPUs, commit $COMMIT${EVREP_BENCH_CONF:+, extra conf: $EVREP_BENCH_CONF}${EVREP_BENCH_EV_APPLIED_AT:+, EVREP_BENCH_EV_APPLIED_AT=$EVREP_BENCH_EV_APPLIED_AT}${EVREP_BENCH_SKIP_BLOAT:+, EVREP_BENCH_SKIP_BLOAT=$EVREP_BENCH_SKIP_BLOAT}, lag rates $LAG_RATES rows/s, $ROUNDS round(s) of throughput and bulk"
+detail "evrep replication bench, mode $mode, $(date -u +%FT%TZ), $(nproc) CPUs, commit $COMMIT${EVREP_BENCH_CONF:+, extra conf: $EVREP_BENCH_CONF}${EVREP_BENCH_EV_APPLIED_AT:+, EVREP_BENCH_EV_APPLIED_AT=$EVREP_BENCH_EV_APPLIED_AT}${EVREP_BENCH_SKIP_BLOAT:+, EVREP_BENCH_SKIP_BLOAT=$EVREP_BENCH_SKIP_BLOAT}, lag rates $LAG_RATES rows/s, $ROUNDS round(s) of throughput, lag and bulk"
 so=$("$PG_CONFIG" --pkglibdir)/evrep.so
 detail "installed evrep.so: $(md5sum <"$so" | cut -c1-12) built $(date -u -r "$so" +%FT%TZ)"
 
@@ -570,6 +571,7 @@ SQL
 lag() {
 	local path=$1 t=$2 rate=$3 lo hi n p50 p99 mx v50 v99 wend tps clients ph k
 	k=${path}_$rate ph=lag-$path-$rate
+	unset "R[lagsat_$k]" # from an earlier round
 	clients=$(lag_clients "$rate")
 	checkpoint
 	lo=$(seq_last "$t")
@@ -677,11 +679,39 @@ bulk() { # PATH TABLE
 rounds_note() {
 	R[$1_rounds]+="${R[$1_rounds]:+ }$(fdiv "$(g "$1_evrep")" "$(g "$1_native")")"
 }
+# median LIST -- of the numbers in the space-separated LIST (a failed
+# round's text is left out; of two middle values, their mean; n/a if none)
+median() {
+	tr ' ' '\n' <<<"$1" | { grep -E '^[0-9.]+$' || true; } | sort -g |
+		awk '{v[NR] = $1} END {m = int((NR + 1) / 2); if (NR == 0) print "n/a"; else if (NR % 2) print v[m]; else printf "%.3f\n", (v[m] + v[m + 1]) / 2}'
+}
 # rounds_result KEY -- the median of the rounds' ratios in R[KEY_ratio]
-# (of the rounds that did not fail; of two middle values, their mean)
-rounds_result() {
-	R[$1_ratio]=$(tr ' ' '\n' <<<"${R[$1_rounds]}" | { grep -E '^[0-9.]+$' || true; } | sort -g |
-		awk '{v[NR] = $1} END {m = int((NR + 1) / 2); if (NR == 0) print "n/a"; else if (NR % 2) print v[m]; else printf "%.3f\n", (v[m] + v[m + 1]) / 2}')
+rounds_result() { R[$1_ratio]=$(median "${R[$1_rounds]}"); }
+# lag_rounds_note -- after a lag round: each rate's figures are added to
+# R[lag50_PATH_RATE_rounds] etc.
+LAG_KEYS="lag50 lag99 lagmax vis50 vis99"
+lag_rounds_note() {
+	local r p m v
+	for r in $LAG_RATES; do
+		for p in evrep native; do
+			for m in $LAG_KEYS; do
+				v=$(g "${m}_${p}_$r")
+				R[${m}_${p}_${r}_rounds]+="${R[${m}_${p}_${r}_rounds]:+ }${v// /_}"
+			done
+		done
+	done
+}
+# lag_rounds_result -- each rate's figures become the medians of the rounds
+lag_rounds_result() {
+	local r p m
+	((ROUNDS > 1)) || return 0
+	for r in $LAG_RATES; do
+		for p in evrep native; do
+			for m in $LAG_KEYS; do
+				R[${m}_${p}_$r]=$(median "${R[${m}_${p}_${r}_rounds]}")
+			done
+		done
+	done
 }
 g() { printf '%s' "${R[$1]:-n/a}"; }
 
@@ -695,11 +725,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 rounds_result thr
 
-log "lag: --rate=$LAG_RATES (rows/s) for ${LAG_SECS}s each"
-lag_rates evrep ev
-lr_enable
-lag_rates native lr
-lr_disable
+log "lag: --rate=$LAG_RATES (rows/s) for ${LAG_SECS}s each, $ROUNDS round(s)"
+for ((round = 1; round <= ROUNDS; round++)); do
+	lag_rates evrep ev
+	lr_enable
+	lag_rates native lr
+	lr_disable
+	lag_rounds_note
+done
+lag_rounds_result
 
 log "bulk: one INSERT of $N_BULK rows, $ROUNDS round(s)"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -735,6 +769,7 @@ lag_md() { # RATE
 	local r=$1 g50='' g99=''
 	if [[ $r == 1000 ]]; then g50="≤ 3" g99="≤ 15"; fi
 	echo "| lag p50 at $r rows/s (ms, applied_at − origin commit) | $(g "lag50_evrep_$r") | $(g "lag50_native_$r") | | $g50 |"
+	((ROUNDS > 1)) && echo "| … p50 in each round | ${R[lag50_evrep_${r}_rounds]:-} | ${R[lag50_native_${r}_rounds]:-} | | |"
 	echo "| lag p99 at $r rows/s (ms) | $(g "lag99_evrep_$r") | $(g "lag99_native_$r") | | $g99 |"
 	echo "| lag max at $r rows/s (ms) | $(g "lagmax_evrep_$r") | $(g "lagmax_native_$r") | | |"
 	echo "| visible on B p50 / p99 at $r rows/s (ms, B commit − origin commit) | $(g "vis50_evrep_$r") / $(g "vis99_evrep_$r") | (LR stamps origin time) | | |"
@@ -763,8 +798,8 @@ lag_md() { # RATE
 	echo
 	echo "\`${EVREP_BENCH_ROUNDS:+EVREP_BENCH_ROUNDS=$EVREP_BENCH_ROUNDS }${EVREP_BENCH_PERF:+EVREP_BENCH_PERF=$EVREP_BENCH_PERF }${EVREP_BENCH_CONF:+EVREP_BENCH_CONF=\"$EVREP_BENCH_CONF\" }${EVREP_BENCH_LAG_RATES:+EVREP_BENCH_LAG_RATES=\"$EVREP_BENCH_LAG_RATES\" }bench/replication.sh${quickarg}\` on $(date -u +%F), $(nproc) vCPUs, commit $COMMIT;"
 	if ((ROUNDS > 1)); then
-		echo "one RabbitMQ node and two PostgreSQL 15 nodes on one machine; throughput and bulk in $ROUNDS rounds,"
-		echo "evrep and native alternating: rows/s of the last round, ratio = median of the rounds' ratios."
+		echo "one RabbitMQ node and two PostgreSQL 15 nodes on one machine; throughput, lag and bulk in $ROUNDS rounds,"
+		echo "evrep and native alternating: rows/s of the last round, ratio = median of the rounds' ratios, lag figures = medians of the rounds'."
 	else
 		echo "one RabbitMQ node and two PostgreSQL 15 nodes on one machine; ratios from this one run."
 	fi
