@@ -98,4 +98,32 @@ cmp_ok "$last_seq" -gt "$N" "A numbered more than $N events"
 ok "B's applied count reaches A's last_seq" wait_value 30 "$last_seq" applied "$B" "$A" customer
 is "$(applied "$B" "$A" customer)" "$last_seq" "every event numbered by A applied exactly once on B"
 is "$(skipped "$B" "$A" customer)" 0 "and without a fault none was sent twice (B skipped no duplicate)"
+
+# --- evrep.publish_window: 0 (a round per commit) and 3 (three messages may
+# await their confirms) deliver the same, under 4 concurrent writers -------
+for w in 0 3; do
+    sql "$A" "ALTER SYSTEM SET evrep.publish_window = $w" >/dev/null
+    sql "$A" "SELECT pg_reload_conf()" >/dev/null
+    is "$(sql "$A" 'SHOW evrep.publish_window')" "$w" "A: evrep.publish_window = $w"
+    base=$((100000 * (w + 1)))
+    pids=()
+    for c in 0 1 2 3; do
+        lo=$((base + c * 1000))
+        sql_script "$A" "$(single_inserts customer "$lo" $((lo + 299)))
+UPDATE customer SET credit = -1 WHERE id BETWEEN $lo AND $((lo + 99));
+DELETE FROM customer WHERE id BETWEEN $((lo + 100)) AND $((lo + 149));" >/dev/null &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    final_md5=$(table_md5 "$A" customer)
+    ok "publish_window $w: B converges to A's rows" wait_until 60 '[[ $(table_md5 "$B" customer) == "$final_md5" ]]'
+    last_seq=$(sql "$A" "SELECT last_seq FROM evrep.publication WHERE table_name = 'customer'")
+    ok "publish_window $w: B's applied reaches A's last_seq" wait_value 30 "$last_seq" applied "$B" "$A" customer
+    is "$(skipped "$B" "$A" customer)" 0 "publish_window $w: no event sent twice"
+    is "$(sql "$B" "SELECT count(*) FROM customer WHERE id >= $base AND id < $base + 4000")" 1000 \
+        "publish_window $w: B has the 4 x 250 rows that remain"
+done
+sql "$A" "ALTER SYSTEM RESET evrep.publish_window" >/dev/null
+sql "$A" "SELECT pg_reload_conf()" >/dev/null
+is "$(sql "$B" 'SELECT count(*) FROM evrep.dead_letter')" 0 "still no dead letters on B"
 done_testing
