@@ -247,6 +247,14 @@ BEGIN
 			USING ERRCODE = 'invalid_table_definition',
 				  HINT = 'evrep identifies rows by primary key; add one first.';
 	END IF;
+	-- ON CONFLICT cannot use a deferrable key, and the relcache does not
+	-- count one as the primary key: every event would be parked later
+	IF EXISTS (SELECT FROM pg_catalog.pg_index
+			   WHERE indrelid = rel AND indisprimary AND NOT indimmediate) THEN
+		RAISE EXCEPTION 'the primary key of table % is deferrable', rel
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Subscribers apply changes with INSERT ... ON CONFLICT on the primary key, which needs a key checked at once: make it NOT DEFERRABLE.';
+	END IF;
 	SELECT n.nspname, c.relname INTO nsp, tbl
 	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.oid = rel;

@@ -129,5 +129,17 @@ DROP FUNCTION count_statement();
 DROP TABLE apply_statements;
 DELETE FROM evrep.progress WHERE origin = 'runs';
 DELETE FROM orders WHERE id BETWEEN 90 AND 99;
+-- a key made deferrable after subscribing cannot serve ON CONFLICT: the
+-- event is parked, and the dead letter says so
+CREATE TABLE defk (id integer PRIMARY KEY, v text);
+SELECT evrep_subscribe('defk');
+ALTER TABLE defk DROP CONSTRAINT defk_pkey, ADD PRIMARY KEY (id) DEFERRABLE;
+SELECT evrep_apply(msg('dk', 1, 'insert', '{"id": 1, "v": "x"}', 'defk'));
+SELECT sqlstate, error FROM evrep.dead_letter WHERE origin = 'dk';
+SELECT count(*) AS applied_rows FROM defk;
+SELECT evrep_unsubscribe('defk');
+DROP TABLE defk;
+DELETE FROM evrep.dead_letter WHERE origin = 'dk';
+DELETE FROM evrep.progress WHERE origin = 'dk';
 -- deadletter.sql counts its dead letters from id 1
 SELECT setval('evrep.dead_letter_id_seq', 1, false);

@@ -50,6 +50,12 @@ SELECT evrep_publish('customer');
 CREATE VIEW customer_v AS SELECT * FROM customer;
 SELECT evrep_publish('customer_v');
 SELECT evrep_unpublish('nokey');
+CREATE TABLE defkey (a integer PRIMARY KEY DEFERRABLE);
+SELECT evrep_publish('defkey');
+SELECT evrep_subscribe('defkey');
+SELECT (SELECT count(*) FROM evrep.publication WHERE table_name = 'defkey') AS published,
+       (SELECT count(*) FROM evrep.subscription WHERE table_name = 'defkey') AS subscribed;
+DROP TABLE defkey;
 
 -- unpublish stops capture; re-publish continues the same numbering
 SELECT evrep_unpublish('customer');

@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/bitmapset.h"
@@ -23,6 +24,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/syscache.h"
 
 #include "apply_target.h"
 #include "row_json.h"
@@ -246,6 +248,33 @@ prepare_kept(const char *sql, int nargs)
 	return plan;
 }
 
+/*
+ * The relcache counts only an immediate key as the primary key; a
+ * deferrable one gets its own message, for the error is then not
+ * "add a key" but "make it NOT DEFERRABLE".
+ */
+static bool
+has_deferrable_pkey(Relation rel)
+{
+	List *indexes = RelationGetIndexList(rel);
+	ListCell *lc;
+	bool found = false;
+
+	foreach (lc, indexes)
+	{
+		HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index index;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for index %u", lfirst_oid(lc));
+		index = (Form_pg_index) GETSTRUCT(tup);
+		found |= index->indisprimary && !index->indimmediate;
+		ReleaseSysCache(tup);
+	}
+	list_free(indexes);
+	return found;
+}
+
 /* Reads columns and primary key of the relation from the catalog. */
 static void
 build_target(ApplyTarget *t)
@@ -254,6 +283,7 @@ build_target(ApplyTarget *t)
 	TupleDesc desc = RelationGetDescr(rel);
 	Bitmapset *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
 	MemoryContext old;
+	bool deferrable;
 
 	t->cxt = AllocSetContextCreate(TopMemoryContext, "evrep apply target", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(t->cxt);
@@ -282,8 +312,16 @@ build_target(ApplyTarget *t)
 		t->colnames[t->ncols++] = pstrdup(NameStr(att->attname));
 	}
 	MemoryContextSwitchTo(old);
+	deferrable = bms_is_empty(t->keycols) && has_deferrable_pkey(rel);
 	table_close(rel, AccessShareLock);
 
+	if (deferrable)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the primary key of subscribed table %s is deferrable", t->qualname),
+				 errhint("evrep applies changes with INSERT ... ON CONFLICT on the primary key, "
+						 "which needs a key checked at once: make it NOT DEFERRABLE, then replay "
+						 "the parked events.")));
 	if (bms_is_empty(t->keycols))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 						errmsg("subscribed table %s has no primary key", t->qualname)));
