@@ -37,6 +37,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench-split}
 source test/lib/topology.sh
+source bench/lib.sh   # log, q, bench_traps
 
 RATE=${EVREP_BENCH_RATE:-1000}
 SECS=${EVREP_BENCH_SECS:-10}
@@ -50,7 +51,6 @@ B=splitb; B_PORT=5872
 RES=${EVREP_BENCH_OUTDIR:-$ROOT/bench/results}
 OUT_MD=$RES/lag-split${EVREP_BENCH_TAG:+-$EVREP_BENCH_TAG}.md
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
 for c in tcpdump python3; do
 	if ! command -v $c >/dev/null; then
@@ -63,24 +63,8 @@ PG_TEST_FSYNC=$("$PG_CONFIG" --bindir)/pg_test_fsync
 [[ -x $PG_TEST_FSYNC ]] || { echo "lag_split: $PG_TEST_FSYNC is missing" >&2; exit 1; }
 
 tmp=$(mktemp -d)
-TD_PID=
-cleanup() {
-	local rc=$?
-	set +e
-	trap - EXIT INT TERM HUP
-	[[ -n $TD_PID ]] && kill "$TD_PID" 2>/dev/null
-	if ((rc != 0)); then
-		evrep_tail "$(pg_logfile $A)" 30
-		evrep_tail "$(pg_logfile $B)" 30
-	fi
-	evrep_stop_registered
-	rm -rf "$tmp"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+BENCH_TMP=$tmp
+bench_traps
 
 CONF="conf=\"evrep.queue_type = $QT\" conf=\"shared_buffers = '256MB'\""
 while IFS= read -r c; do
@@ -92,7 +76,6 @@ broker $MQ port=$MQ_PORT
 node $A port=$A_PORT publish=ev schema="CREATE SEQUENCE ev_id_seq; CREATE TABLE ev (id bigint PRIMARY KEY, payload text NOT NULL, created timestamptz DEFAULT clock_timestamp());" $CONF
 node $B port=$B_PORT subscribe=ev schema="CREATE TABLE ev (id bigint PRIMARY KEY, payload text NOT NULL, created timestamptz, applied_at timestamptz DEFAULT clock_timestamp());" $CONF
 EOF
-q() { local n=$1; shift; pg_psql "$n" -c "$*"; }
 
 # warm both paths (plans, queue, connections) before anything is timed
 q $A "INSERT INTO ev (id, payload) SELECT nextval('ev_id_seq'), md5(g::text) FROM generate_series(1, 100) g"
@@ -110,6 +93,7 @@ printf "INSERT INTO ev (id, payload) VALUES (nextval('ev_id_seq'), md5(random():
 lo=$(q $A "SELECT last_value FROM ev_id_seq")
 tcpdump -i lo -n -s 0 -w - "tcp port $MQ_PORT" 2>"$tmp/tcpdump.err" >"$tmp/amqp.pcap" &
 TD_PID=$!
+BENCH_BG+=("$TD_PID")
 sleep 1
 kill -0 $TD_PID 2>/dev/null || { cat "$tmp/tcpdump.err" >&2; echo "lag_split: tcpdump did not start" >&2; exit 1; }
 log "writing at $RATE rows/s for $SECS s"
@@ -123,7 +107,6 @@ until (($(q $B "SELECT count(*) FROM ev WHERE id > $lo AND id <= $hi") >= hi - l
 done
 sleep 0.5
 kill $TD_PID; wait $TD_PID 2>/dev/null || true
-TD_PID=
 
 q $A "COPY (SELECT payload, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM ev WHERE id > $lo AND id <= $hi) TO STDOUT WITH CSV" >"$tmp/a.csv"
 q $B "COPY (SELECT payload, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM ev WHERE id > $lo AND id <= $hi) TO STDOUT WITH CSV" >"$tmp/b.csv"

@@ -9,7 +9,8 @@
 #   bench_traps                 EXIT/INT/TERM/HUP handling: stops the pids in
 #                               BENCH_BG (background loops), shows the nodes'
 #                               log tails when failing, stops every server
-#                               this script started (evrep_stop_registered)
+#                               this script started (evrep_stop_registered),
+#                               removes the directory BENCH_TMP if set
 #   q NODE SQL                  pg_psql NODE -c SQL
 #   bench_numbered / bench_applied / bench_depth
 #                               events A has numbered (publication.last_seq),
@@ -64,6 +65,7 @@ _bench_cleanup() {
         evrep_tail "$(pg_logfile "$A")" 20; evrep_tail "$(pg_logfile "$B")" 20
     fi
     evrep_stop_registered
+    [[ -n "${BENCH_TMP:-}" ]] && rm -rf "$BENCH_TMP"
     exit "$rc"
 }
 bench_traps() {
