@@ -55,7 +55,9 @@ OUT_MD=$RES/lag-split${EVREP_BENCH_TAG:+-$EVREP_BENCH_TAG}.md
 for c in tcpdump python3; do
 	if ! command -v $c >/dev/null; then
 		log "installing $c"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $c >/dev/null ||
+		# a fresh machine has no package lists yet: update once, then retry
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $c ||
+			{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $c; }; } >/dev/null ||
 			{ echo "lag_split: $c is missing and could not be installed" >&2; exit 1; }
 	fi
 done
