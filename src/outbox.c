@@ -239,7 +239,7 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 			m->message_id =
 				psprintf("%s/%s.%s/" INT64_FORMAT, evrep_node_name, p->schema, p->table, seq);
 			initStringInfo(&buf);
-			wire_begin_message(&buf, evrep_node_name, p->schema, p->table, p->key_json);
+			wire_begin_message(&buf, evrep_node_name, p->schema, p->table, p->key_json, NULL, 0);
 		}
 		wire_add_event(&buf, m->nevents == 0, seq, op, SPI_getvalue(tup, desc, 6),
 					   SPI_getvalue(tup, desc, 5));

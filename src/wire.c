@@ -11,6 +11,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
 #include "wire.h"
@@ -39,6 +40,8 @@ op_name(char op)
 			return "delete";
 		case 'c':
 			return "copy";
+		case 't':
+			return "truncate";
 	}
 	elog(ERROR, "unknown evrep operation code \"%c\"", op);
 	return NULL; /* keep compiler quiet */
@@ -46,9 +49,20 @@ op_name(char op)
 
 void
 wire_begin_message(StringInfo buf, const char *origin, const char *schema, const char *table,
-				   const char *key_json)
+				   const char *key_json, const WireIncarnation *inc, XLogRecPtr lsn)
 {
 	append_header(buf, origin, schema, table);
+	if (inc != NULL && inc->id != 0)
+	{
+		appendStringInfo(buf,
+						 ",\"incarnation\":{\"id\":" INT64_FORMAT ",\"since\":" INT64_FORMAT
+						 ",\"reason\":",
+						 inc->id, inc->since);
+		escape_json(buf, inc->reason);
+		appendStringInfoChar(buf, '}');
+	}
+	if (lsn != InvalidXLogRecPtr)
+		appendStringInfo(buf, ",\"lsn\":\"%X/%X\"", LSN_FORMAT_ARGS(lsn));
 	appendStringInfo(buf, ",\"key\":%s,\"events\":[", key_json);
 }
 
@@ -61,7 +75,8 @@ wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commi
 	if (commit_ts_json != NULL)
 		appendStringInfo(buf, ",\"commit_ts\":%s", commit_ts_json);
 	/* a copy chunk is not a row: it has rows, and the key range they fill */
-	appendStringInfo(buf, ",\"%s\":%s}", op == 'c' ? "copy" : "row", row_json);
+	appendStringInfo(buf, ",\"%s\":%s}", op == 'c' ? "copy" : op == 't' ? "truncate" : "row",
+					 row_json);
 }
 
 void
@@ -142,6 +157,8 @@ parse_op(const char *op)
 		return 'd';
 	if (strcmp(op, "copy") == 0)
 		return 'c';
+	if (strcmp(op, "truncate") == 0)
+		return 't';
 	invalid_message(psprintf("unknown op \"%s\"", op));
 	return 0; /* keep compiler quiet */
 }
@@ -245,6 +262,14 @@ parse_event(JsonbValue *ev, WireEvent *out)
 
 	if (out->op == 'c')
 		parse_copy(obj, out);
+	else if (out->op == 't')
+	{
+		/* its options; a reader takes what it knows of them */
+		v = get_field(obj, "truncate", jbvBinary, false);
+		if (v != NULL && !JsonContainerIsObject(v->val.binary.data))
+			invalid_message("\"truncate\" is not a JSON object");
+		out->row = v ? JsonbValueToJsonb(v) : NULL;
+	}
 	else
 	{
 		v = get_field(obj, "row", jbvBinary, true);
@@ -277,15 +302,47 @@ parse_object(const char *body, int len)
 	return jb;
 }
 
+/* "incarnation" and "lsn" (revision 2); absent in a revision 1 message. */
+static void
+parse_history(JsonbContainer *root, WireMessage *msg)
+{
+	JsonbValue *v = get_field(root, "incarnation", jbvBinary, false);
+	char *lsn;
+
+	if (v != NULL)
+	{
+		JsonbContainer *inc = v->val.binary.data;
+
+		if (!JsonContainerIsObject(inc))
+			invalid_message("\"incarnation\" is not a JSON object");
+		msg->incarnation.id = get_int8(inc, "id", true);
+		msg->incarnation.since = get_int8(inc, "since", true);
+		msg->incarnation.reason = get_string(inc, "reason", false);
+		if (msg->incarnation.id <= 0 || msg->incarnation.since <= 0)
+			invalid_message("\"incarnation\" needs a positive id and since");
+	}
+	lsn = get_string(root, "lsn", false);
+	if (lsn != NULL)
+	{
+		bool have_error = false;
+
+		msg->lsn = pg_lsn_in_internal(lsn, &have_error);
+		if (have_error)
+			invalid_message("\"lsn\" is not a WAL position");
+	}
+}
+
 WireMessage *
 wire_parse(const char *body, int len)
 {
 	WireMessage *msg = palloc0(sizeof(WireMessage));
 	Jsonb *jb = parse_object(body, len);
 	JsonbValue *events;
+
 	msg->origin = get_string(&jb->root, "origin", true);
 	msg->schema = get_string(&jb->root, "schema", true);
 	msg->table = get_string(&jb->root, "table", true);
+	parse_history(&jb->root, msg);
 
 	events = get_field(&jb->root, "events", jbvBinary, true);
 	if (!JsonContainerIsArray(events->val.binary.data))

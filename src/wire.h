@@ -1,17 +1,22 @@
 /*
  * wire.h
- *		The evrep wire format, version 1 (README "Wire format").
+ *		The evrep wire format, evrep.v1 revision 2 (docs/wire-format.md).
  *
  * One AMQP message carries one or more events of one table from one
  * origin, in the origin's order:
  *
- *	{"format": "evrep.v1", "origin": "...", "schema": "...", "table": "...",
- *	 "key": ["id"], "events": [{"seq": 1, "op": "insert",
+ *	{"format": "evrep.v1", "revision": 2, "origin": "...", "schema": "...",
+ *	 "table": "...", "incarnation": {"id": 1, "since": 1, "reason": "..."},
+ *	 "lsn": "0/1", "key": ["id"], "events": [{"seq": 1, "op": "insert",
  *	 "commit_ts": "...", "row": {...}}, ...]}
+ *
+ * Revision 2 (evrep 1.1) only adds: readers of revision 1 ignore the new
+ * header fields, and park a message with a "truncate" event whole.
  */
 #ifndef EVREP_WIRE_H
 #define EVREP_WIRE_H
 
+#include "access/xlogdefs.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
 
@@ -19,13 +24,27 @@
 #define EVREP_WIRE_FORMAT "evrep.v1"
 #define EVREP_WIRE_TYPE EVREP_WIRE_FORMAT
 #define EVREP_WIRE_CONTENT_TYPE "application/json"
+#define EVREP_WIRE_REVISION 2
+
+/*
+ * The history a stream's numbers belong to (incarnation.c): id grows with
+ * every restore, promotion or reload of the origin; numbers below since
+ * are shared with the history before it.
+ */
+typedef struct WireIncarnation
+{
+	int64 id; /* 0: the sender did not say (revision 1) */
+	int64 since;
+	char *reason;
+} WireIncarnation;
 
 /*
  * Encoding.  The *_json arguments are already JSON text (PostgreSQL's own
  * output), copied verbatim so the row is never re-parsed on the way out.
  */
 extern void wire_begin_message(StringInfo buf, const char *origin, const char *schema,
-							   const char *table, const char *key_json);
+							   const char *table, const char *key_json,
+							   const WireIncarnation *inc, XLogRecPtr lsn);
 extern void wire_add_event(StringInfo buf, bool first, int64 seq, char op,
 						   const char *commit_ts_json, const char *row_json);
 extern void wire_end_message(StringInfo buf);
@@ -56,9 +75,9 @@ typedef struct WireCopy
 typedef struct WireEvent
 {
 	int64 seq;
-	char op;			   /* 'i', 'u', 'd', 'c' (copy) */
+	char op;			   /* 'i', 'u', 'd', 'c' (copy), 't' (truncate) */
 	TimestampTz commit_ts; /* 0 when absent */
-	Jsonb *row;			   /* NULL for a copy */
+	Jsonb *row;			   /* NULL for a copy; options of a truncate */
 	WireCopy *copy;		   /* only for a copy */
 	Jsonb *event;		   /* the whole event object, for parking */
 } WireEvent;
@@ -68,6 +87,8 @@ typedef struct WireMessage
 	char *origin;
 	char *schema;
 	char *table;
+	WireIncarnation incarnation; /* id 0 when absent */
+	XLogRecPtr lsn;				 /* origin's WAL position at numbering; 0: absent */
 	int nevents;
 	WireEvent *events;
 } WireMessage;
