@@ -6,7 +6,8 @@
 #                           stopped). Extra args are appended to
 #                           postgresql.conf verbatim, after the defaults, so
 #                           they override them.
-#   pg_start NAME           pg_ctl start -w
+#   pg_start NAME [OPTS]    pg_ctl start -w; OPTS (one string) are passed to the
+#                           postmaster (pg_ctl -o), e.g. "-c evrep.database=''"
 #   pg_stop NAME [MODE]     pg_ctl stop -m MODE (smart|fast|immediate; default fast);
 #                           no-op if not running
 #   pg_restart NAME [MODE]  pg_stop + pg_start
@@ -164,7 +165,7 @@ pg_init() {
 }
 
 pg_start() {
-    local name=${1:?usage: pg_start NAME} data port out
+    local name=${1:?usage: pg_start NAME [OPTS]} opts=${2:-} data port out
     data=$(pg_datadir "$name") && port=$(pg_port "$name") || return 1
     if pg_is_running "$name"; then
         evrep_err "pg '$name' is already running (pid $(_pg_postmaster_pid "$name"))"; return 1
@@ -174,7 +175,7 @@ pg_start() {
     fi
     evrep_register pg "$name"
     if ! out=$(_pg_as_pg "$PG_BINDIR/pg_ctl" -D "$data" -l "$data/server.log" -w \
-                 -t "${EVREP_PG_TIMEOUT:-60}" start 2>&1); then
+                 -t "${EVREP_PG_TIMEOUT:-60}" ${opts:+-o "$opts"} start 2>&1); then
         evrep_err "pg '$name' failed to start:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2
         evrep_tail "$data/server.log"; return 1
     fi
