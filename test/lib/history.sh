@@ -35,10 +35,12 @@
 #   pg_standby_pause NAME / pg_standby_resume NAME
 #                           pg_wal_replay_pause() / _resume(), and wait until
 #                           pg_get_wal_replay_pause_state() says so
-#   pg_standby_detach NAME  primary_conninfo = '' (ALTER SYSTEM, reload): the
-#                           standby stops receiving WAL; what the primary
-#                           writes later never reaches it (an asynchronous
-#                           failover loses it). Waits until no walreceiver.
+#   pg_standby_detach NAME  primary_conninfo = '' (ALTER SYSTEM, reload), and
+#                           SIGTERM to the WAL receiver if it still runs after
+#                           1 s (replay paused or delayed): the standby stops
+#                           receiving WAL; what the primary writes later never
+#                           reaches it (an asynchronous failover loses it).
+#                           Waits until no WAL receiver runs.
 #   pg_promote NAME         pg_ctl promote -w, then wait until
 #                           pg_is_in_recovery() is false (new timeline)
 #   pg_timeline NAME        the timeline of the WAL being written (pg_walfile_name
@@ -188,11 +190,18 @@ pg_standby_resume() {
 }
 
 pg_standby_detach() {
-    local name=${1:?usage: pg_standby_detach NAME} i
+    local name=${1:?usage: pg_standby_detach NAME} i pid
     _hist_q "$name" "ALTER SYSTEM SET primary_conninfo = ''" >/dev/null \
         && _hist_q "$name" "SELECT pg_reload_conf()" >/dev/null || return 1
+    # The startup process stops its WAL receiver for a new primary_conninfo
+    # only while it waits for WAL, not while replay is paused or delayed
+    # (recovery_min_apply_delay): SIGTERM it then (pg_terminate_backend
+    # does not reach auxiliary processes); with an empty primary_conninfo
+    # none is started again.
     for ((i = 0; i < 300; i++)); do
-        [[ $(_hist_q "$name" "SELECT count(*) FROM pg_stat_wal_receiver") == 0 ]] && return 0
+        pid=$(_hist_q "$name" "SELECT coalesce(max(pid), 0) FROM pg_stat_wal_receiver") || return 1
+        [[ "$pid" == 0 ]] && return 0
+        (( i == 10 )) && kill -TERM "$pid" 2>/dev/null
         sleep 0.1
     done
     evrep_err "standby '$name': the WAL receiver still runs after 30 s"

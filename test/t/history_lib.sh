@@ -22,6 +22,10 @@
 #                                  REUSE_LO..+9 (keys the lost history had:
 #                                  values 'history 2 ...'), 10 updates of ids
 #                                  UPD_LO..+9, 10 deletes of ids DEL_LO..+9
+# ORIGIN below is the pg node of the origin; its evrep.node_name (the origin's
+# name in SUB's progress and status) is read from it, so a promoted standby
+# speaking for another node's origin is checked under that name.
+#   origin_name NODE               SHOW evrep.node_name
 #   assert_converged LABEL ORIGIN SUB TABLE [TIMEOUT_S]
 #                                  ORIGIN's outbox drains; SUB's rows become
 #                                  equal to ORIGIN's (md5 of all rows); same
@@ -63,6 +67,7 @@ progress_history() {
     q "$1" "SELECT incarnation || '|' || coalesce(history_changed_at::text, '-') FROM evrep.progress WHERE origin = '$2' AND table_name = '$3'"
 }
 node_now() { q "$1" "SELECT now()"; }
+origin_name() { q "$1" "SHOW evrep.node_name"; }
 
 new_writes() {
     local node=$1 table=$2 base=$3 reuse=$4 upd=$5 del=$6 i
@@ -75,7 +80,8 @@ new_writes() {
 }
 
 assert_converged() {
-    local label=$1 origin=$2 sub=$3 table=$4 timeout=${5:-120} md5 n seq
+    local label=$1 origin=$2 sub=$3 table=$4 timeout=${5:-120} md5 n seq on
+    on=$(origin_name "$origin")
     ok "$label: $origin's outbox drains" wait_value 60 0 outbox_depth "$origin"
     md5=$(table_md5 "$origin" "$table")
     ok "$label: $sub's rows become equal to $origin's" \
@@ -85,21 +91,22 @@ assert_converged() {
     is "$(table_md5 "$sub" "$table")" "$md5" "$label: md5 of all rows equal on $origin and $sub"
     seq=$(pub_seq "$origin" "$table")
     ok "$label: $sub's progress reaches $origin's last_seq $seq with no gaps" wait_value 30 "$seq|{}" \
-        sql "$sub" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$origin' AND table_name = '$table'"
+        sql "$sub" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$on' AND table_name = '$table'"
     is "$(q "$sub" 'SELECT count(*) FROM evrep.dead_letter')" 0 "$label: no dead letters on $sub"
-    note "$label: $sub: $(q "$sub" "SELECT 'applied ' || applied || ', skipped ' || skipped || ', parked ' || parked FROM evrep.progress WHERE origin = '$origin' AND table_name = '$table'")"
+    note "$label: $sub: $(q "$sub" "SELECT 'applied ' || applied || ', skipped ' || skipped || ', parked ' || parked FROM evrep.progress WHERE origin = '$on' AND table_name = '$table'")"
 }
 
 assert_origin_new_history() {
-    local label=$1 origin=$2 sub=$3 table=$4 before=$5 t0=$6 inc st
+    local label=$1 origin=$2 sub=$3 table=$4 before=$5 t0=$6 inc st on
+    on=$(origin_name "$origin")
     inc=$(incarnation "$origin")
     cmp_ok "$inc" -gt "$before" "$label: $origin started a new incarnation (was $before)"
     note "$label: $origin's history $inc: $(incarnation_reason "$origin")"
     ok "$label: $sub's evrep.status shows $origin's incarnation $inc and a finished repair" \
-        wait_until 60 "[[ \$(q $sub \"SELECT incarnation || '|' || (repair LIKE '%copy done') FROM evrep.status WHERE role = 'apply' AND origin = '$origin' AND table_name = '$table'\") == '$inc|t' ]]" 0.5
-    st=$(q "$sub" "SELECT incarnation, history_reason <> '', history_changed_at >= '$t0', repair FROM evrep.status WHERE role = 'apply' AND origin = '$origin' AND table_name = '$table'")
+        wait_until 60 "[[ \$(q $sub \"SELECT incarnation || '|' || (repair LIKE '%copy done') FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'\") == '$inc|t' ]]" 0.5
+    st=$(q "$sub" "SELECT incarnation, history_reason <> '', history_changed_at >= '$t0', repair FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'")
     like "$st" "^$inc[|]t[|]t[|].*copy done$" "$label: $sub's evrep.status: incarnation, history reason, changed after the event, repair copy done"
-    note "$label: $sub's evrep.status: $(q "$sub" "SELECT incarnation || ' / ' || history_reason || ' / ' || history_changed_at || ' / ' || repair FROM evrep.status WHERE role = 'apply' AND origin = '$origin' AND table_name = '$table'")"
+    note "$label: $sub's evrep.status: $(q "$sub" "SELECT incarnation || ' / ' || history_reason || ' / ' || history_changed_at || ' / ' || repair FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'")"
     is "$(q "$sub" "SELECT phase FROM evrep.sync_status WHERE role = 'receive' AND table_name = '$table' AND requested_at >= '$t0'")" \
        done "$label: $sub's evrep.sync_status: a copy requested after the event, done"
 }
