@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "evrep.h"
+#include "truncate.h"
 #include "wire.h"
 
 PG_MODULE_MAGIC;
@@ -76,6 +77,7 @@ _PG_init(void)
 	 * session), so SHOW works; the workers and shared memory need preload.
 	 */
 	define_settings();
+	evrep_truncate_install();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
