@@ -151,9 +151,9 @@ key_changed(TriggerData *trigdata)
 /*
  * The row_data of a truncate event: its options, {"restart_identity": b}.
  * The statement's options are not in TriggerData; truncate.c's hook noted
- * them.  Should the library have been loaded during this very statement
- * (no preload), the hook missed it: the TRUNCATE itself must not fail for
- * that, so the event says false and a WARNING says why.
+ * them.  A truncate that did not pass through ProcessUtility (an
+ * extension calling ExecuteTruncate) escaped the hook: the TRUNCATE itself
+ * must not fail for that, so the event says false and a WARNING says so.
  */
 static Datum
 truncate_options(Relation rel)
@@ -166,8 +166,8 @@ truncate_options(Relation rel)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("evrep cannot tell whether the TRUNCATE of \"%s\" restarts identities",
 						RelationGetRelationName(rel)),
-				 errdetail("Its event says it does not."),
-				 errhint("Add evrep to shared_preload_libraries.")));
+				 errdetail("The statement did not pass through ProcessUtility; its event says "
+						   "it does not.")));
 	return DirectFunctionCall1(json_in, CStringGetDatum(restart ? "{\"restart_identity\":true}"
 																: "{\"restart_identity\":false}"));
 }

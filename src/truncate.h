@@ -10,8 +10,10 @@ extern void evrep_truncate_install(void);
 
 /*
  * Was RESTART IDENTITY given to the TRUNCATE this backend is executing?
- * *known is false when no TRUNCATE passed through the hook (the library
- * was loaded in the middle of the statement); the answer is then false.
+ * *known is false when no TruncateStmt passed through the hook: code that
+ * truncates by calling ExecuteTruncate or ExecuteTruncateGuts itself (an
+ * extension; logical replication's apply, whose replica role keeps the
+ * capture trigger quiet anyway).  The answer is then false.
  */
 extern bool evrep_truncate_restart_identity(bool *known);
 
