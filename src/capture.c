@@ -29,8 +29,9 @@
 #include "row_json.h"
 #include "truncate.h"
 
-/* id, slot, pub_id, op, row_data, seq, commit_ts */
-#define OUTBOX_NATTS 7
+/* id, slot, pub_id, op, row_data, seq, commit_ts, and since 1.1 lsn */
+#define OUTBOX_NATTS_1_0 7
+#define OUTBOX_NATTS 8
 
 /* Per backend: where the outbox partitions are. */
 typedef struct OutboxPartition
@@ -200,7 +201,7 @@ write_outbox_row(int32 pub_id, char op, Datum row_data)
 	/* without preload there is no publisher and no rotation: slot 0 */
 	slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
 	values[4] = row_data;
-	nulls[5] = nulls[6] = true; /* seq, commit_ts: set by the publisher */
+	nulls[5] = nulls[6] = nulls[7] = true; /* seq, commit_ts, lsn: set by the publisher */
 	values[2] = Int32GetDatum(pub_id);
 	values[3] = CharGetDatum(op);
 	values[1] = Int16GetDatum(slot);
@@ -243,7 +244,9 @@ lookup_partition(Oid nspid, int slot)
 						errmsg("evrep outbox partition \"%s\" is missing", name),
 						errhint("Is the evrep extension installed in this database?")));
 	rel = table_open(p->relid, AccessShareLock);
-	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS)
+	/* a 1.0 catalog until ALTER EXTENSION evrep UPDATE: its rows lack lsn */
+	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS &&
+		RelationGetDescr(rel)->natts != OUTBOX_NATTS_1_0)
 		elog(ERROR, "evrep.%s does not have the expected %d columns", name, OUTBOX_NATTS);
 	p->pkeyid = RelationGetPrimaryKeyIndex(rel);
 	table_close(rel, AccessShareLock);
