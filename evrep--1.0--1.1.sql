@@ -21,7 +21,10 @@ CREATE TABLE evrep.incarnation (
 	database_oid oid NOT NULL,
 	timeline	integer NOT NULL,
 	backup_label text,				-- backup_label.old of the data directory, if any
-	start_lsn	pg_lsn NOT NULL
+	start_lsn	pg_lsn NOT NULL,
+	-- started because rows of another cluster or database were found here:
+	-- a dump's rows may be restored after a worker recorded its first start
+	reloaded	boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE evrep.incarnation IS

@@ -72,7 +72,13 @@ current_identity(Identity *id)
 	id->backup_label = read_backup_label();
 }
 
-/* Why the history changed; NULL if it did not. */
+/*
+ * Why the history changed; NULL if it did not.  row is the current
+ * history, with a last column that tells whether rows of another cluster
+ * or database are here that no history of ours has followed yet: a dump's
+ * rows can be restored after a worker recorded its first start, so the
+ * current row alone does not tell.
+ */
 static const char *
 what_changed(const Identity *now, HeapTuple row, TupleDesc desc, bool *reloaded)
 {
@@ -82,17 +88,13 @@ what_changed(const Identity *now, HeapTuple row, TupleDesc desc, bool *reloaded)
 	TimeLineID timeline = DatumGetInt32(SPI_getbinval(row, desc, 4, &isnull));
 	char *label = SPI_getvalue(row, desc, 5);
 
-	*reloaded = false;
-	if (strcmp(sysid, now->system_identifier) != 0)
-	{
-		*reloaded = true;
-		return "new cluster: reloaded from a dump or copied into another cluster";
-	}
-	if (database != now->database)
-	{
-		*reloaded = true;
-		return "new database: reloaded from a dump";
-	}
+	*reloaded = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+	if (*reloaded)
+		return strcmp(sysid, now->system_identifier) != 0
+				   ? "new cluster: reloaded from a dump or copied into another cluster"
+				   : "new database: reloaded from a dump";
+	if (strcmp(sysid, now->system_identifier) != 0 || database != now->database)
+		return NULL; /* a reload already followed; its row sorts after ours */
 	if (timeline != now->timeline)
 		return psprintf("new timeline %u: promoted standby or point-in-time recovery",
 						now->timeline);
@@ -111,11 +113,11 @@ run(const char *sql, int expected)
 }
 
 static int64
-record_incarnation(const Identity *now, const char *reason)
+record_incarnation(const Identity *now, const char *reason, bool reloaded)
 {
-	Oid argtypes[6] = {INT8OID, TEXTOID, NUMERICOID, INT4OID, TEXTOID, OIDOID};
-	Datum values[6];
-	char nulls[6] = "      ";
+	Oid argtypes[7] = {INT8OID, TEXTOID, NUMERICOID, INT4OID, TEXTOID, OIDOID, BOOLOID};
+	Datum values[7];
+	char nulls[7] = "       ";
 	bool isnull;
 	int ret;
 
@@ -126,14 +128,15 @@ record_incarnation(const Identity *now, const char *reason)
 	values[3] = Int32GetDatum(now->timeline);
 	values[4] = now->backup_label ? CStringGetTextDatum(now->backup_label) : (Datum) 0;
 	values[5] = ObjectIdGetDatum(now->database);
+	values[6] = BoolGetDatum(reloaded);
 	if (now->backup_label == NULL)
 		nulls[4] = 'n';
 	ret = SPI_execute_with_args(
 		"INSERT INTO evrep.incarnation AS i (id, reason, system_identifier, timeline,"
-		" backup_label, database_oid, start_lsn)"
-		" SELECT pg_catalog.greatest($1, coalesce(pg_catalog.max(id), 0) + 1), $2, $3, $4, $5,"
-		" $6, pg_catalog.pg_current_wal_insert_lsn() FROM evrep.incarnation RETURNING id",
-		6, argtypes, values, nulls, false, 1);
+		" backup_label, database_oid, start_lsn, reloaded)"
+		" SELECT GREATEST($1, coalesce(pg_catalog.max(id), 0) + 1), $2, $3, $4, $5,"
+		" $6, pg_catalog.pg_current_wal_insert_lsn(), $7 FROM evrep.incarnation RETURNING id",
+		7, argtypes, values, nulls, false, 1);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not record an evrep history: %s", SPI_result_code_string(ret));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -202,12 +205,22 @@ incarnation_check(void)
 		elog(ERROR, "SPI_connect failed");
 	/* both workers check at start: one decides */
 	run("LOCK TABLE evrep.incarnation IN EXCLUSIVE MODE", SPI_OK_UTILITY);
-	run("SELECT id, system_identifier::text, database_oid, timeline, backup_label"
-		" FROM evrep.incarnation ORDER BY id DESC LIMIT 1",
-		SPI_OK_SELECT);
+	if (SPI_execute_with_args(
+			"SELECT id, system_identifier::text, database_oid, timeline, backup_label,"
+			" EXISTS (SELECT FROM evrep.incarnation f"
+			"  WHERE (f.system_identifier, f.database_oid) IS DISTINCT FROM ($1, $2))"
+			" AND NOT EXISTS (SELECT FROM evrep.incarnation o"
+			"  WHERE o.system_identifier = $1 AND o.database_oid = $2 AND o.reloaded)"
+			" FROM evrep.incarnation ORDER BY id DESC LIMIT 1",
+			2, (Oid[]){NUMERICOID, OIDOID},
+			(Datum[]){DirectFunctionCall3(numeric_in, CStringGetDatum(now.system_identifier),
+										  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)),
+					  ObjectIdGetDatum(now.database)},
+			NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the evrep history");
 	if (SPI_processed == 0)
 	{
-		(void) record_incarnation(&now, "first start");
+		(void) record_incarnation(&now, "first start", false);
 		SPI_finish();
 		return;
 	}
@@ -217,7 +230,7 @@ incarnation_check(void)
 		SPI_finish();
 		return;
 	}
-	id = record_incarnation(&now, reason);
+	id = record_incarnation(&now, reason, reloaded);
 	if (reloaded)
 		resolve_names_again();
 	fork_streams(reloaded);

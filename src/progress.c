@@ -89,6 +89,7 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 	int hist = history_catalog() ? 1 : 0;
 
 	memset(p, 0, sizeof(StreamProgress));
+	p->history = hist == 1;
 	values[0] = CStringGetTextDatum(msg->origin);
 	values[1] = CStringGetTextDatum(msg->schema);
 	values[2] = CStringGetTextDatum(msg->table);
@@ -267,7 +268,7 @@ progress_follow_history(StreamProgress *p, const WireMessage *msg)
 	int64 lo, hi;
 	bool diverged;
 
-	if (inc->id == 0 || inc->id == p->incarnation)
+	if (!p->history || inc->id == 0 || inc->id == p->incarnation)
 		return HISTORY_SAME;
 	seq_range(msg, &lo, &hi);
 	if (p->incarnation != 0 && inc->id < p->incarnation)
@@ -317,7 +318,7 @@ progress_went_back(StreamProgress *p, const WireMessage *msg, int64 old_last_seq
 	int64 lo, hi;
 	bool back = false;
 
-	if (msg->lsn == InvalidXLogRecPtr)
+	if (!p->history || msg->lsn == InvalidXLogRecPtr)
 		return false;
 	seq_range(msg, &lo, &hi);
 	if (p->last_lsn != InvalidXLogRecPtr)

@@ -28,8 +28,9 @@ typedef struct StreamProgress
 	int64 unknown_columns;		/* rows that carried columns the table lacks */
 	TimestampTz last_commit_ts; /* 0 when unknown */
 
-	/* The origin's history (1.1 catalog; 0 when unknown) */
-	int64 incarnation;
+	/* The origin's history; kept only on a 1.1 catalog (history) */
+	bool history;
+	int64 incarnation;	 /* 0 when unknown */
 	XLogRecPtr last_lsn; /* the origin's WAL position at last_seq */
 	int64 prev_incarnation;
 	int64 prev_last_seq;

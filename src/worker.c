@@ -127,9 +127,10 @@ worker_extension_ready(void)
 }
 
 /*
- * Before a worker's first claim or apply: has this database started a new
- * history (incarnation.c)?  Once per worker process on a 1.1 catalog; on
- * a 1.0 catalog it looks again every second for ALTER EXTENSION UPDATE.
+ * Before a worker's first claim or apply, and every 10 s after: has this
+ * database started a new history (incarnation.c)?  Not only at start: a
+ * dump's rows are restored while the workers run, and a 1.0 catalog may
+ * be updated to 1.1 under them.
  */
 void
 worker_check_history(void)
@@ -137,7 +138,7 @@ worker_check_history(void)
 	static bool checked = false;
 	static TimestampTz looked_at = 0;
 
-	if (checked || !TimestampDifferenceExceeds(looked_at, GetCurrentTimestamp(), 1000))
+	if (!TimestampDifferenceExceeds(looked_at, GetCurrentTimestamp(), checked ? 10000 : 1000))
 		return;
 	looked_at = GetCurrentTimestamp();
 	SetCurrentStatementStartTimestamp();
