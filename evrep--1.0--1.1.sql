@@ -4,6 +4,25 @@
 \echo Use "ALTER EXTENSION evrep UPDATE TO '1.1'" to load this file. \quit
 
 /*
+ * The update runs while writers and workers do.  It takes every lock it
+ * needs up front, in the order they take theirs (a writer: its table, then
+ * the outbox; the publisher: the outbox, then publication; the consumer:
+ * subscription, then progress), so that it waits for them instead of
+ * deadlocking with them.
+ */
+DO $$
+DECLARE
+	p record;
+BEGIN
+	FOR p IN SELECT relid FROM evrep.publication WHERE active ORDER BY relid LOOP
+		EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', p.relid::regclass);
+	END LOOP;
+END
+$$;
+LOCK TABLE evrep.outbox, evrep.publication, evrep.subscription, evrep.progress
+	IN ACCESS EXCLUSIVE MODE;
+
+/*
  * One row per history of this database.  A history ends when the database
  * goes back or changes identity: restored from a base backup (a new
  * backup_label), promoted or recovered to a point in time (a new timeline),

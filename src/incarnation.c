@@ -220,7 +220,12 @@ incarnation_check(void)
 		elog(ERROR, "could not read the evrep history");
 	if (SPI_processed == 0)
 	{
+		/*
+		 * Since a 1.0 catalog was updated, the publisher numbered on
+		 * without a history: the first one begins above what it sent.
+		 */
 		(void) record_incarnation(&now, "first start", false);
+		fork_streams(false);
 		SPI_finish();
 		return;
 	}
