@@ -38,6 +38,9 @@ T0=$SECONDS
 dead_letters() { sql "$1" 'SELECT count(*) FROM evrep.dead_letter'; }
 last_seq() { sql "$1" "SELECT last_seq FROM evrep.publication WHERE table_name = '$2'"; }
 extversion() { sql "$1" "SELECT extversion FROM pg_extension WHERE extname = 'evrep'"; }
+# must DESC CMD...: ok; if it fails, the test ends here (the steps after it
+# depend on it, and each would only wait out its timeout)
+must() { ok "$@" && return 0; diag "stopping here: the steps after this one depend on it"; exit 1; }
 on_exit 'if (( _TAP_FAILED )); then for n in $A $B; do note "$n progress: $(sql $n "SELECT * FROM evrep.progress" 2>&1)"; note "$n dead letters: $(sql $n "SELECT id, origin, seq, sqlstate, error, left(body, 300) FROM evrep.dead_letter ORDER BY id LIMIT 5" 2>&1)"; note "$n sync: $(sql $n "SELECT * FROM evrep.sync" 2>&1)"; done; fi'
 
 for n in "$A" "$B"; do
@@ -50,41 +53,41 @@ done
 # ==== 1. writers on both sides =================================================
 ok "A: writer (customer from 1)" start_writer t52-a "$A" customer 1 900000 0.002
 ok "B: writer (orders from 1)" start_writer t52-b "$B" orders 1 900000 0.002
-ok "1: both writers write and the other side follows" wait_until 60 \
+must "1: both writers write and the other side follows" wait_until 60 \
     "[[ \$(row_count $B customer) -ge 300 && \$(row_count $A orders) -ge 300 ]]" 0.2
 ok "1: A: a multi-row update while the writers run" sql "$A" "UPDATE customer SET credit = credit + 1 WHERE id <= 200"
 ok "1: B: a multi-row delete while the writers run" sql "$B" "DELETE FROM orders WHERE id <= 200 AND id % 3 = 0"
 
 # ==== 2. the broker stops; the outboxes fill ==================================
-ok "2: stop the broker" rmq_stop "$MQ"
+must "2: stop the broker" rmq_stop "$MQ"
 ok "2: A's outbox fills (writes go on without the broker)" wait_until 60 "[[ \$(outbox_depth $A) -ge 300 ]]" 0.2
 ok "2: B's outbox fills" wait_until 60 "[[ \$(outbox_depth $B) -ge 300 ]]" 0.2
 
 # ==== 3. the update on A, broker down, writer running ==========================
 a_depth=$(outbox_depth "$A") a_rows=$(row_count "$A" customer)
-ok "3: A: ALTER EXTENSION evrep UPDATE (writer running, $a_depth events in the outbox)" \
+must "3: A: ALTER EXTENSION evrep UPDATE (writer running, $a_depth events in the outbox)" \
     sql "$A" "ALTER EXTENSION evrep UPDATE"
 is "$(extversion "$A")" 1.1 "3: A's catalog is 1.1"
-ok "3: A's writer goes on after the update" wait_until 30 "[[ \$(row_count $A customer) -ge $((a_rows + 200)) ]]" 0.2
+must "3: A's writer goes on after the update" wait_until 30 "[[ \$(row_count $A customer) -ge $((a_rows + 200)) ]]" 0.2
 ok "3: A's outbox still holds what the broker did not take" wait_until 10 "[[ \$(outbox_depth $A) -ge $a_depth ]]" 0.2
 
 # ==== 4. the broker comes back ==================================================
-ok "4: start the broker" rmq_start "$MQ"
-ok "4: A's publisher reconnects" wait_value 60 t worker_connected "$A" publisher
-ok "4: B's publisher reconnects" wait_value 60 t worker_connected "$B" publisher
-ok "4: A's consumer reconnects" wait_value 60 t worker_connected "$A" consumer
-ok "4: B's consumer reconnects" wait_value 60 t worker_connected "$B" consumer
-ok "4: A's backlog drains while its writer runs" wait_until 60 "[[ \$(outbox_depth $A) -lt 100 ]]" 0.2
-ok "4: B's backlog drains while its writer runs" wait_until 60 "[[ \$(outbox_depth $B) -lt 100 ]]" 0.2
+must "4: start the broker" rmq_start "$MQ"
+must "4: A's publisher reconnects" wait_value 60 t worker_connected "$A" publisher
+must "4: B's publisher reconnects" wait_value 60 t worker_connected "$B" publisher
+must "4: A's consumer reconnects" wait_value 60 t worker_connected "$A" consumer
+must "4: B's consumer reconnects" wait_value 60 t worker_connected "$B" consumer
+must "4: A's backlog drains while its writer runs" wait_until 60 "[[ \$(outbox_depth $A) -lt 100 ]]" 0.2
+must "4: B's backlog drains while its writer runs" wait_until 60 "[[ \$(outbox_depth $B) -lt 100 ]]" 0.2
 b_cust=$(row_count "$B" customer)
 ok "4: B applies A's events sent under 1.1" wait_until 60 "[[ \$(row_count $B customer) -ge $((b_cust + 100)) ]]" 0.2
 
 # ==== 5. the update on B, writers running =======================================
 b_rows=$(row_count "$B" orders)
-ok "5: B: ALTER EXTENSION evrep UPDATE (writers running, $(outbox_depth "$B") events in B's outbox)" \
+must "5: B: ALTER EXTENSION evrep UPDATE (writers running, $(outbox_depth "$B") events in B's outbox)" \
     sql "$B" "ALTER EXTENSION evrep UPDATE"
 is "$(extversion "$B")" 1.1 "5: B's catalog is 1.1"
-ok "5: B's writer goes on after the update" wait_until 30 "[[ \$(row_count $B orders) -ge $((b_rows + 200)) ]]" 0.2
+must "5: B's writer goes on after the update" wait_until 30 "[[ \$(row_count $B orders) -ge $((b_rows + 200)) ]]" 0.2
 ok "5: A: updates, deletes and a key update after both updates" sql_script "$A" "
     UPDATE customer SET name = name || ' (upd)', credit = -credit WHERE id % 7 = 0;
     DELETE FROM customer WHERE id % 11 = 0;
