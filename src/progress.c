@@ -8,31 +8,76 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
+#include "incarnation.h"
 #include "progress.h"
 #include "spi_plan.h"
 
-static SPIPlanPtr load_plan = NULL;
-static SPIPlanPtr save_plan = NULL;
+/* [0] for a 1.0 catalog, [1] for 1.1 (histories); see incarnation.h */
+static SPIPlanPtr load_plan[2];
+static SPIPlanPtr save_plan[2];
 
 /* FOR UPDATE: two sessions applying one stream must not both claim a seq. */
-static const char *const load_query =
-	"SELECT last_seq, gaps FROM evrep.progress"
-	" WHERE origin = $1 AND schema_name = $2 AND table_name = $3 FOR UPDATE";
+static const char *const load_query[2] = {
+	"SELECT last_seq, gaps, NULL::int8, NULL::pg_catalog.pg_lsn, NULL::int8, NULL::int8,"
+	" NULL::text, NULL::text, NULL::int8 FROM evrep.progress"
+	" WHERE origin = $1 AND schema_name = $2 AND table_name = $3 FOR UPDATE",
+	"SELECT last_seq, gaps, incarnation, last_lsn, prev_incarnation, prev_last_seq,"
+	" history_reason, repair, repair_request FROM evrep.progress"
+	" WHERE origin = $1 AND schema_name = $2 AND table_name = $3 FOR UPDATE"};
 
-static const char *const save_query =
+#define SAVE_COMMON                                                                                \
+	" ON CONFLICT (origin, schema_name, table_name) DO UPDATE"                                     \
+	" SET last_seq = EXCLUDED.last_seq, gaps = EXCLUDED.gaps,"                                     \
+	" applied = g.applied + EXCLUDED.applied,"                                                     \
+	" skipped = g.skipped + EXCLUDED.skipped,"                                                     \
+	" parked = g.parked + EXCLUDED.parked,"                                                        \
+	" unknown_column_events = g.unknown_column_events + EXCLUDED.unknown_column_events,"           \
+	" last_commit_ts = coalesce(EXCLUDED.last_commit_ts, g.last_commit_ts),"                       \
+	" last_applied_at = EXCLUDED.last_applied_at"
+
+static const char *const save_query[2] = {
 	"INSERT INTO evrep.progress AS g (origin, schema_name, table_name, last_seq, gaps,"
 	" applied, skipped, parked, unknown_column_events, last_commit_ts, last_applied_at)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, pg_catalog.clock_timestamp())"
-	" ON CONFLICT (origin, schema_name, table_name) DO UPDATE"
-	" SET last_seq = EXCLUDED.last_seq, gaps = EXCLUDED.gaps,"
-	" applied = g.applied + EXCLUDED.applied,"
-	" skipped = g.skipped + EXCLUDED.skipped,"
-	" parked = g.parked + EXCLUDED.parked,"
-	" unknown_column_events = g.unknown_column_events + EXCLUDED.unknown_column_events,"
-	" last_commit_ts = coalesce(EXCLUDED.last_commit_ts, g.last_commit_ts),"
-	" last_applied_at = EXCLUDED.last_applied_at";
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, pg_catalog.clock_timestamp())" SAVE_COMMON,
+	"INSERT INTO evrep.progress AS g (origin, schema_name, table_name, last_seq, gaps,"
+	" applied, skipped, parked, unknown_column_events, last_commit_ts, last_applied_at,"
+	" incarnation, last_lsn, prev_incarnation, prev_last_seq, history_reason, repair,"
+	" repair_request, history_changed_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, pg_catalog.clock_timestamp(),"
+	" $11, $12, $13, $14, $15, $16, $17,"
+	" CASE WHEN $18 THEN pg_catalog.clock_timestamp() END)" SAVE_COMMON
+	", incarnation = EXCLUDED.incarnation, last_lsn = EXCLUDED.last_lsn,"
+	" prev_incarnation = EXCLUDED.prev_incarnation, prev_last_seq = EXCLUDED.prev_last_seq,"
+	" history_reason = EXCLUDED.history_reason, repair = EXCLUDED.repair,"
+	" repair_request = EXCLUDED.repair_request,"
+	" history_changed_at = coalesce(EXCLUDED.history_changed_at, g.history_changed_at)"};
+
+static int64
+get_int8_or_zero(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool isnull;
+	Datum d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static void
+load_history(StreamProgress *p, HeapTuple tup, TupleDesc desc)
+{
+	bool isnull;
+	Datum lsn = SPI_getbinval(tup, desc, 4, &isnull);
+
+	p->incarnation = get_int8_or_zero(tup, desc, 3);
+	p->last_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(lsn);
+	p->prev_incarnation = get_int8_or_zero(tup, desc, 5);
+	p->prev_last_seq = get_int8_or_zero(tup, desc, 6);
+	p->history_reason = SPI_getvalue(tup, desc, 7);
+	p->repair = SPI_getvalue(tup, desc, 8);
+	p->repair_request = get_int8_or_zero(tup, desc, 9);
+}
 
 void
 progress_load(const WireMessage *msg, StreamProgress *p)
@@ -41,12 +86,15 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 	Datum values[3];
 	int ret;
 
+	int hist = history_catalog() ? 1 : 0;
+
 	memset(p, 0, sizeof(StreamProgress));
+	p->history = hist == 1;
 	values[0] = CStringGetTextDatum(msg->origin);
 	values[1] = CStringGetTextDatum(msg->schema);
 	values[2] = CStringGetTextDatum(msg->table);
-	ret = SPI_execute_plan(spi_kept_plan(&load_plan, load_query, 3, argtypes), values, NULL, false,
-						   1);
+	ret = SPI_execute_plan(spi_kept_plan(&load_plan[hist], load_query[hist], 3, argtypes), values,
+						   NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep progress: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -65,18 +113,42 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 		p->gaps = palloc(sizeof(int64) * (n + 2));
 		for (int i = 0; i < n; i++)
 			p->gaps[i] = DatumGetInt64(elems[i]);
+		load_history(p, tup, desc);
 	}
 	else
 		p->gaps = palloc(sizeof(int64) * 2);
 }
 
+/* Parameters $11.. of the 1.1 save query; 0 and NULL are stored as NULL. */
+static void
+save_history(StreamProgress *p, Datum *values, char *nulls)
+{
+	values[10] = Int64GetDatum(p->incarnation);
+	values[11] = LSNGetDatum(p->last_lsn);
+	values[12] = Int64GetDatum(p->prev_incarnation);
+	values[13] = Int64GetDatum(p->prev_last_seq);
+	values[14] = p->history_reason ? CStringGetTextDatum(p->history_reason) : (Datum) 0;
+	values[15] = p->repair ? CStringGetTextDatum(p->repair) : (Datum) 0;
+	values[16] = Int64GetDatum(p->repair_request);
+	values[17] = BoolGetDatum(p->history_changed);
+	nulls[10] = p->incarnation ? ' ' : 'n';
+	nulls[11] = p->last_lsn != InvalidXLogRecPtr ? ' ' : 'n';
+	nulls[12] = p->prev_incarnation ? ' ' : 'n';
+	nulls[13] = p->prev_incarnation ? ' ' : 'n';
+	nulls[14] = p->history_reason ? ' ' : 'n';
+	nulls[15] = p->repair ? ' ' : 'n';
+	nulls[16] = p->repair_request ? ' ' : 'n';
+}
+
 void
 progress_save(const WireMessage *msg, StreamProgress *p)
 {
-	Oid argtypes[10] = {TEXTOID, TEXTOID, TEXTOID, INT8OID,		   INT8ARRAYOID,
-						INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID};
-	Datum values[10];
-	char nulls[10] = "          ";
+	Oid argtypes[18] = {TEXTOID, TEXTOID, TEXTOID,		  INT8OID, INT8ARRAYOID, INT8OID,
+						INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID,		 PG_LSNOID,
+						INT8OID, INT8OID, TEXTOID,		  TEXTOID, INT8OID,		 BOOLOID};
+	Datum values[18];
+	char nulls[18] = "                  ";
+	int hist = history_catalog() ? 1 : 0;
 	Datum *elems = palloc(sizeof(Datum) * (p->ngaps * 2 + 1));
 	int ret;
 
@@ -95,9 +167,11 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 	values[9] = Int64GetDatum(p->unknown_columns);
 	if (p->last_commit_ts == 0)
 		nulls[8] = 'n';
+	save_history(p, values, nulls);
 
-	ret = SPI_execute_plan(spi_kept_plan(&save_plan, save_query, 10, argtypes), values, nulls,
-						   false, 0);
+	ret = SPI_execute_plan(
+		spi_kept_plan(&save_plan[hist], save_query[hist], hist ? 18 : 10, argtypes), values, nulls,
+		false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not save evrep progress: %s", SPI_result_code_string(ret));
 }
@@ -172,4 +246,91 @@ progress_forget_below(StreamProgress *p, int64 seq)
 		}
 	}
 	p->ngaps = kept;
+}
+
+/* The numbers the message's events carry, lowest and highest. */
+static void
+seq_range(const WireMessage *msg, int64 *lo, int64 *hi)
+{
+	*lo = PG_INT64_MAX;
+	*hi = 0;
+	for (int i = 0; i < msg->nevents; i++)
+	{
+		*lo = Min(*lo, msg->events[i].seq);
+		*hi = Max(*hi, msg->events[i].seq);
+	}
+}
+
+HistoryVerdict
+progress_follow_history(StreamProgress *p, const WireMessage *msg)
+{
+	const WireIncarnation *inc = &msg->incarnation;
+	int64 lo, hi;
+	bool diverged;
+
+	if (!p->history || inc->id == 0 || inc->id == p->incarnation)
+		return HISTORY_SAME;
+	seq_range(msg, &lo, &hi);
+	if (p->incarnation != 0 && inc->id < p->incarnation)
+	{
+		if (inc->id == p->prev_incarnation && hi <= p->prev_last_seq)
+			return HISTORY_OLD_DUPLICATE;
+		return HISTORY_OLD_ALIVE;
+	}
+
+	/* a newer history, or the first this stream hears of (1.0 progress) */
+	diverged = p->exists && p->last_seq >= inc->since;
+	p->prev_incarnation = p->incarnation;
+	p->prev_last_seq = p->last_seq;
+	p->incarnation = inc->id;
+	p->last_lsn = InvalidXLogRecPtr; /* positions of another history do not compare */
+	if (p->exists)
+	{
+		p->history_changed = true;
+		p->history_reason = inc->reason ? pstrdup(inc->reason) : NULL;
+	}
+	if (!diverged)
+		return HISTORY_FOLLOWED;
+
+	/* the numbers from the fork on name other events now: expect them again */
+	p->last_seq = inc->since - 1;
+	for (int i = 0; i < p->ngaps; i++)
+		p->gaps[2 * i + 1] = Min(p->gaps[2 * i + 1], p->last_seq);
+	{
+		int kept = 0;
+
+		for (int i = 0; i < p->ngaps; i++)
+		{
+			if (p->gaps[2 * i] > p->gaps[2 * i + 1])
+				continue;
+			p->gaps[2 * kept] = p->gaps[2 * i];
+			p->gaps[2 * kept + 1] = p->gaps[2 * i + 1];
+			kept++;
+		}
+		p->ngaps = kept;
+	}
+	return HISTORY_DIVERGED;
+}
+
+bool
+progress_went_back(StreamProgress *p, const WireMessage *msg, int64 old_last_seq, bool duplicates)
+{
+	int64 lo, hi;
+	bool back = false;
+
+	if (!p->history || msg->lsn == InvalidXLogRecPtr)
+		return false;
+	seq_range(msg, &lo, &hi);
+	if (p->last_lsn != InvalidXLogRecPtr)
+	{
+		/* new numbers from an older position, or old numbers from a newer one */
+		if (hi > old_last_seq && msg->lsn < p->last_lsn)
+			back = true;
+		else if (duplicates && msg->lsn > p->last_lsn)
+			back = true;
+	}
+	/* the position of last_seq: a message without a new number says nothing of it */
+	if (back || hi > old_last_seq)
+		p->last_lsn = msg->lsn;
+	return back;
 }
