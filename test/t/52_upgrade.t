@@ -8,8 +8,11 @@
 #   1. A publishes customer to B, B publishes orders to A; a writer on each
 #      side (one row per transaction) and B follows.
 #   2. The broker stops: the writers go on, both outboxes fill.
-#   3. ALTER EXTENSION evrep UPDATE on A while its writer runs and its
-#      outbox holds events numbered (or not) under the 1.0 catalog.
+#   3. ALTER EXTENSION evrep UPDATE on A while its writer runs, its outbox
+#      holds events numbered (or not) under the 1.0 catalog, and an
+#      application transaction that has already locked customer (and not yet
+#      written an outbox row) inserts a row: the update and the
+#      transaction both succeed (a lock-order inversion would deadlock them).
 #   4. The broker starts again; the outboxes drain; writes go on.
 #   5. ALTER EXTENSION evrep UPDATE on B while the writers run; then more
 #      writes, updates and deletes on both sides.
@@ -64,10 +67,24 @@ ok "2: A's outbox fills (writes go on without the broker)" wait_until 60 "[[ \$(
 ok "2: B's outbox fills" wait_until 60 "[[ \$(outbox_depth $B) -ge 300 ]]" 0.2
 
 # ==== 3. the update on A, broker down, writer running ==========================
+# Besides the writer, an application transaction that is under way when the
+# update starts: it has touched customer (an UPDATE that matched no row: a
+# lock on the table, no outbox row yet) and inserts a row 3 s later. The
+# update must wait for it (or it for the update); neither may fail.
+app_sql="BEGIN; UPDATE customer SET credit = credit WHERE id = -1; SELECT pg_sleep(3);
+INSERT INTO customer VALUES (8000001, 'open across the update', 1); COMMIT;"
+ok "3: A: an application transaction holds customer when the update starts" \
+    bg_start t52-app bash -c '"$1" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$2" -U postgres -d "$3" -c "$4"; echo "psql exit $?"' \
+    _ "$PG_BINDIR/psql" "$(pg_port "$A")" "$(pg_dbname "$A")" "$app_sql"
+ok "3: (it has its lock)" wait_until 10 "[[ \$(sql $A \"SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'customer' AND l.mode = 'RowExclusiveLock' AND l.granted AND l.pid IN (SELECT pid FROM pg_stat_activity WHERE query LIKE '%open across the update%')\") -ge 1 ]]" 0.1
 a_depth=$(outbox_depth "$A") a_rows=$(row_count "$A" customer)
 must "3: A: ALTER EXTENSION evrep UPDATE (writer running, $a_depth events in the outbox)" \
     sql "$A" "ALTER EXTENSION evrep UPDATE"
 is "$(extversion "$A")" 1.1 "3: A's catalog is 1.1"
+ok "3: the application transaction ended" wait_until 30 "grep -q '^psql exit' $(bg_logfile t52-app)"
+is "$(grep -v '^$' "$(bg_logfile t52-app)" | grep -v '^# ' | paste -sd' ')" "psql exit 0" \
+   "3: the application transaction open across the update committed (no error)"
+is "$(sql "$A" "SELECT count(*) FROM customer WHERE id = 8000001")" 1 "3: its row is there"
 must "3: A's writer goes on after the update" wait_until 30 "[[ \$(row_count $A customer) -ge $((a_rows + 200)) ]]" 0.2
 ok "3: A's outbox still holds what the broker did not take" wait_until 10 "[[ \$(outbox_depth $A) -ge $a_depth ]]" 0.2
 
@@ -98,6 +115,8 @@ ok "5: B: updates and deletes after both updates" sql_script "$B" "
 stop_writer t52-a; stop_writer t52-b
 ok "5: A's writer finished" wait_until 60 "writer_done t52-a"
 ok "5: B's writer finished" wait_until 60 "writer_done t52-b"
+is "$(writer_retries t52-a)|$(writer_retries t52-b)" "0|0" \
+   "5: no writer transaction failed during the updates (retries; see the writers' logs)"
 note "writers: A committed customer 1..$(writer_last t52-a), B orders 1..$(writer_last t52-b), $((SECONDS - T0)) s after setup"
 
 # ==== 6. the end state ===========================================================
