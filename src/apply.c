@@ -334,7 +334,15 @@ repair_stream(ApplyRun *run, const char *why)
 	if (SPI_execute_with_args("SELECT evrep._start_sync($1, $2, 'requested')", 2,
 							  (Oid[]){TEXTOID, TEXTOID}, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not request an evrep resync");
-	run->copy_request = copy_current_request(msg->schema, msg->table);
+	/* not read-only: it must see the request just made */
+	if (SPI_execute_with_args("SELECT request_id FROM evrep.sync"
+							  " WHERE schema_name = $1 AND table_name = $2",
+							  2, (Oid[]){TEXTOID, TEXTOID}, values, NULL, false,
+							  1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read the evrep resync request");
+	run->copy_request =
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){0}));
 	p->repair_request = run->copy_request;
 	p->repair = psprintf("%s; copying the table again", why);
 	ereport(WARNING, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

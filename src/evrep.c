@@ -209,7 +209,7 @@ define_settings(void)
 		"resync copies the affected tables again from their origin, in stream order; warn only "
 		"logs a WARNING and flags the stream in evrep.status, for an operator to run "
 		"evrep_resync().",
-		&evrep_repair, EVREP_REPAIR_RESYNC, repair_options, PGC_SIGHUP, 0, NULL, NULL, NULL);
+		&evrep_repair, EVREP_REPAIR_RESYNC, repair_options, PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("evrep");
 }
