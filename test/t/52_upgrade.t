@@ -73,6 +73,7 @@ ok "2: B's outbox fills" wait_until 60 "[[ \$(outbox_depth $B) -ge 300 ]]" 0.2
 # update must wait for it (or it for the update); neither may fail.
 app_sql="BEGIN; UPDATE customer SET credit = credit WHERE id = -1; SELECT pg_sleep(3);
 INSERT INTO customer VALUES (8000001, 'open across the update', 1); COMMIT;"
+rm -f "$(bg_logfile t52-app)"   # bg_start appends to a log a former run left
 ok "3: A: an application transaction holds customer when the update starts" \
     bg_start t52-app bash -c '"$1" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$2" -U postgres -d "$3" -c "$4"; echo "psql exit $?"' \
     _ "$PG_BINDIR/psql" "$(pg_port "$A")" "$(pg_dbname "$A")" "$app_sql"
