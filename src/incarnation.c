@@ -203,7 +203,11 @@ incarnation_check(void)
 	current_identity(&now);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* both workers check at start: one decides */
+	/*
+	 * Both workers check at start: one decides.  The read below is not
+	 * read-only, so that it takes a snapshot after the lock and sees what
+	 * the other decided.
+	 */
 	run("LOCK TABLE evrep.incarnation IN EXCLUSIVE MODE", SPI_OK_UTILITY);
 	if (SPI_execute_with_args(
 			"SELECT id, system_identifier::text, database_oid, timeline, backup_label,"
@@ -216,7 +220,7 @@ incarnation_check(void)
 			(Datum[]){DirectFunctionCall3(numeric_in, CStringGetDatum(now.system_identifier),
 										  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)),
 					  ObjectIdGetDatum(now.database)},
-			NULL, true, 1) != SPI_OK_SELECT)
+			NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the evrep history");
 	if (SPI_processed == 0)
 	{

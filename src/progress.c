@@ -278,8 +278,12 @@ progress_follow_history(StreamProgress *p, const WireMessage *msg)
 		return HISTORY_OLD_ALIVE;
 	}
 
-	/* a newer history, or the first this stream hears of (1.0 progress) */
-	diverged = p->exists && p->last_seq >= inc->since;
+	/*
+	 * A newer history, or the first this stream hears of: progress kept on
+	 * a 1.0 catalog, or from 1.0 senders, knows no history to compare with
+	 * and takes this one as its own.
+	 */
+	diverged = p->exists && p->incarnation != 0 && p->last_seq >= inc->since;
 	p->prev_incarnation = p->incarnation;
 	p->prev_last_seq = p->last_seq;
 	p->incarnation = inc->id;
