@@ -70,7 +70,9 @@ ALTER TABLE evrep.progress
 	ADD COLUMN history_changed_at timestamptz,
 	ADD COLUMN history_reason text,
 	ADD COLUMN repair text,					-- what was done about a divergence
-	ADD COLUMN repair_request bigint;		-- the resync (evrep.sync.request_id) it asked for
+	ADD COLUMN repair_request bigint,		-- the resync (evrep.sync.request_id) it asked for
+	ADD COLUMN base_seq bigint,				-- the first number this node expected of the stream
+	ADD COLUMN gaps_since timestamptz;		-- gaps open since (a hole nobody fills, see README)
 
 -- The apply's role by name: an oid means nothing in the cluster a dump is
 -- restored into.

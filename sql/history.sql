@@ -78,6 +78,25 @@ SELECT evrep_apply('{"format":"evrep.v1","origin":"o","schema":"public","table":
   "events":[{"seq":13,"op":"insert","row":{"id":13,"v":"old"}}]}');
 SELECT last_seq, incarnation FROM hstate;
 
+-- a hole that stays open while later numbers arrive was acknowledged and
+-- lost here (restored from a file-system snapshot): copied again, once
+SET evrep.gap_repair_after = 1;
+SELECT evrep_apply(hmsg(40, 3, '0/20', '{15}'));
+SELECT last_seq, gaps, repair, phase FROM hstate;
+SELECT pg_sleep(1.2);
+SELECT evrep_apply(hmsg(40, 3, '0/30', '{16}'));
+SELECT last_seq, gaps, repair, phase, repair_is_current FROM hstate;
+-- the copy on its way: no second request
+SELECT request_id AS req FROM evrep.sync WHERE table_name = 'hist' \gset
+SELECT evrep_apply(hmsg(40, 3, '0/31', '{17}'));
+SELECT request_id = :req AS same_request FROM evrep.sync WHERE table_name = 'hist';
+-- holes below the first number a stream brought were never sent here
+UPDATE evrep.sync SET phase = 'done' WHERE table_name = 'hist';
+UPDATE evrep.progress SET base_seq = 17 WHERE origin = 'o';
+SELECT evrep_apply(hmsg(40, 3, '0/32', '{18}'));
+SELECT phase FROM evrep.sync WHERE table_name = 'hist';
+RESET evrep.gap_repair_after;
+
 -- malformed histories are parked
 SELECT evrep_apply(replace(hmsg(50, 1, '0/1', '{14}'), '"0/1"', '"zz"'));
 SELECT evrep_apply(replace(hmsg(50, 1, '0/1', '{14}'), '"since": 1', '"since": 0'));

@@ -378,6 +378,29 @@ follow_history(ApplyRun *run, HistoryVerdict verdict)
 									p->prev_last_seq));
 }
 
+/*
+ * Numbers missing long after later ones arrived were not lost in transit
+ * (a resend would have brought them): this node acknowledged them and then
+ * lost them, restored from a file-system snapshot, say.  Only the origin
+ * can fill such a hole, with a copy.
+ */
+static void
+repair_hole(ApplyRun *run)
+{
+	int64 lo, hi;
+
+	if (evrep_gap_repair_after <= 0 || !run->subscribed ||
+		!progress_hole(&run->progress, evrep_gap_repair_after * 1000, &lo, &hi))
+		return;
+	if (run->copy_request < 0)
+		run->copy_request = copy_current_request(run->msg->schema, run->msg->table);
+	if (run->copy_request != 0)
+		return; /* a copy is on its way: its first chunk closes the hole */
+	repair_stream(run, psprintf("numbers " INT64_FORMAT " to " INT64_FORMAT
+								" have not arrived for %d s while later ones did",
+								lo, hi, evrep_gap_repair_after));
+}
+
 /* The events not applied before, claimed in the stream's progress. */
 static void
 claim_new_events(ApplyRun *run)
@@ -602,6 +625,7 @@ apply_stream(ApplyRun *run)
 	{
 		follow_history(run, verdict);
 		claim_new_events(run);
+		repair_hole(run);
 		apply_claimed(run);
 	}
 	progress_save(run->msg, &run->progress);

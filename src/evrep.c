@@ -211,6 +211,14 @@ define_settings(void)
 		"evrep_resync().",
 		&evrep_repair, EVREP_REPAIR_RESYNC, repair_options, PGC_SUSET, 0, NULL, NULL, NULL);
 
+	DefineCustomIntVariable(
+		"evrep.gap_repair_after",
+		"How long numbers of a stream may be missing, while later ones arrived, before the table "
+		"is copied again.",
+		"Such a hole is not filled by a resend: this node acknowledged the events and lost them "
+		"(restored from a file-system snapshot). 0 never repairs holes.",
+		&evrep_gap_repair_after, 300, 0, INT_MAX / 1000, PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("evrep");
 }
 

@@ -27,6 +27,7 @@
 #include "incarnation.h"
 
 int evrep_repair = EVREP_REPAIR_RESYNC;
+int evrep_gap_repair_after = 300;
 
 /* What this server is now. */
 typedef struct Identity

@@ -36,5 +36,6 @@ typedef enum EvrepRepair
 } EvrepRepair;
 
 extern int evrep_repair;
+extern int evrep_gap_repair_after; /* s; 0: never */
 
 #endif /* EVREP_INCARNATION_H */

@@ -22,10 +22,10 @@ static SPIPlanPtr save_plan[2];
 /* FOR UPDATE: two sessions applying one stream must not both claim a seq. */
 static const char *const load_query[2] = {
 	"SELECT last_seq, gaps, NULL::int8, NULL::pg_catalog.pg_lsn, NULL::int8, NULL::int8,"
-	" NULL::text, NULL::text, NULL::int8 FROM evrep.progress"
+	" NULL::text, NULL::text, NULL::int8, NULL::int8, NULL::timestamptz FROM evrep.progress"
 	" WHERE origin = $1 AND schema_name = $2 AND table_name = $3 FOR UPDATE",
 	"SELECT last_seq, gaps, incarnation, last_lsn, prev_incarnation, prev_last_seq,"
-	" history_reason, repair, repair_request FROM evrep.progress"
+	" history_reason, repair, repair_request, base_seq, gaps_since FROM evrep.progress"
 	" WHERE origin = $1 AND schema_name = $2 AND table_name = $3 FOR UPDATE"};
 
 #define SAVE_COMMON                                                                                \
@@ -45,14 +45,15 @@ static const char *const save_query[2] = {
 	"INSERT INTO evrep.progress AS g (origin, schema_name, table_name, last_seq, gaps,"
 	" applied, skipped, parked, unknown_column_events, last_commit_ts, last_applied_at,"
 	" incarnation, last_lsn, prev_incarnation, prev_last_seq, history_reason, repair,"
-	" repair_request, history_changed_at)"
+	" repair_request, history_changed_at, base_seq, gaps_since)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, pg_catalog.clock_timestamp(),"
 	" $11, $12, $13, $14, $15, $16, $17,"
-	" CASE WHEN $18 THEN pg_catalog.clock_timestamp() END)" SAVE_COMMON
+	" CASE WHEN $18 THEN pg_catalog.clock_timestamp() END, $19, $20)" SAVE_COMMON
 	", incarnation = EXCLUDED.incarnation, last_lsn = EXCLUDED.last_lsn,"
 	" prev_incarnation = EXCLUDED.prev_incarnation, prev_last_seq = EXCLUDED.prev_last_seq,"
 	" history_reason = EXCLUDED.history_reason, repair = EXCLUDED.repair,"
-	" repair_request = EXCLUDED.repair_request,"
+	" repair_request = EXCLUDED.repair_request, base_seq = EXCLUDED.base_seq,"
+	" gaps_since = EXCLUDED.gaps_since,"
 	" history_changed_at = coalesce(EXCLUDED.history_changed_at, g.history_changed_at)"};
 
 static int64
@@ -69,6 +70,7 @@ load_history(StreamProgress *p, HeapTuple tup, TupleDesc desc)
 {
 	bool isnull;
 	Datum lsn = SPI_getbinval(tup, desc, 4, &isnull);
+	Datum gaps_since;
 
 	p->incarnation = get_int8_or_zero(tup, desc, 3);
 	p->last_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(lsn);
@@ -77,6 +79,9 @@ load_history(StreamProgress *p, HeapTuple tup, TupleDesc desc)
 	p->history_reason = SPI_getvalue(tup, desc, 7);
 	p->repair = SPI_getvalue(tup, desc, 8);
 	p->repair_request = get_int8_or_zero(tup, desc, 9);
+	p->base_seq = get_int8_or_zero(tup, desc, 10);
+	gaps_since = SPI_getbinval(tup, desc, 11, &isnull);
+	p->gaps_since = isnull ? 0 : DatumGetTimestampTz(gaps_since);
 }
 
 void
@@ -138,16 +143,26 @@ save_history(StreamProgress *p, Datum *values, char *nulls)
 	nulls[14] = p->history_reason ? ' ' : 'n';
 	nulls[15] = p->repair ? ' ' : 'n';
 	nulls[16] = p->repair_request ? ' ' : 'n';
+	/* gaps keep the time the first of them opened until none is left */
+	if (p->ngaps == 0)
+		p->gaps_since = 0;
+	else if (p->gaps_since == 0)
+		p->gaps_since = GetCurrentTimestamp();
+	values[18] = Int64GetDatum(p->base_seq);
+	values[19] = TimestampTzGetDatum(p->gaps_since);
+	nulls[18] = p->base_seq ? ' ' : 'n';
+	nulls[19] = p->gaps_since ? ' ' : 'n';
 }
 
 void
 progress_save(const WireMessage *msg, StreamProgress *p)
 {
-	Oid argtypes[18] = {TEXTOID, TEXTOID, TEXTOID,		  INT8OID, INT8ARRAYOID, INT8OID,
-						INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID,		 PG_LSNOID,
-						INT8OID, INT8OID, TEXTOID,		  TEXTOID, INT8OID,		 BOOLOID};
-	Datum values[18];
-	char nulls[18] = "                  ";
+	Oid argtypes[20] = {TEXTOID, TEXTOID,	TEXTOID, INT8OID,		 INT8ARRAYOID,
+						INT8OID, INT8OID,	INT8OID, TIMESTAMPTZOID, INT8OID,
+						INT8OID, PG_LSNOID, INT8OID, INT8OID,		 TEXTOID,
+						TEXTOID, INT8OID,	BOOLOID, INT8OID,		 TIMESTAMPTZOID};
+	Datum values[20];
+	char nulls[20] = "                    ";
 	int hist = history_catalog() ? 1 : 0;
 	Datum *elems = palloc(sizeof(Datum) * (p->ngaps * 2 + 1));
 	int ret;
@@ -170,7 +185,7 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 	save_history(p, values, nulls);
 
 	ret = SPI_execute_plan(
-		spi_kept_plan(&save_plan[hist], save_query[hist], hist ? 18 : 10, argtypes), values, nulls,
+		spi_kept_plan(&save_plan[hist], save_query[hist], hist ? 20 : 10, argtypes), values, nulls,
 		false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not save evrep progress: %s", SPI_result_code_string(ret));
@@ -189,6 +204,9 @@ add_gap(StreamProgress *p, int64 lo, int64 hi)
 bool
 progress_claim(StreamProgress *p, int64 seq)
 {
+	/* what came before a stream's first number here was never sent to us */
+	if (p->base_seq == 0)
+		p->base_seq = seq;
 	if (seq > p->last_seq)
 	{
 		if (seq > p->last_seq + 1)
@@ -228,6 +246,7 @@ progress_forget_below(StreamProgress *p, int64 seq)
 {
 	int kept = 0;
 
+	p->base_seq = Max(p->base_seq, seq);
 	for (int i = 0; i < p->ngaps; i++)
 	{
 		int64 lo = p->gaps[2 * i], hi = p->gaps[2 * i + 1];
@@ -337,4 +356,23 @@ progress_went_back(StreamProgress *p, const WireMessage *msg, int64 old_last_seq
 	if (back || hi > old_last_seq)
 		p->last_lsn = msg->lsn;
 	return back;
+}
+
+bool
+progress_hole(const StreamProgress *p, int after_ms, int64 *lo, int64 *hi)
+{
+	bool found = false;
+
+	if (!p->history || p->gaps_since == 0 ||
+		!TimestampDifferenceExceeds(p->gaps_since, GetCurrentTimestamp(), after_ms))
+		return false;
+	for (int i = 0; i < p->ngaps; i++)
+	{
+		if (p->gaps[2 * i + 1] < p->base_seq || (found && p->gaps[2 * i] > *lo))
+			continue;
+		*lo = Max(p->gaps[2 * i], p->base_seq);
+		*hi = p->gaps[2 * i + 1];
+		found = true;
+	}
+	return found;
 }

@@ -38,6 +38,8 @@ typedef struct StreamProgress
 	char *history_reason;
 	char *repair;
 	int64 repair_request;
+	int64 base_seq;			/* numbers below were never expected here; 0: not yet */
+	TimestampTz gaps_since; /* when the gaps opened; 0: none */
 } StreamProgress;
 
 /* What a message's history means for its stream (progress_follow_history). */
@@ -82,6 +84,12 @@ extern HistoryVerdict progress_follow_history(StreamProgress *p, const WireMessa
  * duplicates: whether some were not fresh), tells whether the origin went
  * back without a trace, and keeps the position of last_seq.
  */
+/*
+ * A hole a resend would have filled by now: a gap at or above base_seq,
+ * open for longer than after_ms.  Its lowest one in *lo, *hi.
+ */
+extern bool progress_hole(const StreamProgress *p, int after_ms, int64 *lo, int64 *hi);
+
 extern bool progress_went_back(StreamProgress *p, const WireMessage *msg, int64 old_last_seq,
 							   bool duplicates);
 
