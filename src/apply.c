@@ -30,6 +30,7 @@
 #include "copy_send.h"
 #include "deadletter.h"
 #include "evrep.h"
+#include "incarnation.h"
 #include "progress.h"
 #include "spi_plan.h"
 #include "wire.h"
@@ -298,11 +299,116 @@ copy_is_ours(ApplyRun *run, const WireCopy *copy)
 	return copy->request_id == run->copy_request;
 }
 
+/*
+ * The origin's history went back: the rows this node applied from its lost
+ * part may be gone or different there, and only a copy from the origin,
+ * ordered in the stream like any chunk, can say which.  evrep.repair =
+ * warn leaves that to an operator.
+ */
+static void
+repair_stream(ApplyRun *run, const char *why)
+{
+	StreamProgress *p = &run->progress;
+	WireMessage *msg = run->msg;
+	Datum values[2];
+
+	p->repair_request = 0;
+	if (!run->subscribed)
+	{
+		p->repair = psprintf("%s; not subscribed here", why);
+		return;
+	}
+	if (evrep_repair == EVREP_REPAIR_WARN)
+	{
+		p->repair = psprintf("%s; not repaired (evrep.repair = warn)", why);
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("evrep: table \"%s\".\"%s\" may hold rows origin \"%s\" no longer has",
+						msg->schema, msg->table, msg->origin),
+				 errdetail("%s.", why),
+				 errhint("Run evrep_resync() on the table, or set evrep.repair = resync.")));
+		return;
+	}
+	values[0] = CStringGetTextDatum(msg->schema);
+	values[1] = CStringGetTextDatum(msg->table);
+	if (SPI_execute_with_args("SELECT evrep._start_sync($1, $2, 'requested')", 2,
+							  (Oid[]){TEXTOID, TEXTOID}, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not request an evrep resync");
+	/* not read-only: it must see the request just made */
+	if (SPI_execute_with_args("SELECT request_id FROM evrep.sync"
+							  " WHERE schema_name = $1 AND table_name = $2",
+							  2, (Oid[]){TEXTOID, TEXTOID}, values, NULL, false,
+							  1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read the evrep resync request");
+	run->copy_request =
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){0}));
+	p->repair_request = run->copy_request;
+	p->repair = psprintf("%s; copying the table again", why);
+	ereport(WARNING, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					  errmsg("evrep: copying table \"%s\".\"%s\" again from origin \"%s\"",
+							 msg->schema, msg->table, msg->origin),
+					  errdetail("%s.", why)));
+}
+
+/* A newer history of the stream: from its fork on, numbers name other events. */
+static void
+follow_history(ApplyRun *run, HistoryVerdict verdict)
+{
+	const WireIncarnation *inc = &run->msg->incarnation;
+	StreamProgress *p = &run->progress;
+
+	if (verdict == HISTORY_OLD_ALIVE)
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("evrep origin \"%s\" speaks from two histories", run->msg->origin),
+			 errdetail("A message of its history " INT64_FORMAT
+					   " arrived after its history " INT64_FORMAT
+					   " began; the history before that one went up to number " INT64_FORMAT ".",
+					   inc->id, p->incarnation, p->prev_last_seq),
+			 errhint(
+				 "Two servers run with evrep.node_name = '%s' (a copy started beside the original?): "
+				 "stop the one that should not publish. Its messages are parked, never merged.",
+				 run->msg->origin)));
+	if (verdict == HISTORY_DIVERGED)
+		repair_stream(run, psprintf("origin started a new history (%s) at number " INT64_FORMAT
+									", after this node had applied numbers up to " INT64_FORMAT,
+									inc->reason ? inc->reason : "reason not given", inc->since,
+									p->prev_last_seq));
+}
+
+/*
+ * Numbers missing long after later ones arrived were not lost in transit
+ * (a resend would have brought them): this node acknowledged them and then
+ * lost them, restored from a file-system snapshot, say.  Only the origin
+ * can fill such a hole, with a copy.
+ */
+static void
+repair_hole(ApplyRun *run)
+{
+	int64 lo, hi;
+
+	if (evrep_gap_repair_after <= 0 || !run->subscribed ||
+		!progress_hole(&run->progress, evrep_gap_repair_after * 1000, &lo, &hi))
+		return;
+	if (run->copy_request < 0)
+		run->copy_request = copy_current_request(run->msg->schema, run->msg->table);
+	if (run->copy_request != 0)
+		return; /* a copy is on its way: its first chunk closes the hole */
+	repair_stream(run, psprintf("numbers " INT64_FORMAT " to " INT64_FORMAT
+								" have not arrived for %d s while later ones did",
+								lo, hi, evrep_gap_repair_after));
+}
+
 /* The events not applied before, claimed in the stream's progress. */
 static void
 claim_new_events(ApplyRun *run)
 {
 	WireMessage *msg = run->msg;
+	int64 old_last_seq = run->progress.last_seq;
+	XLogRecPtr old_lsn = run->progress.last_lsn;
+	bool duplicates = false;
 
 	run->todo = palloc(sizeof(int) * Max(msg->nevents, 1));
 	run->ntodo = 0;
@@ -321,6 +427,15 @@ claim_new_events(ApplyRun *run)
 			run->todo[run->ntodo++] = i;
 		else
 			run->progress.skipped++;
+		duplicates |= !fresh;
+	}
+	if (progress_went_back(&run->progress, msg, old_last_seq, duplicates))
+	{
+		run->progress.history_changed = true;
+		run->progress.history_reason =
+			"went back without a trace (a file-system snapshot restored?)";
+		repair_stream(run, psprintf("the origin's WAL position went back: %X/%X after %X/%X",
+									LSN_FORMAT_ARGS(msg->lsn), LSN_FORMAT_ARGS(old_lsn)));
 	}
 	for (int i = msg->nevents - 1; i >= 0; i--)
 	{
@@ -499,10 +614,20 @@ check_sender(const ApplyDelivery *delivery, const char *origin)
 static void
 apply_stream(ApplyRun *run)
 {
+	HistoryVerdict verdict;
+
 	lookup_subscription(run);
 	progress_load(run->msg, &run->progress);
-	claim_new_events(run);
-	apply_claimed(run);
+	verdict = progress_follow_history(&run->progress, run->msg);
+	if (verdict == HISTORY_OLD_DUPLICATE)
+		run->progress.skipped += run->msg->nevents;
+	else
+	{
+		follow_history(run, verdict);
+		claim_new_events(run);
+		repair_hole(run);
+		apply_claimed(run);
+	}
 	progress_save(run->msg, &run->progress);
 }
 

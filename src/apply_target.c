@@ -12,12 +12,17 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "catalog/dependency.h"
+#include "catalog/heap.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "nodes/bitmapset.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/acl.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -797,6 +802,102 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 	return len >= 2 ? len : 0;
 }
 
+/*
+ * A truncate's options: restart_identity, false when absent.  Options this
+ * node does not know are ignored; a known one of the wrong type is a
+ * malformed event.
+ */
+static bool
+truncate_restarts_identity(Jsonb *options)
+{
+	JsonbValue *v;
+
+	if (options == NULL)
+		return false;
+	v = getKeyJsonValueFromContainer(&options->root, "restart_identity", strlen("restart_identity"),
+									 NULL);
+	if (v == NULL || v->type == jbvNull)
+		return false;
+	if (v->type != jbvBool)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid evrep message: \"restart_identity\" is not a boolean")));
+	return v->val.boolean;
+}
+
+/* ALTER SEQUENCE ... RESTART for the sequences the table owns (serial, identity). */
+static void
+restart_owned_sequences(Oid relid)
+{
+	List *seqs = getOwnedSequences(relid);
+	ListCell *lc;
+
+	foreach (lc, seqs)
+	{
+		Oid seqid = lfirst_oid(lc);
+		char *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(seqid)),
+												get_rel_name(seqid));
+
+		if (SPI_execute(psprintf("ALTER SEQUENCE %s RESTART", name), false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not restart sequence %s", name);
+		pfree(name);
+	}
+	list_free(seqs);
+}
+
+/*
+ * A truncate empties the local table: every row goes, those of other
+ * origins and the local-only columns too, as with native logical
+ * replication.  The statement is TRUNCATE ONLY (a table inheriting from
+ * this one is another table, with a subscription of its own or none); a
+ * partitioned table is truncated with its partitions, which hold its rows.
+ *
+ * TRUNCATE would fail where a DELETE of every row can succeed, and then
+ * DELETE is used: when the subscription's owner has DELETE but not
+ * TRUNCATE privilege, and when another table references this one by a
+ * foreign key (TRUNCATE refuses that whatever session_replication_role
+ * says; a DELETE under replica role fires no RI trigger, as for the
+ * delete events of every row).  A table the origin truncated together with
+ * the ones referencing it arrives as one event per table, each in its own
+ * stream, in no fixed order, so refusing would park the first of them
+ * every time.  RESTART IDENTITY goes with the DELETE as ALTER SEQUENCE
+ * ... RESTART of the owned sequences, which, as TRUNCATE's own, needs the
+ * owner to own them.  Whatever still fails (no privilege at all, pending
+ * trigger events on the table) parks the event like any other.
+ */
+static void
+apply_target_truncate(ApplyTarget *t, const WireEvent *ev)
+{
+	bool restart = truncate_restarts_identity(ev->row);
+	bool partitioned = get_rel_relkind(t->relid) == RELKIND_PARTITIONED_TABLE;
+	const char *only = partitioned ? "" : "ONLY ";
+	List *referencing;
+	bool use_delete;
+	int ret;
+
+	/* read from the catalog without locking the table: TRUNCATE will lock it */
+	use_delete = pg_class_aclcheck(t->relid, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK;
+	if (!use_delete)
+	{
+		referencing = heap_truncate_find_FKs(list_make1_oid(t->relid));
+		use_delete = referencing != NIL;
+		list_free(referencing);
+	}
+	if (!use_delete)
+	{
+		ret = SPI_execute(
+			psprintf("TRUNCATE %s%s%s", only, t->qualname, restart ? " RESTART IDENTITY" : ""),
+			false, 0);
+		if (ret != SPI_OK_UTILITY)
+			elog(ERROR, "evrep truncate failed: %s", SPI_result_code_string(ret));
+		return;
+	}
+	ret = SPI_execute(psprintf("DELETE FROM %s%s", only, t->qualname), false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "evrep truncate by DELETE failed: %s", SPI_result_code_string(ret));
+	if (restart)
+		restart_owned_sequences(t->relid);
+}
+
 void
 apply_target_event(ApplyTarget *t, const WireEvent *ev)
 {
@@ -806,6 +907,11 @@ apply_target_event(ApplyTarget *t, const WireEvent *ev)
 	if (ev->op == 'c')
 	{
 		apply_target_copy(t, ev->copy);
+		return;
+	}
+	if (ev->op == 't')
+	{
+		apply_target_truncate(t, ev);
 		return;
 	}
 	use = palloc(sizeof(bool) * t->ncols);

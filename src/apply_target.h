@@ -17,8 +17,10 @@ typedef struct ApplyTarget ApplyTarget;
 extern ApplyTarget *apply_target_get(Oid relid);
 
 /*
- * Upsert (insert, update) or delete by primary key; or, for a chunk of a
- * copy, make the local rows in its key range exactly its rows.  Columns
+ * Upsert (insert, update) or delete by primary key; for a chunk of a copy,
+ * make the local rows in its key range exactly its rows; for a truncate,
+ * remove every local row (TRUNCATE, or DELETE where TRUNCATE would fail
+ * for want of privilege or for a foreign key).  Columns
  * are matched by name: a local column the event does not carry keeps its
  * value or default, an event column the table lacks is ignored.
  */

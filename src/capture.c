@@ -1,7 +1,8 @@
 /*
  * capture.c
- *		The capture trigger: one outbox row per changed row, written in the
- *		writer's own transaction, and a wake-up for the publisher at commit.
+ *		The capture trigger: one outbox row per changed row, and one per
+ *		truncated table, written in the writer's own transaction, and a
+ *		wake-up for the publisher at commit.
  */
 #include "postgres.h"
 
@@ -26,9 +27,11 @@
 
 #include "evrep.h"
 #include "row_json.h"
+#include "truncate.h"
 
-/* id, slot, pub_id, op, row_data, seq, commit_ts */
-#define OUTBOX_NATTS 7
+/* id, slot, pub_id, op, row_data, seq, commit_ts, and since 1.1 lsn */
+#define OUTBOX_NATTS_1_0 7
+#define OUTBOX_NATTS 8
 
 /* Per backend: where the outbox partitions are. */
 typedef struct OutboxPartition
@@ -49,6 +52,8 @@ static bool xact_callback_registered = false;
 static void capture_xact_callback(XactEvent event, void *arg);
 static bool key_changed(TriggerData *trigdata);
 static void write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc);
+static void write_outbox_row(int32 pub_id, char op, Datum row_data);
+static Datum truncate_options(Relation rel);
 static void lookup_outbox(void);
 static void forget_outbox(Datum arg, Oid relid);
 
@@ -60,15 +65,27 @@ evrep_capture(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc tupdesc;
 	int32 pub_id;
+	bool truncate;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 						errmsg("evrep.capture() must be called as a trigger")));
-	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		trigdata->tg_trigger->tgnargs < 2)
+
+	/*
+	 * evrep_publish makes two triggers: AFTER INSERT OR UPDATE OR DELETE
+	 * FOR EACH ROW with the publication's id and the key's attribute
+	 * numbers, and AFTER TRUNCATE FOR EACH STATEMENT (the only level
+	 * TRUNCATE fires at) with the id alone.
+	 */
+	truncate = TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event);
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		(truncate
+			 ? !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) || trigdata->tg_trigger->tgnargs < 1
+			 : !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || trigdata->tg_trigger->tgnargs < 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("evrep.capture() must be an AFTER ROW trigger made by evrep_publish()")));
+				 errmsg("evrep.capture() must be an AFTER ROW or AFTER TRUNCATE trigger made by "
+						"evrep_publish()")));
 
 	/*
 	 * The apply path runs with session_replication_role = replica, which
@@ -81,7 +98,9 @@ evrep_capture(PG_FUNCTION_ARGS)
 	pub_id = pg_strtoint32(trigdata->tg_trigger->tgargs[0]);
 	tupdesc = RelationGetDescr(trigdata->tg_relation);
 
-	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	if (truncate)
+		write_outbox_row(pub_id, 't', truncate_options(trigdata->tg_relation));
+	else if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		write_event(pub_id, 'i', trigdata->tg_trigtuple, tupdesc);
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 		write_event(pub_id, 'd', trigdata->tg_trigtuple, tupdesc);
@@ -131,6 +150,36 @@ key_changed(TriggerData *trigdata)
 }
 
 /*
+ * The row_data of a truncate event: its options, {"restart_identity": b}.
+ * The statement's options are not in TriggerData; truncate.c's hook noted
+ * them.  A truncate that did not pass through ProcessUtility (an
+ * extension calling ExecuteTruncate) escaped the hook: the TRUNCATE itself
+ * must not fail for that, so the event says false and a WARNING says so.
+ */
+static Datum
+truncate_options(Relation rel)
+{
+	bool known;
+	bool restart = evrep_truncate_restart_identity(&known);
+
+	if (!known)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("evrep cannot tell whether the TRUNCATE of \"%s\" restarts identities",
+						RelationGetRelationName(rel)),
+				 errdetail("The statement did not pass through ProcessUtility; its event says "
+						   "it does not.")));
+	return DirectFunctionCall1(json_in, CStringGetDatum(restart ? "{\"restart_identity\":true}"
+																: "{\"restart_identity\":false}"));
+}
+
+static void
+write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
+{
+	write_outbox_row(pub_id, op, row_json(tuple, tupdesc));
+}
+
+/*
  * The outbox row is written straight to the heap and the one index of the
  * current partition: the executor machinery of an SPI INSERT cost several
  * times the insert itself on this hot path.  The partitions have no
@@ -138,7 +187,7 @@ key_changed(TriggerData *trigdata)
  * indexes; evrep--1.0.sql defines them so.
  */
 static void
-write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
+write_outbox_row(int32 pub_id, char op, Datum row_data)
 {
 	int slot;
 	OutboxPartition target;
@@ -151,8 +200,8 @@ write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
 
 	/* without preload there is no publisher and no rotation: slot 0 */
 	slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
-	values[4] = row_json(tuple, tupdesc);
-	nulls[5] = nulls[6] = true; /* seq, commit_ts: set by the publisher */
+	values[4] = row_data;
+	nulls[5] = nulls[6] = nulls[7] = true; /* seq, commit_ts, lsn: set by the publisher */
 	values[2] = Int32GetDatum(pub_id);
 	values[3] = CharGetDatum(op);
 	values[1] = Int16GetDatum(slot);
@@ -195,7 +244,9 @@ lookup_partition(Oid nspid, int slot)
 						errmsg("evrep outbox partition \"%s\" is missing", name),
 						errhint("Is the evrep extension installed in this database?")));
 	rel = table_open(p->relid, AccessShareLock);
-	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS)
+	/* a 1.0 catalog until ALTER EXTENSION evrep UPDATE: its rows lack lsn */
+	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS &&
+		RelationGetDescr(rel)->natts != OUTBOX_NATTS_1_0)
 		elog(ERROR, "evrep.%s does not have the expected %d columns", name, OUTBOX_NATTS);
 	p->pkeyid = RelationGetPrimaryKeyIndex(rel);
 	table_close(rel, AccessShareLock);

@@ -559,6 +559,7 @@ evrep_consumer_main(Datum main_arg)
 
 		worker_begin_turn();
 		worker_check_interrupts();
+		worker_check_history();
 		if (!ensure_connected(&fresh))
 			continue;
 

@@ -20,6 +20,8 @@
 #include "utils/timestamp.h"
 
 #include "evrep.h"
+#include "incarnation.h"
+#include "truncate.h"
 #include "wire.h"
 
 PG_MODULE_MAGIC;
@@ -37,6 +39,9 @@ static const struct config_enum_entry queue_type_options[] = {
 	{"quorum", EVREP_QUEUE_QUORUM, false},
 	{"classic", EVREP_QUEUE_CLASSIC, false},
 	{NULL, 0, false}};
+
+static const struct config_enum_entry repair_options[] = {
+	{"resync", EVREP_REPAIR_RESYNC, false}, {"warn", EVREP_REPAIR_WARN, false}, {NULL, 0, false}};
 char *evrep_ssl_ca_file = "";
 char *evrep_ssl_cert_file = "";
 char *evrep_ssl_key_file = "";
@@ -76,6 +81,7 @@ _PG_init(void)
 	 * session), so SHOW works; the workers and shared memory need preload.
 	 */
 	define_settings();
+	evrep_truncate_install();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -196,6 +202,22 @@ define_settings(void)
 		"How long evrep_subscribe(copy_data => false) waits for the consumer to bind its queue.",
 		"On timeout it warns: changes published before the binding exists are not received.",
 		&evrep_bind_timeout, 10000, 0, 3600000, PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomEnumVariable(
+		"evrep.repair",
+		"What evrep does when a stream's history went back (a restore, a promotion, a reload).",
+		"resync copies the affected tables again from their origin, in stream order; warn only "
+		"logs a WARNING and flags the stream in evrep.status, for an operator to run "
+		"evrep_resync().",
+		&evrep_repair, EVREP_REPAIR_RESYNC, repair_options, PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"evrep.gap_repair_after",
+		"How long numbers of a stream may be missing, while later ones arrived, before the table "
+		"is copied again.",
+		"Such a hole is not filled by a resend: this node acknowledged the events and lost them "
+		"(restored from a file-system snapshot). 0 never repairs holes.",
+		&evrep_gap_repair_after, 300, 0, INT_MAX / 1000, PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("evrep");
 }

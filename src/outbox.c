@@ -15,6 +15,7 @@
 #include "access/commit_ts.h"
 #include "access/htup_details.h"
 #include "access/transam.h"
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
@@ -31,29 +32,37 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "evrep.h"
+#include "incarnation.h"
 #include "spi_plan.h"
 #include "outbox.h"
 #include "wire.h"
 
-#define EVENT_COLUMNS "id, pub_id, seq, op, row_data::text, pg_catalog.to_json(commit_ts)::text"
+/*
+ * Statements come in two forms, [0] for a 1.0 catalog and [1] for 1.1 or
+ * later (incarnation.h): the library serves both until ALTER EXTENSION
+ * UPDATE has run.  1.1 keeps the WAL position of the numbering (lsn).
+ */
+#define EVENT_COLUMNS(lsn)                                                                         \
+	"id, pub_id, seq, op, row_data::text, pg_catalog.to_json(commit_ts)::text, " lsn
 
 /*
  * Each step is a plain statement over the outbox's primary key.  One
  * statement joining a batch CTE back to the outbox was planned as a hash
  * join over the whole table once the outbox held a backlog.  The rows to
  * number are read whole, in EVENT_COLUMNS' shape (seq still NULL), so that
- * the batch is built from them without reading them again; column 7 is
+ * the batch is built from them without reading them again; column 8 is
  * the commit time to store.
  */
 static const char *const unnumbered_query =
 	"SELECT id, pub_id, seq, op, row_data::text,"
 	" pg_catalog.to_json(CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END)::text,"
-	" CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
+	" NULL::pg_catalog.pg_lsn, CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
 	" FROM evrep.outbox WHERE seq IS NULL AND id > $3 ORDER BY id LIMIT $1";
 
 /*
@@ -76,10 +85,13 @@ static const char *const reserve_query =
  */
 static const char *const number_avoid[] = {"hashjoin", "mergejoin", "seqscan", NULL};
 
-static const char *const number_query =
+static const char *const number_query[2] = {
 	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts"
 	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
-	" WHERE o.id = u.id";
+	" WHERE o.id = u.id",
+	"UPDATE evrep.outbox o SET seq = u.seq, commit_ts = u.cts, lsn = $4"
+	" FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(id, seq, cts)"
+	" WHERE o.id = u.id"};
 
 /*
  * In number order, not id order: a copy chunk is numbered ahead of changes
@@ -87,17 +99,43 @@ static const char *const number_query =
  * chunk was read), and must reach subscribers before them.  Only rows in
  * flight are numbered, so this is a bounded set.
  */
-static const char *const resend_query =
-	"SELECT " EVENT_COLUMNS " FROM evrep.outbox WHERE seq IS NOT NULL ORDER BY pub_id, seq";
+static const char *const resend_query[2] = {
+	"SELECT " EVENT_COLUMNS(
+		"NULL::pg_catalog.pg_lsn") " FROM evrep.outbox"
+								   " WHERE seq IS NOT NULL ORDER BY pub_id, seq",
+	"SELECT " EVENT_COLUMNS("lsn") " FROM evrep.outbox WHERE seq IS NOT NULL ORDER BY pub_id, seq"};
 
-static const char *const fetch_query =
-	"SELECT " EVENT_COLUMNS " FROM evrep.outbox WHERE id = ANY ($1) ORDER BY id";
+static const char *const fetch_query[2] = {
+	"SELECT " EVENT_COLUMNS("NULL::pg_catalog.pg_lsn") " FROM evrep.outbox"
+													   " WHERE id = ANY ($1) ORDER BY id",
+	"SELECT " EVENT_COLUMNS("lsn") " FROM evrep.outbox WHERE id = ANY ($1) ORDER BY id"};
 
 /* By the primary key, whatever the partitions held when it was planned. */
 static const char *const fetch_avoid[] = {"seqscan", "bitmapscan", NULL};
 
-static const char *const publications_query =
-	"SELECT id, schema_name, table_name, pg_catalog.to_json(key_columns)::text FROM evrep.publication";
+/* With the current history, and where each stream's part of it began. */
+static const char *const publications_query[2] = {
+	"SELECT id, schema_name, table_name, pg_catalog.to_json(key_columns)::text,"
+	" 0::int8, 0::int8, NULL::text FROM evrep.publication",
+	"SELECT p.id, p.schema_name, p.table_name, pg_catalog.to_json(p.key_columns)::text,"
+	" p.since, i.id, i.reason FROM evrep.publication p"
+	" LEFT JOIN (SELECT id, reason FROM evrep.incarnation ORDER BY id DESC LIMIT 1) i ON true"};
+
+static const char *const add_query[2] = {
+	"INSERT INTO evrep.outbox (slot, pub_id, op, row_data, seq, commit_ts)"
+	" VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp()) RETURNING id",
+	"INSERT INTO evrep.outbox (slot, pub_id, op, row_data, seq, commit_ts, lsn)"
+	" VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp(), $6) RETURNING id"};
+
+/* Which form of the statements this transaction uses; see EVENT_COLUMNS. */
+static int hist = 0;
+
+/*
+ * The WAL position a round numbers its rows at.  It grows with the numbers
+ * of one history, also across a crash: a numbering is flushed before its
+ * rows are sent, and recovery goes on past it.
+ */
+static XLogRecPtr round_lsn = InvalidXLogRecPtr;
 
 /*
  * Numbered rows not known to be in flight are sent again first; a healthy
@@ -126,12 +164,12 @@ static bool xact_callback_registered = false;
 
 static SPIPlanPtr unnumbered_plan = NULL;
 static SPIPlanPtr reserve_plan = NULL;
-static SPIPlanPtr number_plan = NULL;
-static SPIPlanPtr resend_plan = NULL;
-static SPIPlanPtr fetch_plan = NULL;
-static SPIPlanPtr publications_plan = NULL;
+static SPIPlanPtr number_plan[2];
+static SPIPlanPtr resend_plan[2];
+static SPIPlanPtr fetch_plan[2];
+static SPIPlanPtr publications_plan[2];
 static SPIPlanPtr remove_plan = NULL;
-static SPIPlanPtr add_plan = NULL;
+static SPIPlanPtr add_plan[2];
 
 /* A publication as the batch builder needs it. */
 typedef struct PubInfo
@@ -140,6 +178,7 @@ typedef struct PubInfo
 	char *schema;
 	char *table;
 	char *key_json;
+	WireIncarnation incarnation; /* id 0 on a 1.0 catalog */
 } PubInfo;
 
 /* Per publication in one numbering round. */
@@ -165,8 +204,9 @@ load_publications(int *npubs)
 	PubInfo *pubs;
 	int ret;
 
-	ret = SPI_execute_plan(spi_kept_plan(&publications_plan, publications_query, 0, NULL), NULL,
-						   NULL, true, 0);
+	ret =
+		SPI_execute_plan(spi_kept_plan(&publications_plan[hist], publications_query[hist], 0, NULL),
+						 NULL, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
 	*npubs = SPI_processed;
@@ -181,6 +221,11 @@ load_publications(int *npubs)
 		pubs[i].schema = SPI_getvalue(tup, desc, 2);
 		pubs[i].table = SPI_getvalue(tup, desc, 3);
 		pubs[i].key_json = SPI_getvalue(tup, desc, 4);
+		pubs[i].incarnation.since = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		pubs[i].incarnation.id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		if (isnull)
+			pubs[i].incarnation.id = 0; /* no worker has started in this history yet */
+		pubs[i].incarnation.reason = SPI_getvalue(tup, desc, 7);
 	}
 	return pubs;
 }
@@ -200,8 +245,9 @@ find_publication(PubInfo *pubs, int npubs, int32 id)
 /*
  * Packs the events of rows, nrows SPI result rows of EVENT_COLUMNS (in id
  * order, which within a publication is number order), into messages of
- * consecutive events of one publication, allocated in mcxt.  seqs, if not
- * NULL, are the rows' numbers, given after they were read.
+ * consecutive events of one publication and numbering round, allocated in
+ * mcxt.  seqs, if not NULL, are the rows' numbers, given after they were
+ * read at round_lsn.
  */
 static OutboxBatch *
 build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, uint64 nrows,
@@ -209,6 +255,7 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 {
 	OutboxBatch *batch;
 	OutboxMessage *m = NULL;
+	XLogRecPtr m_lsn = InvalidXLogRecPtr;
 	StringInfoData buf;
 	MemoryContext old;
 	TupleDesc desc = rows->tupdesc;
@@ -225,9 +272,12 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 		int32 pub = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		int64 seq = seqs ? seqs[i] : DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		char op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
+		Datum lsn_datum = SPI_getbinval(tup, desc, 7, &isnull);
+		XLogRecPtr lsn = seqs ? round_lsn : isnull ? InvalidXLogRecPtr : DatumGetLSN(lsn_datum);
 
 		batch->ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message)
+		/* a message names one WAL position: resent rows may span rounds */
+		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message || lsn != m_lsn)
 		{
 			PubInfo *p = find_publication(pubs, npubs, pub);
 
@@ -239,7 +289,9 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 			m->message_id =
 				psprintf("%s/%s.%s/" INT64_FORMAT, evrep_node_name, p->schema, p->table, seq);
 			initStringInfo(&buf);
-			wire_begin_message(&buf, evrep_node_name, p->schema, p->table, p->key_json, NULL, 0);
+			wire_begin_message(&buf, evrep_node_name, p->schema, p->table, p->key_json,
+							   &p->incarnation, lsn);
+			m_lsn = lsn;
 		}
 		wire_add_event(&buf, m->nevents == 0, seq, op, SPI_getvalue(tup, desc, 6),
 					   SPI_getvalue(tup, desc, 5));
@@ -263,7 +315,8 @@ read_unconfirmed(int max_per_message, MemoryContext mcxt)
 	/* whatever happens, rows numbered from now on are in flight */
 	resend_pending = false;
 	pubs = load_publications(&npubs);
-	ret = SPI_execute_plan(spi_kept_plan(&resend_plan, resend_query, 0, NULL), NULL, NULL, true, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&resend_plan[hist], resend_query[hist], 0, NULL), NULL,
+						   NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -284,8 +337,8 @@ read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
 	pubs = load_publications(&npubs);
 	level = planner_avoid(fetch_avoid);
 	/* not read-only: it must see the numbers given just before */
-	ret = SPI_execute_plan(spi_kept_plan(&fetch_plan, fetch_query, 1, argtypes), &ids, NULL, false,
-						   0);
+	ret = SPI_execute_plan(spi_kept_plan(&fetch_plan[hist], fetch_query[hist], 1, argtypes), &ids,
+						   NULL, false, 0);
 	planner_restore(level);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
@@ -441,9 +494,9 @@ read_unnumbered(int max_events)
 static int
 number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_seqs)
 {
-	Oid argtypes[3];
-	Datum values[3];
-	char nulls[3] = "   ";
+	Oid argtypes[4];
+	Datum values[4];
+	char nulls[4] = "    ";
 	int n;
 	Datum *ids, *seqs, *cts;
 	bool *cts_null;
@@ -475,7 +528,7 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 
 		ids[i] = SPI_getbinval(tup, desc, 1, &isnull);
 		pub_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		cts[i] = SPI_getbinval(tup, desc, 7, &cts_null[i]);
+		cts[i] = SPI_getbinval(tup, desc, 8, &cts_null[i]);
 		find_count(counts, &ncounts, pub_ids[i])->count++;
 	}
 	for (int i = 0; i < ncounts; i++)
@@ -490,6 +543,8 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	argtypes[0] = INT8ARRAYOID;
 	argtypes[1] = INT8ARRAYOID;
 	argtypes[2] = TIMESTAMPTZARRAYOID;
+	argtypes[3] = PG_LSNOID;
+	values[3] = LSNGetDatum(round_lsn);
 	values[0] = PointerGetDatum(
 		construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(
@@ -505,8 +560,8 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	 * over the primary key touches the batch's rows only.
 	 */
 	level = planner_avoid(number_avoid);
-	ret = SPI_execute_plan(spi_kept_plan(&number_plan, number_query, 3, argtypes), values, nulls,
-						   false, 0);
+	ret = SPI_execute_plan(spi_kept_plan(&number_plan[hist], number_query[hist], 4, argtypes),
+						   values, nulls, false, 0);
 	planner_restore(level);
 	if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) n)
 		elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
@@ -551,6 +606,8 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 	bool with_chunk = false;
 
 	require_node_name();
+	hist = history_catalog() ? 1 : 0;
+	round_lsn = GetXLogInsertRecPtr();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -605,8 +662,8 @@ outbox_resend_unconfirmed(void)
 int64
 outbox_add_numbered(int32 pub_id, char op, Datum row_data)
 {
-	Oid argtypes[5] = {INT2OID, INT4OID, CHAROID, JSONOID, INT8OID};
-	Datum values[5];
+	Oid argtypes[6] = {INT2OID, INT4OID, CHAROID, JSONOID, INT8OID, PG_LSNOID};
+	Datum values[6];
 	int slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
 	bool isnull;
 	int ret;
@@ -616,12 +673,9 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
 	values[2] = CharGetDatum(op);
 	values[3] = row_data;
 	values[4] = Int64GetDatum(reserve_numbers(pub_id, 1) + 1);
-	ret = SPI_execute_plan(
-		spi_kept_plan(&add_plan,
-					  "INSERT INTO evrep.outbox (slot, pub_id, op, row_data, seq, commit_ts)"
-					  " VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp()) RETURNING id",
-					  5, argtypes),
-		values, NULL, false, 0);
+	values[5] = LSNGetDatum(round_lsn);
+	ret = SPI_execute_plan(spi_kept_plan(&add_plan[hist], add_query[hist], 6, argtypes), values,
+						   NULL, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not add to the evrep outbox: %s", SPI_result_code_string(ret));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -385,6 +385,7 @@ evrep_publisher_main(Datum main_arg)
 
 		worker_begin_turn();
 		worker_check_interrupts();
+		worker_check_history();
 		watch_outbox_depth();
 		if (!ensure_connected())
 			continue;

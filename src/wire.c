@@ -52,12 +52,12 @@ wire_begin_message(StringInfo buf, const char *origin, const char *schema, const
 				   const char *key_json, const WireIncarnation *inc, XLogRecPtr lsn)
 {
 	append_header(buf, origin, schema, table);
+	appendStringInfoString(buf, ",\"revision\":" CppAsString2(EVREP_WIRE_REVISION));
 	if (inc != NULL && inc->id != 0)
 	{
-		appendStringInfo(buf,
-						 ",\"incarnation\":{\"id\":" INT64_FORMAT ",\"since\":" INT64_FORMAT
-						 ",\"reason\":",
-						 inc->id, inc->since);
+		appendStringInfo(
+			buf, ",\"incarnation\":{\"id\":" INT64_FORMAT ",\"since\":" INT64_FORMAT ",\"reason\":",
+			inc->id, inc->since);
 		escape_json(buf, inc->reason);
 		appendStringInfoChar(buf, '}');
 	}
@@ -75,7 +75,10 @@ wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commi
 	if (commit_ts_json != NULL)
 		appendStringInfo(buf, ",\"commit_ts\":%s", commit_ts_json);
 	/* a copy chunk is not a row: it has rows, and the key range they fill */
-	appendStringInfo(buf, ",\"%s\":%s}", op == 'c' ? "copy" : op == 't' ? "truncate" : "row",
+	appendStringInfo(buf, ",\"%s\":%s}",
+					 op == 'c'	 ? "copy"
+					 : op == 't' ? "truncate"
+								 : "row",
 					 row_json);
 }
 

@@ -43,8 +43,8 @@ typedef struct WireIncarnation
  * output), copied verbatim so the row is never re-parsed on the way out.
  */
 extern void wire_begin_message(StringInfo buf, const char *origin, const char *schema,
-							   const char *table, const char *key_json,
-							   const WireIncarnation *inc, XLogRecPtr lsn);
+							   const char *table, const char *key_json, const WireIncarnation *inc,
+							   XLogRecPtr lsn);
 extern void wire_add_event(StringInfo buf, bool first, int64 seq, char op,
 						   const char *commit_ts_json, const char *row_json);
 extern void wire_end_message(StringInfo buf);

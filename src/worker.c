@@ -19,6 +19,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "incarnation.h"
 #include "worker.h"
 
 /*
@@ -123,6 +124,34 @@ worker_extension_ready(void)
 	Oid nspid = get_namespace_oid("evrep", true);
 
 	return OidIsValid(nspid) && OidIsValid(get_relname_relid("outbox", nspid));
+}
+
+/*
+ * Before a worker's first claim or apply, and every 10 s after: has this
+ * database started a new history (incarnation.c)?  Not only at start: a
+ * dump's rows are restored while the workers run, and a 1.0 catalog may
+ * be updated to 1.1 under them.
+ */
+void
+worker_check_history(void)
+{
+	static bool checked = false;
+	static TimestampTz looked_at = 0;
+
+	if (!TimestampDifferenceExceeds(looked_at, GetCurrentTimestamp(), checked ? 10000 : 1000))
+		return;
+	looked_at = GetCurrentTimestamp();
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (worker_extension_ready() && history_catalog())
+	{
+		worker_durable_commit();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		incarnation_check();
+		PopActiveSnapshot();
+		checked = true;
+	}
+	worker_commit();
 }
 
 static bool

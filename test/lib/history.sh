@@ -76,6 +76,8 @@
 #                           into it; then stopped. pg_restore's errors fail it.
 #                           The caller starts it (pg_start NAME).
 #
+# The PostgreSQL programs are those of the node's install (pg.sh's
+# _pg_bindir); a standby gets its primary's.
 # Environment: as pg.sh (EVREP_TEST_DIR, PG_CONFIG, EVREP_PG_TIMEOUT).
 
 [[ -n "${_EVREP_HISTORY_SH:-}" ]] && return 0
@@ -97,7 +99,7 @@ pg_basebackup_node() {
     (( EUID == 0 )) && chown postgres: "$dir"
     dir+=/$name-$label
     rm -rf "$dir"
-    if ! out=$(_pg_as_pg "$PG_BINDIR/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres \
+    if ! out=$(_pg_as_pg "$(_pg_bindir "$name")/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres \
                  -D "$dir" -X stream -c fast "$@" 2>&1); then
         evrep_err "pg_basebackup of '$name' failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2; return 1
     fi
@@ -159,6 +161,7 @@ pg_standby_create() {
     mkdir -p "$d" && chmod 755 "$d" || return 1
     echo "$port" >"$d/port"
     pg_dbname "$primary" >"$d/dbname"
+    _pg_bindir "$primary" >"$d/bindir"
     echo "$$" >"$d/owner"
     mv "$bk" "$d/data" || return 1
     : >"$d/data/server.log"
@@ -210,7 +213,7 @@ pg_standby_detach() {
 pg_promote() {
     local name=${1:?usage: pg_promote NAME} data out i
     data=$(pg_datadir "$name") || return 1
-    if ! out=$(_pg_as_pg "$PG_BINDIR/pg_ctl" -D "$data" -w -t "${EVREP_PG_TIMEOUT:-60}" promote 2>&1); then
+    if ! out=$(_pg_as_pg "$(_pg_bindir "$name")/pg_ctl" -D "$data" -w -t "${EVREP_PG_TIMEOUT:-60}" promote 2>&1); then
         evrep_err "pg '$name': promote failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2
         evrep_tail "$data/server.log" 20; return 1
     fi
@@ -284,7 +287,7 @@ pg_pitr() {
 pg_dump_node() {
     local name=${1:?usage: pg_dump_node NAME FILE} file=${2:?usage: pg_dump_node NAME FILE} port db out
     port=$(pg_port "$name") && db=$(pg_dbname "$name") || return 1
-    if ! out=$("$PG_BINDIR/pg_dump" -h 127.0.0.1 -p "$port" -U postgres -Fc -f "$file" "$db" 2>&1); then
+    if ! out=$("$(_pg_bindir "$name")/pg_dump" -h 127.0.0.1 -p "$port" -U postgres -Fc -f "$file" "$db" 2>&1); then
         evrep_err "pg_dump of '$name' failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2; return 1
     fi
     chmod 644 "$file"
@@ -300,7 +303,7 @@ pg_reload_dump() {
     old=$(_hist_move_aside "$name") || return 1
     mkdir -m 700 "$data" || return 1
     (( EUID == 0 )) && chown postgres: "$data"
-    if ! out=$(_pg_as_pg "$PG_BINDIR/initdb" -D "$data" -U postgres --auth=trust \
+    if ! out=$(_pg_as_pg "$(_pg_bindir "$name")/initdb" -D "$data" -U postgres --auth=trust \
                  --encoding=UTF8 --locale=C --no-sync --no-instructions 2>&1); then
         evrep_err "reload '$name': initdb failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2; return 1
     fi
@@ -311,12 +314,12 @@ pg_reload_dump() {
         printf '%s ---- test/lib/history.sh: new cluster (initdb) for a reload of %s ----\n' "$(date '+%F %T')" "$file"
     } >"$data/server.log"
     (( EUID == 0 )) && chown -R postgres: "$data"
-    if ! out=$(printf 'CREATE DATABASE "%s";\n' "$db" | _pg_as_pg "$PG_BINDIR/postgres" --single \
+    if ! out=$(printf 'CREATE DATABASE "%s";\n' "$db" | _pg_as_pg "$(_pg_bindir "$name")/postgres" --single \
                  -D "$data" -c shared_preload_libraries= -c log_min_messages=warning postgres 2>&1); then
         evrep_err "reload '$name': CREATE DATABASE failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2; return 1
     fi
     pg_start "$name" "-c evrep.database=''" || return 1
-    if ! out=$("$PG_BINDIR/pg_restore" -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$file" 2>&1); then
+    if ! out=$("$(_pg_bindir "$name")/pg_restore" -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$file" 2>&1); then
         evrep_err "reload '$name': pg_restore failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2
         pg_stop "$name"; return 1
     fi

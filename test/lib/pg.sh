@@ -35,6 +35,15 @@
 #   (0 = do not preload evrep), EVREP_BROKER_URL, PG_CONFIG (pg_config to ask
 #   for bindir/pkglibdir; default /usr/lib/postgresql/15/bin/pg_config),
 #   EVREP_PG_TIMEOUT (s, default 60, for start/stop waits).
+#
+# Per-node build: pg_init records the bindir of the PG_CONFIG in effect when
+# it runs (in pg-NAME/bindir), and the node's server programs (initdb,
+# postgres, pg_ctl) come from there (psql stays PG_BINDIR's), so one script can run nodes of
+# different installs side by side, e.g. an old evrep release built into a
+# copy of PostgreSQL (test/lib/evrep10.sh):  PG_CONFIG=/copy/bin/pg_config
+# pg_init old 6351  (topology.sh: node ... pg_config=PATH). Without that
+# file (a node made before this) PG_BINDIR is used. pg_set_bindir NAME
+# PG_CONFIG points a stopped node at another install (a binary upgrade).
 
 [[ -n "${_EVREP_PG_SH:-}" ]] && return 0
 _EVREP_PG_SH=1
@@ -89,12 +98,27 @@ _pg_postmaster_pid() {
 
 pg_is_running() { _pg_postmaster_pid "$1" >/dev/null; }
 
+# _pg_bindir NAME -- the bindir of the install NAME was initialised with
+_pg_bindir() {
+    local d; d=$(_pg_node_dir "$1") || return 1
+    if [[ -s "$d/bindir" ]]; then cat "$d/bindir"; else printf '%s\n' "$PG_BINDIR"; fi
+}
+
+# pg_set_bindir NAME PG_CONFIG -- run the (stopped) node NAME from that install
+pg_set_bindir() {
+    local d b; d=$(_pg_node_dir "${1:?usage: pg_set_bindir NAME PG_CONFIG}") || return 1
+    pg_is_running "$1" && { evrep_err "pg '$1' is running; stop it first"; return 1; }
+    b=$("${2:?usage: pg_set_bindir NAME PG_CONFIG}" --bindir) || return 1
+    [[ -x "$b/postgres" ]] || { evrep_err "pg '$1': no postgres in $b"; return 1; }
+    printf '%s\n' "$b" >"$d/bindir"
+}
+
 _pg_sql_literal() { printf "'%s'" "${1//\'/\'\'}"; }
 
 pg_init() {
     local name=${1:?usage: pg_init NAME PORT [conf lines...]} port=${2:?usage: pg_init NAME PORT [conf lines...]}
     shift 2
-    local d data sock db=$name
+    local d data sock db=$name bindir
     if [[ "${1:-}" == --db ]]; then db=${2:?pg_init: --db needs a name}; shift 2; fi
     [[ "$db" =~ ^[A-Za-z0-9_-]+$ ]] || { evrep_err "pg '$name': bad database name '$db'"; return 1; }
     d=$(_pg_node_dir "$name") || return 1
@@ -108,6 +132,7 @@ pg_init() {
     if (( EUID == 0 )) && ! runuser -u postgres -- test -x "$EVREP_TEST_DIR"; then
         evrep_err "user postgres cannot enter $EVREP_TEST_DIR (and its parents); choose another EVREP_TEST_DIR"; return 1
     fi
+    bindir=$("$PG_CONFIG" --bindir 2>/dev/null) && [[ -x "$bindir/postgres" ]] || bindir=$PG_BINDIR
     local preload=1
     [[ "${EVREP_PRELOAD:-1}" == 0 ]] && preload=0
     if (( preload )) && [[ ! -e "$("$PG_CONFIG" --pkglibdir 2>/dev/null)/evrep.so" ]]; then
@@ -121,13 +146,14 @@ pg_init() {
     echo "$port" >"$d/port"
     echo "$db" >"$d/dbname"
     echo "$$" >"$d/owner"
+    echo "$bindir" >"$d/bindir"
 
     sock=/tmp/evrep-pg.$port
     mkdir -p "$sock" && chmod 755 "$sock" || return 1
     (( EUID == 0 )) && chown postgres: "$sock"
 
     local out
-    if ! out=$(_pg_as_pg "$PG_BINDIR/initdb" -D "$data" -U postgres --auth=trust \
+    if ! out=$(_pg_as_pg "$bindir/initdb" -D "$data" -U postgres --auth=trust \
                  --encoding=UTF8 --locale=C --no-sync --no-instructions 2>&1); then
         evrep_err "pg '$name': initdb failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2; return 1
     fi
@@ -157,11 +183,11 @@ pg_init() {
 
     # Create the database in single-user mode (no workers, nothing preloaded,
     # so the evrep workers never see a missing database).
-    if ! out=$(printf 'CREATE DATABASE "%s";\n' "$db" | _pg_as_pg "$PG_BINDIR/postgres" --single \
+    if ! out=$(printf 'CREATE DATABASE "%s";\n' "$db" | _pg_as_pg "$bindir/postgres" --single \
                  -D "$data" -c shared_preload_libraries= -c log_min_messages=warning postgres 2>&1); then
         evrep_err "pg '$name': CREATE DATABASE failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2; return 1
     fi
-    evrep_log "pg '$name' initialised in $data (port $port, preload=$preload)"
+    evrep_log "pg '$name' initialised in $data (port $port, preload=$preload, bindir $bindir)"
 }
 
 pg_start() {
@@ -174,7 +200,7 @@ pg_start() {
         evrep_err "pg '$name': port $port already in use"; return 1
     fi
     evrep_register pg "$name"
-    if ! out=$(_pg_as_pg "$PG_BINDIR/pg_ctl" -D "$data" -l "$data/server.log" -w \
+    if ! out=$(_pg_as_pg "$(_pg_bindir "$name")/pg_ctl" -D "$data" -l "$data/server.log" -w \
                  -t "${EVREP_PG_TIMEOUT:-60}" ${opts:+-o "$opts"} start 2>&1); then
         evrep_err "pg '$name' failed to start:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2
         evrep_tail "$data/server.log"; return 1
@@ -186,7 +212,7 @@ pg_stop() {
     local name=${1:?usage: pg_stop NAME [mode]} mode=${2:-fast} data out
     data=$(pg_datadir "$name") || return 1
     pg_is_running "$name" || return 0
-    if ! out=$(_pg_as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m "$mode" -w \
+    if ! out=$(_pg_as_pg "$(_pg_bindir "$name")/pg_ctl" -D "$data" -m "$mode" -w \
                  -t "${EVREP_PG_TIMEOUT:-60}" stop 2>&1); then
         evrep_err "pg '$name': pg_ctl stop -m $mode failed:"; printf '%s\n' "$out" | sed 's/^/#   /' >&2
         evrep_tail "$data/server.log" 20; return 1
@@ -198,7 +224,7 @@ pg_restart() { pg_stop "${1:?usage: pg_restart NAME [mode]}" "${2:-fast}" && pg_
 
 pg_reload() {
     local data; data=$(pg_datadir "${1:?usage: pg_reload NAME}") || return 1
-    _pg_as_pg "$PG_BINDIR/pg_ctl" -D "$data" reload >/dev/null
+    _pg_as_pg "$(_pg_bindir "$1")/pg_ctl" -D "$data" reload >/dev/null
 }
 
 pg_kill() {

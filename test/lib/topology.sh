@@ -26,6 +26,7 @@
 # node NAME port=PORT [db=DB] [broker=BROKER] [publish=T[,T...]]
 #      [subscribe=T[,T...]] [schema=FILE|SQL]... [conf=SETTING]... [tls=on]
 #      [workers=off] [evrep=off] [copy=on] [extra_db=DB[:FILE|SQL]]...
+#      [pg_config=PATH] [ext_version=V]
 #     a PostgreSQL server (test/lib/pg.sh) named NAME (also its evrep.node_name)
 #     on 127.0.0.1:PORT serving database DB (default NAME). In DB: CREATE
 #     EXTENSION evrep, then each schema= in order (a file if one exists at that
@@ -48,6 +49,12 @@
 #     schema=services/schema/customer_db.sql`). extra_db=DB[:FILE|SQL]:
 #     another database DB in the same server, created after DB's setup,
 #     with FILE (or SQL text) loaded into it; no evrep extension in it.
+#     pg_config=PATH: run the node from the PostgreSQL install of that
+#     pg_config (its initdb, postgres, pg_ctl, and the evrep it holds), e.g.
+#     an older evrep release from test/lib/evrep10.sh's
+#     evrep_old_pg_config; default: $PG_CONFIG. ext_version=V: CREATE
+#     EXTENSION evrep VERSION 'V' (an older catalog, to test ALTER EXTENSION
+#     evrep UPDATE).
 #
 # Every node gets pg.sh's settings (listen on 127.0.0.1, evrep preloaded
 # unless evrep=off, max_prepared_transactions = 20, track_commit_timestamp,
@@ -113,7 +120,7 @@ TOPO_BROKERS=() TOPO_NODES=()
 declare -A TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
 declare -A TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
 declare -A TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=() TOPO_N_COPY=()
-declare -A TOPO_N_EVREP=() TOPO_N_EXTRA_DB=()
+declare -A TOPO_N_EVREP=() TOPO_N_EXTRA_DB=() TOPO_N_PGCONFIG=() TOPO_N_EXTVER=()
 _TOPO_SEP=$'\x1e'   # between the schema= entries of one node
 
 # _topo_words LINE -- split LINE into the array _TOPO_W (quotes as documented)
@@ -146,7 +153,7 @@ topo_parse() {
     TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
     TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
     TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=() TOPO_N_COPY=()
-    TOPO_N_EVREP=() TOPO_N_EXTRA_DB=()
+    TOPO_N_EVREP=() TOPO_N_EXTRA_DB=() TOPO_N_PGCONFIG=() TOPO_N_EXTVER=()
     [[ "$src" == - ]] && src=/dev/stdin
     local -a lines=()
     mapfile -t lines <"$src" || { evrep_err "topology: cannot read $src"; return 1; }
@@ -181,6 +188,7 @@ topo_parse() {
                 TOPO_NODES+=("$name"); TOPO_N_PORT[$name]= ; TOPO_N_DB[$name]=$name; TOPO_N_BROKER[$name]=
                 TOPO_N_PUB[$name]= ; TOPO_N_SUB[$name]= ; TOPO_N_SCHEMA[$name]= ; TOPO_N_CONF[$name]=
                 TOPO_N_TLS[$name]=off; TOPO_N_WORKERS[$name]=on; TOPO_N_EVREP[$name]=on; TOPO_N_COPY[$name]=off; TOPO_N_EXTRA_DB[$name]=
+                TOPO_N_PGCONFIG[$name]=$PG_CONFIG; TOPO_N_EXTVER[$name]=
                 for kv in "${_TOPO_W[@]:2}"; do
                     k=${kv%%=*} v=${kv#*=}
                     [[ "$kv" == *=* ]] || { evrep_err "topology line $lineno: '$kv' is not KEY=VALUE"; return 1; }
@@ -197,6 +205,8 @@ topo_parse() {
                         evrep) [[ "$v" == on || "$v" == off ]] && TOPO_N_EVREP[$name]=$v ;;
                         copy) [[ "$v" == on || "$v" == off ]] && TOPO_N_COPY[$name]=$v ;;
                         extra_db) [[ "$v" =~ ^[A-Za-z0-9_-]+(:.+)?$ ]] && TOPO_N_EXTRA_DB[$name]+=$v$_TOPO_SEP ;;
+                        pg_config) [[ -x "$v" ]] && TOPO_N_PGCONFIG[$name]=$v ;;
+                        ext_version) [[ "$v" =~ ^[0-9][0-9.]*$ ]] && TOPO_N_EXTVER[$name]=$v ;;
                         *) false ;;
                     esac || { evrep_err "topology line $lineno: node '$name': bad '$kv'"; return 1; }
                 done
@@ -312,9 +322,9 @@ _topo_node_up() {
         fi
     fi
     while IFS= read -r line; do [[ -n "$line" ]] && conf+=("$line"); done <<<"${TOPO_N_CONF[$n]}"
-    EVREP_BROKER_URL= EVREP_PRELOAD=$preload pg_init "$n" "${TOPO_N_PORT[$n]}" --db "${TOPO_N_DB[$n]}" "${conf[@]}" || return 1
+    EVREP_BROKER_URL= EVREP_PRELOAD=$preload PG_CONFIG=${TOPO_N_PGCONFIG[$n]} pg_init "$n" "${TOPO_N_PORT[$n]}" --db "${TOPO_N_DB[$n]}" "${conf[@]}" || return 1
     pg_start "$n" || return 1
-    [[ ${TOPO_N_EVREP[$n]} == off ]] || psql=(-c "CREATE EXTENSION evrep")
+    [[ ${TOPO_N_EVREP[$n]} == off ]] || psql=(-c "CREATE EXTENSION evrep${TOPO_N_EXTVER[$n]:+ VERSION '${TOPO_N_EXTVER[$n]}'}")
     while IFS= read -r -d "$_TOPO_SEP" s; do
         if [[ -f "$s" ]]; then psql+=(-f "$s"); else psql+=(-c "$s"); fi
     done <<<"${TOPO_N_SCHEMA[$n]}"

@@ -1,0 +1,299 @@
+/* evrep--1.0--1.1.sql: histories (incarnations), TRUNCATE, logical backups */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION evrep UPDATE TO '1.1'" to load this file. \quit
+
+/*
+ * The update runs while writers and workers do.  It takes every lock it
+ * needs up front, in the order they take theirs (a writer: its table, then
+ * the outbox; the publisher: the outbox, then publication; the consumer:
+ * subscription, then progress), so that it waits for them instead of
+ * deadlocking with them.
+ */
+DO $$
+DECLARE
+	p record;
+BEGIN
+	FOR p IN SELECT relid FROM evrep.publication WHERE active ORDER BY relid LOOP
+		EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', p.relid::regclass);
+	END LOOP;
+END
+$$;
+LOCK TABLE evrep.outbox, evrep.publication, evrep.subscription, evrep.progress
+	IN ACCESS EXCLUSIVE MODE;
+
+/*
+ * One row per history of this database.  A history ends when the database
+ * goes back or changes identity: restored from a base backup (a new
+ * backup_label), promoted or recovered to a point in time (a new timeline),
+ * reloaded from pg_dump into another cluster (a new system identifier).
+ * The current history is the row with the highest id; both workers check
+ * at start (incarnation.c).  A stream number is unique only within one
+ * history, so every message names its history, and where the new one
+ * forked from the old (publication.since).
+ */
+CREATE TABLE evrep.incarnation (
+	id			bigint PRIMARY KEY,	-- microseconds since 2000 at its start; grows
+	started_at	timestamptz NOT NULL DEFAULT now(),
+	reason		text NOT NULL,
+	system_identifier numeric NOT NULL,
+	database_oid oid NOT NULL,
+	timeline	integer NOT NULL,
+	backup_label text,				-- backup_label.old of the data directory, if any
+	start_lsn	pg_lsn NOT NULL,
+	-- started because rows of another cluster or database were found here:
+	-- a dump's rows may be restored after a worker recorded its first start
+	reloaded	boolean NOT NULL DEFAULT false
+);
+
+COMMENT ON TABLE evrep.incarnation IS
+'histories of this database: a restore, promotion, point-in-time recovery or reload starts a new one';
+
+-- The first number of each stream in the current history: numbers below it
+-- are shared with the history before.
+ALTER TABLE evrep.publication ADD COLUMN since bigint NOT NULL DEFAULT 1;
+UPDATE evrep.publication SET since = last_seq + 1;
+
+-- WAL insert position when a row was numbered: it only grows with the
+-- numbers of one history, so a subscriber sees an origin that went back
+-- without a trace (a file-system snapshot restored).
+ALTER TABLE evrep.outbox ADD COLUMN lsn pg_lsn;
+
+COMMENT ON COLUMN evrep.outbox.op IS
+'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate)';
+
+ALTER TABLE evrep.progress
+	ADD COLUMN incarnation bigint,			-- the origin's history of last_seq
+	ADD COLUMN last_lsn pg_lsn,				-- the origin's WAL position at last_seq
+	ADD COLUMN prev_incarnation bigint,		-- the history before, and how far it went:
+	ADD COLUMN prev_last_seq bigint,		-- its late duplicates are skipped
+	ADD COLUMN history_changed_at timestamptz,
+	ADD COLUMN history_reason text,
+	ADD COLUMN repair text,					-- what was done about a divergence
+	ADD COLUMN repair_request bigint,		-- the resync (evrep.sync.request_id) it asked for
+	ADD COLUMN base_seq bigint,				-- the first number this node expected of the stream
+	ADD COLUMN gaps_since timestamptz;		-- gaps open since (a hole nobody fills, see README)
+
+-- The apply's role by name: an oid means nothing in the cluster a dump is
+-- restored into.
+ALTER TABLE evrep.subscription ADD COLUMN owner_name name;
+UPDATE evrep.subscription s SET owner_name = r.rolname
+FROM pg_catalog.pg_roles r WHERE r.oid = s.owner;
+
+/*
+ * pg_dump carries the configuration, so that a dump restores into a
+ * working node; not the outbox, progress, dead letters or copy jobs,
+ * which belong to the old server's history (the restored node starts a new
+ * one and its subscriptions are copied again).
+ */
+SELECT pg_catalog.pg_extension_config_dump('evrep.publication', '');
+SELECT pg_catalog.pg_extension_config_dump('evrep.publication_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('evrep.subscription', '');
+SELECT pg_catalog.pg_extension_config_dump('evrep.sender', '');
+SELECT pg_catalog.pg_extension_config_dump('evrep.sync', '');
+SELECT pg_catalog.pg_extension_config_dump('evrep.incarnation', '');
+
+/* The capture of a table: its rows' changes, and TRUNCATE. */
+CREATE FUNCTION evrep._create_capture_triggers(rel regclass, pid integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	attnums text;
+BEGIN
+	SELECT string_agg(quote_literal(k::text), ', ' ORDER BY ord) INTO attnums
+	FROM pg_catalog.pg_index i
+	CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS u(k, ord)
+	WHERE i.indrelid = rel AND i.indisprimary;
+
+	EXECUTE format('CREATE TRIGGER evrep_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+				   'FOR EACH ROW EXECUTE FUNCTION evrep.capture(%s, %s)',
+				   rel, quote_literal(pid::text), attnums);
+	EXECUTE format('CREATE TRIGGER evrep_capture_truncate AFTER TRUNCATE ON %s '
+				   'FOR EACH STATEMENT EXECUTE FUNCTION evrep.capture(%s)',
+				   rel, quote_literal(pid::text));
+END
+$$;
+
+-- tables published under 1.0 capture TRUNCATE from now on
+DO $$
+DECLARE
+	p record;
+BEGIN
+	FOR p IN SELECT id, relid FROM evrep.publication WHERE active LOOP
+		EXECUTE format('CREATE TRIGGER evrep_capture_truncate AFTER TRUNCATE ON %s '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION evrep.capture(%s)',
+					   p.relid::regclass, quote_literal(p.id::text));
+	END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION evrep_publish(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	pid integer;
+BEGIN
+	t := evrep._check_table(rel, 'TRIGGER');
+	IF EXISTS (SELECT FROM evrep.publication p
+			   WHERE p.schema_name = t.nsp AND p.table_name = t.tbl AND p.active) THEN
+		RAISE EXCEPTION 'table % is already published', rel
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+
+	-- a table published again continues its stream: last_seq never goes back
+	INSERT INTO evrep.publication AS p (relid, schema_name, table_name, key_columns)
+	VALUES (rel, t.nsp, t.tbl, t.keys)
+	ON CONFLICT (schema_name, table_name) DO UPDATE
+		SET relid = EXCLUDED.relid, key_columns = EXCLUDED.key_columns,
+			active = true, published_at = now()
+	RETURNING p.id INTO pid;
+
+	PERFORM evrep._create_capture_triggers(rel, pid);
+	-- the consumer binds the table's copy requests at once
+	PERFORM evrep._subscriptions_changed();
+END
+$$;
+
+COMMENT ON FUNCTION evrep_publish(regclass) IS
+'capture INSERT, UPDATE, DELETE and TRUNCATE of a table into the evrep outbox';
+
+CREATE OR REPLACE FUNCTION evrep_unpublish(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM evrep._check_admin();
+	IF NOT pg_catalog.has_table_privilege(rel, 'TRIGGER') THEN
+		RAISE EXCEPTION 'permission denied for table %', rel
+			USING ERRCODE = 'insufficient_privilege';
+	END IF;
+	UPDATE evrep.publication SET active = false WHERE relid = rel AND active;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table % is not published', rel
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	EXECUTE format('DROP TRIGGER evrep_capture ON %s', rel);
+	EXECUTE format('DROP TRIGGER IF EXISTS evrep_capture_truncate ON %s', rel);
+	PERFORM evrep._subscriptions_changed();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION evrep_subscribe(rel regclass, copy_data boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+BEGIN
+	t := evrep._check_table(rel, 'SELECT, INSERT, UPDATE, DELETE');
+	IF copy_data IS NULL THEN
+		RAISE EXCEPTION 'copy_data must be true or false'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	BEGIN
+		INSERT INTO evrep.subscription (schema_name, table_name, relid, owner, owner_name,
+										key_columns)
+		VALUES (t.nsp, t.tbl, rel,
+				(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user),
+				current_user, t.keys);
+	EXCEPTION WHEN unique_violation THEN
+		RAISE EXCEPTION 'table % is already subscribed', rel
+			USING ERRCODE = 'duplicate_object';
+	END;
+	PERFORM evrep._start_sync(t.nsp, t.tbl, CASE WHEN copy_data THEN 'requested' ELSE 'skipped' END);
+	PERFORM evrep._subscriptions_changed();
+	IF NOT copy_data THEN
+		-- until commit: an event delivered once the queue is bound waits
+		-- for this lock instead of finding no subscription (apply.c)
+		EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', rel);
+		PERFORM evrep._bind_now(t.nsp, t.tbl);
+	END IF;
+END
+$$;
+
+GRANT INSERT (owner_name) ON evrep.subscription TO evrep_admin;
+
+/*
+ * The current history, read by the workers and by evrep.status; NULL
+ * before a worker first started.
+ */
+CREATE FUNCTION evrep.current_incarnation()
+RETURNS evrep.incarnation
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT i FROM evrep.incarnation i ORDER BY id DESC LIMIT 1
+$$;
+
+/*
+ * evrep.status, 1.1: the history of each stream (per published table, this
+ * node's; per applied stream, the origin's as last seen), when and why it
+ * last changed, and what was done about rows applied from the lost part.
+ */
+CREATE OR REPLACE VIEW evrep.status AS
+SELECT 'publish'::text AS role,
+	   current_setting('evrep.node_name') AS origin,
+	   p.schema_name, p.table_name,
+	   coalesce(o.depth, 0) AS outbox_depth,
+	   now() - o.oldest_commit AS oldest_unsent_age,
+	   p.last_seq,
+	   NULL::bigint AS applied,
+	   NULL::bigint AS skipped,
+	   NULL::bigint AS dead_letters,
+	   NULL::bigint AS unknown_column_events,
+	   NULL::timestamptz AS last_applied_at,
+	   NULL::interval AS lag,
+	   CASE WHEN NOT w.connected THEN w.last_error END AS last_error,
+	   (evrep.current_incarnation()).id AS incarnation,
+	   p.since AS incarnation_since,
+	   (evrep.current_incarnation()).reason AS history_reason,
+	   (evrep.current_incarnation()).started_at AS history_changed_at,
+	   NULL::text AS repair
+FROM evrep.publication p
+LEFT JOIN LATERAL (
+	SELECT count(*) AS depth,
+		   min(coalesce(ob.commit_ts,
+						 CASE WHEN current_setting('track_commit_timestamp')::boolean
+							  THEN pg_xact_commit_timestamp(ob.xmin) END)) AS oldest_commit
+	FROM evrep.outbox ob WHERE ob.pub_id = p.id) o ON true
+LEFT JOIN evrep.worker_state() w ON w.worker = 'publisher'
+WHERE p.active OR o.depth > 0
+UNION ALL
+SELECT 'apply', g.origin, g.schema_name, g.table_name,
+	   NULL, NULL, g.last_seq, g.applied, g.skipped,
+	   (SELECT count(*) FROM evrep.dead_letter d
+		WHERE d.origin = g.origin AND d.schema_name = g.schema_name
+		  AND d.table_name = g.table_name AND d.replayed_at IS NULL),
+	   g.unknown_column_events,
+	   g.last_applied_at,
+	   g.last_applied_at - g.last_commit_ts,
+	   coalesce((SELECT d.error FROM evrep.dead_letter d
+				 WHERE d.origin = g.origin AND d.schema_name = g.schema_name
+				   AND d.table_name = g.table_name AND d.replayed_at IS NULL
+				 ORDER BY d.id DESC LIMIT 1),
+			CASE WHEN NOT w.connected THEN w.last_error END),
+	   g.incarnation,
+	   NULL::bigint,
+	   g.history_reason,
+	   g.history_changed_at,
+	   CASE WHEN g.repair_request IS NOT NULL AND s.request_id = g.repair_request
+			THEN g.repair || ': copy ' || s.phase
+			WHEN g.repair_request IS NOT NULL AND s.request_id > g.repair_request
+			THEN g.repair || ': superseded by a later copy'
+			ELSE g.repair END
+FROM evrep.progress g
+LEFT JOIN evrep.sync s ON s.schema_name = g.schema_name AND s.table_name = g.table_name
+LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer';
+
+COMMENT ON VIEW evrep.status IS
+'evrep queue depth, lag, counts, last error and history per published table and applied stream';
+
+GRANT SELECT ON evrep.incarnation TO evrep_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION evrep.current_incarnation() TO evrep_admin, pg_monitor;
