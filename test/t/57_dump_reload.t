@@ -36,7 +36,7 @@ EOF
 on_exit 'if (( _TAP_FAILED )); then note "B progress: $(q $B "SELECT * FROM evrep.progress")"; note "B sync: $(q $B "SELECT * FROM evrep.sync")"; note "A incarnations: $(q $A "SELECT id, reason, system_identifier FROM evrep.incarnation ORDER BY id")"; note "B incarnations: $(q $B "SELECT id, reason, system_identifier FROM evrep.incarnation ORDER BY id")"; note "B dead letters: $(q $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"; fi'
 
 ok "A allows an extra sender" sql "$A" "SELECT evrep_allow_sender('elsewhere', 'relay_a')"
-ok "B allows an extra sender" sql "$B" "SELECT evrep_allow_sender('$A', 'relay_b')"
+ok "B allows an extra sender" sql "$B" "SELECT evrep_allow_sender('elsewhere_b', 'relay_b')"
 ok "A: ids 1..100, one transaction each" sql_script "$A" "$(single_inserts $T 1 100)"
 assert_converged "start" "$A" "$B" $T 60
 
