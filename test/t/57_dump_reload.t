@@ -58,11 +58,16 @@ B_T0=$(node_now "$B")
 topo_mark "$B"
 ok "1: stop B" pg_stop "$B"
 ok "1: B replaced by a new cluster (initdb) with the dump restored (pg_restore)" pg_reload_dump "$B" "$DUMPS/b.dump"
-ok "1: start B" pg_start "$B"
+# looked at with the workers held off, before a copy changes the rows
+ok "1: start B, workers held off" pg_start "$B" "-c evrep.database=''"
 isnt "$(pg_system_id "$B")" "$SYSID_B" "1: B is a new cluster (system identifier)"
 is "$(row_count "$B" $T)" 100 "1: B has the dump's 100 rows"
-is "$(q "$B" "$SUBS_SQL")" "$SUBS_B" "1: B's subscription is in the dump (owner and table found again)"
+is "$(q "$B" "SELECT schema_name, table_name, key_columns, owner_name FROM evrep.subscription ORDER BY 1, 2")" \
+   "public|$T|{id}|postgres" "1: B's subscription is in the dump"
 is "$(q "$B" "$SENDERS_SQL")" "$SENDERS_B" "1: B's evrep.sender rows are in the dump"
+ok "1: stop B" pg_stop "$B"
+ok "1: start B" pg_start "$B"
+ok "1: B's workers found the table and owner again" wait_value 30 "$SUBS_B" q "$B" "$SUBS_SQL"
 ok "1: B's workers are ready (queue bound)" topo_wait_ready 60 "$B"
 assert_converged "1 reloaded" "$A" "$B" $T 90
 INC_B1=$(incarnation "$B")

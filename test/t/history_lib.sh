@@ -103,7 +103,7 @@ assert_origin_new_history() {
     cmp_ok "$inc" -gt "$before" "$label: $origin started a new incarnation (was $before)"
     note "$label: $origin's history $inc: $(incarnation_reason "$origin")"
     ok "$label: $sub's evrep.status shows $origin's incarnation $inc and a finished repair" \
-        wait_until 60 "[[ \$(q $sub \"SELECT incarnation || '|' || (repair LIKE '%copy done') FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'\") == '$inc|t' ]]" 0.5
+        wait_until 60 "[[ \$(q $sub \"SELECT incarnation || '|' || (CASE WHEN repair LIKE '%copy done' THEN 'done' ELSE 'not done' END) FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'\") == '$inc|done' ]]" 0.5
     st=$(q "$sub" "SELECT incarnation, history_reason <> '', history_changed_at >= '$t0', repair FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'")
     like "$st" "^$inc[|]t[|]t[|].*copy done$" "$label: $sub's evrep.status: incarnation, history reason, changed after the event, repair copy done"
     note "$label: $sub's evrep.status: $(q "$sub" "SELECT incarnation || ' / ' || history_reason || ' / ' || history_changed_at || ' / ' || repair FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'")"
