@@ -93,6 +93,19 @@ SELECT pg_catalog.pg_extension_config_dump('evrep.sender', '');
 SELECT pg_catalog.pg_extension_config_dump('evrep.sync', '');
 SELECT pg_catalog.pg_extension_config_dump('evrep.incarnation', '');
 
+/* TRUNCATE is captured once per statement, with the publication's id. */
+CREATE FUNCTION evrep._create_truncate_trigger(rel regclass, pid integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	EXECUTE format('CREATE TRIGGER evrep_capture_truncate AFTER TRUNCATE ON %s '
+				   'FOR EACH STATEMENT EXECUTE FUNCTION evrep.capture(%s)',
+				   rel, quote_literal(pid::text));
+END
+$$;
+
 /* The capture of a table: its rows' changes, and TRUNCATE. */
 CREATE FUNCTION evrep._create_capture_triggers(rel regclass, pid integer)
 RETURNS void
@@ -110,24 +123,12 @@ BEGIN
 	EXECUTE format('CREATE TRIGGER evrep_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
 				   'FOR EACH ROW EXECUTE FUNCTION evrep.capture(%s, %s)',
 				   rel, quote_literal(pid::text), attnums);
-	EXECUTE format('CREATE TRIGGER evrep_capture_truncate AFTER TRUNCATE ON %s '
-				   'FOR EACH STATEMENT EXECUTE FUNCTION evrep.capture(%s)',
-				   rel, quote_literal(pid::text));
+	PERFORM evrep._create_truncate_trigger(rel, pid);
 END
 $$;
 
 -- tables published under 1.0 capture TRUNCATE from now on
-DO $$
-DECLARE
-	p record;
-BEGIN
-	FOR p IN SELECT id, relid FROM evrep.publication WHERE active LOOP
-		EXECUTE format('CREATE TRIGGER evrep_capture_truncate AFTER TRUNCATE ON %s '
-					   'FOR EACH STATEMENT EXECUTE FUNCTION evrep.capture(%s)',
-					   p.relid::regclass, quote_literal(p.id::text));
-	END LOOP;
-END
-$$;
+SELECT evrep._create_truncate_trigger(relid::regclass, id) FROM evrep.publication WHERE active;
 
 CREATE OR REPLACE FUNCTION evrep_publish(rel regclass)
 RETURNS void
@@ -295,5 +296,9 @@ LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer';
 COMMENT ON VIEW evrep.status IS
 'evrep queue depth, lag, counts, last error and history per published table and applied stream';
 
+REVOKE ALL ON FUNCTION evrep._create_truncate_trigger(regclass, integer),
+	evrep._create_capture_triggers(regclass, integer), evrep.current_incarnation() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evrep._create_truncate_trigger(regclass, integer),
+	evrep._create_capture_triggers(regclass, integer) TO evrep_admin;
 GRANT SELECT ON evrep.incarnation TO evrep_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION evrep.current_incarnation() TO evrep_admin, pg_monitor;

@@ -32,6 +32,18 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 static bool installed = false;
 
 static void
+next_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					 ProcessUtilityContext context, ParamListInfo params,
+					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest,
+								qc);
+}
+
+static void
 evrep_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 					  ProcessUtilityContext context, ParamListInfo params,
 					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
@@ -41,12 +53,7 @@ evrep_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	/* every other statement only pays this test */
 	if (!IsA(pstmt->utilityStmt, TruncateStmt))
 	{
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest,
-								 qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
-									dest, qc);
+		next_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 		return;
 	}
 
@@ -54,12 +61,7 @@ evrep_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 																  : TRUNCATE_CONTINUE_IDENTITY;
 	PG_TRY();
 	{
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest,
-								 qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
-									dest, qc);
+		next_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	}
 	PG_FINALLY();
 	{
