@@ -52,6 +52,7 @@ typedef struct ApplyRun
 	int to;
 	int64 seq;			/* event being applied, for the error context */
 	int64 copy_request; /* this node's copy request for the table; -1: not read */
+	HistoryVerdict verdict;
 } ApplyRun;
 
 static SPIPlanPtr subscription_plan = NULL;
@@ -351,6 +352,51 @@ repair_stream(ApplyRun *run, const char *why)
 					  errdetail("%s.", why)));
 }
 
+/*
+ * For WARNINGs said once per worker and key, not once per message: false
+ * when key is in *seen, else adds it.  Keys join names with \x01, which no
+ * name the catalog or the broker lets through contains.
+ */
+static bool
+first_time(List **seen, const char *key)
+{
+	ListCell *lc;
+	MemoryContext old;
+
+	foreach (lc, *seen)
+	{
+		if (strcmp(lfirst(lc), key) == 0)
+			return false;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	*seen = lappend(*seen, pstrdup(key));
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * Each message of an older history that still speaks is parked: say it in
+ * the log as a WARNING once per origin and history, where an operator looks.
+ */
+static void
+warn_two_histories_once(const char *origin, int64 old)
+{
+	static List *warned = NIL;
+
+	if (!first_time(&warned, psprintf("%s\x01" INT64_FORMAT, origin, old)))
+		return;
+	ereport(
+		WARNING,
+		(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		 errmsg(
+			 "evrep origin \"%s\" speaks from two histories: its messages of history " INT64_FORMAT
+			 " are parked",
+			 origin, old),
+		 errhint("Two servers run with evrep.node_name = '%s' (a copy started beside "
+				 "the original?): stop the one that should not publish.",
+				 origin)));
+}
+
 /* A newer history of the stream: from its fork on, numbers name other events. */
 static void
 follow_history(ApplyRun *run, HistoryVerdict verdict)
@@ -359,6 +405,8 @@ follow_history(ApplyRun *run, HistoryVerdict verdict)
 	StreamProgress *p = &run->progress;
 
 	if (verdict == HISTORY_OLD_ALIVE)
+	{
+		warn_two_histories_once(run->msg->origin, inc->id);
 		ereport(
 			ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -371,6 +419,7 @@ follow_history(ApplyRun *run, HistoryVerdict verdict)
 				 "Two servers run with evrep.node_name = '%s' (a copy started beside the original?): "
 				 "stop the one that should not publish. Its messages are parked, never merged.",
 				 run->msg->origin)));
+	}
 	if (verdict == HISTORY_DIVERGED)
 		repair_stream(run, psprintf("origin started a new history (%s) at number " INT64_FORMAT
 									", after this node had applied numbers up to " INT64_FORMAT,
@@ -589,19 +638,9 @@ static void
 warn_refused_once(const char *origin, const char *sender, const char *hint)
 {
 	static List *warned = NIL;
-	/* \x01 is in no name a sender or origin has */
-	char *pair = psprintf("%s\x01%s", origin, sender);
-	ListCell *lc;
-	MemoryContext old;
 
-	foreach (lc, warned)
-	{
-		if (strcmp(lfirst(lc), pair) == 0)
-			return;
-	}
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	warned = lappend(warned, pstrdup(pair));
-	MemoryContextSwitchTo(old);
+	if (!first_time(&warned, psprintf("%s\x01%s", origin, sender)))
+		return;
 	ereport(WARNING,
 			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 			 errmsg("evrep parks the events of origin \"%s\" sent by broker user \"%s\"", origin,
@@ -660,20 +699,18 @@ check_sender(const ApplyDelivery *delivery, const char *origin)
 	}
 }
 
-/* Everything a parsed, authentic message does to its stream and table. */
+/*
+ * Everything a parsed, authentic message does to its stream and table, its
+ * progress loaded (parse_authentic_message).
+ */
 static void
 apply_stream(ApplyRun *run)
 {
-	HistoryVerdict verdict;
-
-	lookup_subscription(run);
-	progress_load(run->msg, &run->progress);
-	verdict = progress_follow_history(&run->progress, run->msg);
-	if (verdict == HISTORY_OLD_DUPLICATE)
+	if (run->verdict == HISTORY_OLD_DUPLICATE)
 		run->progress.skipped += run->msg->nevents;
 	else
 	{
-		follow_history(run, verdict);
+		follow_history(run, run->verdict);
 		claim_new_events(run);
 		repair_hole(run);
 		apply_claimed(run);
@@ -681,12 +718,22 @@ apply_stream(ApplyRun *run)
 	progress_save(run->msg, &run->progress);
 }
 
-/* run->msg stays NULL when the body does not parse */
+/*
+ * run->msg stays NULL when the body does not parse.  What makes a whole
+ * message unacceptable whatever the attempt is found here, where it is
+ * parked at once: a sender that may not speak for the origin, a history
+ * the stream left behind that still speaks.
+ */
 static void
 parse_authentic_message(ApplyRun *run)
 {
 	parse_message(run);
 	check_sender(run->delivery, run->msg->origin);
+	lookup_subscription(run);
+	progress_load(run->msg, &run->progress);
+	run->verdict = progress_follow_history(&run->progress, run->msg);
+	if (run->verdict == HISTORY_OLD_ALIVE)
+		follow_history(run, run->verdict);
 }
 
 /* A node asks for a copy of a table this node publishes; it speaks for itself only. */
