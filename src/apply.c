@@ -564,6 +564,53 @@ pop_apply_context(ErrorContextCallback *errcb)
 	error_context_stack = errcb->previous;
 }
 
+/* What would let sender speak for origin; listed: origin has named senders. */
+static char *
+refusal_hint(const char *origin, const char *sender, bool listed)
+{
+	char *allow = psprintf("SELECT evrep_allow_sender(%s, %s)", quote_literal_cstr(origin),
+						   quote_literal_cstr(sender));
+
+	if (listed)
+		return psprintf("Origin \"%s\" is spoken for only by the broker users evrep_allow_sender() "
+						"named for it; add this one on this node with %s.",
+						origin, allow);
+	return psprintf("Run %s on this node, or let origin \"%s\" connect to the broker as user "
+					"\"%s\".",
+					allow, origin, origin);
+}
+
+/*
+ * A refused sender is most often a first setup with one broker user for
+ * every node: say so once per origin and user as a WARNING, not once per
+ * message (each is still parked, and logged there).
+ */
+static void
+warn_refused_once(const char *origin, const char *sender, const char *hint)
+{
+	static List *warned = NIL;
+	/* \x01 is in no name a sender or origin has */
+	char *pair = psprintf("%s\x01%s", origin, sender);
+	ListCell *lc;
+	MemoryContext old;
+
+	foreach (lc, warned)
+	{
+		if (strcmp(lfirst(lc), pair) == 0)
+			return;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	warned = lappend(warned, pstrdup(pair));
+	MemoryContextSwitchTo(old);
+	ereport(WARNING,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("evrep parks the events of origin \"%s\" sent by broker user \"%s\"", origin,
+					sender),
+			 errdetail("evrep.dead_letter keeps every one of them, for evrep_replay() once the "
+					   "sender is allowed."),
+			 errhint("%s", hint)));
+}
+
 /*
  * Only an origin speaks for itself.  RabbitMQ vouches for a message's
  * user_id (it refuses one that differs from the publishing connection's
@@ -602,12 +649,15 @@ check_sender(const ApplyDelivery *delivery, const char *origin)
 		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	listed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (listed > 0 ? allowed == 0 : strcmp(sender, origin) != 0)
-		ereport(
-			ERROR,
-			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("broker user \"%s\" may not speak for evrep origin \"%s\"", sender, origin),
-			 errhint(
-				 "An origin is spoken for by the broker user of its own name, or by the users evrep_allow_sender() names for it.")));
+	{
+		char *hint = refusal_hint(origin, sender, listed > 0);
+
+		warn_refused_once(origin, sender, hint);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("broker user \"%s\" may not speak for evrep origin \"%s\"", sender, origin),
+				 errhint("%s", hint)));
+	}
 }
 
 /* Everything a parsed, authentic message does to its stream and table. */

@@ -1349,3 +1349,9 @@ broker_backoff_reset(BrokerBackoff *backoff)
 {
 	backoff->delay_ms = 0;
 }
+
+const char *
+broker_user(const BrokerConn *conn)
+{
+	return conn->user;
+}
