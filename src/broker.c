@@ -80,6 +80,7 @@ struct BrokerConn
 	uint64 events;			   /* bumped on news for the caller */
 	int heartbeat_ms;		   /* negotiated; 0 when off */
 	int timeout_ms;			   /* evrep.broker_timeout when connecting */
+	int reply_ms;			   /* evrep.confirm_timeout when connecting */
 	TimestampTz heard_at;	   /* when the broker last sent anything */
 	TimestampTz probe_sent_at; /* our liveness probe awaits its answer; 0: none */
 	TimestampTz unblocked_at;  /* end of the last connection.blocked; 0: none */
@@ -896,6 +897,35 @@ broker_bind(BrokerConn *conn, const char *routing_key)
 	return BROKER_OK;
 }
 
+/*
+ * Adding a binding, even one that exists, is a Mnesia transaction over
+ * every node of the cluster: while one node hangs it waits, on whichever
+ * node we are connected to, and an RPC would time out and cost a
+ * connection through which deliveries flow.  A key bound before is bound
+ * again with nowait; a refusal still closes the channel (on_close).
+ */
+BrokerStatus
+broker_rebind(BrokerConn *conn, const char *routing_key)
+{
+	amqp_queue_bind_t req = {0};
+	int rc;
+
+	Assert(conn->role == BROKER_CONSUMER);
+	if (conn->broken)
+		return BROKER_ERROR;
+	if (conn->drain_queue != NULL)
+		return broker_bind(conn, routing_key); /* unbinds the former queue too */
+	req.queue = amqp_cstring_bytes(conn->queue);
+	req.exchange = amqp_cstring_bytes(conn->exchange);
+	req.routing_key = amqp_cstring_bytes(routing_key);
+	req.nowait = 1;
+	req.arguments = amqp_empty_table;
+	rc = amqp_send_method(conn->state, TOPOLOGY_CHANNEL, AMQP_QUEUE_BIND_METHOD, &req);
+	if (rc != AMQP_STATUS_OK)
+		return status_failed(conn, psprintf("binding routing key \"%s\" again", routing_key), rc);
+	return BROKER_OK;
+}
+
 BrokerStatus
 broker_unbind(BrokerConn *conn, const char *routing_key)
 {
@@ -1002,11 +1032,11 @@ broker_ack(BrokerConn *conn, uint64 tag)
 static char *
 settings_fingerprint(void)
 {
-	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d\n%d\n%d", evrep_broker_url,
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d\n%d\n%d\n%d", evrep_broker_url,
 					evrep_broker_password_file, evrep_exchange, evrep_node_name, evrep_ssl_ca_file,
 					evrep_ssl_cert_file, evrep_ssl_key_file, (int) evrep_ssl_verify_peer,
 					(int) evrep_ssl_verify_hostname, evrep_heartbeat, evrep_prefetch,
-					evrep_queue_type, evrep_broker_timeout);
+					evrep_queue_type, evrep_broker_timeout, evrep_confirm_timeout);
 }
 
 bool
@@ -1123,15 +1153,18 @@ login(BrokerConn *conn, struct amqp_connection_info *info)
 
 /*
  * The kernel of a hung node still accepts connections: connect succeeds
- * and the handshake waits for an answer that does not come.  The
- * handshake and every RPC therefore wait evrep.broker_timeout at most,
- * after which broker_connect tries the next node.
+ * and the handshake waits for an answer that does not come.  So the
+ * connect and the handshake wait evrep.broker_timeout at most, after which
+ * broker_connect tries the next node.  An RPC may wait for the cluster
+ * rather than the node (a consume for a quorum queue electing a leader, a
+ * new binding for Mnesia): evrep.confirm_timeout.
  */
 static bool
 open_connection(BrokerConn *conn, struct amqp_connection_info *info)
 {
 	amqp_socket_t *sock;
 	struct timeval tv = {conn->timeout_ms / 1000, (conn->timeout_ms % 1000) * 1000};
+	struct timeval rpc_tv = {conn->reply_ms / 1000, (conn->reply_ms % 1000) * 1000};
 	int rc;
 
 	conn->state = amqp_new_connection();
@@ -1147,7 +1180,7 @@ open_connection(BrokerConn *conn, struct amqp_connection_info *info)
 		return false;
 	}
 	amqp_set_handshake_timeout(conn->state, &tv);
-	amqp_set_rpc_timeout(conn->state, &tv);
+	amqp_set_rpc_timeout(conn->state, &rpc_tv);
 
 	rc = amqp_socket_open_noblock(sock, info->host, info->port, &tv);
 	if (rc != AMQP_STATUS_OK)
@@ -1318,6 +1351,7 @@ new_conn(BrokerRole role)
 	conn->queue_type = evrep_queue_type;
 	conn->queue = evrep_queue_name(conn->queue_type);
 	conn->timeout_ms = evrep_broker_timeout;
+	conn->reply_ms = evrep_confirm_timeout;
 	MemoryContextSwitchTo(old);
 	return conn;
 }

@@ -122,6 +122,12 @@ extern BrokerStatus broker_bind(BrokerConn *conn, const char *routing_key);
 extern BrokerStatus broker_unbind(BrokerConn *conn, const char *routing_key);
 
 /*
+ * Consumer: binds again a key bound before, without waiting for the
+ * broker's answer (Mnesia waits while any cluster node hangs).
+ */
+extern BrokerStatus broker_rebind(BrokerConn *conn, const char *routing_key);
+
+/*
  * Consumer, after a change of evrep.queue_type: true while it still reads
  * the queue of the former type.  broker_drain_step, called when nothing is
  * pending, moves the switch on: once that queue is empty it cancels the

@@ -203,9 +203,11 @@ oldest_unconfirmed_at(void)
 
 /*
  * How long the oldest unconfirmed message may still wait; -1: none waits.
- * A hung node (or one whose quorum queue lost its quorum) confirms
- * nothing: after evrep.broker_timeout the publisher leaves it and sends
- * everything unconfirmed again through the next node.  The resend is
+ * A hung node is found by broker_poll's liveness probe (evrep.broker_timeout):
+ * a node that answers it but confirms nothing for evrep.confirm_timeout
+ * waits for its cluster (a quorum queue electing a leader, or without a
+ * quorum); the publisher then leaves it too, and sends everything
+ * unconfirmed again through the next node.  Both ways the resend is
  * harmless: the messages keep their numbers (outbox_claim_batch returns
  * them again), and a subscriber skips any number it applied already, in
  * the transaction that applies it; the copies the hung node may still
@@ -223,7 +225,7 @@ confirm_wait_left_ms(void)
 		return -1;
 	since = Max(since, broker_unblocked_at(conn));
 	return TimestampDifferenceMilliseconds(
-		GetCurrentTimestamp(), TimestampTzPlusMilliseconds(since, evrep_broker_timeout));
+		GetCurrentTimestamp(), TimestampTzPlusMilliseconds(since, evrep_confirm_timeout));
 }
 
 /* True (and the connection given up) when a confirm is overdue. */
@@ -232,9 +234,9 @@ confirms_overdue(void)
 {
 	if (confirm_wait_left_ms() != 0)
 		return false;
-	broker_give_up(conn, psprintf("%d messages not confirmed within %d ms (evrep.broker_timeout); "
+	broker_give_up(conn, psprintf("%d messages not confirmed within %d ms (evrep.confirm_timeout); "
 								  "sending them again through the next node",
-								  broker_unconfirmed(conn), evrep_broker_timeout));
+								  broker_unconfirmed(conn), evrep_confirm_timeout));
 	return true;
 }
 
