@@ -50,6 +50,8 @@
 
 #define FRAME_MAX 131072
 #define CLOSE_TIMEOUT_S 2
+/* An RPC answered later than this is logged */
+#define SLOW_REPLY_MS 1000
 #define BACKOFF_MIN_MS 100
 
 /* Used when peer verification is on and evrep.ssl_ca_file is empty. */
@@ -75,6 +77,7 @@ struct BrokerConn
 	MemoryContext deliv_cxt; /* deliveries until freed */
 	amqp_connection_state_t state;
 	bool logged_in;
+	bool set_up;			   /* broker_connect is done with it */
 	bool broken;			   /* sticky: every call now fails */
 	bool blocked;			   /* connection.blocked received */
 	uint64 events;			   /* bumped on news for the caller */
@@ -242,6 +245,12 @@ rpc_ok(BrokerConn *conn, const char *doing)
 
 	if (r.reply_type == AMQP_RESPONSE_NORMAL)
 	{
+		long took = TimestampDifferenceMilliseconds(conn->heard_at, GetCurrentTimestamp());
+
+		/* setting up, RPCs follow each other: a slow one waited for the cluster */
+		if (!conn->set_up && took >= SLOW_REPLY_MS)
+			ereport(LOG, (errmsg("evrep %s: the broker took %ld ms for %s", role_name(conn), took,
+								 doing)));
 		heard(conn);
 		return true;
 	}
@@ -1453,6 +1462,7 @@ broker_connect(BrokerRole role)
 		if (conn == NULL)
 			continue;
 		broker_url_connected(index, n);
+		conn->set_up = true;
 		last_logged[0] = '\0';
 		ereport(LOG,
 				(errmsg("evrep %s connected to broker %s (heartbeat %d s)%s", role_name(conn),
