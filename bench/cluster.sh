@@ -313,6 +313,7 @@ wait_queue_online() { # QUEUE N TIMEOUT_S
 HZ=()
 hang_phase() {
 	local qb=$1 role m id0 tf got bmax t_res pause lead pubm conm beam
+	R[hz_settings]="evrep.broker_timeout $(q "$A" "SHOW evrep.broker_timeout"), evrep.confirm_timeout $(q "$A" "SHOW evrep.confirm_timeout")"
 	for role in publisher consumer leader; do
 		sleep "$SETTLE"
 		read -r lead _ <<<"$(queue_info "$qb")"
@@ -466,7 +467,7 @@ OTHERS1=$(others)
 
 # ---------------------------------------------------------------- report
 g() { printf '%s' "${R[$1]:-n/a}"; }
-median() { printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+median() { printf '%s\n' "$@" | { grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 # medians over the rounds: R[M_CFG] from R[M_CFG_1] .. R[M_CFG_$REPEAT]
 for m in thr thrw thrt cpub cpum lag50 lag99 lagmax; do
 	for cfg in single cluster; do
@@ -574,7 +575,7 @@ fo_all=$(verdict "${fo_max:-x}" '<=' 5)
 	echo
 	echo "Hung nodes: with the same writer, the node of each role is frozen (SIGSTOP of its beam.smp: its kernel"
 	echo "still accepts and acknowledges TCP, nothing answers) for $FREEZE_S s, then thawed (SIGCONT)."
-	echo "evrep.broker_timeout $(q "$A" "SHOW evrep.broker_timeout" 2>/dev/null || echo '?'), evrep.confirm_timeout $(q "$A" "SHOW evrep.confirm_timeout" 2>/dev/null || echo '?') (A's settings)."
+	echo "$(g hz_settings) (A's settings)."
 	echo
 	echo "| frozen | member | publisher on it? | consumer on it? | leads B's queue? | resume (s) | longest pause in B's applies (s) |"
 	echo "|---|---|---|---|---|---|---|"
