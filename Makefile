@@ -1,8 +1,13 @@
 # evrep: event-driven replication between service databases through RabbitMQ.
 # Built with PGXS; see README.md for the demo and test commands.
 
+# EVREP_SRC: the source tree ("." for `make` here; the tree's path when built
+# elsewhere with `make -f TREE/Makefile VPATH=TREE`, as pg_buildext does for
+# the Debian package, see debian/rules).
+EVREP_SRC := $(patsubst %/,%,$(dir $(firstword $(MAKEFILE_LIST))))
+
 MODULE_big = evrep
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS = $(patsubst $(EVREP_SRC)/%.c,%.o,$(sort $(wildcard $(EVREP_SRC)/src/*.c)))
 EXTENSION = evrep
 DATA = evrep--1.0.sql evrep--1.0--1.1.sql
 PGFILEDESC = "evrep - event-driven replication through RabbitMQ"
@@ -13,11 +18,11 @@ ISOLATION = late_commit
 # its output in a directory postgres owns.
 REGRESS_DIR ?= $(CURDIR)
 REGRESS_OPTS = --outputdir=$(REGRESS_DIR) --temp-instance=$(REGRESS_DIR)/tmp_check \
-	--temp-config=$(CURDIR)/test/regress.conf --port=54329
+	--temp-config=$(abspath $(EVREP_SRC))/test/regress.conf --port=54329
 ISOLATION_OPTS = --outputdir=$(REGRESS_DIR)/isolation --temp-instance=$(REGRESS_DIR)/tmp_check_iso \
-	--temp-config=$(CURDIR)/test/regress.conf --port=54328
+	--temp-config=$(abspath $(EVREP_SRC))/test/regress.conf --port=54328
 
-PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags librabbitmq)
+PG_CPPFLAGS = -I$(EVREP_SRC)/src $(shell pkg-config --cflags librabbitmq)
 SHLIB_LINK = $(shell pkg-config --libs librabbitmq)
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
@@ -28,9 +33,13 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS knows no header dependencies: a changed struct must rebuild its users
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard $(EVREP_SRC)/src/*.h)
+# a build outside the tree writes src/*.o into a src/ of its own
+ifneq ($(EVREP_SRC),.)
+$(shell mkdir -p src)
+endif
 
-.PHONY: test demo demo-stop services format
+.PHONY: test demo demo-stop services format deb
 test:
 	./test/run
 # demo: deps, build, two databases + RabbitMQ + both services, show the
@@ -39,6 +48,9 @@ demo:
 	./scripts/demo.sh
 demo-stop:
 	./scripts/demo.sh stop
+# deb: the Debian package postgresql-15-evrep in build/deb/ (scripts/build-deb.sh)
+deb:
+	./scripts/build-deb.sh
 services:
 	$(MAKE) -C services
 format:

@@ -74,6 +74,10 @@ ALTER TABLE evrep.progress
 	ADD COLUMN base_seq bigint,				-- the first number this node expected of the stream
 	ADD COLUMN gaps_since timestamptz;		-- gaps open since (a hole nobody fills, see README)
 
+-- Why an event was parked and what would fix it: the error's hint, shown
+-- with the error in evrep.status.last_error.
+ALTER TABLE evrep.dead_letter ADD COLUMN hint text;
+
 -- The apply's role by name: an oid means nothing in the cluster a dump is
 -- restored into.
 ALTER TABLE evrep.subscription ADD COLUMN owner_name name;
@@ -275,7 +279,7 @@ SELECT 'apply', g.origin, g.schema_name, g.table_name,
 	   g.unknown_column_events,
 	   g.last_applied_at,
 	   g.last_applied_at - g.last_commit_ts,
-	   coalesce((SELECT d.error FROM evrep.dead_letter d
+	   coalesce((SELECT d.error || coalesce(' HINT: ' || d.hint, '') FROM evrep.dead_letter d
 				 WHERE d.origin = g.origin AND d.schema_name = g.schema_name
 				   AND d.table_name = g.table_name AND d.replayed_at IS NULL
 				 ORDER BY d.id DESC LIMIT 1),
@@ -291,7 +295,20 @@ SELECT 'apply', g.origin, g.schema_name, g.table_name,
 			ELSE g.repair END
 FROM evrep.progress g
 LEFT JOIN evrep.sync s ON s.schema_name = g.schema_name AND s.table_name = g.table_name
-LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer';
+LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer'
+UNION ALL
+-- streams of which every event was parked (a refused sender, say) have no
+-- progress, and would not show at all
+SELECT 'apply', d.origin, d.schema_name, d.table_name,
+	   NULL, NULL, NULL, 0, 0, count(*), 0, NULL, NULL,
+	   (pg_catalog.array_agg(d.error || coalesce(' HINT: ' || d.hint, '') ORDER BY d.id DESC))[1],
+	   NULL, NULL, NULL, NULL, NULL
+FROM evrep.dead_letter d
+WHERE d.replayed_at IS NULL AND d.origin IS NOT NULL AND d.table_name IS NOT NULL
+  AND NOT EXISTS (SELECT FROM evrep.progress g
+				  WHERE g.origin = d.origin AND g.schema_name = d.schema_name
+					AND g.table_name = d.table_name)
+GROUP BY d.origin, d.schema_name, d.table_name;
 
 COMMENT ON VIEW evrep.status IS
 'evrep queue depth, lag, counts, last error and history per published table and applied stream';

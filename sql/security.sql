@@ -67,6 +67,12 @@ SELECT count(*) AS forged_rows FROM managed WHERE v = 'forged';
 SELECT count(*) AS forged_progress FROM evrep.progress WHERE origin = 'shop';
 SELECT origin, seq, sqlstate, error, attempts FROM evrep.dead_letter
 WHERE id > (SELECT max(id) - 2 FROM evrep.dead_letter) ORDER BY id;
+-- once per origin and user a WARNING says what would fix it (above), each
+-- dead letter keeps the hint, and evrep.status shows the stream, which has
+-- no progress, with the fix in last_error
+SELECT hint FROM evrep.dead_letter WHERE id > (SELECT max(id) - 2 FROM evrep.dead_letter) ORDER BY id;
+SELECT role, origin, table_name, applied, dead_letters, last_error FROM evrep.status
+WHERE origin = 'shop';
 SELECT evrep_apply(msg('shop', 1, 'insert', '{"id": 12, "v": "own user"}', 'managed'), 'shop');
 SELECT evrep_allow_sender('shop', 'shop-svc');
 SELECT evrep_apply(msg('shop', 2, 'insert', '{"id": 13, "v": "allowed user"}', 'managed'), 'shop-svc');

@@ -52,6 +52,7 @@ typedef struct ApplyRun
 	int to;
 	int64 seq;			/* event being applied, for the error context */
 	int64 copy_request; /* this node's copy request for the table; -1: not read */
+	HistoryVerdict verdict;
 } ApplyRun;
 
 static SPIPlanPtr subscription_plan = NULL;
@@ -351,6 +352,51 @@ repair_stream(ApplyRun *run, const char *why)
 					  errdetail("%s.", why)));
 }
 
+/*
+ * For WARNINGs said once per worker and key, not once per message: false
+ * when key is in *seen, else adds it.  Keys join names with \x01, which no
+ * name the catalog or the broker lets through contains.
+ */
+static bool
+first_time(List **seen, const char *key)
+{
+	ListCell *lc;
+	MemoryContext old;
+
+	foreach (lc, *seen)
+	{
+		if (strcmp(lfirst(lc), key) == 0)
+			return false;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	*seen = lappend(*seen, pstrdup(key));
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * Each message of an older history that still speaks is parked: say it in
+ * the log as a WARNING once per origin and history, where an operator looks.
+ */
+static void
+warn_two_histories_once(const char *origin, int64 old)
+{
+	static List *warned = NIL;
+
+	if (!first_time(&warned, psprintf("%s\x01" INT64_FORMAT, origin, old)))
+		return;
+	ereport(
+		WARNING,
+		(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		 errmsg(
+			 "evrep origin \"%s\" speaks from two histories: its messages of history " INT64_FORMAT
+			 " are parked",
+			 origin, old),
+		 errhint("Two servers run with evrep.node_name = '%s' (a copy started beside "
+				 "the original?): stop the one that should not publish.",
+				 origin)));
+}
+
 /* A newer history of the stream: from its fork on, numbers name other events. */
 static void
 follow_history(ApplyRun *run, HistoryVerdict verdict)
@@ -359,6 +405,8 @@ follow_history(ApplyRun *run, HistoryVerdict verdict)
 	StreamProgress *p = &run->progress;
 
 	if (verdict == HISTORY_OLD_ALIVE)
+	{
+		warn_two_histories_once(run->msg->origin, inc->id);
 		ereport(
 			ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -371,6 +419,7 @@ follow_history(ApplyRun *run, HistoryVerdict verdict)
 				 "Two servers run with evrep.node_name = '%s' (a copy started beside the original?): "
 				 "stop the one that should not publish. Its messages are parked, never merged.",
 				 run->msg->origin)));
+	}
 	if (verdict == HISTORY_DIVERGED)
 		repair_stream(run, psprintf("origin started a new history (%s) at number " INT64_FORMAT
 									", after this node had applied numbers up to " INT64_FORMAT,
@@ -564,6 +613,43 @@ pop_apply_context(ErrorContextCallback *errcb)
 	error_context_stack = errcb->previous;
 }
 
+/* What would let sender speak for origin; listed: origin has named senders. */
+static char *
+refusal_hint(const char *origin, const char *sender, bool listed)
+{
+	char *allow = psprintf("SELECT evrep_allow_sender(%s, %s)", quote_literal_cstr(origin),
+						   quote_literal_cstr(sender));
+
+	if (listed)
+		return psprintf("Origin \"%s\" is spoken for only by the broker users evrep_allow_sender() "
+						"named for it; add this one on this node with %s.",
+						origin, allow);
+	return psprintf("Run %s on this node, or let origin \"%s\" connect to the broker as user "
+					"\"%s\".",
+					allow, origin, origin);
+}
+
+/*
+ * A refused sender is most often a first setup with one broker user for
+ * every node: say so once per origin and user as a WARNING, not once per
+ * message (each is still parked, and logged there).
+ */
+static void
+warn_refused_once(const char *origin, const char *sender, const char *hint)
+{
+	static List *warned = NIL;
+
+	if (!first_time(&warned, psprintf("%s\x01%s", origin, sender)))
+		return;
+	ereport(WARNING,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("evrep parks the events of origin \"%s\" sent by broker user \"%s\"", origin,
+					sender),
+			 errdetail("evrep.dead_letter keeps every one of them, for evrep_replay() once the "
+					   "sender is allowed."),
+			 errhint("%s", hint)));
+}
+
 /*
  * Only an origin speaks for itself.  RabbitMQ vouches for a message's
  * user_id (it refuses one that differs from the publishing connection's
@@ -602,28 +688,29 @@ check_sender(const ApplyDelivery *delivery, const char *origin)
 		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	listed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (listed > 0 ? allowed == 0 : strcmp(sender, origin) != 0)
-		ereport(
-			ERROR,
-			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("broker user \"%s\" may not speak for evrep origin \"%s\"", sender, origin),
-			 errhint(
-				 "An origin is spoken for by the broker user of its own name, or by the users evrep_allow_sender() names for it.")));
+	{
+		char *hint = refusal_hint(origin, sender, listed > 0);
+
+		warn_refused_once(origin, sender, hint);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("broker user \"%s\" may not speak for evrep origin \"%s\"", sender, origin),
+				 errhint("%s", hint)));
+	}
 }
 
-/* Everything a parsed, authentic message does to its stream and table. */
+/*
+ * Everything a parsed, authentic message does to its stream and table, its
+ * progress loaded (parse_authentic_message).
+ */
 static void
 apply_stream(ApplyRun *run)
 {
-	HistoryVerdict verdict;
-
-	lookup_subscription(run);
-	progress_load(run->msg, &run->progress);
-	verdict = progress_follow_history(&run->progress, run->msg);
-	if (verdict == HISTORY_OLD_DUPLICATE)
+	if (run->verdict == HISTORY_OLD_DUPLICATE)
 		run->progress.skipped += run->msg->nevents;
 	else
 	{
-		follow_history(run, verdict);
+		follow_history(run, run->verdict);
 		claim_new_events(run);
 		repair_hole(run);
 		apply_claimed(run);
@@ -631,12 +718,22 @@ apply_stream(ApplyRun *run)
 	progress_save(run->msg, &run->progress);
 }
 
-/* run->msg stays NULL when the body does not parse */
+/*
+ * run->msg stays NULL when the body does not parse.  What makes a whole
+ * message unacceptable whatever the attempt is found here, where it is
+ * parked at once: a sender that may not speak for the origin, a history
+ * the stream left behind that still speaks.
+ */
 static void
 parse_authentic_message(ApplyRun *run)
 {
 	parse_message(run);
 	check_sender(run->delivery, run->msg->origin);
+	lookup_subscription(run);
+	progress_load(run->msg, &run->progress);
+	run->verdict = progress_follow_history(&run->progress, run->msg);
+	if (run->verdict == HISTORY_OLD_ALIVE)
+		follow_history(run, run->verdict);
 }
 
 /* A node asks for a copy of a table this node publishes; it speaks for itself only. */

@@ -45,8 +45,10 @@
  * missing) by closing its channel, which must not cost the connection.
  */
 #define REQUEST_CHANNEL 4
+/* The node's lock queue lives with the connection, on a channel of its own */
+#define LOCK_CHANNEL 5
 /* The liveness probe (check_alive): its answer must match no RPC's */
-#define LIVENESS_CHANNEL 5
+#define LIVENESS_CHANNEL 6
 
 #define FRAME_MAX 131072
 #define CLOSE_TIMEOUT_S 2
@@ -162,6 +164,7 @@ bytes_to_cstring(amqp_bytes_t b)
  */
 static bool probe_queue(BrokerConn *conn, const char *queue, uint32 *ready);
 static bool open_channel(BrokerConn *conn, amqp_channel_t channel);
+static bool take_node_lock(BrokerConn *conn);
 
 static BrokerStatus
 conn_failed(BrokerConn *conn, const char *what)
@@ -1223,8 +1226,8 @@ declare_exchange(BrokerConn *conn, amqp_channel_t channel)
 static bool
 setup_publisher(BrokerConn *conn)
 {
-	if (!open_channel(conn, PUBLISH_CHANNEL) || !open_channel(conn, LIVENESS_CHANNEL) ||
-		!declare_exchange(conn, PUBLISH_CHANNEL))
+	if (!take_node_lock(conn) || !open_channel(conn, PUBLISH_CHANNEL) ||
+		!open_channel(conn, LIVENESS_CHANNEL) || !declare_exchange(conn, PUBLISH_CHANNEL))
 		return false;
 	amqp_confirm_select(conn->state, PUBLISH_CHANNEL);
 	if (!rpc_ok(conn, "enabling publisher confirms"))
@@ -1233,10 +1236,6 @@ setup_publisher(BrokerConn *conn)
 	return true;
 }
 
-/*
- * The consumer is exclusive: two nodes configured with the same node name
- * would otherwise split one queue between them and break per-origin order.
- */
 /*
  * A quorum queue is replicated by Raft over the cluster's nodes: losing one
  * broker node loses nothing.  Its type is fixed at declaration (the type is
@@ -1302,6 +1301,86 @@ probe_queue(BrokerConn *conn, const char *queue, uint32 *ready)
 	return false;
 }
 
+/* Acknowledges a channel the broker closed; false if even that failed. */
+static bool
+ack_close(BrokerConn *conn, amqp_channel_t channel, const char *what)
+{
+	amqp_channel_close_ok_t close_ok;
+
+	if (amqp_send_method(conn->state, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok) ==
+		AMQP_STATUS_OK)
+		return true;
+	conn_failed(conn, what);
+	return false;
+}
+
+/*
+ * One server speaks as a node.  Two servers with one evrep.node_name (a
+ * copy of a server started beside it, an old primary still running after
+ * its standby was promoted) would publish two histories of its streams and
+ * split its queue between them, each missing what the other took; and
+ * RabbitMQ ignores the exclusive flag of a consumer on a quorum queue.  So
+ * each worker holds an exclusive queue, evrep.<node>.lock.<role>, for the
+ * life of its connection: the second server's workers are refused
+ * (RESOURCE_LOCKED), say so, and retry; its writers go on filling its
+ * outbox.  A process that held the lock before goes on even without it:
+ * the holder is most likely its own connection to a broker node that
+ * stopped answering, which the broker has not noticed yet.  Without the
+ * permission to declare the lock (an older least-privilege recipe), it
+ * goes on unguarded, once said.
+ */
+static bool
+take_node_lock(BrokerConn *conn)
+{
+	static bool had_lock = false;
+	static bool warned_permission = false;
+	char *name = psprintf("evrep.%s.lock.%s", conn->node_name, role_name(conn));
+	amqp_rpc_reply_t r;
+	int code;
+
+	if (!open_channel(conn, LOCK_CHANNEL))
+		return false;
+	amqp_queue_declare(conn->state, LOCK_CHANNEL, amqp_cstring_bytes(name), false, /* passive */
+					   false,													   /* durable */
+					   true, /* exclusive: this connection's */
+					   true, /* auto-delete */
+					   amqp_empty_table);
+	r = amqp_get_rpc_reply(conn->state);
+	if (r.reply_type == AMQP_RESPONSE_NORMAL)
+	{
+		had_lock = true;
+		return true;
+	}
+	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD)
+	{
+		conn_failed(conn, psprintf("declaring queue \"%s\": %s", name, describe_reply(r)));
+		return false;
+	}
+	code = ((amqp_channel_close_t *) r.reply.decoded)->reply_code;
+	if (!ack_close(conn, LOCK_CHANNEL, "acknowledging the close of the lock channel"))
+		return false;
+	if (code == AMQP_ACCESS_REFUSED)
+	{
+		if (!warned_permission)
+			ereport(WARNING,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("evrep consumer may not declare its lock queue \"%s\"", name),
+					 errdetail("A second server with evrep.node_name = '%s' would go unnoticed "
+							   "and take part of this node's deliveries.",
+							   conn->node_name),
+					 errhint("Grant the broker user configure, write and read on \"%s\".", name)));
+		warned_permission = true;
+		return true;
+	}
+	if (code == AMQP_RESOURCE_LOCKED && had_lock)
+		return true;
+	conn_failed(conn, psprintf("another connection holds \"%s\": a second server runs with "
+							   "evrep.node_name = '%s' (a copy started beside this one, or an old "
+							   "primary?); this one's %s waits until it stops",
+							   name, conn->node_name, role_name(conn)));
+	return false;
+}
+
 /*
  * Consumes the node's queue, or first the queue of the former type while
  * one is left: a change of evrep.queue_type must not reorder a stream, so
@@ -1326,6 +1405,8 @@ setup_consumer(BrokerConn *conn)
 	if (probe_queue(conn, former, &ready))
 		conn->drain_queue = former;
 	else if (conn->broken)
+		return false;
+	if (!take_node_lock(conn))
 		return false;
 	from = conn->drain_queue ? conn->drain_queue : conn->queue;
 	amqp_basic_qos(conn->state, CONSUME_CHANNEL, 0, (uint16_t) prefetch, false);
@@ -1524,4 +1605,10 @@ void
 broker_backoff_reset(BrokerBackoff *backoff)
 {
 	backoff->delay_ms = 0;
+}
+
+const char *
+broker_user(const BrokerConn *conn)
+{
+	return conn->user;
 }

@@ -160,4 +160,7 @@ typedef struct BrokerBackoff
 extern void broker_backoff_sleep(BrokerBackoff *backoff);
 extern void broker_backoff_reset(BrokerBackoff *backoff);
 
+/* The broker user the connection logged in as. */
+extern const char *broker_user(const BrokerConn *conn);
+
 #endif /* EVREP_BROKER_H */

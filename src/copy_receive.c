@@ -16,20 +16,32 @@
 
 #include "copy_receive.h"
 #include "evrep.h"
+#include "incarnation.h"
 #include "spi_plan.h"
 
 /* Seconds between sendings of a request no chunk has answered yet. */
 #define REQUEST_RETRY_S "10"
 
-static SPIPlanPtr due_plan = NULL;
+static SPIPlanPtr due_plan[2];
 static SPIPlanPtr sent_plan = NULL;
 static SPIPlanPtr request_plan = NULL;
 static SPIPlanPtr chunk_plan = NULL;
 
-static const char *const due_query =
-	"SELECT schema_name, table_name, request_id FROM evrep.sync"
+/*
+ * [1], on a 1.1 catalog, with the history this node follows of each origin
+ * of the table, so that only an origin in that history answers.
+ */
+static const char *const due_query[2] = {
+	"SELECT schema_name, table_name, request_id, NULL::text FROM evrep.sync"
 	" WHERE phase = 'requested' AND (request_sent_at IS NULL OR request_sent_at <"
-	" pg_catalog.now() - interval '" REQUEST_RETRY_S " s') ORDER BY requested_at";
+	" pg_catalog.now() - interval '" REQUEST_RETRY_S " s') ORDER BY requested_at",
+	"SELECT s.schema_name, s.table_name, s.request_id,"
+	" (SELECT pg_catalog.json_object_agg(g.origin, g.incarnation) FROM evrep.progress g"
+	"  WHERE g.schema_name = s.schema_name AND g.table_name = s.table_name"
+	"  AND g.incarnation IS NOT NULL)::text"
+	" FROM evrep.sync s"
+	" WHERE s.phase = 'requested' AND (s.request_sent_at IS NULL OR s.request_sent_at <"
+	" pg_catalog.now() - interval '" REQUEST_RETRY_S " s') ORDER BY s.requested_at"};
 
 static const char *const sent_query =
 	"UPDATE evrep.sync SET request_sent_at = pg_catalog.now()"
@@ -52,11 +64,12 @@ copy_requests_due(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	List *due = NIL;
+	int hist = history_catalog() ? 1 : 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_plan(spi_kept_plan(&due_plan, due_query, 0, NULL), NULL, NULL, true, 0) !=
-		SPI_OK_SELECT)
+	if (SPI_execute_plan(spi_kept_plan(&due_plan[hist], due_query[hist], 0, NULL), NULL, NULL, true,
+						 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read evrep copy requests");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -70,7 +83,8 @@ copy_requests_due(void)
 		req->table = SPI_getvalue(tup, desc, 2);
 		req->request_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		req->routing_key = wire_copy_request_key(req->schema, req->table);
-		req->body = wire_copy_request(evrep_node_name, req->schema, req->table, req->request_id);
+		req->body = wire_copy_request(evrep_node_name, req->schema, req->table, req->request_id,
+									  SPI_getvalue(tup, desc, 4));
 		due = lappend(due, req);
 		MemoryContextSwitchTo(old);
 	}

@@ -32,6 +32,7 @@
 
 #include "copy_send.h"
 #include "evrep.h"
+#include "incarnation.h"
 #include "outbox.h"
 #include "row_json.h"
 #include "spi_plan.h"
@@ -106,6 +107,41 @@ estimate_rows(Oid relid)
 	return (int64) tuples;
 }
 
+/*
+ * A node that follows a newer history of this origin than this server's
+ * own has heard from another server in this node's name, a copy of it
+ * started beside it: this one's rows must not repair that node's.  The
+ * refused request is parked here, and asked again every 10 s.
+ */
+static void
+refuse_other_history(const WireCopyRequest *req)
+{
+	int64 follows = wire_copy_request_history(req, evrep_node_name);
+	int64 ours;
+	bool isnull;
+
+	if (follows == 0 || !history_catalog())
+		return;
+	if (SPI_execute("SELECT max(id) FROM evrep.incarnation", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the evrep history");
+	ours = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull || follows <= ours)
+		return;
+	/* loud where the wrong server runs, not only in its dead letters */
+	ereport(WARNING, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					  errmsg("evrep refuses node \"%s\"'s copy request: it follows a newer "
+							 "history of origin \"%s\" than this server's",
+							 req->node, evrep_node_name)));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("evrep node \"%s\" asks for a copy of \"%s\".\"%s\" from history " INT64_FORMAT
+					" of origin \"%s\", newer than this server's " INT64_FORMAT,
+					req->node, req->schema, req->table, follows, evrep_node_name, ours),
+			 errhint("Two servers run with evrep.node_name = '%s' (a copy started beside the "
+					 "original?): stop the one that should not publish.",
+					 evrep_node_name)));
+}
+
 void
 copy_accept_request(const WireCopyRequest *req)
 {
@@ -115,6 +151,7 @@ copy_accept_request(const WireCopyRequest *req)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	refuse_other_history(req);
 	values[0] = CStringGetTextDatum(req->schema);
 	values[1] = CStringGetTextDatum(req->table);
 	ret = SPI_execute_plan(

@@ -10,9 +10,17 @@
 #include "utils/builtins.h"
 
 #include "deadletter.h"
+#include "incarnation.h"
 #include "spi_plan.h"
 
-static SPIPlanPtr park_plan = NULL;
+/* [1]: the 1.1 catalog keeps the error's hint too (incarnation.h) */
+static SPIPlanPtr park_plan[2];
+
+static const char *const park_query[2] = {
+	"INSERT INTO evrep.dead_letter (origin, schema_name, table_name, seq, sqlstate, error, body,"
+	" attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+	"INSERT INTO evrep.dead_letter (origin, schema_name, table_name, seq, sqlstate, error, body,"
+	" attempts, hint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"};
 
 static Datum
 text_or_null(const char *s, char *null)
@@ -25,9 +33,11 @@ void
 deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const char *body,
 				int attempts)
 {
-	Oid argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
-	Datum values[8];
-	char nulls[8] = "        ";
+	Oid argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID,
+					   TEXTOID, TEXTOID, INT4OID, TEXTOID};
+	Datum values[9];
+	char nulls[9] = "         ";
+	int hist = history_catalog() ? 1 : 0;
 	int ret;
 
 	values[0] = text_or_null(msg ? msg->origin : NULL, &nulls[0]);
@@ -39,13 +49,11 @@ deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const
 	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
 	values[6] = CStringGetTextDatum(body);
 	values[7] = Int32GetDatum(attempts);
+	values[8] = text_or_null(edata->hint, &nulls[8]);
 
-	ret = SPI_execute_plan(spi_kept_plan(&park_plan,
-										 "INSERT INTO evrep.dead_letter (origin, schema_name,"
-										 " table_name, seq, sqlstate, error, body, attempts)"
-										 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-										 8, argtypes),
-						   values, nulls, false, 0);
+	ret =
+		SPI_execute_plan(spi_kept_plan(&park_plan[hist], park_query[hist], hist ? 9 : 8, argtypes),
+						 values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not park evrep event: %s", SPI_result_code_string(ret));
 	/* the apply error context names origin, table and seq */

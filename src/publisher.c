@@ -54,6 +54,34 @@ drop_connection(void)
 	broker_backoff_sleep(&backoff);
 }
 
+/*
+ * Subscribers apply an event only when its broker user may speak for its
+ * origin: the user named like the origin, unless they allow others.  The
+ * obvious first setup (one broker user for every node) gets all its events
+ * parked; say so here, once, rather than only in the subscribers' logs.
+ */
+static void
+warn_sender_once(void)
+{
+	static bool warned = false;
+	const char *user = broker_user(conn);
+
+	if (warned || strcmp(user, evrep_node_name) == 0)
+		return;
+	warned = true;
+	ereport(WARNING,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("evrep publisher connects as broker user \"%s\", not as \"%s\" "
+					"(evrep.node_name)",
+					user, evrep_node_name),
+			 errdetail("Subscribers park every event of origin \"%s\" sent by another broker "
+					   "user than \"%s\", unless they allow it.",
+					   evrep_node_name, evrep_node_name),
+			 errhint("Give this node a broker user named \"%s\", or run SELECT "
+					 "evrep_allow_sender('%s', '%s') on every subscriber.",
+					 evrep_node_name, evrep_node_name, user)));
+}
+
 /* Connects, unless CREATE EXTENSION has not run yet. */
 static bool
 ensure_connected(void)
@@ -70,6 +98,7 @@ ensure_connected(void)
 	conn = worker_connect(EVREP_PUBLISHER, BROKER_PUBLISHER, &backoff);
 	if (conn == NULL)
 		return false;
+	warn_sender_once();
 	return true;
 }
 

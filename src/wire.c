@@ -375,7 +375,8 @@ wire_single_event(const WireMessage *msg, const WireEvent *ev)
 /* ---- copy requests ---- */
 
 char *
-wire_copy_request(const char *node, const char *schema, const char *table, int64 request_id)
+wire_copy_request(const char *node, const char *schema, const char *table, int64 request_id,
+				  const char *histories_json)
 {
 	StringInfoData buf;
 
@@ -387,7 +388,10 @@ wire_copy_request(const char *node, const char *schema, const char *table, int64
 	escape_json(&buf, schema);
 	appendStringInfoString(&buf, ",\"table\":");
 	escape_json(&buf, table);
-	appendStringInfo(&buf, ",\"request_id\":" INT64_FORMAT "}", request_id);
+	appendStringInfo(&buf, ",\"request_id\":" INT64_FORMAT, request_id);
+	if (histories_json != NULL)
+		appendStringInfo(&buf, ",\"histories\":%s", histories_json);
+	appendStringInfoChar(&buf, '}');
 	return buf.data;
 }
 
@@ -403,6 +407,7 @@ wire_parse_copy_request(const char *body, int len)
 	WireCopyRequest *req = palloc0(sizeof(WireCopyRequest));
 	Jsonb *jb = parse_object(body, len);
 	char *what;
+	JsonbValue *v;
 
 	what = get_string(&jb->root, "request", true);
 	if (strcmp(what, "copy") != 0)
@@ -413,5 +418,17 @@ wire_parse_copy_request(const char *body, int len)
 	req->request_id = get_int8(&jb->root, "request_id", true);
 	if (req->request_id <= 0)
 		invalid_message("\"request_id\" must be positive");
+	v = get_field(&jb->root, "histories", jbvBinary, false);
+	if (v != NULL && !JsonContainerIsObject(v->val.binary.data))
+		invalid_message("\"histories\" is not a JSON object");
+	req->histories = v ? JsonbValueToJsonb(v) : NULL;
 	return req;
+}
+
+int64
+wire_copy_request_history(const WireCopyRequest *req, const char *origin)
+{
+	if (req->histories == NULL)
+		return 0;
+	return get_int8(&req->histories->root, origin, false);
 }

@@ -109,7 +109,12 @@ extern char *wire_single_event(const WireMessage *msg, const WireEvent *ev);
  * binds (three words: it never matches a table's two-word key):
  *
  *	{"format": "evrep.v1", "request": "copy", "node": "...",
- *	 "schema": "...", "table": "...", "request_id": 1234}
+ *	 "schema": "...", "table": "...", "request_id": 1234,
+ *	 "histories": {"<origin>": <incarnation id>, ...}}
+ *
+ * histories (revision 2) names the history the asking node follows of each
+ * origin it applies the table from: an origin in an older history (a copy
+ * of it started beside the newer one) refuses to answer.
  */
 #define EVREP_COPY_KEY_PREFIX "copy."
 
@@ -119,10 +124,14 @@ typedef struct WireCopyRequest
 	char *schema;
 	char *table;
 	int64 request_id;
+	Jsonb *histories; /* NULL when absent */
 } WireCopyRequest;
 
 extern char *wire_copy_request(const char *node, const char *schema, const char *table,
-							   int64 request_id);
+							   int64 request_id, const char *histories_json);
+
+/* The history the asking node follows of origin; 0 when it does not say. */
+extern int64 wire_copy_request_history(const WireCopyRequest *req, const char *origin);
 extern char *wire_copy_request_key(const char *schema, const char *table);
 extern WireCopyRequest *wire_parse_copy_request(const char *body, int len);
 

@@ -73,8 +73,8 @@ is "$(sql "$B" "SELECT count(*) FROM customer WHERE id = 9102")" 0 "and not appl
 # --- the README's least-privilege recipe -------------------------------------------
 esc=${A//./\\.}
 ok "A's broker user gets only its queue and the exchange" \
-    rmq_ctl "$MQ" -q set_permissions -p / "$A" "^(evrep|evrep\\.$esc(\\.quorum)?)\$" \
-        "^(evrep|evrep\\.$esc(\\.quorum)?)\$" "^(evrep|evrep\\.$esc(\\.quorum)?)\$"
+    rmq_ctl "$MQ" -q set_permissions -p / "$A" "^(evrep|evrep\\.$esc(\\.quorum|\\.lock\\.publisher|\\.lock\\.consumer)?)\$" \
+        "^(evrep|evrep\\.$esc(\\.quorum|\\.lock\\.publisher|\\.lock\\.consumer)?)\$" "^(evrep|evrep\\.$esc(\\.quorum|\\.lock\\.publisher|\\.lock\\.consumer)?)\$"
 ok "and may publish only public.customer" \
     rmq_ctl "$MQ" -q set_topic_permissions -p / "$A" evrep '^public\.customer$' '.*'
 restrict_mallory() {
@@ -100,8 +100,8 @@ is "$(sql "$B" "SELECT count(*) FROM customer WHERE id > 9000 AND id <> 9101")" 
 # B publishes nothing; to ask for copies it needs to publish copy.<table>.
 escb=${B//./\\.}
 ok "B's broker user gets only its queue and the exchange" \
-    rmq_ctl "$MQ" -q set_permissions -p / "$B" "^(evrep|evrep\\.$escb(\\.quorum)?)\$" \
-        "^(evrep|evrep\\.$escb(\\.quorum)?)\$" "^(evrep|evrep\\.$escb(\\.quorum)?)\$"
+    rmq_ctl "$MQ" -q set_permissions -p / "$B" "^(evrep|evrep\\.$escb(\\.quorum|\\.lock\\.publisher|\\.lock\\.consumer)?)\$" \
+        "^(evrep|evrep\\.$escb(\\.quorum|\\.lock\\.publisher|\\.lock\\.consumer)?)\$" "^(evrep|evrep\\.$escb(\\.quorum|\\.lock\\.publisher|\\.lock\\.consumer)?)\$"
 ok "B: topic permission to publish nothing" rmq_ctl "$MQ" -q set_topic_permissions -p / "$B" evrep '^$' '.*'
 topo_mark "$B"
 ok "restart B under the restricted permissions" pg_restart "$B"
