@@ -27,6 +27,12 @@
 #               applying the first row committed on A after the kill; restart
 #               the node, wait until 3 nodes run and B's queue has 3 members
 #               online; at the end every row is on B.
+#   hang        the same writer; for each role (the node A's publisher is
+#               connected to, the node B's consumer is connected to, the
+#               leader of B's queue) freeze that node's beam.smp with SIGSTOP
+#               for EVREP_BENCH_FREEZE_S (15) s, then SIGCONT: resume (from
+#               the SIGSTOP to B applying a row committed after it) and the
+#               longest pause in B's applies, next to the kills' figures.
 #
 # Output: a table on stdout; bench/results/cluster.{csv,md}.
 # Everything it starts is stopped on exit (also on error or ^C).
@@ -37,7 +43,10 @@
 #   each kill, default 5), EVREP_BENCH_RESUME_MAX (s to wait for replication
 #   after a kill, default 60), EVREP_BENCH_STALL (s without progress before a
 #   wait gives up, default 60), EVREP_BENCH_MAXWAIT (s a phase may wait for B
-#   in all, default 900).
+#   in all, default 900), EVREP_BENCH_FREEZE_S (15), EVREP_BENCH_OUT (the
+#   report's name in bench/results, default cluster; EVREP_BENCH_REPEAT=0
+#   skips the throughput and lag rounds, e.g. for a report of the
+#   failover figures alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -61,16 +70,22 @@ MAXWAIT=${EVREP_BENCH_MAXWAIT:-900}
 
 RES=$ROOT/bench/results
 mkdir -p "$RES"
-OUT_CSV=$RES/cluster.csv
-OUT_MD=$RES/cluster.md
+OUT=${EVREP_BENCH_OUT:-cluster}
+[[ "$OUT" =~ ^[A-Za-z0-9_-]+$ ]] || { echo "EVREP_BENCH_OUT: letters, digits, - and _" >&2; exit 2; }
+OUT_CSV=$RES/$OUT.csv
+OUT_MD=$RES/$OUT.md
+FREEZE_S=${EVREP_BENCH_FREEZE_S:-15}
 
 tmp=$(mktemp -d)
 WRITER_PID=
+MEMBERS=()
 cleanup() {
 	local rc=$?
 	set +e
 	trap - EXIT INT TERM HUP
 	[[ -n "$WRITER_PID" ]] && kill -TERM "$WRITER_PID" 2>/dev/null && wait "$WRITER_PID" 2>/dev/null
+	# a node left frozen by the hang phase could not be stopped
+	if ((${#MEMBERS[@]})); then for p in $(beams); do kill -CONT "$p" 2>/dev/null; done; fi
 	if ((rc != 0)) && [[ -n "${A:-}" ]]; then
 		echo "# exited with status $rc; log tails:" >&2
 		evrep_tail "$(pg_logfile "$A")" 30
@@ -292,6 +307,51 @@ wait_queue_online() { # QUEUE N TIMEOUT_S
 	done
 }
 
+# hang_phase QUEUE -- freeze (SIGSTOP of beam.smp) the node of each role for
+# FREEZE_S s while the failover phase's writer runs; one line per freeze in HZ:
+# role member pub con leader resume pause
+HZ=()
+hang_phase() {
+	local qb=$1 role m id0 tf got bmax t_res pause lead pubm conm beam
+	R[hz_settings]="evrep.broker_timeout $(q "$A" "SHOW evrep.broker_timeout"), evrep.confirm_timeout $(q "$A" "SHOW evrep.confirm_timeout")"
+	for role in publisher consumer leader; do
+		sleep "$SETTLE"
+		read -r lead _ <<<"$(queue_info "$qb")"
+		lead=$(member_of "$lead")
+		pubm=$(connected_to "$A" publisher) conm=$(connected_to "$B" consumer)
+		case $role in publisher) m=$pubm ;; consumer) m=$conm ;; leader) m=$lead ;; esac
+		[[ "$m" =~ ^[1-9]$ ]] || { log "hang: no member for the $role"; diagnose; return 1; }
+		beam=$(cat "$(rmq_dir "$MQ$m")/beam.pid")
+		note_others "hang $role" fo
+		id0=$(seq_last)
+		tf=$(now)
+		kill -STOP "$beam"
+		id1=$(seq_last)
+		got=
+		while (($(fsub "$(now)" "$tf" | cut -d. -f1) < FREEZE_S)); do
+			if [[ -z "$got" ]]; then
+				bmax=$(q "$B" "SELECT coalesce(max(id), 0) FROM ev")
+				((bmax > id1)) && got=1
+			fi
+			sleep 0.05
+		done
+		kill -CONT "$beam"
+		# until B has a row written after the freeze (at most RESUME_MAX)
+		while [[ -z "$got" ]] && (($(fsub "$(now)" "$tf" | cut -d. -f1) < RESUME_MAX)); do
+			bmax=$(q "$B" "SELECT coalesce(max(id), 0) FROM ev")
+			((bmax > id1)) && got=1
+			sleep 0.05
+		done
+		sleep 2
+		t_res=$(q "$B" "SELECT coalesce(round((extract(epoch FROM min(applied_at)) - $tf)::numeric, 3)::text, 'none') FROM ev WHERE id > $id0 AND created > to_timestamp($tf)")
+		pause=$(q "$B" "SELECT coalesce(round(max(d)::numeric, 3)::text, 'none') FROM (SELECT extract(epoch FROM applied_at - lag(applied_at) OVER (ORDER BY applied_at)) AS d FROM ev WHERE id > $id0 - $((FO_RATE * 2)) AND applied_at BETWEEN to_timestamp($tf - 1) AND to_timestamp($tf + $RESUME_MAX)) s")
+		HZ+=("$role $m $pubm $conm $lead $t_res $pause")
+		detail "hang of the $role's node: member $m frozen ${FREEZE_S} s (publisher on member $pubm, consumer on member $conm, $qb led by member $lead); B applied the first row committed after the SIGSTOP ${t_res} s after it; longest pause in B's applies ${pause} s"
+		rmq_cluster_wait "$MQ" 3 90 || return 1
+		wait_queue_online "$qb" 3 60 || true
+	done
+}
+
 FO=()   # one line per kill: i member pub con resume pause newleader restart
 failover() {
 	local qb lo hi i lead newl pubm conm id0 id1 tk0 tk1 got t_res pause restart t0 bmax pgid
@@ -347,6 +407,7 @@ failover() {
 		FO+=("$i $lead $pubm $conm $t_res $pause ${newl:-?} $restart")
 		detail "kill $i: member $lead led $qb (publisher on member $pubm, consumer on member $conm); rmq_cluster_kill returned $(fsub "$tk1" "$tk0") s after the SIGKILL; B applied the first row committed after the SIGKILL ${t_res} s after it; longest pause in B's applies ${pause} s; new leader member ${newl:-?}; member $lead back, 3 running, after ${restart} s"
 	done
+	hang_phase "$qb" || return 1
 	sleep "$SETTLE"
 	local fo_t1; fo_t1=$(now)
 	kill -TERM "$WRITER_PID" 2>/dev/null || true
@@ -406,7 +467,7 @@ OTHERS1=$(others)
 
 # ---------------------------------------------------------------- report
 g() { printf '%s' "${R[$1]:-n/a}"; }
-median() { printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+median() { printf '%s\n' "$@" | { grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 # medians over the rounds: R[M_CFG] from R[M_CFG_1] .. R[M_CFG_$REPEAT]
 for m in thr thrw thrt cpub cpum lag50 lag99 lagmax; do
 	for cfg in single cluster; do
@@ -447,6 +508,11 @@ ratio() { fdiv "$(g "${1}_cluster")" "$(g "${1}_single")"; }
 	echo "failover_resume_p50_s_over_${fo_n}_kills,,$fo_p50,,<=5"
 	echo "failover_resume_max_s,,${fo_max:-n/a},,"
 	echo "failover_rows_written_all_arrived,,$(g fo_rows),,"
+	for f in "${HZ[@]}"; do
+		set -- $f
+		echo "hang_${FREEZE_S}s_${1}_node_resume_s,,$6,,"
+		echo "hang_${FREEZE_S}s_${1}_node_longest_pause_s,,$7,,"
+	done
 } >"$OUT_CSV"
 
 verdict() { # VALUE OP LIMIT -> met / NOT met / n/a
@@ -504,6 +570,18 @@ fo_all=$(verdict "${fo_max:-x}" '<=' 5)
 		set -- $f
 		echo "| $1 | member $2 | $(yn "$3" "$2") | $(yn "$4" "$2") | **$5** | $6 | member $7 | $8 | ${maxlags[k]:-?} |"
 		k=$((k + 1))
+	done
+	echo
+	echo
+	echo "Hung nodes: with the same writer, the node of each role is frozen (SIGSTOP of its beam.smp: its kernel"
+	echo "still accepts and acknowledges TCP, nothing answers) for $FREEZE_S s, then thawed (SIGCONT)."
+	echo "$(g hz_settings) (A's settings)."
+	echo
+	echo "| frozen | member | publisher on it? | consumer on it? | leads B's queue? | resume (s) | longest pause in B's applies (s) |"
+	echo "|---|---|---|---|---|---|---|"
+	for f in "${HZ[@]}"; do
+		set -- $f
+		echo "| the $1's node | member $2 | $(yn "$3" "$2") | $(yn "$4" "$2") | $(yn "$5" "$2") | **$6** | $7 |"
 	done
 	echo
 	echo "Also running during the kills: ${R[oth_fo]:-nothing else}."

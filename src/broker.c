@@ -11,6 +11,9 @@
  */
 #include "postgres.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,11 +47,13 @@
 #define REQUEST_CHANNEL 4
 /* The node's lock queue lives with the connection, on a channel of its own */
 #define LOCK_CHANNEL 5
+/* The liveness probe (check_alive): its answer must match no RPC's */
+#define LIVENESS_CHANNEL 6
 
 #define FRAME_MAX 131072
-#define CONNECT_TIMEOUT_S 10
-#define RPC_TIMEOUT_S 30
 #define CLOSE_TIMEOUT_S 2
+/* An RPC answered later than this is logged */
+#define SLOW_REPLY_MS 1000
 #define BACKOFF_MIN_MS 100
 
 /* Used when peer verification is on and evrep.ssl_ca_file is empty. */
@@ -74,10 +79,16 @@ struct BrokerConn
 	MemoryContext deliv_cxt; /* deliveries until freed */
 	amqp_connection_state_t state;
 	bool logged_in;
-	bool broken;	  /* sticky: every call now fails */
-	bool blocked;	  /* connection.blocked received */
-	uint64 events;	  /* bumped on news for the caller */
-	int heartbeat_ms; /* negotiated; 0 when off */
+	bool set_up;			   /* broker_connect is done with it */
+	bool broken;			   /* sticky: every call now fails */
+	bool blocked;			   /* connection.blocked received */
+	uint64 events;			   /* bumped on news for the caller */
+	int heartbeat_ms;		   /* negotiated; 0 when off */
+	int timeout_ms;			   /* evrep.broker_timeout when connecting */
+	int reply_ms;			   /* evrep.confirm_timeout when connecting */
+	TimestampTz heard_at;	   /* when the broker last sent anything */
+	TimestampTz probe_sent_at; /* our liveness probe awaits its answer; 0: none */
+	TimestampTz unblocked_at;  /* end of the last connection.blocked; 0: none */
 
 	/* settings the connection was built from */
 	char *settings; /* fingerprint, see settings_fingerprint */
@@ -221,6 +232,14 @@ describe_reply(amqp_rpc_reply_t r)
 	return pstrdup("unknown reply");
 }
 
+/* The broker said something: it is alive, any probe is answered. */
+static void
+heard(BrokerConn *conn)
+{
+	conn->heard_at = GetCurrentTimestamp();
+	conn->probe_sent_at = 0;
+}
+
 /* Checks the reply of the RPC just made; logs and fails if it failed. */
 static bool
 rpc_ok(BrokerConn *conn, const char *doing)
@@ -228,9 +247,98 @@ rpc_ok(BrokerConn *conn, const char *doing)
 	amqp_rpc_reply_t r = amqp_get_rpc_reply(conn->state);
 
 	if (r.reply_type == AMQP_RESPONSE_NORMAL)
+	{
+		long took = TimestampDifferenceMilliseconds(conn->heard_at, GetCurrentTimestamp());
+
+		/* setting up, RPCs follow each other: a slow one waited for the cluster */
+		if (!conn->set_up && took >= SLOW_REPLY_MS)
+			ereport(LOG, (errmsg("evrep %s: the broker took %ld ms for %s", role_name(conn), took,
+								 doing)));
+		heard(conn);
 		return true;
+	}
 	conn_failed(conn, psprintf("%s: %s", doing, describe_reply(r)));
 	return false;
+}
+
+/* ---- a hung node ---- */
+
+/*
+ * A node that hangs (SIGSTOP, a long garbage collection, a stalled disk or
+ * VM) keeps its connections open, and its kernel acknowledges what we send
+ * until its receive buffer is full (megabytes); then its window stays shut
+ * and rabbitmq-c, which polls with no deadline of ours, waits in a write
+ * until two heartbeats were missed.  TCP_USER_TIMEOUT bounds that wait:
+ * the kernel aborts a connection whose data stays unacknowledged, or whose
+ * zero window lasts (Linux applies it to zero-window probes since 5.x;
+ * measured here on 6.18), longer than that.  Keepalives would not help:
+ * they are answered by the hung node's kernel.  While the broker blocks us
+ * (connection.blocked) it stops reading on purpose: no bound then.
+ */
+static void
+set_write_timeout(BrokerConn *conn, int ms)
+{
+	int fd = amqp_get_sockfd(conn->state);
+	unsigned int t = (unsigned int) ms;
+
+	if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &t, sizeof(t)) != 0)
+		ereport(LOG, (errcode_for_socket_access(),
+					  errmsg("evrep %s: could not set TCP_USER_TIMEOUT: %m", role_name(conn))));
+}
+
+/*
+ * Nothing arrives from a hung node, and nothing tells: its kernel still
+ * answers TCP.  So when the broker has been silent for half of
+ * evrep.broker_timeout, we ask it something (basic.qos on a channel of
+ * its own, answered by the channel process on the node we are connected
+ * to: no queue, no Mnesia, nothing another node could delay), and if
+ * nothing at all came back within the other half, the node is hung.  A
+ * busy connection never probes: any frame counts as an answer.  A
+ * blocked one neither: the broker stops reading it on purpose.
+ */
+static BrokerStatus
+check_alive(BrokerConn *conn)
+{
+	TimestampTz now;
+	int half = Max(conn->timeout_ms / 2, 1);
+
+	if (conn->broken)
+		return BROKER_ERROR;
+	if (conn->blocked || !conn->logged_in)
+		return BROKER_OK;
+	now = GetCurrentTimestamp();
+	if (conn->probe_sent_at != 0)
+	{
+		if (TimestampDifferenceExceeds(conn->probe_sent_at, now, half))
+			return conn_failed(
+				conn, psprintf("no answer from the broker for %d ms "
+							   "(evrep.broker_timeout): the node hangs",
+							   (int) (TimestampDifferenceMilliseconds(conn->heard_at, now))));
+	}
+	else if (TimestampDifferenceExceeds(conn->heard_at, now, half))
+	{
+		amqp_basic_qos_t qos = {0};
+		int rc = amqp_send_method(conn->state, LIVENESS_CHANNEL, AMQP_BASIC_QOS_METHOD, &qos);
+
+		if (rc != AMQP_STATUS_OK)
+			return status_failed(conn, "asking a silent broker whether it is alive", rc);
+		conn->probe_sent_at = now;
+	}
+	return BROKER_OK;
+}
+
+/* How long until check_alive has something to do; -1: nothing to do. */
+static long
+alive_wait_ms(BrokerConn *conn)
+{
+	int half = Max(conn->timeout_ms / 2, 1);
+	TimestampTz from = conn->probe_sent_at != 0 ? conn->probe_sent_at : conn->heard_at;
+
+	if (conn->blocked || !conn->logged_in)
+		return -1;
+	return Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+											   TimestampTzPlusMilliseconds(from, half)),
+			   1);
 }
 
 /* ---- confirms ---- */
@@ -503,11 +611,15 @@ on_method(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
 			ereport(LOG, (errmsg("evrep %s: broker blocks publishing: %s", role_name(conn),
 								 bytes_to_cstring(b->reason))));
 			conn->blocked = true;
+			/* it stops reading us on purpose: waited for, not a hang */
+			set_write_timeout(conn, 0);
 			return true;
 		}
 		case AMQP_CONNECTION_UNBLOCKED_METHOD:
 			ereport(LOG, (errmsg("evrep %s: broker accepts publishing again", role_name(conn))));
 			conn->blocked = false;
+			conn->unblocked_at = GetCurrentTimestamp();
+			set_write_timeout(conn, conn->timeout_ms);
 			conn->events++;
 			return true;
 		default:
@@ -549,6 +661,7 @@ BrokerStatus
 broker_poll(BrokerConn *conn)
 {
 	struct timeval zero = {0, 0};
+	bool got = false;
 
 	for (;;)
 	{
@@ -564,12 +677,15 @@ broker_poll(BrokerConn *conn)
 			break;
 		if (rc != AMQP_STATUS_OK)
 			return status_failed(conn, "reading from broker", rc);
+		got = true;
 		if (!on_frame(conn, &frame))
 			return BROKER_ERROR;
 		/* everything needed was copied out of the frame */
 		amqp_maybe_release_buffers_on_channel(conn->state, frame.channel);
 	}
-	return BROKER_OK;
+	if (got)
+		heard(conn);
+	return check_alive(conn);
 }
 
 /*
@@ -580,12 +696,16 @@ static BrokerStatus
 sleep_on_socket(BrokerConn *conn, long timeout_ms, bool latch)
 {
 	int fd = amqp_get_sockfd(conn->state);
+	long alive_ms = alive_wait_ms(conn);
 	int rc;
 
 	if (fd < 0)
 		return conn_failed(conn, "socket closed");
 	if (conn->heartbeat_ms > 0)
 		timeout_ms = Min(timeout_ms, conn->heartbeat_ms / 2);
+	/* wake up for the liveness probe, and to judge its answer */
+	if (alive_ms >= 0)
+		timeout_ms = Min(timeout_ms, alive_ms);
 	rc = WaitLatchOrSocket(
 		MyLatch, (latch ? WL_LATCH_SET : 0) | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 		fd, timeout_ms, PG_WAIT_EXTENSION);
@@ -752,6 +872,18 @@ broker_blocked(BrokerConn *conn)
 	return conn->blocked;
 }
 
+TimestampTz
+broker_unblocked_at(BrokerConn *conn)
+{
+	return conn->unblocked_at;
+}
+
+void
+broker_give_up(BrokerConn *conn, const char *why)
+{
+	(void) conn_failed(conn, why);
+}
+
 /* ---- consumer ---- */
 
 BrokerStatus
@@ -774,6 +906,35 @@ broker_bind(BrokerConn *conn, const char *routing_key)
 								   conn->drain_queue)))
 			return BROKER_ERROR;
 	}
+	return BROKER_OK;
+}
+
+/*
+ * Adding a binding, even one that exists, is a Mnesia transaction over
+ * every node of the cluster: while one node hangs it waits, on whichever
+ * node we are connected to, and an RPC would time out and cost a
+ * connection through which deliveries flow.  A key bound before is bound
+ * again with nowait; a refusal still closes the channel (on_close).
+ */
+BrokerStatus
+broker_rebind(BrokerConn *conn, const char *routing_key)
+{
+	amqp_queue_bind_t req = {0};
+	int rc;
+
+	Assert(conn->role == BROKER_CONSUMER);
+	if (conn->broken)
+		return BROKER_ERROR;
+	if (conn->drain_queue != NULL)
+		return broker_bind(conn, routing_key); /* unbinds the former queue too */
+	req.queue = amqp_cstring_bytes(conn->queue);
+	req.exchange = amqp_cstring_bytes(conn->exchange);
+	req.routing_key = amqp_cstring_bytes(routing_key);
+	req.nowait = 1;
+	req.arguments = amqp_empty_table;
+	rc = amqp_send_method(conn->state, TOPOLOGY_CHANNEL, AMQP_QUEUE_BIND_METHOD, &req);
+	if (rc != AMQP_STATUS_OK)
+		return status_failed(conn, psprintf("binding routing key \"%s\" again", routing_key), rc);
 	return BROKER_OK;
 }
 
@@ -883,11 +1044,11 @@ broker_ack(BrokerConn *conn, uint64 tag)
 static char *
 settings_fingerprint(void)
 {
-	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d\n%d", evrep_broker_url,
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d\n%d\n%d\n%d\n%d\n%d", evrep_broker_url,
 					evrep_broker_password_file, evrep_exchange, evrep_node_name, evrep_ssl_ca_file,
 					evrep_ssl_cert_file, evrep_ssl_key_file, (int) evrep_ssl_verify_peer,
 					(int) evrep_ssl_verify_hostname, evrep_heartbeat, evrep_prefetch,
-					evrep_queue_type);
+					evrep_queue_type, evrep_broker_timeout, evrep_confirm_timeout);
 }
 
 bool
@@ -998,15 +1159,24 @@ login(BrokerConn *conn, struct amqp_connection_info *info)
 	}
 	conn->logged_in = true;
 	conn->heartbeat_ms = amqp_get_heartbeat(conn->state) * 1000;
+	heard(conn);
 	return true;
 }
 
+/*
+ * The kernel of a hung node still accepts connections: connect succeeds
+ * and the handshake waits for an answer that does not come.  So the
+ * connect and the handshake wait evrep.broker_timeout at most, after which
+ * broker_connect tries the next node.  An RPC may wait for the cluster
+ * rather than the node (a consume for a quorum queue electing a leader, a
+ * new binding for Mnesia): evrep.confirm_timeout.
+ */
 static bool
 open_connection(BrokerConn *conn, struct amqp_connection_info *info)
 {
 	amqp_socket_t *sock;
-	struct timeval connect_tv = {CONNECT_TIMEOUT_S, 0};
-	struct timeval rpc_tv = {RPC_TIMEOUT_S, 0};
+	struct timeval tv = {conn->timeout_ms / 1000, (conn->timeout_ms % 1000) * 1000};
+	struct timeval rpc_tv = {conn->reply_ms / 1000, (conn->reply_ms % 1000) * 1000};
 	int rc;
 
 	conn->state = amqp_new_connection();
@@ -1021,15 +1191,16 @@ open_connection(BrokerConn *conn, struct amqp_connection_info *info)
 		conn_failed(conn, "could not create socket");
 		return false;
 	}
-	amqp_set_handshake_timeout(conn->state, &connect_tv);
+	amqp_set_handshake_timeout(conn->state, &tv);
 	amqp_set_rpc_timeout(conn->state, &rpc_tv);
 
-	rc = amqp_socket_open_noblock(sock, info->host, info->port, &connect_tv);
+	rc = amqp_socket_open_noblock(sock, info->host, info->port, &tv);
 	if (rc != AMQP_STATUS_OK)
 	{
 		status_failed(conn, "could not open a connection", rc);
 		return false;
 	}
+	set_write_timeout(conn, conn->timeout_ms);
 	return login(conn, info);
 }
 
@@ -1056,7 +1227,7 @@ static bool
 setup_publisher(BrokerConn *conn)
 {
 	if (!take_node_lock(conn) || !open_channel(conn, PUBLISH_CHANNEL) ||
-		!declare_exchange(conn, PUBLISH_CHANNEL))
+		!open_channel(conn, LIVENESS_CHANNEL) || !declare_exchange(conn, PUBLISH_CHANNEL))
 		return false;
 	amqp_confirm_select(conn->state, PUBLISH_CHANNEL);
 	if (!rpc_ok(conn, "enabling publisher confirms"))
@@ -1228,7 +1399,8 @@ setup_consumer(BrokerConn *conn)
 	const char *from;
 
 	if (!open_channel(conn, CONSUME_CHANNEL) || !open_channel(conn, TOPOLOGY_CHANNEL) ||
-		!declare_exchange(conn, TOPOLOGY_CHANNEL) || !declare_queue(conn))
+		!open_channel(conn, LIVENESS_CHANNEL) || !declare_exchange(conn, TOPOLOGY_CHANNEL) ||
+		!declare_queue(conn))
 		return false;
 	if (probe_queue(conn, former, &ready))
 		conn->drain_queue = former;
@@ -1268,6 +1440,8 @@ new_conn(BrokerRole role)
 	conn->node_name = pstrdup(evrep_node_name);
 	conn->queue_type = evrep_queue_type;
 	conn->queue = evrep_queue_name(conn->queue_type);
+	conn->timeout_ms = evrep_broker_timeout;
+	conn->reply_ms = evrep_confirm_timeout;
 	MemoryContextSwitchTo(old);
 	return conn;
 }
@@ -1369,6 +1543,7 @@ broker_connect(BrokerRole role)
 		if (conn == NULL)
 			continue;
 		broker_url_connected(index, n);
+		conn->set_up = true;
 		last_logged[0] = '\0';
 		ereport(LOG,
 				(errmsg("evrep %s connected to broker %s (heartbeat %d s)%s", role_name(conn),

@@ -13,6 +13,8 @@
 #ifndef EVREP_BROKER_H
 #define EVREP_BROKER_H
 
+#include "datatype/timestamp.h"
+
 typedef enum BrokerStatus
 {
 	BROKER_OK = 0,	/* done, or something arrived for the caller */
@@ -61,9 +63,20 @@ extern bool broker_settings_changed(BrokerConn *conn);
 /* True while RabbitMQ blocks publishing (resource alarm). */
 extern bool broker_blocked(BrokerConn *conn);
 
+/* When the last block ended; 0 if there was none. */
+extern TimestampTz broker_unblocked_at(BrokerConn *conn);
+
+/*
+ * Marks the connection unusable and logs why (a hung node): broker_close
+ * then closes it without waiting for the broker.
+ */
+extern void broker_give_up(BrokerConn *conn, const char *why);
+
 /*
  * Reads everything the broker sent so far and sends a due heartbeat;
  * never sleeps.  Safe inside a transaction, to keep a long apply alive.
+ * A connection silent for half of evrep.broker_timeout is probed; one
+ * that then stays silent for the other half fails (BROKER_ERROR).
  */
 extern BrokerStatus broker_poll(BrokerConn *conn);
 
@@ -107,6 +120,12 @@ extern BrokerStatus broker_wait_settle(BrokerConn *conn, long timeout_ms, bool l
 /* Consumer: binds / unbinds the node's queue to evrep.exchange. */
 extern BrokerStatus broker_bind(BrokerConn *conn, const char *routing_key);
 extern BrokerStatus broker_unbind(BrokerConn *conn, const char *routing_key);
+
+/*
+ * Consumer: binds again a key bound before, without waiting for the
+ * broker's answer (Mnesia waits while any cluster node hangs).
+ */
+extern BrokerStatus broker_rebind(BrokerConn *conn, const char *routing_key);
 
 /*
  * Consumer, after a change of evrep.queue_type: true while it still reads

@@ -189,7 +189,8 @@ bind_key(const char *key)
 	bool known = key_in(key, bound);
 	MemoryContext old;
 
-	if (broker_bind(conn, key) != BROKER_OK)
+	/* a key bound before may be bound again without waiting: see broker_rebind */
+	if ((known ? broker_rebind(conn, key) : broker_bind(conn, key)) != BROKER_OK)
 		return false;
 	if (known)
 		return true;

@@ -48,6 +48,8 @@ char *evrep_ssl_key_file = "";
 bool evrep_ssl_verify_peer = true;
 bool evrep_ssl_verify_hostname = true;
 int evrep_heartbeat = 30;
+int evrep_broker_timeout = 5000;
+int evrep_confirm_timeout = 15000;
 int evrep_batch_size = 5000;
 int evrep_message_events = 500;
 int evrep_publish_window = 1;
@@ -147,6 +149,32 @@ define_settings(void)
 							 &evrep_ssl_verify_hostname, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.heartbeat", "AMQP heartbeat interval.", NULL, &evrep_heartbeat,
 							30, 0, 3600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	/*
+	 * A node that hangs (GC pause, stalled disk or VM, black-holed path)
+	 * keeps its TCP connections open and its kernel keeps acknowledging:
+	 * only an answer that does not come tells.  See broker.c.
+	 */
+	DefineCustomIntVariable(
+		"evrep.broker_timeout",
+		"How long a broker node may leave a worker without an answer before the worker moves to "
+		"the next node of evrep.broker_url.",
+		"Bounds the connection handshake, a socket that takes no writes, and the answer to the "
+		"round trip a worker makes once the connection was silent for half of it (the publisher "
+		"then sends its unconfirmed messages again through the next node; subscribers skip the "
+		"duplicates). Lower: a hung node costs less; higher: fewer needless moves when a node "
+		"pauses briefly (a long garbage collection). A broker that blocks publishing (resource "
+		"alarm) is waited for, not left.",
+		&evrep_broker_timeout, 5000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"evrep.confirm_timeout",
+		"How long a broker node that still answers may take to confirm a message or to complete a "
+		"request before the worker moves to the next node of evrep.broker_url.",
+		"Such a wait is the cluster's, not the node's: a quorum queue electing a new leader after "
+		"its leader hung, or without a quorum. Moving on then sends the unconfirmed messages "
+		"again through a node that waits for the same queue, so this bound is longer than "
+		"evrep.broker_timeout. A broker that blocks publishing (resource alarm) is waited for.",
+		&evrep_confirm_timeout, 15000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("evrep.batch_size",
 							"Outbox events the publisher sends per confirmed round.", NULL,
 							&evrep_batch_size, 5000, 1, 1000000, PGC_SIGHUP, 0, NULL, NULL, NULL);

@@ -24,6 +24,8 @@ extern char *evrep_ssl_key_file;
 extern bool evrep_ssl_verify_peer;
 extern bool evrep_ssl_verify_hostname;
 extern int evrep_heartbeat;			  /* seconds */
+extern int evrep_confirm_timeout;	  /* ms for a confirm or reply from a live node */
+extern int evrep_broker_timeout;	  /* ms a broker node may stay silent */
 extern int evrep_batch_size;		  /* events per publisher round */
 extern int evrep_publish_window;	  /* unconfirmed messages before the next batch */
 extern int evrep_message_events;	  /* max events in one AMQP message */

@@ -25,13 +25,6 @@
 #include "outbox.h"
 #include "worker.h"
 
-/*
- * A broker that stops confirming while its heartbeats still arrive is
- * blocked (resource alarm) or overloaded; after this long a new connection
- * and a re-send are worth their duplicates.
- */
-#define CONFIRM_TIMEOUT_MS 60000
-
 /* Longest sleep for confirms without looking at interrupts. */
 #define CONFIRM_POLL_MS 100
 
@@ -220,6 +213,62 @@ retire_wait_ms(void)
 	return Max(left, 0);
 }
 
+/* When the oldest message still awaiting its confirm was sent; 0: none awaits one. */
+static TimestampTz
+oldest_unconfirmed_at(void)
+{
+	uint64 settled = broker_settled_upto(conn);
+	ListCell *lc;
+
+	foreach (lc, in_flight)
+	{
+		InFlight *f = lfirst(lc);
+
+		if (f->last_tag > settled)
+			return f->sent_at;
+	}
+	return 0;
+}
+
+/*
+ * How long the oldest unconfirmed message may still wait; -1: none waits.
+ * A hung node is found by broker_poll's liveness probe (evrep.broker_timeout):
+ * a node that answers it but confirms nothing for evrep.confirm_timeout
+ * waits for its cluster (a quorum queue electing a leader, or without a
+ * quorum); the publisher then leaves it too, and sends everything
+ * unconfirmed again through the next node.  Both ways the resend is
+ * harmless: the messages keep their numbers (outbox_claim_batch returns
+ * them again), and a subscriber skips any number it applied already, in
+ * the transaction that applies it; the copies the hung node may still
+ * route once it wakes up arrive later still and are skipped the same
+ * way.  A blocked broker (resource alarm) is not hung: it withholds
+ * confirms on purpose, everywhere in the cluster, so the clock stops
+ * while it blocks and starts again when it unblocks.
+ */
+static long
+confirm_wait_left_ms(void)
+{
+	TimestampTz since = oldest_unconfirmed_at();
+
+	if (since == 0 || broker_blocked(conn))
+		return -1;
+	since = Max(since, broker_unblocked_at(conn));
+	return TimestampDifferenceMilliseconds(
+		GetCurrentTimestamp(), TimestampTzPlusMilliseconds(since, evrep_confirm_timeout));
+}
+
+/* True (and the connection given up) when a confirm is overdue. */
+static bool
+confirms_overdue(void)
+{
+	if (confirm_wait_left_ms() != 0)
+		return false;
+	broker_give_up(conn, psprintf("%d messages not confirmed within %d ms (evrep.confirm_timeout); "
+								  "sending them again through the next node",
+								  broker_unconfirmed(conn), evrep_confirm_timeout));
+	return true;
+}
+
 /* Deletes the rows of the batches the broker has confirmed, in one go, once due. */
 static void
 retire_confirmed(void)
@@ -318,25 +367,19 @@ may_claim(bool more_waiting)
 static bool
 await_confirms(void)
 {
-	InFlight *oldest = linitial(in_flight);
+	long left;
 	BrokerStatus st;
 
-	if (!broker_blocked(conn) &&
-		TimestampDifferenceExceeds(oldest->sent_at, GetCurrentTimestamp(), CONFIRM_TIMEOUT_MS))
-	{
-		ereport(
-			WARNING,
-			(errcode(ERRCODE_CONNECTION_FAILURE),
-			 errmsg(
-				 "evrep publisher: %d messages not confirmed within %d s; sending them again on a new connection",
-				 broker_unconfirmed(conn), CONFIRM_TIMEOUT_MS / 1000)));
+	if (confirms_overdue())
 		return false;
-	}
+	/* wake up when the oldest confirm is due, to give up on the node then */
+	left = confirm_wait_left_ms();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	if (may_claim(false))
-		st = broker_wait_settle(conn, 1000, true);
+		st = broker_wait_settle(conn, left >= 0 ? Min(1000, left) : 1000, true);
 	else
-		st = broker_wait_settle(conn, CONFIRM_POLL_MS, false);
+		st = broker_wait_settle(conn, left >= 0 ? Min(CONFIRM_POLL_MS, left) : CONFIRM_POLL_MS,
+								false);
 	return st == BROKER_OK || st == BROKER_LATCH || st == BROKER_TIMEOUT;
 }
 
@@ -418,7 +461,7 @@ evrep_publisher_main(Datum main_arg)
 		watch_outbox_depth();
 		if (!ensure_connected())
 			continue;
-		if (broker_poll(conn) != BROKER_OK)
+		if (broker_poll(conn) != BROKER_OK || confirms_overdue())
 		{
 			drop_connection();
 			continue;
