@@ -28,7 +28,7 @@ members() {   # QUEUE -- how many members its Raft group has
         | awk -v q="$1" -F'\t' '$1 == q { print $2 }' | grep -o 'evrep-' | wc -l
 }
 is "$(members "$QB") $(members "$QA")" "3 3" "each queue has a member on every broker node"
-is "$(rmq_ctl "${MQ}1" -q list_queues --no-table-headers name type 2>/dev/null | sort | grep '^evrep' | tr '\t' ' ')" \
+is "$(rmq_ctl "${MQ}1" -q list_queues --no-table-headers name type 2>/dev/null | sort | grep '^evrep' | grep -v '\.lock\.' | tr '\t' ' ')" \
    "$QA quorum"$'\n'"$QB quorum" "each node's queue is a quorum queue"
 
 # member NODENAME -- the cluster member index of a RabbitMQ node name
