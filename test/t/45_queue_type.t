@@ -15,7 +15,7 @@ broker $MQ port=5851
 node $A port=5951 publish=customer schema="$CUSTOMER_DDL"
 node $B port=5952 subscribe=customer schema="$CUSTOMER_DDL" conf="evrep.queue_type = classic"
 EOF
-queues() { rmq_ctl "$MQ" -q list_queues --no-table-headers name type messages 2>/dev/null | grep '^evrep' | sort; }
+queues() { rmq_ctl "$MQ" -q list_queues --no-table-headers name type messages 2>/dev/null | grep '^evrep' | grep -v '\.lock\.' | sort; }
 bump() {   # one transaction per statement: every key's credit goes up by one
     local i
     for ((i = 0; i < $1; i++)); do echo "UPDATE customer SET credit = credit + 1 WHERE id <= 100;"; done
