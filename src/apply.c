@@ -800,39 +800,6 @@ apply_message(const ApplyDelivery *delivery)
 	return run.progress.applied;
 }
 
-List *
-apply_subscription_keys(void)
-{
-	List *keys = NIL;
-	MemoryContext caller = CurrentMemoryContext;
-	int ret;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/* an origin hears the copy requests for what it publishes */
-	ret = SPI_execute("SELECT schema_name, table_name, false FROM evrep.subscription"
-					  " UNION ALL SELECT schema_name, table_name, true FROM evrep.publication"
-					  " WHERE active ORDER BY 3, 1, 2",
-					  true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep subscriptions: %s", SPI_result_code_string(ret));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		char *schema = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		char *table = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		bool isnull;
-		bool published =
-			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
-		MemoryContext old = MemoryContextSwitchTo(caller);
-
-		keys = lappend(keys, published ? wire_copy_request_key(schema, table)
-									   : wire_routing_key(schema, table));
-		MemoryContextSwitchTo(old);
-	}
-	SPI_finish();
-	return keys;
-}
-
 PG_FUNCTION_INFO_V1(evrep_apply);
 Datum
 evrep_apply(PG_FUNCTION_ARGS)

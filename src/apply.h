@@ -39,11 +39,4 @@ extern int apply_message(const ApplyDelivery *delivery);
 /* An error that retries without counting an attempt, however often. */
 extern bool apply_error_is_transient(int sqlerrcode);
 
-/*
- * Routing keys the consumer's queue must be bound to: one per
- * subscription, and one per publication for the copy requests of its
- * subscribers, as palloc'd strings.  Inside a transaction.
- */
-extern List *apply_subscription_keys(void);
-
 #endif /* EVREP_APPLY_H */

@@ -25,11 +25,15 @@ typedef enum BrokerStatus
 	BROKER_ERROR	/* connection unusable: close and reconnect */
 } BrokerStatus;
 
+/*
+ * What a connection is for.  A connection uses several channels (1 to 6),
+ * so that a channel the broker closes does not cost the others:
+ * broker_int.h says which does what.
+ */
 typedef enum BrokerRole
 {
-	BROKER_PUBLISHER, /* exchange + confirm mode on channel 1 */
-	BROKER_CONSUMER	  /* queue + consumer on channel 1, topology on
-					   * channel 2 */
+	BROKER_PUBLISHER, /* the exchange, publishing with confirms */
+	BROKER_CONSUMER	  /* the node's queue, its bindings and consumer */
 } BrokerRole;
 
 typedef struct BrokerConn BrokerConn;

@@ -26,6 +26,7 @@
 
 #include "apply.h"
 #include "attempts.h"
+#include "bindings.h"
 #include "broker.h"
 #include "copy_receive.h"
 #include "worker.h"
@@ -81,15 +82,6 @@ static UnackedBatch unacked[MAX_UNACKED_BATCHES];
 static int nunacked = 0;
 static int unacked_deliveries = 0;
 
-/*
- * Routing keys this process bound and has not unbound.  Bindings are
- * durable and AMQP cannot list them, so a key unsubscribed while no
- * consumer ran stays bound; apply_message parks what still arrives for
- * it as not subscribed, where an operator sees it.
- */
-static MemoryContext bound_cxt;
-static List *bound = NIL;
-
 static void
 close_at_exit(int code, Datum arg)
 {
@@ -143,128 +135,6 @@ ensure_connected(bool *fresh)
 	return true;
 }
 
-/* ---- bindings ---- */
-
-static bool
-key_in(const char *key, List *keys)
-{
-	ListCell *lc;
-
-	foreach (lc, keys)
-	{
-		if (strcmp(key, lfirst(lc)) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* The keys the subscriptions want, copied out of the transaction. */
-static List *
-wanted_keys(void)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	List *keys = NIL;
-	ListCell *lc;
-
-	StartTransactionCommand();
-	if (worker_extension_ready())
-	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		foreach (lc, apply_subscription_keys())
-		{
-			MemoryContext old = MemoryContextSwitchTo(cxt);
-
-			keys = lappend(keys, pstrdup(lfirst(lc)));
-			MemoryContextSwitchTo(old);
-		}
-		PopActiveSnapshot();
-	}
-	worker_commit();
-	return keys;
-}
-
-static bool
-bind_key(const char *key)
-{
-	bool known = key_in(key, bound);
-	MemoryContext old;
-
-	/* a key bound before may be bound again without waiting: see broker_rebind */
-	if ((known ? broker_rebind(conn, key) : broker_bind(conn, key)) != BROKER_OK)
-		return false;
-	if (known)
-		return true;
-	ereport(LOG, (errmsg("evrep consumer: queue bound to routing key \"%s\"", key)));
-	old = MemoryContextSwitchTo(bound_cxt);
-	bound = lappend(bound, pstrdup(key));
-	MemoryContextSwitchTo(old);
-	return true;
-}
-
-static bool
-unbind_key(const char *key)
-{
-	if (broker_unbind(conn, key) != BROKER_OK)
-		return false;
-	ereport(LOG, (errmsg("evrep consumer: queue unbound from routing key \"%s\"", key)));
-	return true;
-}
-
-/*
- * Binds every wanted key and unbinds what this process bound that is no
- * longer wanted.  Binding is idempotent, so every sync binds everything
- * again: that also repairs bindings lost behind our back (exchange deleted
- * and re-declared by a publisher, queue deleted), within RESYNC_MS.
- */
-static bool
-sync_bindings(void)
-{
-	MemoryContext old;
-	List *want;
-	List *keep = NIL;
-	ListCell *lc;
-	bool ok = true;
-
-	pgstat_report_activity(STATE_RUNNING, "syncing queue bindings");
-	want = wanted_keys();
-	foreach (lc, want)
-	{
-		if (!(ok = bind_key(lfirst(lc))))
-			break;
-	}
-
-	old = MemoryContextSwitchTo(bound_cxt);
-	foreach (lc, bound)
-	{
-		char *key = lfirst(lc);
-
-		if (ok && !key_in(key, want) && (ok = unbind_key(key)))
-			pfree(key);
-		else
-			keep = lappend(keep, key);
-	}
-	list_free(bound);
-	bound = keep;
-	MemoryContextSwitchTo(old);
-	return ok;
-}
-
-/*
- * For evrep_subscribe(copy_data => false), which waits for it.  Not
- * remembered in `bound`: its transaction has not committed, and the next
- * sync must not unbind what it does not see subscribed yet.  If it rolls
- * back, the binding stays and what arrives is parked as not subscribed.
- */
-static bool
-bind_for_subscriber(const char *key)
-{
-	if (broker_bind(conn, key) != BROKER_OK)
-		return false;
-	ereport(LOG,
-			(errmsg("evrep consumer: queue bound to routing key \"%s\" for evrep_subscribe", key)));
-	return true;
-}
-
 /* ---- copy requests ---- */
 
 /*
@@ -292,7 +162,7 @@ send_copy_requests(void)
 	{
 		CopyRequest *req = lfirst(lc);
 
-		if (!key_in(wire_routing_key(req->schema, req->table), bound))
+		if (!bindings_bound(wire_routing_key(req->schema, req->table)))
 			continue;
 		if (!(ok = broker_send_request(conn, req->routing_key, req->body, strlen(req->body)) ==
 				   BROKER_OK))
@@ -551,8 +421,6 @@ evrep_consumer_main(Datum main_arg)
 	worker_init(EVREP_CONSUMER, "evrep consumer");
 	before_shmem_exit(close_at_exit, (Datum) 0);
 	set_replica_role();
-	bound_cxt =
-		AllocSetContextCreate(TopMemoryContext, "evrep consumer bindings", ALLOCSET_SMALL_SIZES);
 
 	for (;;)
 	{
@@ -569,7 +437,7 @@ evrep_consumer_main(Datum main_arg)
 		if (fresh || generation != synced_generation ||
 			TimestampDifferenceExceeds(synced_at, GetCurrentTimestamp(), RESYNC_MS))
 		{
-			if (!sync_bindings())
+			if (!bindings_sync(conn))
 			{
 				drop_connection();
 				continue;
@@ -579,7 +447,7 @@ evrep_consumer_main(Datum main_arg)
 			synced_at = GetCurrentTimestamp();
 			requested_at = 0; /* a new subscription may want a copy */
 		}
-		evrep_serve_bind_request(bind_for_subscriber);
+		bindings_serve_request(conn);
 		if (TimestampDifferenceExceeds(requested_at, GetCurrentTimestamp(), COPY_REQUEST_CHECK_MS))
 		{
 			if (!send_copy_requests())

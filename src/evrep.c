@@ -1,11 +1,11 @@
 /*
  * evrep.c
  *		Module load: settings, shared memory, worker registration, and the
- *		small SQL-callable functions about them.
+ *		small SQL-callable functions about them.  The queue bindings and
+ *		their SQL-callable helpers are bindings.c's.
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -22,7 +22,6 @@
 #include "evrep.h"
 #include "incarnation.h"
 #include "truncate.h"
-#include "wire.h"
 
 PG_MODULE_MAGIC;
 
@@ -310,46 +309,6 @@ evrep_wake_publisher(void)
 		SetLatch(latch);
 }
 
-/*
- * The consumer re-reads the subscriptions when told; telling it before the
- * subscribing transaction commits would let it read the old set.
- */
-static bool subscriptions_changed_pending = false;
-static bool subscriptions_callback_registered = false;
-
-static void
-subscriptions_xact_callback(XactEvent event, void *arg)
-{
-	Latch *latch;
-
-	if (!subscriptions_changed_pending)
-		return;
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_PREPARE)
-		subscriptions_changed_pending = false;
-	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
-		return;
-	subscriptions_changed_pending = false;
-	if (evrep_shared == NULL)
-		return;
-	pg_atomic_fetch_add_u64(&evrep_shared->subscription_generation, 1);
-	latch = evrep_shared->workers[EVREP_CONSUMER].latch;
-	if (latch != NULL)
-		SetLatch(latch);
-}
-
-/* Tells the consumer, once this transaction commits, that subscriptions changed. */
-static void
-subscriptions_changed(void)
-{
-	if (!subscriptions_callback_registered)
-	{
-		RegisterXactCallback(subscriptions_xact_callback, NULL);
-		subscriptions_callback_registered = true;
-	}
-	subscriptions_changed_pending = true;
-}
-
 char *
 evrep_queue_name(int queue_type)
 {
@@ -398,120 +357,6 @@ evrep_worker_report(EvrepWorkerKind kind, bool connected, int64 events_done, con
 		w->last_error_at = error[0] ? GetCurrentTimestamp() : 0;
 	}
 	SpinLockRelease(&evrep_shared->mutex);
-}
-
-PG_FUNCTION_INFO_V1(evrep_subscriptions_changed_sql);
-Datum
-evrep_subscriptions_changed_sql(PG_FUNCTION_ARGS)
-{
-	subscriptions_changed();
-	PG_RETURN_VOID();
-}
-
-void
-evrep_serve_bind_request(bool (*bind)(const char *key))
-{
-	char key[sizeof(evrep_shared->bind_key)];
-	uint64 requested;
-	bool ok;
-
-	SpinLockAcquire(&evrep_shared->mutex);
-	requested = evrep_shared->bind_requested;
-	strlcpy(key, evrep_shared->bind_key, sizeof(key));
-	SpinLockRelease(&evrep_shared->mutex);
-	if (requested == evrep_shared->bind_done)
-		return;
-	ok = bind(key);
-	SpinLockAcquire(&evrep_shared->mutex);
-	evrep_shared->bind_ok = ok;
-	evrep_shared->bind_done = requested;
-	SpinLockRelease(&evrep_shared->mutex);
-	ConditionVariableBroadcast(&evrep_shared->bind_cv);
-}
-
-static bool
-consumer_connected(void)
-{
-	bool connected;
-
-	SpinLockAcquire(&evrep_shared->mutex);
-	connected = evrep_shared->workers[EVREP_CONSUMER].latch != NULL &&
-				evrep_shared->workers[EVREP_CONSUMER].connected;
-	SpinLockRelease(&evrep_shared->mutex);
-	return connected;
-}
-
-/*
- * Posts key for the consumer once no other request is pending, then waits
- * until the consumer tried it; false on timeout.
- */
-static bool
-wait_for_binding(const char *key, bool *bound)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), evrep_bind_timeout);
-	uint64 mine = 0;
-
-	ConditionVariablePrepareToSleep(&evrep_shared->bind_cv);
-	for (;;)
-	{
-		long left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		Latch *latch;
-
-		SpinLockAcquire(&evrep_shared->mutex);
-		if (mine == 0 && evrep_shared->bind_requested == evrep_shared->bind_done)
-		{
-			mine = ++evrep_shared->bind_requested;
-			strlcpy(evrep_shared->bind_key, key, sizeof(evrep_shared->bind_key));
-		}
-		if (mine != 0 && evrep_shared->bind_done >= mine)
-		{
-			*bound = evrep_shared->bind_ok;
-			SpinLockRelease(&evrep_shared->mutex);
-			break;
-		}
-		latch = evrep_shared->workers[EVREP_CONSUMER].latch;
-		SpinLockRelease(&evrep_shared->mutex);
-		if (latch != NULL)
-			SetLatch(latch);
-		if (left <= 0)
-		{
-			ConditionVariableCancelSleep();
-			return false;
-		}
-		(void) ConditionVariableTimedSleep(&evrep_shared->bind_cv, Min(left, 1000),
-										   PG_WAIT_EXTENSION);
-	}
-	ConditionVariableCancelSleep();
-	return true;
-}
-
-/*
- * evrep._bind_now(schema, table): the consumer binds the table's routing
- * key before evrep_subscribe(copy_data => false) returns, so that no
- * change published after it is dropped for want of a binding.  Without a
- * connected consumer that cannot be promised: a WARNING says so.
- */
-PG_FUNCTION_INFO_V1(evrep_bind_now);
-Datum
-evrep_bind_now(PG_FUNCTION_ARGS)
-{
-	char *key = wire_routing_key(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-								 text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	bool bound = false;
-
-	if (evrep_shared == NULL || evrep_database[0] == '\0' || evrep_broker_url[0] == '\0')
-		PG_RETURN_VOID();
-	if (strlen(key) >= sizeof(evrep_shared->bind_key))
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG), errmsg("routing key \"%s\" is too long", key)));
-	if (!consumer_connected() || !wait_for_binding(key, &bound) || !bound)
-		ereport(WARNING,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("the evrep consumer has not bound its queue to routing key \"%s\"", key),
-				 errdetail("Changes published before the binding exists are not received."),
-				 errhint("evrep.status shows the consumer's last error; evrep_resync() copies the "
-						 "rows once it is connected.")));
-	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(evrep_worker_state);

@@ -90,12 +90,6 @@ extern EvrepShared *evrep_shared;
 extern void evrep_wake_publisher(void);
 
 /*
- * Consumer: binds the key evrep_subscribe is waiting for, if any, with
- * bind(key) and tells it the outcome.
- */
-extern void evrep_serve_bind_request(bool (*bind)(const char *key));
-
-/*
  * Worker bookkeeping shown by evrep.status: call evrep_worker_started()
  * once the worker runs (it advertises MyLatch and clears it at exit),
  * evrep_worker_report() after connecting, failing or making progress
