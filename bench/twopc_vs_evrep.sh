@@ -51,6 +51,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export EVREP_TEST_DIR
 # shellcheck source=../test/lib/topology.sh
 source "$ROOT/test/lib/topology.sh"
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 
 OUT=${OUT:-$ROOT/bench/results/twopc}
 SIZES=${SIZES:-"100 1000 10000"}
@@ -70,22 +72,15 @@ CLIENT=$ROOT/services/common_client
 WORK=$EVREP_TEST_DIR/work
 FAILED=0
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 check() {   # check DESC GOT EXPECTED
     if [[ "$2" == "$3" ]]; then log "ok: $1 ($2)"; else log "FAILED: $1: got '$2' expected '$3'"; FAILED=1; fi
 }
 
-cleanup() {
-    local rc=$?
-    set +e
-    declare -F stop_samplers >/dev/null && stop_samplers
-    evrep_stop_registered
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# on exit (bench_traps), before the servers stop: the fault phase's samplers
+bench_on_exit() { declare -F stop_samplers >/dev/null && stop_samplers; }
+bench_traps
 
 # connection strings: the evrep pair and the 2PC pair
 A_EVREP=$(printf 'host=127.0.0.1 port=%s user=postgres dbname=customer_db' $A_PORT)
