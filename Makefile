@@ -22,15 +22,36 @@ REGRESS_OPTS = --outputdir=$(REGRESS_DIR) --temp-instance=$(REGRESS_DIR)/tmp_che
 ISOLATION_OPTS = --outputdir=$(REGRESS_DIR)/isolation --temp-instance=$(REGRESS_DIR)/tmp_check_iso \
 	--temp-config=$(abspath $(EVREP_SRC))/test/regress.conf --port=54328
 
-PG_CPPFLAGS = -I$(EVREP_SRC)/src $(shell pkg-config --cflags librabbitmq)
-SHLIB_LINK = $(shell pkg-config --libs librabbitmq)
+# librabbitmq through pkg-config. PGXS expands PG_CPPFLAGS as it reads it
+# (CPPFLAGS :=), so these calls run for every make, also before
+# scripts/install-deps.sh installed anything: quiet here, and a build without
+# them stops with a message saying what is missing (evrep-deps below).
+RABBITMQ_OK := $(shell pkg-config --exists librabbitmq 2>/dev/null && echo yes)
+PG_CPPFLAGS = -I$(EVREP_SRC)/src $(if $(RABBITMQ_OK),$(shell pkg-config --cflags librabbitmq))
+SHLIB_LINK = $(if $(RABBITMQ_OK),$(shell pkg-config --libs librabbitmq))
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
 EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results log regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+EVREP_MISSING = $(if $(PGXS),, the PostgreSQL 15 server development files ($(PG_CONFIG) --pgxs failed);)$(if $(RABBITMQ_OK),, librabbitmq (pkg-config librabbitmq))
+EVREP_DEPS_HINT = run scripts/install-deps.sh first (as root; ./test/run and make demo run it too)
+ifneq ($(PGXS),)
 include $(PGXS)
+else
+# no PostgreSQL server development files: PGXS's targets say so
+all install installcheck: evrep-deps
+endif
+
+.PHONY: evrep-deps
+evrep-deps:
+	@echo "evrep cannot be built here, missing:$(EVREP_MISSING)" >&2
+	@echo "$(EVREP_DEPS_HINT)" >&2
+	@exit 1
+ifneq ($(RABBITMQ_OK),yes)
+$(OBJS): evrep-deps
+endif
 
 # PGXS knows no header dependencies: a changed struct must rebuild its users
 $(OBJS): $(wildcard $(EVREP_SRC)/src/*.h)
@@ -42,8 +63,9 @@ endif
 .PHONY: test demo demo-stop services format deb
 test:
 	./test/run
-# demo: deps, build, two databases + RabbitMQ + both services, show the
-# replication, stop it all.  ./scripts/demo.sh keep leaves it running.
+# demo: deps, build, RabbitMQ, two service databases and both services, rows
+# replicating both ways, then a third database joining late (its copy); stops
+# it all.  ./scripts/demo.sh keep leaves it running, make demo-stop stops it.
 demo:
 	./scripts/demo.sh
 demo-stop:

@@ -59,9 +59,6 @@ UPDATE evrep.publication SET since = last_seq + 1;
 -- without a trace (a file-system snapshot restored).
 ALTER TABLE evrep.outbox ADD COLUMN lsn pg_lsn;
 
-COMMENT ON COLUMN evrep.outbox.op IS
-'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate)';
-
 ALTER TABLE evrep.progress
 	ADD COLUMN incarnation bigint,			-- the origin's history of last_seq
 	ADD COLUMN last_lsn pg_lsn,				-- the origin's WAL position at last_seq
@@ -319,3 +316,11 @@ GRANT EXECUTE ON FUNCTION evrep._create_truncate_trigger(regclass, integer),
 	evrep._create_capture_triggers(regclass, integer) TO evrep_admin;
 GRANT SELECT ON evrep.incarnation TO evrep_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION evrep.current_incarnation() TO evrep_admin, pg_monitor;
+
+-- evrep--1.0.sql is released and frozen: its column comments on the outbox
+-- name only the ops of 1.0 (i, u, d). 1.1 writes two more: 'c', a chunk of a
+-- copy (copy_send.c), and 't', a TRUNCATE (capture.c).
+COMMENT ON COLUMN evrep.outbox.op IS
+'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate)';
+COMMENT ON COLUMN evrep.outbox.row_data IS
+'i, u: the new row; d: the old row; c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options';

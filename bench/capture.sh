@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench}
 source test/lib/topology.sh
+source bench/lib.sh
 
 rounds=${1:-5}
 secs=${2:-15}
@@ -16,7 +17,9 @@ clients=${3:-8}
 node=benchcap
 port=${EVREP_BENCH_PORT:-5901}
 
-trap 'topo_down >/dev/null 2>&1 || true' EXIT
+BENCH_TMP=$(mktemp -d)
+tmp=$BENCH_TMP
+bench_traps
 
 # no broker and no workers: the outbox only grows, which is the writer's side
 # of the cost
@@ -26,7 +29,6 @@ node $node port=$port workers=off publish=captured conf="shared_buffers = '256MB
     schema="CREATE TABLE captured (LIKE plain INCLUDING ALL)"
 EOF
 
-tmp=$(mktemp -d)
 for t in plain captured; do
 	printf "INSERT INTO %s (id, name, credit) VALUES (nextval('plain_id_seq'), 'customer ' || :client_id, 100);\n" "$t" >"$tmp/$t.sql"
 done
@@ -54,4 +56,3 @@ captured=$(pg_psql $node -c "SELECT count(*) FROM captured")
 printf 'median tps: plain %s, with evrep capture %s, ratio %.3f (clients %s, %s x %ss)\n' \
 	"$p" "$c" "$(echo "$c / $p" | bc -l)" "$clients" "$rounds" "$secs"
 printf 'check: %s rows captured, %s outbox rows\n' "$captured" "$outbox"
-rm -rf "$tmp"

@@ -52,7 +52,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-test-cluster}
 source test/lib/topology.sh
-source bench/lib.sh   # bench_log, q, bench_wpid
+source bench/lib.sh
 
 CMD="$(env | grep -E '^EVREP_(BENCH_[A-Z_]+|TEST_DIR)=' | sort | tr '\n' ' ')bench/cluster.sh${1:+ $1}"
 N_THR=${1:-100000}
@@ -77,38 +77,16 @@ OUT_MD=$RES/$OUT.md
 FREEZE_S=${EVREP_BENCH_FREEZE_S:-15}
 
 tmp=$(mktemp -d)
+BENCH_TMP=$tmp
 WRITER_PID=
 MEMBERS=()
-cleanup() {
-	local rc=$?
-	set +e
-	trap - EXIT INT TERM HUP
-	[[ -n "$WRITER_PID" ]] && kill -TERM "$WRITER_PID" 2>/dev/null && wait "$WRITER_PID" 2>/dev/null
-	# a node left frozen by the hang phase could not be stopped
+# on exit (bench_traps): thaw a node the hang phase left frozen, or it could
+# not be stopped
+bench_on_exit() {
+	local p
 	if ((${#MEMBERS[@]})); then for p in $(beams); do kill -CONT "$p" 2>/dev/null; done; fi
-	if ((rc != 0)) && [[ -n "${A:-}" ]]; then
-		echo "# exited with status $rc; log tails:" >&2
-		evrep_tail "$(pg_logfile "$A")" 30
-		evrep_tail "$(pg_logfile "$B")" 30
-	fi
-	evrep_stop_registered
-	rm -rf "$tmp"
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-others() { # what else runs on the machine: test suites, other benches
-	local s=
-	pgrep -f 'prove ' >/dev/null && s+="a test suite (prove); "
-	pgrep -f bench/soak.sh >/dev/null && s+="bench/soak.sh; "
-	local o; o=$(pgrep -af 'bench/[a-z_0-9]+\.sh' | grep -v -e bench/cluster.sh -e bench/soak.sh | awk '{print $3}' | sort -u | tr '\n' ' ')
-	[[ -n "$o" ]] && s+="$o; "
-	s=${s%; }
-	printf '%s\n' "${s:-nothing else}"
-}
+bench_traps
 
 # ---------------------------------------------------------------- the machine
 LOAD0=$(loadavg)
@@ -117,15 +95,8 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 so=$("$PG_CONFIG" --pkglibdir)/evrep.so
 SO="$(md5sum <"$so" | cut -c1-12), built $(date -u -r "$so" +%FT%TZ)"
 log "load average $LOAD0; also running: $OTHERS0"
-# what else runs, noted in the details whenever it changes
+# what else runs, noted in the details whenever it changes (note_others)
 LAST_OTHERS=$OTHERS0
-note_others() { # PHASE [KEY] -- R[oth_KEY] collects what ran besides
-	local o; o=$(others)
-	[[ "$o" == "$LAST_OTHERS" ]] || { detail "$1: the other load changed; also running now: $o"; LAST_OTHERS=$o; OTHERS_CHANGED=1; }
-	if [[ -n "${2:-}" && "$o" != "nothing else" && "${R[oth_$2]:-}" != *"$o"* ]]; then R[oth_$2]+="${R[oth_$2]:+, }$o"; fi
-	return 0
-}
-OTHERS_CHANGED=
 
 # ---------------------------------------------------------------- set-ups
 # The tables of bench/replication.sh (ev only); B's ev gets applied_at.
@@ -196,9 +167,6 @@ wait_rows() {
 }
 
 # ---- CPU over a phase: the workers, the broker's beams, the machine ----
-CLK_TCK=$(getconf CLK_TCK)
-ticks() { local p t=0; for p in "$@"; do [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-machine_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
 beams() { local m p; for m in "${MEMBERS[@]}"; do p=$(cat "$(rmq_dir "$m")/beam.pid" 2>/dev/null) && echo "$p"; done; return 0; }
 declare -A CPU0
 cpu_begin() {
@@ -216,10 +184,6 @@ cpu_end() { # PHASE -> "publisher x%, consumer y%, broker z%, machine w%"
 		split(m0, a, " "); split(m1, b, " ")
 		printf "CPU over %.1f s: publisher %.0f%%, consumer %.0f%%, RabbitMQ %.0f%% (all its nodes), machine busy %.0f%% of %d CPUs\n",
 			w, (p1 - p0) / hz / w * 100, (c1 - c0) / hz / w * 100, (b1 - b0) / hz / w * 100, (b[1] - a[1]) / (b[2] - a[2]) * 100, n}'
-}
-machine_busy() { # SECONDS -> % of the machine busy meanwhile
-	local m0 m1; m0=$(machine_ticks); sleep "$1"; m1=$(machine_ticks)
-	awk -v m0="$m0" -v m1="$m1" 'BEGIN {split(m0, a, " "); split(m1, b, " "); printf "%.0f", (b[1] - a[1]) / (b[2] - a[2]) * 100}'
 }
 
 declare -A R   # results, key METRIC_CFG
@@ -364,6 +328,7 @@ failover() {
 	"$PG_BINDIR/pgbench" -n -h 127.0.0.1 -p "$(pg_port "$A")" -U postgres -c 2 -j 1 \
 		-T $(((SETTLE + RESUME_MAX + 150) * KILLS + 60)) --rate="$FO_RATE" -f "$tmp/ev.sql" "$(pg_dbname "$A")" >"$tmp/fo.out" 2>&1 &
 	WRITER_PID=$!
+	BENCH_BG=("$WRITER_PID")   # stopped on exit
 	for ((i = 1; i <= KILLS; i++)); do
 		sleep "$SETTLE"
 		kill -0 "$WRITER_PID" 2>/dev/null || { log "the writer stopped"; cat "$tmp/fo.out" >&2; return 1; }
@@ -412,7 +377,7 @@ failover() {
 	local fo_t1; fo_t1=$(now)
 	kill -TERM "$WRITER_PID" 2>/dev/null || true
 	wait "$WRITER_PID" 2>/dev/null || true
-	WRITER_PID=
+	WRITER_PID= BENCH_BG=()
 	hi=$(seq_last)
 	if ! wait_rows "$lo" "$hi"; then R[fo_lost]="FAIL: B has $WAIT_GOT of $WAIT_WANT rows"; return 1; fi
 	R[fo_rows]=$WAIT_WANT
@@ -466,21 +431,19 @@ LOAD1=$(loadavg)
 OTHERS1=$(others)
 
 # ---------------------------------------------------------------- report
-g() { printf '%s' "${R[$1]:-n/a}"; }
-median() { printf '%s\n' "$@" | { grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 # medians over the rounds: R[M_CFG] from R[M_CFG_1] .. R[M_CFG_$REPEAT]
 for m in thr thrw thrt cpub cpum lag50 lag99 lagmax; do
 	for cfg in single cluster; do
 		vals=()
 		for ((r = 1; r <= REPEAT; r++)); do vals+=("${R[${m}_${cfg}_$r]:-n/a}"); done
-		R[${m}_$cfg]=$(median "${vals[@]}")
+		R[${m}_$cfg]=$(bench_median "${vals[@]}")
 	done
 done
 # cluster/single throughput per round (the two runs of a round are adjacent)
 thr_pairs=$(for ((r = 1; r <= REPEAT; r++)); do echo "$(fdiv "$(g thr_cluster_$r)" "$(g thr_single_$r)")"; done | paste -sd' ')
 # failover figures: the resume times (numbers only), p50 (the median) and max
 resumes=$(for f in "${FO[@]}"; do set -- $f; echo "$5"; done)
-fo_p50=$(median $resumes)
+fo_p50=$(bench_median $resumes)
 fo_max=$(grep -E '^[0-9.]+$' <<<"$resumes" | sort -g | tail -n 1)
 fo_n=$(grep -cE '^[0-9.]+$' <<<"$resumes" || true)
 thr_ratio=$(fdiv "$(g thr_cluster)" "$(g thr_single)")
@@ -515,9 +478,6 @@ ratio() { fdiv "$(g "${1}_cluster")" "$(g "${1}_single")"; }
 	done
 } >"$OUT_CSV"
 
-verdict() { # VALUE OP LIMIT -> met / NOT met / n/a
-	awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {if (v !~ /^[0-9.]+$/) print "n/a"; else if ((op == ">=" && v >= l) || (op == "<=" && v <= l)) print "met"; else print "NOT met"}'
-}
 us_per_row() { awk -v c="$1" -v r="$2" 'BEGIN {if (c ~ /^[0-9.]+$/ && r ~ /^[0-9.]+$/ && r > 0) printf "%.0f", c / 100 / r * 1e6; else print "?"}'; }
 thr_v=$(verdict "$thr_ratio" '>=' 0.8)
 fo_v=$(verdict "$fo_p50" '<=' 5)
@@ -604,15 +564,6 @@ fo_all=$(verdict "${fo_max:-x}" '<=' 5)
 	echo "Killing the leader of the subscriber's queue held replication for p50 $fo_p50 s"
 	echo "(goal ≤ 5 s: $fo_v; max ${fo_max:-n/a} s), $( [[ -n "${R[fo_rows]:-}" && -z "${R[fo_lost]:-}" ]] && echo "and every row written meanwhile arrived" || echo "and NOT every row written meanwhile was seen on B: ${R[fo_lost]:-the phase failed}")."
 	echo "All from this one run on a shared machine: compare the ratios, not the absolute figures, with other runs."
-	echo
-	echo "## Details"
-	echo
-	echo '```'
-	printf '%s\n' "${DETAIL[@]}"
-	echo '```'
+	bench_details_md
 } >"$OUT_MD"
-
-echo
-column -t -s, "$OUT_CSV"
-echo
-echo "written: $OUT_MD $OUT_CSV"
+bench_written "$OUT_CSV" "$OUT_MD"

@@ -64,7 +64,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench-copy}
 source test/lib/topology.sh
-source bench/lib.sh   # bench_log, q, bench_wpid
+source bench/lib.sh
 
 CMD="$(env | grep -E '^EVREP_(BENCH_[A-Z_]+|TEST_DIR)=' | sort | tr '\n' ' ')bench/copy.sh${1:+ $1}${2:+ $2}"
 N=${1:-1000000}
@@ -92,49 +92,16 @@ OUT_CSV=$RES/$OUTNAME.csv
 OUT_MD=$RES/$OUTNAME.md
 
 tmp=$(mktemp -d)
+BENCH_TMP=$tmp
 WRITER_PID=
-cleanup() {
-	local rc=$?
-	set +e
-	trap - EXIT INT TERM HUP
-	[[ -n "$WRITER_PID" ]] && kill -TERM "$WRITER_PID" 2>/dev/null && wait "$WRITER_PID" 2>/dev/null
-	if ((rc != 0)); then
-		echo "# exited with status $rc; log tails:" >&2
-		evrep_tail "$(pg_logfile "$A")" 30
-		evrep_tail "$(pg_logfile "$B")" 30
-	fi
-	evrep_stop_registered
-	rm -rf "$tmp"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+bench_traps
 
-others() { # what else runs on the machine: test suites, other benches
-	local s="" o
-	pgrep -f 'prove ' >/dev/null && s+="a test suite (prove); "
-	pgrep -f 'pg_regress' >/dev/null && s+="pg_regress; "
-	o=$(pgrep -af 'bench/[a-z_0-9]+\.sh' | grep -v bench/copy.sh | awk '{print $3}' | sort -u | tr '\n' ' ')
-	[[ -n "$o" ]] && s+="$o; "
-	s=${s%; }
-	printf '%s\n' "${s:-nothing else}"
-}
-LAST_OTHERS=
-OTHERS_CHANGED=
-note_others() { # PHASE [KEY] -- R[oth_KEY] collects what ran besides
-	local o; o=$(others)
-	[[ "$o" == "$LAST_OTHERS" ]] || { detail "$1: the other load changed; also running now: $o"; LAST_OTHERS=$o; OTHERS_CHANGED=1; }
-	if [[ -n "${2:-}" && "$o" != "nothing else" && "${R[oth_$2]:-}" != *"$o"* ]]; then R[oth_$2]+="${R[oth_$2]:+, }$o"; fi
-	return 0
-}
 has_path() { [[ " $PATHS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- the machine
 LOAD0=$(loadavg)
 OTHERS0=$(others)
-LAST_OTHERS=$OTHERS0
+LAST_OTHERS=$OTHERS0   # note_others
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 so=$("$PG_CONFIG" --pkglibdir)/evrep.so
 SO="$(md5sum <"$so" | cut -c1-12), built $(date -u -r "$so" +%FT%TZ)"
@@ -208,6 +175,7 @@ writer_start() { # TAG -- pgbench on A in the background; returns once its clien
 	"$PG_BINDIR/pgbench" -n -h 127.0.0.1 -p $A_PORT -U postgres -c $WCLIENTS -j 2 -R "$RATE" -T $((MAXWAIT + CATCHUP + 600)) \
 		-l --log-prefix="$tmp/wlog-$1" -f "$tmp/ins.sql@1" -f "$tmp/upd.sql@1" "$(pg_dbname "$A")" >"$tmp/wout-$1" 2>&1 &
 	WRITER_PID=$!
+	BENCH_BG=("$WRITER_PID")   # stopped on exit
 	local t=$SECONDS
 	until [[ $(q "$A" "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'") -ge $WCLIENTS ]]; do
 		((SECONDS - t > 30)) && { log "writers did not connect"; cat "$tmp/wout-$1" >&2; return 1; }
@@ -227,7 +195,7 @@ writer_stop() {
 		sleep 0.2
 	done
 	wait "$WRITER_PID" 2>/dev/null || true
-	WRITER_PID=
+	WRITER_PID= BENCH_BG=()
 }
 # wlat TAG T0 T1 -> "n rate p50 p99 max sched_p99": the writers' transactions
 # that ended within [T0, T1]; latency = the transaction's own time (from its
@@ -249,9 +217,6 @@ pctl() { # FILE COLUMN P -> the P-quantile of that column (nearest rank)
 }
 
 # ---- CPU over a copy: the evrep workers, RabbitMQ, the machine ----
-CLK_TCK=$(getconf CLK_TCK)
-ticks() { local p t=0; for p in "$@"; do [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-machine_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
 RMQ_PID=$(cat "$(rmq_dir "$MQ")/beam.pid" 2>/dev/null || true)
 declare -A CPU0
 cpu_begin() {
@@ -270,10 +235,6 @@ cpu_end() { # -> "publisher x%, consumer y%, RabbitMQ z%, machine busy w% (v CPU
 		printf "evrep publisher %.0f%%, consumer %.0f%%, RabbitMQ %.0f%% (of one CPU); machine busy %.0f%% of %d CPUs (%.1f CPU-s)\n",
 			(p1 - p0) / hz / w * 100, (c1 - c0) / hz / w * 100, (b1 - b0) / hz / w * 100,
 			(b[1] - a[1]) / (b[2] - a[2]) * 100, n, (b[1] - a[1]) / hz}'
-}
-machine_busy() { # SECONDS -> % of the machine busy meanwhile
-	local m0 m1; m0=$(machine_ticks); sleep "$1"; m1=$(machine_ticks)
-	awk -v m0="$m0" -v m1="$m1" 'BEGIN {split(m0, a, " "); split(m1, b, " "); printf "%.0f", (b[1] - a[1]) / (b[2] - a[2]) * 100}'
 }
 
 declare -A R   # results, key METRIC_PATH_ROUND
@@ -416,8 +377,6 @@ OTHERS1=$(others)
 topo_down
 
 # ---------------------------------------------------------------- report
-g() { printf '%s' "${R[$1]:-n/a}"; }
-median() { printf '%s\n' "$@" | { grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 # per round: writer p99 during a copy over that round's baseline p99
 for ((r = 1; r <= ROUNDS; r++)); do
 	for p in evrep native; do
@@ -429,20 +388,17 @@ for m in rps secs n busy p50 p99 max e99 wrate p99x; do
 	for p in evrep native; do
 		vals=()
 		for ((r = 1; r <= ROUNDS; r++)); do vals+=("${R[${m}_${p}_$r]:-n/a}"); done
-		R[${m}_$p]=$(median "${vals[@]}")
+		R[${m}_$p]=$(bench_median "${vals[@]}")
 	done
 done
 # the baselines: median over all of them (one before each copy)
 for m in p50 p99 max e99 wrate; do
 	vals=()
 	for ((r = 1; r <= ROUNDS; r++)); do vals+=("${R[${m}_base_evrep_$r]:-n/a}" "${R[${m}_base_native_$r]:-n/a}"); done
-	R[${m}_base]=$(median "${vals[@]}")
+	R[${m}_base]=$(bench_median "${vals[@]}")
 done
 RATIO=$(fdiv "$(g rps_evrep)" "$(g rps_native)")
 ratios=$(for ((r = 1; r <= ROUNDS; r++)); do g ratio_$r; echo; done | paste -sd' ')
-verdict() { # VALUE OP LIMIT -> met / NOT met / n/a
-	awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {if (v !~ /^[0-9.]+$/) print "n/a"; else if ((op == ">=" && v >= l) || (op == "<=" && v <= l)) print "met"; else print "NOT met"}'
-}
 {
 	echo "metric,evrep,native,evrep/native,goal"
 	echo "copy_rows_per_s_${N}_rows_median_of_$ROUNDS,$(g rps_evrep),$(g rps_native),$RATIO,ratio>=0.5"
@@ -523,15 +479,6 @@ lv_n=$(verdict "$(g p99x_native)" '<=' 2)
 	echo "evrep's copy reached $RATIO× native's rate (per round: $ratios; goal ≥ 0.5: $rv). The writers' p99 latency"
 	echo "during the copy was $(g p99x_evrep)× (evrep) and $(g p99x_native)× (native) their p99 without a copy (goal ≤ 2: evrep $lv_e, native $lv_n)."
 	echo "All from this one run on a shared machine: compare the ratios, not the absolute figures, with other runs."
-	echo
-	echo "## Details"
-	echo
-	echo '```'
-	printf '%s\n' "${DETAIL[@]}"
-	echo '```'
+	bench_details_md
 } >"$OUT_MD"
-
-echo
-column -t -s, "$OUT_CSV"
-echo
-echo "written: $OUT_MD $OUT_CSV"
+bench_written "$OUT_CSV" "$OUT_MD"

@@ -19,7 +19,7 @@ source test/lib/topology.sh
 source bench/lib.sh
 SECS=${EVREP_BENCH_IDLE_SECS:-60}
 REPEAT=${EVREP_BENCH_REPEAT:-2}
-trap 'evrep_stop_registered' EXIT
+bench_traps
 
 topo_up <<EOF
 broker idmq port=6610

@@ -37,7 +37,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench-split}
 source test/lib/topology.sh
-source bench/lib.sh   # log, q, bench_traps
+source bench/lib.sh   # log, q, bench_traps, bench_extra_conf
 
 RATE=${EVREP_BENCH_RATE:-1000}
 SECS=${EVREP_BENCH_SECS:-10}
@@ -68,10 +68,7 @@ tmp=$(mktemp -d)
 BENCH_TMP=$tmp
 bench_traps
 
-CONF="conf=\"evrep.queue_type = $QT\" conf=\"shared_buffers = '256MB'\""
-while IFS= read -r c; do
-	if [[ -n "${c// /}" ]]; then CONF+=" conf=\"$c\""; fi
-done < <(tr ';' '\n' <<<"${EVREP_BENCH_CONF:-}")
+CONF="conf=\"evrep.queue_type = $QT\" conf=\"shared_buffers = '256MB'\"$(bench_extra_conf)"
 log "starting RabbitMQ and PostgreSQL nodes ($QT queue, dir $EVREP_TEST_DIR)"
 topo_up <<EOF || { log "the nodes did not come up"; exit 1; }
 broker $MQ port=$MQ_PORT

@@ -1,16 +1,43 @@
-# bench/lib.sh -- what the worker-memory benchmarks (bench/worker_rss.sh,
-# bench/soak.sh) share. Source it after test/lib/topology.sh, with these set:
+# bench/lib.sh -- what the benchmarks share: every bench/*.sh but
+# bench/capture.sh and bench/twopc_report.sh sources it (cluster, copy,
+# idle_probe, lag_split, replication, soak, twopc_vs_evrep, versions,
+# worker_rss: nine scripts).  Source it after test/lib/topology.sh; the
+# worker-memory helpers (bench_numbered .. bench_rss_summary) want these set:
 #   A, B     the publishing and the subscribing node (topology names)
 #   TBL      the table A publishes and B subscribes (its events are counted)
 #   STALL    seconds without progress after which a wait gives up
 #   MAXWAIT  seconds since the writer started after which a wait gives up
 #
-#   bench_log MSG...            timestamped line on stderr
+#   bench_log MSG... / log MSG...   timestamped line on stderr
+#   detail MSG...               log it and keep it in DETAIL (a report's
+#                               details section)
+#   now / fsub A B / fdiv A B [DECIMALS=2] / loadavg
+#                               EPOCHREALTIME, A - B, A / B ("n/a" unless both
+#                               are numbers and B is not 0), /proc/loadavg
 #   bench_traps                 EXIT/INT/TERM/HUP handling: stops the pids in
-#                               BENCH_BG (background loops), shows the nodes'
-#                               log tails when failing, stops every server
-#                               this script started (evrep_stop_registered),
-#                               removes the directory BENCH_TMP if set
+#                               BENCH_BG (background loops, writers), runs
+#                               bench_on_exit if the script defines it, shows
+#                               the last 30 log lines of A and B (if set) when
+#                               failing, stops every server this script
+#                               started (evrep_stop_registered), removes the
+#                               directory BENCH_TMP if set
+#   bench_extra_conf            topology conf="..." words for the ';'-separated
+#                               postgresql.conf lines of EVREP_BENCH_CONF
+#   ticks PID...                CPU ticks (utime + stime) of the pids (0 for
+#                               a pid that is gone or empty)
+#   machine_ticks               "BUSY TOTAL" ticks of the machine (/proc/stat)
+#   machine_busy SECONDS        % of the machine busy over the next SECONDS
+#   others                      what else runs on the machine (test suites,
+#                               other bench scripts), "nothing else" if none
+#   note_others PHASE [KEY]     a detail line when `others` changed since the
+#                               last call (LAST_OTHERS; sets OTHERS_CHANGED);
+#                               with KEY, R[oth_KEY] collects what ran
+#   g KEY / bench_median V... / verdict VALUE OP LIMIT
+#                               for reports: R[KEY] or "n/a"; the median of
+#                               the numeric arguments ("n/a" if none); "met",
+#                               "NOT met" or "n/a" for VALUE >= or <= LIMIT
+#   bench_details_md            a markdown report's "Details" section: DETAIL
+#   bench_written CSV MD        the CSV as a table on stdout, then both names
 #   q NODE SQL                  pg_psql NODE -c SQL
 #   bench_numbered / bench_applied / bench_depth
 #                               events A has numbered (publication.last_seq),
@@ -51,18 +78,23 @@ DETAIL=()
 detail() { DETAIL+=("$*"); log "$*"; }
 now() { printf '%s\n' "$EPOCHREALTIME"; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b !~ num || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+fdiv() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b !~ num || b == 0) print "n/a"; else printf "%.*f", d, a / b}'; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
+# ---- exit handling: everything a bench started goes, also on error or ^C ----
 BENCH_BG=()
 _bench_cleanup() {
     local rc=$? p
+    # a failing command here must not skip stopping the servers
+    set +e
     trap - EXIT INT TERM HUP
     for p in "${BENCH_BG[@]}"; do
         [[ -n "$p" ]] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
-    if (( rc != 0 )); then
-        evrep_tail "$(pg_logfile "$A")" 20; evrep_tail "$(pg_logfile "$B")" 20
+    declare -F bench_on_exit >/dev/null && bench_on_exit
+    if (( rc != 0 )) && [[ -n "${A:-}" ]]; then
+        echo "# exited with status $rc; log tails:" >&2
+        evrep_tail "$(pg_logfile "$A")" 30; evrep_tail "$(pg_logfile "$B")" 30
     fi
     evrep_stop_registered
     [[ -n "${BENCH_TMP:-}" ]] && rm -rf "$BENCH_TMP"
@@ -74,6 +106,51 @@ bench_traps() {
     trap 'exit 143' TERM
     trap 'exit 129' HUP
 }
+
+bench_extra_conf() {
+    local c
+    while IFS= read -r c; do
+        if [[ -n "${c// /}" ]]; then printf ' conf="%s"' "$c"; fi
+    done < <(tr ';' '\n' <<<"${EVREP_BENCH_CONF:-}")
+}
+
+# ---- CPU: of processes and of the machine ----
+CLK_TCK=$(getconf CLK_TCK)
+ticks() { local p t=0; for p in "$@"; do [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+machine_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
+machine_busy() {
+    local m0 m1; m0=$(machine_ticks); sleep "$1"; m1=$(machine_ticks)
+    awk -v m0="$m0" -v m1="$m1" 'BEGIN {split(m0, a, " "); split(m1, b, " "); printf "%.0f", (b[1] - a[1]) / (b[2] - a[2]) * 100}'
+}
+
+# ---- the other load on a shared machine, for the reports ----
+others() {
+    local s="" o self
+    self=bench/$(basename "$0")
+    pgrep -f 'prove ' >/dev/null && s+="a test suite (prove); "
+    pgrep -f 'pg_regress' >/dev/null && s+="pg_regress; "
+    o=$(pgrep -af 'bench/[a-z_0-9]+\.sh' | grep -v -e "$self" | awk '{print $3}' | sort -u | tr '\n' ' ')
+    [[ -n "$o" ]] && s+="$o; "
+    s=${s%; }
+    printf '%s\n' "${s:-nothing else}"
+}
+LAST_OTHERS=
+OTHERS_CHANGED=
+note_others() {
+    local o; o=$(others)
+    [[ "$o" == "$LAST_OTHERS" ]] || { detail "$1: the other load changed; also running now: $o"; LAST_OTHERS=$o; OTHERS_CHANGED=1; }
+    if [[ -n "${2:-}" && "$o" != "nothing else" && "${R[oth_$2]:-}" != *"$o"* ]]; then R[oth_$2]+="${R[oth_$2]:+, }$o"; fi
+    return 0
+}
+
+# ---- reports ----
+g() { printf '%s' "${R[$1]:-n/a}"; }
+bench_median() { printf '%s\n' "$@" | { grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+verdict() {
+    awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {if (v !~ /^[0-9.]+$/) print "n/a"; else if ((op == ">=" && v >= l) || (op == "<=" && v <= l)) print "met"; else print "NOT met"}'
+}
+bench_details_md() { printf '\n## Details\n\n```\n'; printf '%s\n' "${DETAIL[@]}"; printf '```\n'; }
+bench_written() { echo; column -t -s, "$1"; echo; echo "written: $2 $1"; }
 
 q() { local n=$1; shift; pg_psql "$n" -c "$*"; }
 bench_numbered() { q "$A" "SELECT coalesce(max(last_seq), 0) FROM evrep.publication WHERE table_name = '$TBL'"; }

@@ -58,6 +58,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench-repl}
 source test/lib/topology.sh
+source bench/lib.sh
 
 mode=${1:-full}
 case "$mode" in
@@ -102,32 +103,11 @@ OUT_CSV=$RES/replication$suffix.csv
 OUT_DETAIL=$RES/replication$suffix-detail.txt
 
 tmp=$(mktemp -d)
-SAMPLER_PIDS=()
-cleanup() {
-	local rc=$?
-	set +e
-	trap - EXIT INT TERM HUP
-	local p
-	for p in "${SAMPLER_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	if ((rc != 0)); then
-		echo "# exited with status $rc; log tails:" >&2
-		evrep_tail "$(pg_logfile $A)" 30
-		evrep_tail "$(pg_logfile $B)" 30
-	fi
-	evrep_stop_registered
-	rm -rf "$tmp"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+BENCH_TMP=$tmp
+bench_traps   # BENCH_BG: the wait-event samplers and perf
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+# the details go to their own file (bench/lib.sh's detail logs them)
 detail() { printf '%s\n' "$*" >>"$OUT_DETAIL"; }
-now() { printf '%s\n' "$EPOCHREALTIME"; }
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN {num = "^-?[0-9.]+$"; if (a !~ num || b !~ num || b == 0) print "n/a"; else printf "%.3f", a / b}'; }
 
 : >"$OUT_DETAIL"
 # once: the tree may get new commits while the bench runs
@@ -153,10 +133,7 @@ CREATE TABLE lr (id bigint PRIMARY KEY, payload text, created timestamptz, appli
 CREATE UNLOGGED TABLE bench_origin (id bigint PRIMARY KEY, commit_ts timestamptz NOT NULL);"
 A_SCHEMA=${A_SCHEMA//$'\n'/ } B_SCHEMA=${B_SCHEMA//$'\n'/ }   # one line each in the description
 # both nodes' settings: the bench's, then EVREP_BENCH_CONF's (';'-separated)
-CONF="conf=\"shared_buffers = '256MB'\" conf=\"max_wal_size = '4GB'\""
-while IFS= read -r c; do
-	if [[ -n "${c// /}" ]]; then CONF+=" conf=\"$c\""; fi
-done < <(tr ';' '\n' <<<"${EVREP_BENCH_CONF:-}")
+CONF="conf=\"shared_buffers = '256MB'\" conf=\"max_wal_size = '4GB'\"$(bench_extra_conf)"
 
 log "starting RabbitMQ and PostgreSQL nodes (dir $EVREP_TEST_DIR)"
 topo_up <<EOF || { log "the nodes did not come up"; exit 1; }
@@ -282,12 +259,6 @@ lr_disable() {
 checkpoint() { pg_psql $A -c CHECKPOINT; pg_psql $B -c CHECKPOINT; }
 
 # ---- CPU accounting over a phase ----
-CLK_TCK=$(getconf CLK_TCK)
-worker_pid() { # NODE BACKEND_TYPE
-	pg_psql "$1" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = '$2' LIMIT 1"
-}
-proc_ticks() { [[ -n "$1" && -r /proc/$1/stat ]] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
-machine_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
 
 declare -A CPU_PID CPU_T0
 CPU_WALL0=; CPU_M0=
@@ -296,7 +267,7 @@ cpu_begin() { # LABEL=PID ...
 	local kv
 	for kv in "$@"; do
 		CPU_PID[${kv%%=*}]=${kv#*=}
-		CPU_T0[${kv%%=*}]=$(proc_ticks "${kv#*=}")
+		CPU_T0[${kv%%=*}]=$(ticks "${kv#*=}")
 	done
 	CPU_WALL0=$(now); CPU_M0=$(machine_ticks)
 }
@@ -305,7 +276,7 @@ cpu_end() { # PHASE -> detail lines
 	wall=$(fsub "$(now)" "$CPU_WALL0"); m1=$(machine_ticks)
 	line="cpu over $1 (${wall}s wall):"
 	for k in "${!CPU_PID[@]}"; do
-		t1=$(proc_ticks "${CPU_PID[$k]}")
+		t1=$(ticks "${CPU_PID[$k]}")
 		line+=$(awk -v k="$k" -v a="${CPU_T0[$k]}" -v b="$t1" -v w="$wall" -v hz="$CLK_TCK" \
 			'BEGIN {printf " %s %.0f%%;", k, (b - a) / hz / w * 100}')
 	done
@@ -328,13 +299,13 @@ sampler_start() { # PHASE
 		# in the workers' activity text are folded into N
 		printf "SELECT '%s', CASE WHEN application_name = 'pgbench' THEN 'pgbench sessions' ELSE backend_type END, coalesce(wait_event_type || ':' || wait_event, 'CPU (no wait event)') || CASE WHEN state = 'active' AND application_name <> 'pgbench' THEN ' [' || regexp_replace(left(query, 40), '[0-9]+', 'N', 'g') || ']' ELSE '' END FROM pg_stat_activity WHERE backend_type IN (%s) OR application_name = 'pgbench' \\watch 0.25\n" "$n" "$types" >"$tmp/watch.$n.sql"
 		"$PG_BINDIR/psql" -X -q -At -F '|' -h 127.0.0.1 -p "$port" -U postgres -d $n -f "$tmp/watch.$n.sql" >"$f" 2>/dev/null &
-		SAMPLER_PIDS+=($!)
+		BENCH_BG+=($!)
 	done
 }
 sampler_stop() { # PHASE
 	local p
-	for p in "${SAMPLER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-	SAMPLER_PIDS=()
+	for p in "${BENCH_BG[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+	BENCH_BG=()
 	detail "wait events during $1 (share of 250 ms samples per node/worker):"
 	cat "$tmp"/waits."$1".* 2>/dev/null | awk -F'|' 'NF == 3 {c[$1 " " $2 "|" $3]++; t[$1 " " $2]++}
 		END {for (k in c) {split(k, p, "|"); printf "  %-34s %5.1f%%  %s\n", p[1], 100 * c[k] / t[p[1]], p[2]}}' |
@@ -351,7 +322,7 @@ perf_start() { # PHASE
 		[[ -n "$pid" ]] || continue
 		perf record -q -F 499 -o "$tmp/perf.$1.${w%%:*}" -p "$pid" >/dev/null 2>&1 &
 		PERF_PIDS+=($!)
-		SAMPLER_PIDS+=($!)
+		BENCH_BG+=($!)
 	done
 }
 perf_stop() { # PHASE
@@ -359,8 +330,8 @@ perf_stop() { # PHASE
 	local p w
 	for p in "${PERF_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 	local keep=() q
-	for q in "${SAMPLER_PIDS[@]}"; do [[ " ${PERF_PIDS[*]} " == *" $q "* ]] || keep+=("$q"); done
-	SAMPLER_PIDS=("${keep[@]}")
+	for q in "${BENCH_BG[@]}"; do [[ " ${PERF_PIDS[*]} " == *" $q "* ]] || keep+=("$q"); done
+	BENCH_BG=("${keep[@]}")
 	PERF_PIDS=()
 	for w in publisher consumer; do
 		[[ -s "$tmp/perf.$1.$w" ]] || continue
@@ -380,8 +351,7 @@ top_snapshot() { # PHASE  (second frame of top: CPU over the last 0.5 s)
 RMQ_PID=$(cat "$(rmq_dir $MQ)/beam.pid" 2>/dev/null || true)
 
 # Other processes on the machine (the benchmark's nodes are idle now).
-m0=$(machine_ticks); sleep 3; m1=$(machine_ticks)
-bg=$(awk -v m0="$m0" -v m1="$m1" 'BEGIN {split(m0, a, " "); split(m1, b, " "); printf "%.0f", (b[1] - a[1]) / (b[2] - a[2]) * 100}')
+bg=$(machine_busy 3)
 detail "machine busy before the phases (other load; the bench's nodes idle): $bg% of $(nproc) CPUs"
 log "machine busy before the phases: $bg% of $(nproc) CPUs"
 
@@ -400,8 +370,8 @@ wait_rows lr 0 1
 log "warm-up rows arrived through both paths"
 lr_disable
 
-PUB_PID=$(worker_pid $A 'evrep publisher')
-CON_PID=$(worker_pid $B 'evrep consumer')
+PUB_PID=$(bench_wpid $A 'evrep publisher')
+CON_PID=$(bench_wpid $B 'evrep consumer')
 detail "evrep publisher pid $PUB_PID (A), consumer pid $CON_PID (B), rabbitmq pid ${RMQ_PID:-?}"
 
 declare -A R   # results
@@ -508,7 +478,7 @@ throughput() { # PATH(evrep|native) TABLE
 		ob_begin
 		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
 	else
-		cpu_begin "walsender=$(worker_pid $A walsender)" "lr_apply=$(worker_pid $B 'logical replication worker')"
+		cpu_begin "walsender=$(bench_wpid $A walsender)" "lr_apply=$(bench_wpid $B 'logical replication worker')"
 	fi
 	sampler_start "thr-$path"
 	[[ $path == evrep ]] && perf_start "thr-$path"
@@ -579,7 +549,7 @@ lag() {
 		ob_begin
 		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
 	else
-		cpu_begin "walsender=$(worker_pid $A walsender)" "lr_apply=$(worker_pid $B 'logical replication worker')"
+		cpu_begin "walsender=$(bench_wpid $A walsender)" "lr_apply=$(bench_wpid $B 'logical replication worker')"
 	fi
 	sampler_start "$ph"
 	[[ $path == evrep ]] && perf_start "$ph"
@@ -644,7 +614,7 @@ bulk() { # PATH TABLE
 		ob_begin
 		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
 	else
-		cpu_begin "walsender=$(worker_pid $A walsender)" "lr_apply=$(worker_pid $B 'logical replication worker')"
+		cpu_begin "walsender=$(bench_wpid $A walsender)" "lr_apply=$(bench_wpid $B 'logical replication worker')"
 	fi
 	sampler_start "bulk-$path"
 	[[ $path == evrep ]] && perf_start "bulk-$path"
@@ -677,7 +647,7 @@ bulk() { # PATH TABLE
 # rounds_note KEY -- after a phase's round: its evrep/native ratio is added
 # to R[KEY_rounds]
 rounds_note() {
-	R[$1_rounds]+="${R[$1_rounds]:+ }$(fdiv "$(g "$1_evrep")" "$(g "$1_native")")"
+	R[$1_rounds]+="${R[$1_rounds]:+ }$(fdiv "$(g "$1_evrep")" "$(g "$1_native")" 3)"
 }
 # median LIST -- of the numbers in the space-separated LIST (a failed
 # round's text is left out; of two middle values, their mean; n/a if none)
@@ -713,7 +683,6 @@ lag_rounds_result() {
 		done
 	done
 }
-g() { printf '%s' "${R[$1]:-n/a}"; }
 
 log "throughput: $N_THR single-row transactions, $CLIENTS clients, $ROUNDS round(s)"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -746,8 +715,8 @@ done
 rounds_result bulk
 
 # ---------------------------------------------------------------- report
-bratio=$(fdiv "$(g bloat_1m)" "$(g bloat_10k)")
-bratio_v=$(fdiv "$(g bloat_1m_vac)" "$(g bloat_10k)")
+bratio=$(fdiv "$(g bloat_1m)" "$(g bloat_10k)" 3)
+bratio_v=$(fdiv "$(g bloat_1m_vac)" "$(g bloat_10k)" 3)
 # the writer's tps in the lag phase at RATE, or the saturation mark
 lag_writer() { # PATH RATE
 	printf '%s' "${R[lagsat_$1_$2]:-$(g "lagtps_$1_$2")}"
@@ -757,8 +726,8 @@ lag_writer() { # PATH RATE
 lag_csv() { # RATE
 	local r=$1 g50='' g99='' vis=_at_${1}_per_s
 	if [[ $r == 1000 ]]; then g50="evrep<=3" g99="evrep<=15" vis=; fi
-	echo "lag_p50_ms_at_${r}_per_s,$(g "lag50_evrep_$r"),$(g "lag50_native_$r"),$(fdiv "$(g "lag50_evrep_$r")" "$(g "lag50_native_$r")"),$g50"
-	echo "lag_p99_ms_at_${r}_per_s,$(g "lag99_evrep_$r"),$(g "lag99_native_$r"),$(fdiv "$(g "lag99_evrep_$r")" "$(g "lag99_native_$r")"),$g99"
+	echo "lag_p50_ms_at_${r}_per_s,$(g "lag50_evrep_$r"),$(g "lag50_native_$r"),$(fdiv "$(g "lag50_evrep_$r")" "$(g "lag50_native_$r")" 3),$g50"
+	echo "lag_p99_ms_at_${r}_per_s,$(g "lag99_evrep_$r"),$(g "lag99_native_$r"),$(fdiv "$(g "lag99_evrep_$r")" "$(g "lag99_native_$r")" 3),$g99"
 	echo "lag_max_ms_at_${r}_per_s,$(g "lagmax_evrep_$r"),$(g "lagmax_native_$r"),,"
 	echo "visible_lag_p50_ms_B_commit$vis,$(g "vis50_evrep_$r"),,,"
 	echo "visible_lag_p99_ms_B_commit$vis,$(g "vis99_evrep_$r"),,,"
@@ -780,7 +749,7 @@ lag_md() { # RATE
 	echo "metric,evrep,native,evrep/native,goal"
 	echo "throughput_rows_per_s_${N_THR}_1row_txns,$(g thr_evrep),$(g thr_native),$(g thr_ratio),ratio>=1.0"
 	echo "throughput_ratio_per_round,${R[thr_rounds]// /;},,,"
-	echo "throughput_writer_tps,$(g thr_writer_evrep),$(g thr_writer_native),$(fdiv "$(g thr_writer_evrep)" "$(g thr_writer_native)"),"
+	echo "throughput_writer_tps,$(g thr_writer_evrep),$(g thr_writer_native),$(fdiv "$(g thr_writer_evrep)" "$(g thr_writer_native)" 3),"
 	echo "throughput_tail_after_writer_s,$(g thr_drain_evrep),$(g thr_drain_native),,"
 	for r in $LAG_RATES; do lag_csv "$r"; done
 	echo "bulk_rows_per_s_${N_BULK}_rows_1_txn,$(g bulk_evrep),$(g bulk_native),$(g bulk_ratio),"

@@ -69,12 +69,10 @@ CSV=$RES/soak.csv RCSV=$RES/soak_restarts.csv PNG=$RES/soak.png MD=$RES/soak.md
 mkdir -p "$RES" || exit 1
 # shellcheck source=lib.sh
 source bench/lib.sh
-log() { bench_log "$@"; }
 bench_traps
 
 STATE=$EVREP_TEST_DIR/soak.$$
 mkdir -p "$STATE" || exit 1
-BENCH_BG=()
 
 # what the servers load: taken now, as others may install another build meanwhile
 so=$("$PG_CONFIG" --pkglibdir)/evrep.so

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/twopc_vs_evrep.sh -- event-driven replication (evrep) against
-# two-phase commit (the 2PC baseline binaries services/customer_service_2pc
-# and services/order_service_2pc), on the same servers, in one run.
+# two-phase commit (the 2PC baseline binaries in services/twopc/,
+# customer_service_2pc and order_service_2pc), on the same servers, in one
+# run.
 #
 #   bench/twopc_vs_evrep.sh            full run (about 10 minutes on 2 vCPUs)
 #   SIZES="100 1000" bench/twopc_vs_evrep.sh      a shorter one
@@ -14,8 +15,8 @@
 #               services/order_service) write their own database only.
 #   2pc mode:   databases customer_2pc on A and order_2pc on B, same schema,
 #               no evrep in them (nothing published or subscribed).  The 2PC
-#               baseline binaries (services/customer_service_2pc,
-#               services/order_service_2pc, each given the other's database
+#               baseline binaries (services/twopc/customer_service_2pc and
+#               order_service_2pc, each given the other's database
 #               as --peer-db) write both databases in one distributed
 #               transaction.
 #   local:      reference only, createCustomer only: the product
@@ -51,6 +52,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export EVREP_TEST_DIR
 # shellcheck source=../test/lib/topology.sh
 source "$ROOT/test/lib/topology.sh"
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 
 OUT=${OUT:-$ROOT/bench/results/twopc}
 SIZES=${SIZES:-"100 1000 10000"}
@@ -70,22 +73,15 @@ CLIENT=$ROOT/services/common_client
 WORK=$EVREP_TEST_DIR/work
 FAILED=0
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 check() {   # check DESC GOT EXPECTED
     if [[ "$2" == "$3" ]]; then log "ok: $1 ($2)"; else log "FAILED: $1: got '$2' expected '$3'"; FAILED=1; fi
 }
 
-cleanup() {
-    local rc=$?
-    set +e
-    declare -F stop_samplers >/dev/null && stop_samplers
-    evrep_stop_registered
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# on exit (bench_traps), before the servers stop: the fault phase's samplers
+bench_on_exit() { declare -F stop_samplers >/dev/null && stop_samplers; }
+bench_traps
 
 # connection strings: the evrep pair and the 2PC pair
 A_EVREP=$(printf 'host=127.0.0.1 port=%s user=postgres dbname=customer_db' $A_PORT)
@@ -157,9 +153,9 @@ start_services() {   # start_services evrep|2pc
         bg_start cs "$ROOT/services/customer_service" --port $CS_PORT --db "$A_2PC" || die "cs"
         bg_start os "$ROOT/services/order_service" --port $OS_PORT --db "$B_2PC" || die "os"
     else
-        bg_start cs "$ROOT/services/customer_service_2pc" --port $CS_PORT --db "$A_2PC" \
+        bg_start cs "$ROOT/services/twopc/customer_service_2pc" --port $CS_PORT --db "$A_2PC" \
             --peer-db "$B_2PC" --recovery-interval-ms 1000 || die "cs"
-        bg_start os "$ROOT/services/order_service_2pc" --port $OS_PORT --db "$B_2PC" \
+        bg_start os "$ROOT/services/twopc/order_service_2pc" --port $OS_PORT --db "$B_2PC" \
             --peer-db "$A_2PC" --recovery-interval-ms 1000 || die "os"
     fi
     local i

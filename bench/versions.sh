@@ -26,11 +26,11 @@ n=${2:-20000}
 A=bva B=bvb MQ=bvmq TBL=ev
 old_pgc=$(evrep_old_pg_config)
 cur_pgc=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+BENCH_TMP=$(mktemp -d)
 bench_traps
-trap 'topo_down >/dev/null 2>&1 || true' EXIT
 
 ddl="CREATE TABLE ev (id bigint PRIMARY KEY, name text NOT NULL, credit integer NOT NULL, note text)"
-script=$(mktemp)
+script=$BENCH_TMP/insert.sql
 printf "\\\\set id random(1, 1000000000000)\nINSERT INTO ev VALUES (:id, 'customer ' || :client_id, 100, 'a note of some length, as rows have');\n" >"$script"
 
 one_round() { # VERSION PG_CONFIG
@@ -55,7 +55,7 @@ EOT
 	topo_down >/dev/null 2>&1
 }
 
-out=$(mktemp)
+out=$BENCH_TMP/rounds
 for r in $(seq "$rounds"); do
 	for v in 1.0 current; do
 		[[ $v == 1.0 ]] && pgc=$old_pgc || pgc=$cur_pgc
@@ -76,4 +76,3 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 	sed 's/^/    /' "$out"
 	echo "load before: $(loadavg); $n events per round, pgbench 8 clients"
 } | tee bench/results/versions.md
-rm -f "$out" "$script"

@@ -57,7 +57,6 @@ mkdir -p "$RES" || exit 1
 TBL=ev
 # shellcheck source=lib.sh
 source bench/lib.sh
-log() { bench_log "$@"; }
 bench_traps
 
 so=$("$PG_CONFIG" --pkglibdir)/evrep.so

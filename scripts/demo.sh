@@ -61,8 +61,8 @@ CLIENT=$ROOT/services/common_client
 source "$ROOT/test/lib/topology.sh"
 
 # The demo's servers, in test/lib/topology.sh's description format.
-# report_db is not in it: its server is started late, in step 9; only its
-# broker user (users=) exists from the start.
+# report_db is not in it: its server is started late, in step 9
+# (topo_late_node); only its broker user (users=) exists from the start.
 TOPOLOGY="broker $MQ port=$AMQP_PORT users=$RDB
 node $CDB port=$CUST_PG_PORT publish=customer subscribe=orders schema=services/schema/customer_db.sql
 node $ODB port=$ORDER_PG_PORT publish=orders subscribe=customer schema=services/schema/order_db.sql"
@@ -421,15 +421,11 @@ printf '      %s%s=# %s;%s\n' "$D" $ODB "$bulk_o" "$N"
 q $ODB "$bulk_o" >>"$LOG" 2>&1 || die "bulk import into order_db failed"
 echo
 say "report_db: a new PostgreSQL server (127.0.0.1:$REPORT_PG_PORT, evrep preloaded, evrep.node_name = '$RDB'):"
-EVREP_BROKER_URL='' pg_init $RDB $REPORT_PG_PORT "${TOPO_NODE_CONF[@]}" \
-    "evrep.broker_url = '$(topo_broker_url "$MQ" "$RDB")'" >>"$LOG" 2>&1 && pg_start $RDB >>"$LOG" 2>&1 \
-    || die "cannot start report_db's server"
 printf '      %s%s=# CREATE EXTENSION evrep;%s\n' "$D" $RDB "$N"
 printf '      %s%s=# \\i services/schema/customer_db.sql   -- the same customer and orders tables%s\n' "$D" $RDB "$N"
-pg_psql $RDB -c "CREATE EXTENSION evrep" -f "$ROOT/services/schema/customer_db.sql" >>"$LOG" 2>&1 \
-    || die "cannot create the extension or the tables in report_db"
-workers_up() { [[ $(q $RDB "SELECT count(*) FROM evrep.worker_state() WHERE connected") == 2 ]]; }
-wait_for 60 "report_db's workers to connect to RabbitMQ" workers_up
+topo_late_node "node $RDB port=$REPORT_PG_PORT schema=services/schema/customer_db.sql" >>"$LOG" 2>&1 \
+    || die "cannot start report_db's server, or create the extension or the tables in it"
+wait_for 60 "report_db's workers to connect to RabbitMQ" topo_ready $RDB
 # ids above the bulk import; visibility through order_db itself (listing 20000
 # customers through OrderService for every poll would be slow)
 load_args=(load --customers 500 --orders 500 --concurrency 2 --rate 100 --id-base 21001 --order-id-base 21001

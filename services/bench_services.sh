@@ -16,14 +16,9 @@
 # and services (bg_start) and stops exactly those.
 
 set -uo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-base=${EVREP_TEST_DIR:-/tmp}
-[[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
-EVREP_TEST_DIR=$(mktemp -d "$base/evrep-svc-bench.XXXXXX") || exit 1
-chmod 755 "$EVREP_TEST_DIR"
-export EVREP_TEST_DIR
-# shellcheck source=../test/lib/topology.sh
-source "$HERE/../test/lib/topology.sh"
+# shellcheck source=test_lib.sh
+source "$(dirname "$0")/test_lib.sh" evrep-svc-bench
+HERE=$SVC_DIR
 
 PGPORT_T=${EVREP_TEST_PGPORT:-5891}
 ORDER_PORT=${EVREP_TEST_ORDER_PORT:-9190}

@@ -21,16 +21,9 @@
 
 set -uo pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-base=${EVREP_TEST_DIR:-/tmp}
-[[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
-EVREP_TEST_DIR=$(mktemp -d "$base/evrep-svc-test.XXXXXX") || exit 1
-chmod 755 "$EVREP_TEST_DIR"
-export EVREP_TEST_DIR
-# shellcheck source=../test/lib/tap.sh
-source "$HERE/../test/lib/tap.sh"
-# shellcheck source=../test/lib/topology.sh
-source "$HERE/../test/lib/topology.sh"
+# shellcheck source=test_lib.sh
+source "$(dirname "$0")/test_lib.sh" evrep-svc-test tap
+HERE=$SVC_DIR
 
 PGPORT_T=${EVREP_TEST_PGPORT:-5891}
 ORDER_PORT=${EVREP_TEST_ORDER_PORT:-9190}
@@ -382,9 +375,4 @@ done
 wait "$idle" 2>/dev/null
 
 done_testing
-if (( _TAP_FAILED == 0 )) && [[ ${KEEP_TEST_DIR:-0} != 1 ]]; then
-    evrep_stop_registered
-    rm -rf "$EVREP_TEST_DIR"
-else
-    echo "# work directory kept: $EVREP_TEST_DIR"
-fi
+svc_test_end

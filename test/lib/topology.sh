@@ -71,6 +71,8 @@
 #   topo_parse [FILE]       only parse (then topo_start; or topo_down to stop
 #                           a topology another process started)
 #   topo_start              start what topo_parse read (topo_up = both)
+#   topo_late_node LINE     start one more node (a description line) in a
+#                           running topology: a server that joins late
 #   topo_down               stop the nodes, then the brokers (only those the
 #                           description names, and only what this library
 #                           started: see pg.sh / rabbitmq.sh)
@@ -148,12 +150,18 @@ _topo_words() {
 _topo_port_ok() { [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1024 && $1 <= 65535 )); }
 
 topo_parse() {
-    local src=${1:--} line full= lineno=0 kind name kv k v
     TOPO_BROKERS=() TOPO_NODES=()
     TOPO_B_PORT=() TOPO_B_SIZE=() TOPO_B_TLS=() TOPO_B_USERS=()
     TOPO_N_PORT=() TOPO_N_DB=() TOPO_N_BROKER=() TOPO_N_PUB=() TOPO_N_SUB=()
     TOPO_N_SCHEMA=() TOPO_N_CONF=() TOPO_N_TLS=() TOPO_N_WORKERS=() TOPO_LOGPOS=() TOPO_N_COPY=()
     TOPO_N_EVREP=() TOPO_N_EXTRA_DB=() TOPO_N_PGCONFIG=() TOPO_N_EXTVER=()
+    _topo_read "$@"
+}
+
+# _topo_read [FILE] -- add the description's brokers and nodes to what was
+# read before (topo_parse starts from nothing; topo_late_node adds one node)
+_topo_read() {
+    local src=${1:--} line full= lineno=0 kind name kv k v
     [[ "$src" == - ]] && src=/dev/stdin
     local -a lines=()
     mapfile -t lines <"$src" || { evrep_err "topology: cannot read $src"; return 1; }
@@ -387,6 +395,24 @@ topo_start() {
 }
 
 topo_up() { topo_parse "$@" && topo_start; }
+
+# topo_late_node LINE -- start one more node, described by LINE ("node NAME
+# port=PORT ..."), while the topology runs: a server that joins late gets
+# what topo_start gives a node (the settings, its broker URL, the extension,
+# schemas, publish, subscribe) and is one of topo_nodes from then on (topo_down
+# stops it). Its broker user must exist already (the broker's users=). Returns
+# once the setup SQL ran, not once its workers are connected: topo_ready NODE
+# / topo_wait_ready TIMEOUT NODE for that.
+topo_late_node() {
+    local n before=${#TOPO_NODES[@]} nb=${#TOPO_BROKERS[@]}
+    _topo_read <<<"${1:?usage: topo_late_node 'node NAME port=PORT ...'}" || return 1
+    if (( ${#TOPO_NODES[@]} != before + 1 || ${#TOPO_BROKERS[@]} != nb )); then
+        evrep_err "topo_late_node: '$1' is not one node line"; return 1
+    fi
+    n=${TOPO_NODES[before]}
+    _topo_node_up "$n" || { evrep_err "topology: late node $n failed"; return 1; }
+    TOPO_LOGPOS[$n]=0
+}
 
 topo_up_tap() {
     topo_parse "$@" || BAIL_OUT "bad topology description"

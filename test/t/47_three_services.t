@@ -106,17 +106,11 @@ ok "the existing replicas follow (order_db's customer, customer_db's orders)" \
     wait_until 60 "[[ \$(sql $O 'SELECT max(id) FROM customer') -gt $((SEED + 100)) && \$(sql $C 'SELECT max(id) FROM orders') -gt $((SEED + 100)) ]]"
 
 # --- report_db: a new server, tables, then evrep_subscribe with copy -----------------------
-start_report() {
-    EVREP_BROKER_URL='' pg_init "$R" "$R_PORT" --db report_db "${TOPO_NODE_CONF[@]}" \
-        "evrep.broker_url = '$(topo_broker_url "$MQ" "$R")'" && pg_start "$R"
-}
 t_report=$SECONDS
-ok "report_db's server created and started (after both tables hold data)" start_report \
+ok "report_db's server started (after both tables hold data), with CREATE EXTENSION evrep and the tables (services/schema/customer_db.sql)" \
+    topo_late_node "node $R port=$R_PORT db=report_db schema=\"$SCHEMA/customer_db.sql\"" \
     || BAIL_OUT "cannot start report_db's server"
-ok "report_db: CREATE EXTENSION evrep and the tables (services/schema/customer_db.sql)" \
-    pg_psql "$R" -c "CREATE EXTENSION evrep" -f "$SCHEMA/customer_db.sql"
-ok "report_db's workers connect" \
-    wait_until 60 "[[ \$(worker_connected $R publisher)/\$(worker_connected $R consumer) == t/t ]]"
+ok "report_db's workers connect" wait_until 60 "topo_ready $R"
 # Rows that exist now and still exist at the end must all have been copied
 # (ids are never reused, so a row that exists at both times existed throughout).
 c_mark=$(sql "$C" "SELECT max(id) FROM customer")

@@ -9,7 +9,6 @@
  */
 #include "customer_handler.h"
 #include "svc_db.h"
-#include "svc_error.h"
 #include "svc_server.h"
 #include "twopc_service.h"
 
@@ -27,24 +26,23 @@ typedef struct
 static GType customer_twopc_handler_get_type(void);
 G_DEFINE_TYPE(CustomerTwopcHandler, customer_twopc_handler, CUSTOMER_TYPE_HANDLER)
 
+/* the replica has the same definition: the same statement on both */
+static const TwopcInsert customer_twopc = {
+	.local_sql = customer_insert_sql,
+	.peer_sql = customer_insert_sql,
+	.nparams = 3,
+	.call = "createCustomer",
+	.entity = "customer",
+};
+
 static gboolean
 customer_twopc_insert(CustomerHandler *h, const char *const *params,
 					  EvrepOperationFailedException **ex)
 {
-	CustomerTwopcHandler *self = (CustomerTwopcHandler *) h;
-	TwopcError err;
-	gboolean applied, ok;
+	gboolean applied;
 
-	/* the replica has the same definition: the same statement on both */
-	if (twopc_write(h->db, &self->peer, customer_insert_sql, customer_insert_sql, 3, params,
-					&applied, &err))
-		return TRUE;
-	if (svc_db_duplicate(&err.db))
-		ok = svc_fail(ex, "customer %s already exists", params[0]);
-	else
-		ok = twopc_fail(ex, "createCustomer", &err);
-	twopc_error_clear(&err);
-	return ok;
+	return twopc_insert(&customer_twopc, h->db, &((CustomerTwopcHandler *) h)->peer, params,
+						&applied, ex);
 }
 
 static void

@@ -9,7 +9,6 @@
  */
 #include "order_handler.h"
 #include "svc_db.h"
-#include "svc_error.h"
 #include "svc_server.h"
 #include "twopc_service.h"
 
@@ -31,23 +30,19 @@ typedef struct
 static GType order_twopc_handler_get_type(void);
 G_DEFINE_TYPE(OrderTwopcHandler, order_twopc_handler, ORDER_TYPE_HANDLER)
 
+static const TwopcInsert order_twopc = {
+	.local_sql = order_insert_sql,
+	.peer_sql = peer_insert_sql,
+	.nparams = 4,
+	.call = "createOrder",
+	.entity = "order",
+};
+
 static gboolean
 order_twopc_insert(OrderHandler *h, const char *const *params, gboolean *applied,
 				   EvrepOperationFailedException **ex)
 {
-	OrderTwopcHandler *self = (OrderTwopcHandler *) h;
-	TwopcError err;
-	gboolean ok;
-
-	if (twopc_write(h->db, &self->peer, order_insert_sql, peer_insert_sql, 4, params, applied,
-					&err))
-		return TRUE;
-	if (svc_db_duplicate(&err.db))
-		ok = svc_fail(ex, "order %s already exists", params[0]);
-	else
-		ok = twopc_fail(ex, "createOrder", &err);
-	twopc_error_clear(&err);
-	return ok;
+	return twopc_insert(&order_twopc, h->db, &((OrderTwopcHandler *) h)->peer, params, applied, ex);
 }
 
 static void

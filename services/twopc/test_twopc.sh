@@ -23,16 +23,10 @@
 # KEEP_TEST_DIR=1 keeps the work directory (kept anyway when a test failed).
 
 set -uo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-base=${EVREP_TEST_DIR:-/tmp}
-[[ -d $base ]] || { mkdir -p "$base" && chmod 755 "$base"; } || exit 1
-EVREP_TEST_DIR=$(mktemp -d "$base/evrep-twopc-test.XXXXXX") || exit 1
-chmod 755 "$EVREP_TEST_DIR"
-export EVREP_TEST_DIR
-# shellcheck source=../test/lib/tap.sh
-source "$HERE/../test/lib/tap.sh"
-# shellcheck source=../test/lib/topology.sh
-source "$HERE/../test/lib/topology.sh"
+# shellcheck source=../test_lib.sh
+source "$(dirname "$0")/../test_lib.sh" evrep-twopc-test tap
+HERE=$SVC_DIR            # services/: the product binaries, the schemas
+TWOPC=$SVC_DIR/twopc     # the baseline's binaries
 
 CPG=${EVREP_TEST_CUSTOMER_PGPORT:-5895}
 OPG=${EVREP_TEST_ORDER_PGPORT:-5896}
@@ -67,7 +61,7 @@ start_svc() {
     else
         prog=order_service_2pc db=$O peer=$C port=$OS_PORT
     fi
-    bg_start "$which" env "${envs[@]}" "$HERE/$prog" --port "$port" \
+    bg_start "$which" env "${envs[@]}" "$TWOPC/$prog" --port "$port" \
         --db "$(pg_connstr "$db")" --peer-db "$(pg_connstr "$peer")" \
         --recovery-interval-ms 500 "$@" || return 1
     wait_until 20 "evrep_port_in_use $port" 0.05
@@ -89,10 +83,10 @@ EOF
 
 # usage errors exit at once; timeout only keeps a regression from hanging
 for prog in customer_service_2pc order_service_2pc; do
-    timeout 10 "$HERE/$prog" --port "$CS_PORT" >/dev/null 2>&1
+    timeout 10 "$TWOPC/$prog" --port "$CS_PORT" >/dev/null 2>&1
     is "$?" 2 "$prog without --peer-db is a usage error"
 done
-timeout 10 "$HERE/customer_service_2pc" --port "$CS_PORT" --mode 2pc --peer-db "$(pg_connstr $O)" >/dev/null 2>&1
+timeout 10 "$TWOPC/customer_service_2pc" --port "$CS_PORT" --mode 2pc --peer-db "$(pg_connstr $O)" >/dev/null 2>&1
 is "$?" 2 "customer_service_2pc has no --mode: usage error"
 for prog in customer_service order_service; do
     timeout 10 "$HERE/$prog" --port "$CS_PORT" --mode 2pc >/dev/null 2>&1
@@ -267,9 +261,4 @@ for s in cs os; do
 done
 
 done_testing
-if (( _TAP_FAILED == 0 )) && [[ ${KEEP_TEST_DIR:-0} != 1 ]]; then
-    evrep_stop_registered
-    rm -rf "$EVREP_TEST_DIR"
-else
-    echo "# work directory kept: $EVREP_TEST_DIR"
-fi
+svc_test_end

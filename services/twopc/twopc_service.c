@@ -89,7 +89,8 @@ twopc_peer_init(SvcDb *peer)
 	svc_db_init(peer, opt_peer_db, peer_statement_timeout_ms, peer_app_name);
 }
 
-gboolean
+/* Map a failed twopc_write to an exception; what is e.g. "createCustomer". */
+static gboolean
 twopc_fail(EvrepOperationFailedException **ex, const char *what, const TwopcError *err)
 {
 	if (err->in_doubt)
@@ -100,4 +101,21 @@ twopc_fail(EvrepOperationFailedException **ex, const char *what, const TwopcErro
 	if (err->peer)
 		return svc_fail_db_in(ex, what, "peer database", &err->db);
 	return svc_fail_db(ex, what, &err->db);
+}
+
+gboolean
+twopc_insert(const TwopcInsert *ins, SvcDb *db, SvcDb *peer, const char *const *params,
+			 gboolean *applied, EvrepOperationFailedException **ex)
+{
+	TwopcError err;
+	gboolean ok;
+
+	if (twopc_write(db, peer, ins->local_sql, ins->peer_sql, ins->nparams, params, applied, &err))
+		return TRUE;
+	if (svc_db_duplicate(&err.db))
+		ok = svc_fail(ex, "%s %s already exists", ins->entity, params[0]);
+	else
+		ok = twopc_fail(ex, ins->call, &err);
+	twopc_error_clear(&err);
+	return ok;
 }
