@@ -69,7 +69,7 @@ ALTER TABLE evrep.progress
 	ADD COLUMN repair text,					-- what was done about a divergence
 	ADD COLUMN repair_request bigint,		-- the resync (evrep.sync.request_id) it asked for
 	ADD COLUMN base_seq bigint,				-- the first number this node expected of the stream
-	ADD COLUMN gaps_since timestamptz;		-- gaps open since (a hole nobody fills, see README)
+	ADD COLUMN gaps_since timestamptz;		-- gaps open since (a hole nobody fills, see docs/backups-failover-upgrades.md)
 
 -- Why an event was parked and what would fix it: the error's hint, shown
 -- with the error in evrep.status.last_error.

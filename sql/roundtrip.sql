@@ -148,7 +148,7 @@ SELECT evrep_apply(rt_kchunk(jsonb_build_object('k', '"null"'::jsonb::text), NUL
 	(SELECT jsonb_agg(evrep._row_json(s)::jsonb ORDER BY k) FROM rt_src.k s WHERE k > '"null"')));
 SELECT k, f FROM rt_dst.k ORDER BY k;
 
--- the encoding itself, for readers in other languages (README, "Wire format")
+-- the encoding itself, for readers in other languages (docs/protocol.md)
 SELECT evrep._row_json(s) FROM rt_src.v s WHERE id IN (1, 3, 14) ORDER BY id;
 
 SELECT evrep_unpublish('rt_src.v');

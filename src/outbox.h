@@ -12,7 +12,7 @@ typedef struct OutboxMessage
 {
 	int32 pub_id;
 	char *routing_key; /* escaped "schema.table" */
-	char *body;		   /* JSON envelope, see README "Wire format" */
+	char *body;		   /* JSON envelope, see docs/protocol.md */
 	int body_len;
 	int nevents;
 	char *message_id; /* "<origin>/<table>/<first seq>" for tracing */

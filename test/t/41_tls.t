@@ -2,7 +2,7 @@
 # 41_tls: evrep over amqps:// for real, against a RabbitMQ TLS listener whose
 # CA, server and client certificates openssl makes now (test/lib/tls.sh).
 # Each node logs in as the broker user named like it, with its password in
-# evrep.broker_password_file and none in evrep.broker_url (README's recipe).
+# evrep.broker_password_file and none in evrep.broker_url (docs/operations.md's recipe).
 #   - A publishes item, B publishes note, each subscribes the other's: both
 #     connect over TLS with the client certificate and replicate both ways;
 #   - B's evrep.ssl_ca_file pointed at another CA (reload): B refuses the

@@ -3,7 +3,7 @@
 # publish to the exchange cannot write rows for another node by naming it
 # as "origin", cannot push a stream's numbers, cannot set another user's
 # user_id (RabbitMQ refuses); a message without user_id is parked;
-# evrep_allow_sender lets another user speak for an origin.  The README's
+# evrep_allow_sender lets another user speak for an origin.  docs/operations.md's
 # least-privilege recipe (one broker user per node, topic permissions) is
 # applied to A and replication still works, while a stranger restricted the
 # same way cannot publish a routing key it does not own.
@@ -70,7 +70,7 @@ ok "mallory publishes for mallory_origin again" \
 ok "parked" wait_value 60 4 parked
 is "$(sql "$B" "SELECT count(*) FROM customer WHERE id = 9102")" 0 "and not applied"
 
-# --- the README's least-privilege recipe -------------------------------------------
+# --- docs/operations.md's least-privilege recipe ---------------------------
 esc=${A//./\\.}
 ok "A's broker user gets only its queue and the exchange" \
     rmq_ctl "$MQ" -q set_permissions -p / "$A" "^(evrep|evrep\\.$esc(\\.quorum|\\.lock\\.publisher|\\.lock\\.consumer)?)\$" \
