@@ -22,8 +22,6 @@
 #include "lib/stringinfo.h"
 #include "optimizer/plancat.h"
 #include "utils/builtins.h"
-#include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -34,6 +32,7 @@
 #include "evrep.h"
 #include "incarnation.h"
 #include "outbox.h"
+#include "relcache.h"
 #include "row_json.h"
 #include "spi_plan.h"
 
@@ -243,27 +242,27 @@ next_job(CopyJob *job)
  */
 typedef struct ChunkReader
 {
-	Oid relid; /* hash key */
-	bool valid;
-	char *key_desc; /* JSON array, in TopMemoryContext */
+	RelCacheEntry head; /* the relation */
+	char *key_desc;		/* JSON array, in relcache_memory(readers) */
 	SPIPlanPtr first;
 	SPIPlanPtr next;
 } ChunkReader;
 
-static HTAB *readers = NULL;
+static RelCache *readers = NULL;
 
 static void
-invalidate_reader(Datum arg, Oid relid)
+free_reader(RelCacheEntry *entry)
 {
-	HASH_SEQ_STATUS status;
-	ChunkReader *r;
+	ChunkReader *r = (ChunkReader *) entry;
 
-	hash_seq_init(&status, readers);
-	while ((r = hash_seq_search(&status)) != NULL)
-	{
-		if (relid == InvalidOid || r->relid == relid)
-			r->valid = false;
-	}
+	if (r->first)
+		SPI_freeplan(r->first);
+	if (r->next)
+		SPI_freeplan(r->next);
+	if (r->key_desc)
+		pfree(r->key_desc);
+	r->first = r->next = NULL;
+	r->key_desc = NULL;
 }
 
 /*
@@ -306,8 +305,8 @@ prepare_chunk(const char *sql)
 static void
 build_reader(ChunkReader *r)
 {
-	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->relid)),
-												get_rel_name(r->relid));
+	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->head.key)),
+												get_rel_name(r->head.key));
 	StringInfoData key_desc, tkeys, rkeys, desc, obj;
 	int ret;
 
@@ -317,7 +316,7 @@ build_reader(ChunkReader *r)
 		" JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
 		" LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
 		" WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(r->relid)}, NULL, true, 0);
+		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(r->head.key)}, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 						errmsg("published table %s has no primary key", qualname)));
@@ -369,41 +368,20 @@ build_reader(ChunkReader *r)
 		prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, desc.data, obj.data));
 	r->next =
 		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, desc.data, obj.data));
-	r->key_desc = MemoryContextStrdup(TopMemoryContext, key_desc.data);
-	r->valid = true;
+	r->key_desc = MemoryContextStrdup(relcache_memory(readers), key_desc.data);
+	r->head.valid = true;
 }
 
 static ChunkReader *
 get_reader(Oid relid)
 {
 	ChunkReader *r;
-	bool found;
 
 	if (readers == NULL)
-	{
-		HASHCTL ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(ChunkReader);
-		readers = hash_create("evrep chunk readers", 8, &ctl, HASH_ELEM | HASH_BLOBS);
-		CacheRegisterRelcacheCallback(invalidate_reader, (Datum) 0);
-	}
-	r = hash_search(readers, &relid, HASH_ENTER, &found);
-	if (!found)
-		memset(r, 0, sizeof(ChunkReader));
-	r->relid = relid;
-	if (!r->valid)
-	{
-		if (r->first)
-			SPI_freeplan(r->first);
-		if (r->next)
-			SPI_freeplan(r->next);
-		if (r->key_desc)
-			pfree(r->key_desc);
-		r->first = r->next = NULL;
-		r->key_desc = NULL;
+		readers = relcache_create("evrep chunk readers", sizeof(ChunkReader), free_reader);
+	r = (ChunkReader *) relcache_get(readers, relid);
+	if (!r->head.valid)
 		build_reader(r);
-	}
 	return r;
 }
 
