@@ -33,6 +33,7 @@
 #include "apply_target.h"
 #include "relcache.h"
 #include "row_json.h"
+#include "spi_util.h"
 
 struct ApplyTarget
 {
@@ -378,10 +379,8 @@ static void
 run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 {
 	Datum values[1] = {JsonbPGetDatum(row)};
-	int ret = SPI_execute_plan(plan, values, NULL, false, 0);
 
-	if (ret != expect)
-		elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
+	spi_run_plan(plan, values, NULL, false, 0, expect, ANY_ROWS, "evrep apply statement failed");
 }
 
 /*
@@ -553,7 +552,6 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
 	char *sig;
 	Datum values[3];
 	char nulls[3] = "   ";
-	int ret;
 
 	if (order == NULL)
 	{
@@ -584,9 +582,8 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
 	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
 	nulls[1] = copy->after ? ' ' : 'n';
 	nulls[2] = copy->upto ? ' ' : 'n';
-	ret = SPI_execute_plan(t->copy_delete[range], values, nulls, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "evrep copy delete failed: %s", SPI_result_code_string(ret));
+	spi_run_plan(t->copy_delete[range], values, nulls, false, 0, SPI_OK_DELETE, ANY_ROWS,
+				 "evrep copy delete failed");
 	return true;
 }
 
@@ -738,7 +735,6 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		Datum arg = PointerGetDatum(construct_array(rows, len, JSONBOID, -1, false, TYPALIGN_INT));
 		bool inserts = true;
 		SPIPlanPtr plan;
-		int ret;
 
 		/*
 		 * A run of inserts is a plain INSERT: ON CONFLICT's look at the key
@@ -768,9 +764,8 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		}
 		for (int i = 0; i < len; i++)
 			note_unknown_columns(t, &evs[i]->row->root, nused, 1);
-		ret = SPI_execute_plan(plan, &arg, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
+		spi_run_plan(plan, &arg, NULL, false, 0, SPI_OK_INSERT, ANY_ROWS,
+					 "evrep apply statement failed");
 	}
 	hash_destroy(keys);
 	pfree(rows);
@@ -813,8 +808,8 @@ restart_owned_sequences(Oid relid)
 		char *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(seqid)),
 												get_rel_name(seqid));
 
-		if (SPI_execute(psprintf("ALTER SEQUENCE %s RESTART", name), false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not restart sequence %s", name);
+		spi_run(psprintf("ALTER SEQUENCE %s RESTART", name), false, 0, SPI_OK_UTILITY, ANY_ROWS,
+				"could not restart sequence %s", name);
 		pfree(name);
 	}
 	list_free(seqs);
@@ -848,7 +843,6 @@ apply_target_truncate(ApplyTarget *t, const WireEvent *ev)
 	const char *only = partitioned ? "" : "ONLY ";
 	List *referencing;
 	bool use_delete;
-	int ret;
 
 	/* read from the catalog without locking the table: TRUNCATE will lock it */
 	use_delete = pg_class_aclcheck(t->head.key, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK;
@@ -860,16 +854,12 @@ apply_target_truncate(ApplyTarget *t, const WireEvent *ev)
 	}
 	if (!use_delete)
 	{
-		ret = SPI_execute(
-			psprintf("TRUNCATE %s%s%s", only, t->qualname, restart ? " RESTART IDENTITY" : ""),
-			false, 0);
-		if (ret != SPI_OK_UTILITY)
-			elog(ERROR, "evrep truncate failed: %s", SPI_result_code_string(ret));
+		spi_run(psprintf("TRUNCATE %s%s%s", only, t->qualname, restart ? " RESTART IDENTITY" : ""),
+				false, 0, SPI_OK_UTILITY, ANY_ROWS, "evrep truncate failed");
 		return;
 	}
-	ret = SPI_execute(psprintf("DELETE FROM %s%s", only, t->qualname), false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "evrep truncate by DELETE failed: %s", SPI_result_code_string(ret));
+	spi_run(psprintf("DELETE FROM %s%s", only, t->qualname), false, 0, SPI_OK_DELETE, ANY_ROWS,
+			"evrep truncate by DELETE failed");
 	if (restart)
 		restart_owned_sequences(t->head.key);
 }

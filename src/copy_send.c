@@ -35,6 +35,7 @@
 #include "relcache.h"
 #include "row_json.h"
 #include "spi_plan.h"
+#include "spi_util.h"
 
 static SPIPlanPtr publication_plan = NULL;
 static SPIPlanPtr accept_plan = NULL;
@@ -121,8 +122,8 @@ refuse_other_history(const WireCopyRequest *req)
 
 	if (follows == 0 || !history_catalog())
 		return;
-	if (SPI_execute("SELECT max(id) FROM evrep.incarnation", true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the evrep history");
+	spi_run("SELECT max(id) FROM evrep.incarnation", true, 1, SPI_OK_SELECT, ANY_ROWS,
+			"could not read the evrep history");
 	ours = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull || follows <= ours)
 		return;
@@ -146,19 +147,16 @@ copy_accept_request(const WireCopyRequest *req)
 {
 	Datum values[4];
 	bool isnull;
-	int ret;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	refuse_other_history(req);
 	values[0] = CStringGetTextDatum(req->schema);
 	values[1] = CStringGetTextDatum(req->table);
-	ret = SPI_execute_plan(
-		spi_kept_plan(&publication_plan, publication_query, 2, (Oid[]){TEXTOID, TEXTOID}), values,
-		NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
+	if (spi_run_plan(
+			spi_kept_plan(&publication_plan, publication_query, 2, (Oid[]){TEXTOID, TEXTOID}),
+			values, NULL, true, 1, SPI_OK_SELECT, ANY_ROWS,
+			"could not read evrep publications") == 1)
 	{
 		Oid relid = DatumGetObjectId(
 			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -167,11 +165,10 @@ copy_accept_request(const WireCopyRequest *req)
 		values[1] = CStringGetTextDatum(req->node);
 		values[2] = Int64GetDatum(req->request_id);
 		values[3] = Int64GetDatum(estimate_rows(relid));
-		ret = SPI_execute_plan(spi_kept_plan(&accept_plan, accept_query, 4,
-											 (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
-							   values, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "could not record an evrep copy request: %s", SPI_result_code_string(ret));
+		spi_run_plan(spi_kept_plan(&accept_plan, accept_query, 4,
+								   (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
+					 values, NULL, false, 0, SPI_OK_INSERT, ANY_ROWS,
+					 "could not record an evrep copy request");
 	}
 	if (SPI_processed == 0)
 	{
@@ -216,10 +213,8 @@ next_job(CopyJob *job)
 	HeapTuple tup;
 	bool isnull;
 
-	if (SPI_execute_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL, NULL, true,
-						 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep copy jobs");
-	if (SPI_processed == 0)
+	if (spi_run_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL, NULL, true, 1,
+					 SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy jobs") == 0)
 		return false;
 	desc = SPI_tuptable->tupdesc;
 	tup = SPI_tuptable->vals[0];
@@ -428,7 +423,6 @@ copy_next_chunk(bool *more)
 	int64 nrows;
 	bool last;
 	int64 id;
-	int ret;
 
 	*more = false;
 	if (copy_wait_ms() > 0)
@@ -442,10 +436,9 @@ copy_next_chunk(bool *more)
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
 	reader = get_reader(job.relid);
-	ret = SPI_execute_plan(job.from_start ? reader->first : reader->next, values,
-						   job.from_start ? "n " : "  ", true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read a chunk of a copy: %s", SPI_result_code_string(ret));
+	spi_run_plan(job.from_start ? reader->first : reader->next, values,
+				 job.from_start ? "n " : "  ", true, 1, SPI_OK_SELECT, 1,
+				 "could not read a chunk of a copy");
 	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
@@ -463,11 +456,10 @@ copy_next_chunk(bool *more)
 	values[2] = last ? (Datum) 0 : upto;
 	values[3] = Int64GetDatum(nrows);
 	values[4] = BoolGetDatum(last);
-	ret = SPI_execute_plan(spi_kept_plan(&advance_plan, advance_query, 5,
-										 (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
-						   values, last ? "  n  " : "     ", false, 0);
-	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
-		elog(ERROR, "could not advance an evrep copy job: %s", SPI_result_code_string(ret));
+	spi_run_plan(spi_kept_plan(&advance_plan, advance_query, 5,
+							   (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
+				 values, last ? "  n  " : "     ", false, 0, SPI_OK_UPDATE, 1,
+				 "could not advance an evrep copy job");
 	if (last)
 		ereport(LOG, (errmsg("evrep: copy for node \"%s\" sent, last chunk " INT64_FORMAT " rows",
 							 job.requester, nrows)));
