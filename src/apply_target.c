@@ -274,8 +274,9 @@ has_deferrable_pkey(Relation rel)
 
 /* Reads columns and primary key of the relation from the catalog. */
 static void
-build_target(ApplyTarget *t)
+build_target(RelCacheEntry *entry)
 {
+	ApplyTarget *t = (ApplyTarget *) entry;
 	Relation rel = table_open(t->head.key, AccessShareLock);
 	TupleDesc desc = RelationGetDescr(rel);
 	Bitmapset *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
@@ -326,20 +327,15 @@ build_target(ApplyTarget *t)
 
 	t->upsert = prepare_kept(insert_sql(t, NULL, ROWS_ONE, true), 1);
 	t->delete = prepare_kept(delete_sql(t), 1);
-	t->head.valid = true;
 }
 
 ApplyTarget *
 apply_target_get(Oid relid)
 {
-	ApplyTarget *t;
-
 	if (targets == NULL)
-		targets = relcache_create("evrep apply targets", sizeof(ApplyTarget), reset_target);
-	t = (ApplyTarget *) relcache_get(targets, relid);
-	if (!t->head.valid)
-		build_target(t);
-	return t;
+		targets =
+			relcache_create("evrep apply targets", sizeof(ApplyTarget), build_target, reset_target);
+	return (ApplyTarget *) relcache_get(targets, relid);
 }
 
 /*
@@ -380,7 +376,8 @@ run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 {
 	Datum values[1] = {JsonbPGetDatum(row)};
 
-	spi_run_plan(plan, values, NULL, false, 0, expect, ANY_ROWS, "evrep apply statement failed");
+	spi_check(SPI_execute_plan(plan, values, NULL, false, 0), expect, ANY_ROWS,
+			  "evrep apply statement failed");
 }
 
 /*
@@ -582,8 +579,8 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
 	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
 	nulls[1] = copy->after ? ' ' : 'n';
 	nulls[2] = copy->upto ? ' ' : 'n';
-	spi_run_plan(t->copy_delete[range], values, nulls, false, 0, SPI_OK_DELETE, ANY_ROWS,
-				 "evrep copy delete failed");
+	spi_check(SPI_execute_plan(t->copy_delete[range], values, nulls, false, 0), SPI_OK_DELETE,
+			  ANY_ROWS, "evrep copy delete failed");
 	return true;
 }
 
@@ -764,8 +761,8 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		}
 		for (int i = 0; i < len; i++)
 			note_unknown_columns(t, &evs[i]->row->root, nused, 1);
-		spi_run_plan(plan, &arg, NULL, false, 0, SPI_OK_INSERT, ANY_ROWS,
-					 "evrep apply statement failed");
+		spi_check(SPI_execute_plan(plan, &arg, NULL, false, 0), SPI_OK_INSERT, ANY_ROWS,
+				  "evrep apply statement failed");
 	}
 	hash_destroy(keys);
 	pfree(rows);
@@ -808,8 +805,8 @@ restart_owned_sequences(Oid relid)
 		char *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(seqid)),
 												get_rel_name(seqid));
 
-		spi_run(psprintf("ALTER SEQUENCE %s RESTART", name), false, 0, SPI_OK_UTILITY, ANY_ROWS,
-				"could not restart sequence %s", name);
+		spi_check(SPI_execute(psprintf("ALTER SEQUENCE %s RESTART", name), false, 0),
+				  SPI_OK_UTILITY, ANY_ROWS, "could not restart sequence %s", name);
 		pfree(name);
 	}
 	list_free(seqs);
@@ -854,12 +851,14 @@ apply_target_truncate(ApplyTarget *t, const WireEvent *ev)
 	}
 	if (!use_delete)
 	{
-		spi_run(psprintf("TRUNCATE %s%s%s", only, t->qualname, restart ? " RESTART IDENTITY" : ""),
-				false, 0, SPI_OK_UTILITY, ANY_ROWS, "evrep truncate failed");
+		spi_check(SPI_execute(psprintf("TRUNCATE %s%s%s", only, t->qualname,
+									   restart ? " RESTART IDENTITY" : ""),
+							  false, 0),
+				  SPI_OK_UTILITY, ANY_ROWS, "evrep truncate failed");
 		return;
 	}
-	spi_run(psprintf("DELETE FROM %s%s", only, t->qualname), false, 0, SPI_OK_DELETE, ANY_ROWS,
-			"evrep truncate by DELETE failed");
+	spi_check(SPI_execute(psprintf("DELETE FROM %s%s", only, t->qualname), false, 0), SPI_OK_DELETE,
+			  ANY_ROWS, "evrep truncate by DELETE failed");
 	if (restart)
 		restart_owned_sequences(t->head.key);
 }

@@ -122,8 +122,8 @@ refuse_other_history(const WireCopyRequest *req)
 
 	if (follows == 0 || !history_catalog())
 		return;
-	spi_run("SELECT max(id) FROM evrep.incarnation", true, 1, SPI_OK_SELECT, ANY_ROWS,
-			"could not read the evrep history");
+	spi_check(SPI_execute("SELECT max(id) FROM evrep.incarnation", true, 1), SPI_OK_SELECT,
+			  ANY_ROWS, "could not read the evrep history");
 	ours = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull || follows <= ours)
 		return;
@@ -153,10 +153,10 @@ copy_accept_request(const WireCopyRequest *req)
 	refuse_other_history(req);
 	values[0] = CStringGetTextDatum(req->schema);
 	values[1] = CStringGetTextDatum(req->table);
-	if (spi_run_plan(
-			spi_kept_plan(&publication_plan, publication_query, 2, (Oid[]){TEXTOID, TEXTOID}),
-			values, NULL, true, 1, SPI_OK_SELECT, ANY_ROWS,
-			"could not read evrep publications") == 1)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&publication_plan, publication_query, 2,
+												 (Oid[]){TEXTOID, TEXTOID}),
+								   values, NULL, true, 1),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep publications") == 1)
 	{
 		Oid relid = DatumGetObjectId(
 			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -165,10 +165,10 @@ copy_accept_request(const WireCopyRequest *req)
 		values[1] = CStringGetTextDatum(req->node);
 		values[2] = Int64GetDatum(req->request_id);
 		values[3] = Int64GetDatum(estimate_rows(relid));
-		spi_run_plan(spi_kept_plan(&accept_plan, accept_query, 4,
-								   (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
-					 values, NULL, false, 0, SPI_OK_INSERT, ANY_ROWS,
-					 "could not record an evrep copy request");
+		spi_check(SPI_execute_plan(spi_kept_plan(&accept_plan, accept_query, 4,
+												 (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
+								   values, NULL, false, 0),
+				  SPI_OK_INSERT, ANY_ROWS, "could not record an evrep copy request");
 	}
 	if (SPI_processed == 0)
 	{
@@ -213,8 +213,9 @@ next_job(CopyJob *job)
 	HeapTuple tup;
 	bool isnull;
 
-	if (spi_run_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL, NULL, true, 1,
-					 SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy jobs") == 0)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL,
+								   NULL, true, 1),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy jobs") == 0)
 		return false;
 	desc = SPI_tuptable->tupdesc;
 	tup = SPI_tuptable->vals[0];
@@ -298,8 +299,9 @@ prepare_chunk(const char *sql)
 
 /* Reads the primary key from the catalog and prepares the statements. */
 static void
-build_reader(ChunkReader *r)
+build_reader(RelCacheEntry *entry)
 {
+	ChunkReader *r = (ChunkReader *) entry;
 	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->head.key)),
 												get_rel_name(r->head.key));
 	StringInfoData key_desc, tkeys, rkeys, desc, obj;
@@ -364,20 +366,15 @@ build_reader(ChunkReader *r)
 	r->next =
 		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, desc.data, obj.data));
 	r->key_desc = MemoryContextStrdup(relcache_memory(readers), key_desc.data);
-	r->head.valid = true;
 }
 
 static ChunkReader *
 get_reader(Oid relid)
 {
-	ChunkReader *r;
-
 	if (readers == NULL)
-		readers = relcache_create("evrep chunk readers", sizeof(ChunkReader), free_reader);
-	r = (ChunkReader *) relcache_get(readers, relid);
-	if (!r->head.valid)
-		build_reader(r);
-	return r;
+		readers =
+			relcache_create("evrep chunk readers", sizeof(ChunkReader), build_reader, free_reader);
+	return (ChunkReader *) relcache_get(readers, relid);
 }
 
 /* The chunk's body: {"for", "request", "estimate", "key", "after", "upto", "rows"}. */
@@ -436,9 +433,9 @@ copy_next_chunk(bool *more)
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
 	reader = get_reader(job.relid);
-	spi_run_plan(job.from_start ? reader->first : reader->next, values,
-				 job.from_start ? "n " : "  ", true, 1, SPI_OK_SELECT, 1,
-				 "could not read a chunk of a copy");
+	spi_check(SPI_execute_plan(job.from_start ? reader->first : reader->next, values,
+							   job.from_start ? "n " : "  ", true, 1),
+			  SPI_OK_SELECT, 1, "could not read a chunk of a copy");
 	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
@@ -456,10 +453,10 @@ copy_next_chunk(bool *more)
 	values[2] = last ? (Datum) 0 : upto;
 	values[3] = Int64GetDatum(nrows);
 	values[4] = BoolGetDatum(last);
-	spi_run_plan(spi_kept_plan(&advance_plan, advance_query, 5,
-							   (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
-				 values, last ? "  n  " : "     ", false, 0, SPI_OK_UPDATE, 1,
-				 "could not advance an evrep copy job");
+	spi_check(SPI_execute_plan(spi_kept_plan(&advance_plan, advance_query, 5,
+											 (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
+							   values, last ? "  n  " : "     ", false, 0),
+			  SPI_OK_UPDATE, 1, "could not advance an evrep copy job");
 	if (last)
 		ereport(LOG, (errmsg("evrep: copy for node \"%s\" sent, last chunk " INT64_FORMAT " rows",
 							 job.requester, nrows)));

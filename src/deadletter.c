@@ -51,8 +51,10 @@ deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const
 	values[7] = Int32GetDatum(attempts);
 	values[8] = text_or_null(edata->hint, &nulls[8]);
 
-	spi_run_plan(spi_kept_plan(&park_plan[hist], park_query[hist], hist ? 9 : 8, argtypes), values,
-				 nulls, false, 0, SPI_OK_INSERT, ANY_ROWS, "could not park evrep event");
+	spi_check(
+		SPI_execute_plan(spi_kept_plan(&park_plan[hist], park_query[hist], hist ? 9 : 8, argtypes),
+						 values, nulls, false, 0),
+		SPI_OK_INSERT, ANY_ROWS, "could not park evrep event");
 	/* the apply error context names origin, table and seq */
 	ereport(LOG, (errcode(edata->sqlerrcode),
 				  errmsg("evrep parked an event it could not apply: %s", edata->message),
@@ -81,10 +83,11 @@ deadletter_lock_for_replay(int64 id)
 	Datum values[1] = {Int64GetDatum(id)};
 	bool isnull;
 
-	if (spi_run_args("SELECT body, replayed_at IS NOT NULL FROM evrep.dead_letter"
-					 " WHERE id = $1 FOR UPDATE",
-					 1, argtypes, values, NULL, false, 1, SPI_OK_SELECT, ANY_ROWS,
-					 "could not read dead letter") == 0)
+	if (spi_check(
+			SPI_execute_with_args("SELECT body, replayed_at IS NOT NULL FROM evrep.dead_letter"
+								  " WHERE id = $1 FOR UPDATE",
+								  1, argtypes, values, NULL, false, 1),
+			SPI_OK_SELECT, ANY_ROWS, "could not read dead letter") == 0)
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
 						errmsg("evrep dead letter " INT64_FORMAT " does not exist", id)));
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
@@ -108,10 +111,11 @@ deadletter_record_replay(int64 id, const ErrorData *edata)
 	}
 	else
 		nulls[1] = nulls[2] = 'n';
-	spi_run_args("UPDATE evrep.dead_letter SET replay_count = replay_count + 1,"
-				 " replayed_at = CASE WHEN $2 IS NULL THEN pg_catalog.now() END,"
-				 " sqlstate = coalesce($2, sqlstate), error = coalesce($3, error)"
-				 " WHERE id = $1",
-				 3, argtypes, values, nulls, false, 0, SPI_OK_UPDATE, ANY_ROWS,
-				 "could not record replay");
+	spi_check(
+		SPI_execute_with_args("UPDATE evrep.dead_letter SET replay_count = replay_count + 1,"
+							  " replayed_at = CASE WHEN $2 IS NULL THEN pg_catalog.now() END,"
+							  " sqlstate = coalesce($2, sqlstate), error = coalesce($3, error)"
+							  " WHERE id = $1",
+							  3, argtypes, values, nulls, false, 0),
+		SPI_OK_UPDATE, ANY_ROWS, "could not record replay");
 }

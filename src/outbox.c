@@ -204,9 +204,10 @@ load_publications(int *npubs)
 {
 	PubInfo *pubs;
 
-	*npubs = spi_run_plan(
-		spi_kept_plan(&publications_plan[hist], publications_query[hist], 0, NULL), NULL, NULL,
-		true, 0, SPI_OK_SELECT, ANY_ROWS, "could not read evrep publications");
+	*npubs = spi_check(
+		SPI_execute_plan(spi_kept_plan(&publications_plan[hist], publications_query[hist], 0, NULL),
+						 NULL, NULL, true, 0),
+		SPI_OK_SELECT, ANY_ROWS, "could not read evrep publications");
 	pubs = palloc(sizeof(PubInfo) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -311,8 +312,9 @@ read_unconfirmed(int max_per_message, MemoryContext mcxt)
 	/* whatever happens, rows numbered from now on are in flight */
 	resend_pending = false;
 	pubs = load_publications(&npubs);
-	if (spi_run_plan(spi_kept_plan(&resend_plan[hist], resend_query[hist], 0, NULL), NULL, NULL,
-					 true, 0, SPI_OK_SELECT, ANY_ROWS, "could not read numbered outbox rows") == 0)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&resend_plan[hist], resend_query[hist], 0, NULL),
+								   NULL, NULL, true, 0),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read numbered outbox rows") == 0)
 		return NULL;
 	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
@@ -329,8 +331,9 @@ read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
 	pubs = load_publications(&npubs);
 	level = planner_avoid(fetch_avoid);
 	/* not read-only: it must see the numbers given just before */
-	spi_run_plan(spi_kept_plan(&fetch_plan[hist], fetch_query[hist], 1, argtypes), &ids, NULL,
-				 false, 0, SPI_OK_SELECT, SOME_ROWS, "could not read numbered outbox rows");
+	spi_check(SPI_execute_plan(spi_kept_plan(&fetch_plan[hist], fetch_query[hist], 1, argtypes),
+							   &ids, NULL, false, 0),
+			  SPI_OK_SELECT, SOME_ROWS, "could not read numbered outbox rows");
 	planner_restore(level);
 	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
@@ -342,9 +345,10 @@ reserve_numbers(int32 pub_id, int64 count)
 	Datum values[2] = {Int32GetDatum(pub_id), Int64GetDatum(count)};
 	bool isnull;
 
-	spi_run_plan(spi_kept_plan(&reserve_plan, reserve_query, 2, argtypes), values, NULL, false, 0,
-				 SPI_OK_UPDATE_RETURNING, 1, "could not reserve evrep numbers for publication %d",
-				 pub_id);
+	spi_check(SPI_execute_plan(spi_kept_plan(&reserve_plan, reserve_query, 2, argtypes), values,
+							   NULL, false, 0),
+			  SPI_OK_UPDATE_RETURNING, 1, "could not reserve evrep numbers for publication %d",
+			  pub_id);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -415,7 +419,6 @@ read_unnumbered(int max_events)
 	Snapshot snap;
 	TransactionId xmin;
 	int level;
-	int ret;
 
 	if (!xact_callback_registered)
 	{
@@ -434,11 +437,10 @@ read_unnumbered(int max_events)
 	values[1] = BoolGetDatum(track_commit_timestamp);
 	values[2] = Int64GetDatum(numbered_upto);
 	level = planner_avoid(unnumbered_avoid);
-	ret = SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 3, argtypes),
-							   values, NULL, snap, InvalidSnapshot, false, false, 0);
+	spi_check(SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 3, argtypes),
+								   values, NULL, snap, InvalidSnapshot, false, false, 0),
+			  SPI_OK_SELECT, ANY_ROWS, "could not read unnumbered outbox rows");
 	planner_restore(level);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read unnumbered outbox rows: %s", SPI_result_code_string(ret));
 
 	/*
 	 * A scan that stopped at max_events took every row up to the last one
@@ -547,8 +549,9 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	 * over the primary key touches the batch's rows only.
 	 */
 	level = planner_avoid(number_avoid);
-	spi_run_plan(spi_kept_plan(&number_plan[hist], number_query[hist], 4, argtypes), values, nulls,
-				 false, 0, SPI_OK_UPDATE, n, "could not number outbox rows");
+	spi_check(SPI_execute_plan(spi_kept_plan(&number_plan[hist], number_query[hist], 4, argtypes),
+							   values, nulls, false, 0),
+			  SPI_OK_UPDATE, n, "could not number outbox rows");
 	planner_restore(level);
 	*id_array = values[0];
 	return n;
@@ -658,8 +661,9 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
 	values[3] = row_data;
 	values[4] = Int64GetDatum(reserve_numbers(pub_id, 1) + 1);
 	values[5] = LSNGetDatum(round_lsn);
-	spi_run_plan(spi_kept_plan(&add_plan[hist], add_query[hist], 6, argtypes), values, NULL, false,
-				 0, SPI_OK_INSERT_RETURNING, 1, "could not add to the evrep outbox");
+	spi_check(SPI_execute_plan(spi_kept_plan(&add_plan[hist], add_query[hist], 6, argtypes), values,
+							   NULL, false, 0),
+			  SPI_OK_INSERT_RETURNING, 1, "could not add to the evrep outbox");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -684,9 +688,11 @@ outbox_remove_batch(OutboxBatch *batch)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	level = planner_avoid(remove_avoid);
-	spi_run_plan(
-		spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)", 1, argtypes),
-		values, NULL, false, 0, SPI_OK_DELETE, ANY_ROWS, "could not delete confirmed outbox rows");
+	spi_check(
+		SPI_execute_plan(spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)",
+									   1, argtypes),
+						 values, NULL, false, 0),
+		SPI_OK_DELETE, ANY_ROWS, "could not delete confirmed outbox rows");
 	planner_restore(level);
 	SPI_finish();
 	pfree(ids);
@@ -717,11 +723,12 @@ try_truncate(int slot)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* by the index: a sequential scan would visit every dead row */
-	if (spi_run(psprintf("SELECT 1 FROM evrep.%s ORDER BY id LIMIT 1", name), false, 1,
-				SPI_OK_SELECT, ANY_ROWS, "could not read evrep.%s", name) == 0)
+	if (spi_check(
+			SPI_execute(psprintf("SELECT 1 FROM evrep.%s ORDER BY id LIMIT 1", name), false, 1),
+			SPI_OK_SELECT, ANY_ROWS, "could not read evrep.%s", name) == 0)
 	{
-		spi_run(psprintf("TRUNCATE evrep.%s", name), false, 0, SPI_OK_UTILITY, ANY_ROWS,
-				"could not truncate evrep.%s", name);
+		spi_check(SPI_execute(psprintf("TRUNCATE evrep.%s", name), false, 0), SPI_OK_UTILITY,
+				  ANY_ROWS, "could not truncate evrep.%s", name);
 		emptied = true;
 	}
 	SPI_finish();
@@ -755,8 +762,9 @@ outbox_depth_estimate(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	spi_run("SELECT pg_catalog.max(id) - pg_catalog.min(id) + 1 FROM evrep.outbox", true, 1,
-			SPI_OK_SELECT, ANY_ROWS, "could not read the evrep outbox depth");
+	spi_check(SPI_execute("SELECT pg_catalog.max(id) - pg_catalog.min(id) + 1 FROM evrep.outbox",
+						  true, 1),
+			  SPI_OK_SELECT, ANY_ROWS, "could not read the evrep outbox depth");
 	span = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	SPI_finish();
 	return isnull ? 0 : DatumGetInt64(span);

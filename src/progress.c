@@ -97,8 +97,9 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 	values[0] = CStringGetTextDatum(msg->origin);
 	values[1] = CStringGetTextDatum(msg->schema);
 	values[2] = CStringGetTextDatum(msg->table);
-	if (spi_run_plan(spi_kept_plan(&load_plan[hist], load_query[hist], 3, argtypes), values, NULL,
-					 false, 1, SPI_OK_SELECT, ANY_ROWS, "could not read evrep progress") == 1)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&load_plan[hist], load_query[hist], 3, argtypes),
+								   values, NULL, false, 1),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep progress") == 1)
 	{
 		HeapTuple tup = SPI_tuptable->vals[0];
 		TupleDesc desc = SPI_tuptable->tupdesc;
@@ -179,8 +180,10 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 		nulls[8] = 'n';
 	save_history(p, values, nulls);
 
-	spi_run_plan(spi_kept_plan(&save_plan[hist], save_query[hist], hist ? 20 : 10, argtypes),
-				 values, nulls, false, 0, SPI_OK_INSERT, ANY_ROWS, "could not save evrep progress");
+	spi_check(SPI_execute_plan(
+				  spi_kept_plan(&save_plan[hist], save_query[hist], hist ? 20 : 10, argtypes),
+				  values, nulls, false, 0),
+			  SPI_OK_INSERT, ANY_ROWS, "could not save evrep progress");
 }
 
 /* Makes room for one more gap. */

@@ -26,6 +26,7 @@ struct RelCache
 {
 	const char *name;
 	Size entrysize;
+	RelCacheBuildFn build;
 	RelCacheFreeFn free_entry;
 	bool types;		   /* keyed by type: any change drops every entry */
 	bool stale;		   /* (types) drop them at the next relcache_get */
@@ -101,7 +102,8 @@ register_callbacks(void)
 }
 
 static RelCache *
-create_cache(const char *name, Size entrysize, RelCacheFreeFn free_entry, bool types)
+create_cache(const char *name, Size entrysize, RelCacheBuildFn build, RelCacheFreeFn free_entry,
+			 bool types)
 {
 	RelCache *cache;
 
@@ -112,6 +114,7 @@ create_cache(const char *name, Size entrysize, RelCacheFreeFn free_entry, bool t
 	cache = MemoryContextAllocZero(CacheMemoryContext, sizeof(RelCache));
 	cache->name = name;
 	cache->entrysize = entrysize;
+	cache->build = build;
 	cache->free_entry = free_entry;
 	cache->types = types;
 	cache->cxt = AllocSetContextCreate(CacheMemoryContext, "evrep cache", ALLOCSET_SMALL_SIZES);
@@ -123,15 +126,15 @@ create_cache(const char *name, Size entrysize, RelCacheFreeFn free_entry, bool t
 }
 
 RelCache *
-relcache_create(const char *name, Size entrysize, RelCacheFreeFn free_entry)
+relcache_create(const char *name, Size entrysize, RelCacheBuildFn build, RelCacheFreeFn free_entry)
 {
-	return create_cache(name, entrysize, free_entry, false);
+	return create_cache(name, entrysize, build, free_entry, false);
 }
 
 RelCache *
-relcache_create_types(const char *name, Size entrysize)
+relcache_create_types(const char *name, Size entrysize, RelCacheBuildFn build)
 {
-	return create_cache(name, entrysize, NULL, true);
+	return create_cache(name, entrysize, build, NULL, true);
 }
 
 RelCacheEntry *
@@ -162,8 +165,13 @@ relcache_get(RelCache *cache, Oid key)
 		memset(entry, 0, cache->entrysize);
 		entry->key = key;
 	}
-	else if (!entry->valid && cache->free_entry != NULL)
-		cache->free_entry(entry);
+	if (!entry->valid)
+	{
+		if (found && cache->free_entry != NULL)
+			cache->free_entry(entry);
+		cache->build(entry);
+		entry->valid = true;
+	}
 	return entry;
 }
 

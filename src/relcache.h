@@ -13,8 +13,11 @@
 typedef struct RelCacheEntry
 {
 	Oid key;	/* hash key: a relation, or a type (relcache_create_types) */
-	bool valid; /* false: the user must build the entry (again) */
+	bool valid; /* false: built at the next relcache_get */
 } RelCacheEntry;
+
+/* Fills in the user's part of an entry from the catalog. */
+typedef void (*RelCacheBuildFn)(RelCacheEntry *entry);
 
 /* Releases what a user kept in a stale entry (plans, memory); the entry stays. */
 typedef void (*RelCacheFreeFn)(RelCacheEntry *entry);
@@ -27,10 +30,11 @@ typedef struct RelCache RelCache;
 /*
  * A cache of entries of entrysize bytes keyed by relation: an entry goes
  * stale when its relation is invalidated.  free_entry (or NULL) is called
- * on a stale entry before it is handed out again.  For the life of the
+ * on a stale entry before build makes it again.  For the life of the
  * backend: create it once.
  */
-extern RelCache *relcache_create(const char *name, Size entrysize, RelCacheFreeFn free_entry);
+extern RelCache *relcache_create(const char *name, Size entrysize, RelCacheBuildFn build,
+								 RelCacheFreeFn free_entry);
 
 /*
  * A cache keyed by type, whose every entry goes stale at any change to
@@ -38,12 +42,11 @@ extern RelCache *relcache_create(const char *name, Size entrysize, RelCacheFreeF
  * relation's).  The entries and what they keep in relcache_memory() are
  * then dropped together.
  */
-extern RelCache *relcache_create_types(const char *name, Size entrysize);
+extern RelCache *relcache_create_types(const char *name, Size entrysize, RelCacheBuildFn build);
 
 /*
- * The entry for key, made if it was missing.  When it is not valid, the
- * caller builds it and sets valid; an entry whose build failed is handed
- * out again not valid.
+ * The entry for key, built if it was missing or stale.  A build that
+ * fails leaves the entry stale, to be freed and built at the next call.
  */
 extern RelCacheEntry *relcache_get(RelCache *cache, Oid key);
 

@@ -143,20 +143,15 @@ form_of(Oid typid, Oid base)
 	return FORM_TEXT;
 }
 
-static TypeForm *
-lookup_form(Oid typid)
+static void
+build_form(RelCacheEntry *entry)
 {
-	TypeForm *tf;
-	MemoryContext cxt;
+	TypeForm *tf = (TypeForm *) entry;
+	Oid typid = entry->key;
+	MemoryContext cxt = relcache_memory(forms);
 	Oid outfunc;
 	bool varlena;
 
-	if (forms == NULL)
-		forms = relcache_create_types("evrep row_json", sizeof(TypeForm));
-	tf = (TypeForm *) relcache_get(forms, typid);
-	if (tf->head.valid)
-		return tf;
-	cxt = relcache_memory(forms);
 	tf->basetype = getBaseType(typid);
 	tf->form = form_of(typid, tf->basetype);
 	if (tf->form == FORM_TO_JSON)
@@ -175,8 +170,14 @@ lookup_form(Oid typid)
 		getTypeOutputInfo(typid, &outfunc, &varlena);
 		fmgr_info_cxt(outfunc, &tf->output, cxt);
 	}
-	tf->head.valid = true;
-	return tf;
+}
+
+static TypeForm *
+lookup_form(Oid typid)
+{
+	if (forms == NULL)
+		forms = relcache_create_types("evrep row_json", sizeof(TypeForm), build_form);
+	return (TypeForm *) relcache_get(forms, typid);
 }
 
 static void

@@ -1,6 +1,6 @@
 /*
  * spi_util.h
- *		SPI statements whose result is checked in one place (spi_util.c).
+ *		The result of an SPI statement, checked in one place (spi_util.c).
  */
 #ifndef EVREP_SPI_UTIL_H
 #define EVREP_SPI_UTIL_H
@@ -12,17 +12,14 @@
 #define SOME_ROWS (-2)
 
 /*
- * Each runs a statement as its SPI_execute* namesake does and returns
- * SPI_processed.  Unless SPI returned expect, with rows rows, it raises
- * ERROR "<what>: <SPI result code>", what formatted as by printf.
+ * ret is what an SPI_execute* call just returned: unless it is expect,
+ * with rows rows (SPI_processed), raises ERROR "<what>: <SPI result
+ * code>", what formatted as by printf.  Returns SPI_processed.
+ *
+ *		spi_check(SPI_execute_plan(plan, values, NULL, false, 0), SPI_OK_INSERT,
+ *				  ANY_ROWS, "could not park evrep event");
  */
-extern uint64 spi_run(const char *sql, bool read_only, long count, int expect, int64 rows,
-					  const char *what, ...) pg_attribute_printf(6, 7);
-extern uint64 spi_run_args(const char *sql, int nargs, Oid *argtypes, Datum *values,
-						   const char *nulls, bool read_only, long count, int expect, int64 rows,
-						   const char *what, ...) pg_attribute_printf(10, 11);
-extern uint64 spi_run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
-						   long count, int expect, int64 rows, const char *what, ...)
-	pg_attribute_printf(8, 9);
+extern uint64 spi_check(int ret, int expect, int64 rows, const char *what, ...)
+	pg_attribute_printf(4, 5);
 
 #endif /* EVREP_SPI_UTIL_H */
