@@ -33,6 +33,7 @@
 #include "incarnation.h"
 #include "progress.h"
 #include "spi_plan.h"
+#include "spi_util.h"
 #include "wire.h"
 
 /* One message being applied. */
@@ -176,18 +177,15 @@ read_subscription(ApplyRun *run, bool fresh)
 {
 	Oid argtypes[2] = {TEXTOID, TEXTOID};
 	Datum values[2];
-	int ret;
 
 	values[0] = CStringGetTextDatum(run->msg->schema);
 	values[1] = CStringGetTextDatum(run->msg->table);
-	ret = SPI_execute_plan(spi_kept_plan(&subscription_plan,
-										 "SELECT relid, owner FROM evrep.subscription"
-										 " WHERE schema_name = $1 AND table_name = $2",
-										 2, argtypes),
-						   values, NULL, !fresh, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep subscriptions: %s", SPI_result_code_string(ret));
-	return SPI_processed == 1;
+	return spi_check(SPI_execute_plan(spi_kept_plan(&subscription_plan,
+													"SELECT relid, owner FROM evrep.subscription"
+													" WHERE schema_name = $1 AND table_name = $2",
+													2, argtypes),
+									  values, NULL, !fresh, 1),
+					 SPI_OK_SELECT, ANY_ROWS, "could not read evrep subscriptions") == 1;
 }
 
 /*
@@ -332,16 +330,14 @@ repair_stream(ApplyRun *run, const char *why)
 	}
 	values[0] = CStringGetTextDatum(msg->schema);
 	values[1] = CStringGetTextDatum(msg->table);
-	if (SPI_execute_with_args("SELECT evrep._start_sync($1, $2, 'requested')", 2,
-							  (Oid[]){TEXTOID, TEXTOID}, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not request an evrep resync");
+	spi_check(SPI_execute_with_args("SELECT evrep._start_sync($1, $2, 'requested')", 2,
+									(Oid[]){TEXTOID, TEXTOID}, values, NULL, false, 0),
+			  SPI_OK_SELECT, ANY_ROWS, "could not request an evrep resync");
 	/* not read-only: it must see the request just made */
-	if (SPI_execute_with_args("SELECT request_id FROM evrep.sync"
-							  " WHERE schema_name = $1 AND table_name = $2",
-							  2, (Oid[]){TEXTOID, TEXTOID}, values, NULL, false,
-							  1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not read the evrep resync request");
+	spi_check(SPI_execute_with_args(
+				  "SELECT request_id FROM evrep.sync WHERE schema_name = $1 AND table_name = $2", 2,
+				  (Oid[]){TEXTOID, TEXTOID}, values, NULL, false, 1),
+			  SPI_OK_SELECT, 1, "could not read the evrep resync request");
 	run->copy_request =
 		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){0}));
 	p->repair_request = run->copy_request;
@@ -666,7 +662,6 @@ check_sender(const ApplyDelivery *delivery, const char *origin)
 	bool isnull;
 	int64 allowed;
 	int64 listed;
-	int ret;
 
 	if (delivery->vouched)
 		return;
@@ -677,13 +672,13 @@ check_sender(const ApplyDelivery *delivery, const char *origin)
 				 errdetail("Only a message whose sender the broker vouches for is applied.")));
 	values[0] = CStringGetTextDatum(origin);
 	values[1] = CStringGetTextDatum(sender);
-	ret = SPI_execute_plan(spi_kept_plan(&sender_plan,
-										 "SELECT count(*) FILTER (WHERE broker_user = $2), count(*)"
-										 " FROM evrep.sender WHERE origin = $1",
-										 2, argtypes),
-						   values, NULL, true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read evrep senders: %s", SPI_result_code_string(ret));
+	spi_check(
+		SPI_execute_plan(spi_kept_plan(&sender_plan,
+									   "SELECT count(*) FILTER (WHERE broker_user = $2), count(*)"
+									   " FROM evrep.sender WHERE origin = $1",
+									   2, argtypes),
+						 values, NULL, true, 1),
+		SPI_OK_SELECT, 1, "could not read evrep senders");
 	allowed =
 		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	listed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));

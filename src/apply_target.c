@@ -7,7 +7,7 @@
  * through jsonb_populate_record, so PostgreSQL's own input functions
  * convert each value to the local column type.  json and jsonb columns
  * arrive as strings of their text (row_json.c) and are read from that.  The plans are kept per
- * relation and dropped by a relcache invalidation.
+ * relation and dropped by a relcache invalidation (relcache.c).
  */
 #include "postgres.h"
 
@@ -24,7 +24,6 @@
 #include "utils/builtins.h"
 #include "utils/acl.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -32,14 +31,15 @@
 #include "utils/syscache.h"
 
 #include "apply_target.h"
+#include "relcache.h"
 #include "row_json.h"
+#include "spi_util.h"
 
 struct ApplyTarget
 {
-	Oid relid; /* hash key */
-	bool valid;
-	MemoryContext cxt; /* everything below but the plans */
-	char *qualname;	   /* quoted schema.table */
+	RelCacheEntry head; /* the relation */
+	MemoryContext cxt;	/* everything below but the plans */
+	char *qualname;		/* quoted schema.table */
 	int ncols;
 	char **colnames; /* insertable columns */
 	char **textjson; /* json/jsonb columns: their type, else NULL */
@@ -72,21 +72,7 @@ struct ApplyTarget
 /* and whether every local row of the range goes, or those the chunk lacks */
 #define COPY_RANGE_WHOLE 4
 
-static HTAB *targets = NULL;
-
-static void
-invalidate_target(Datum arg, Oid relid)
-{
-	HASH_SEQ_STATUS status;
-	ApplyTarget *t;
-
-	hash_seq_init(&status, targets);
-	while ((t = hash_seq_search(&status)) != NULL)
-	{
-		if (relid == InvalidOid || t->relid == relid)
-			t->valid = false;
-	}
-}
+static RelCache *targets = NULL;
 
 static void
 free_plan(SPIPlanPtr *plan)
@@ -96,9 +82,15 @@ free_plan(SPIPlanPtr *plan)
 	*plan = NULL;
 }
 
+/*
+ * A stale target drops its plans and columns; the warnings already given
+ * for the table stay given.
+ */
 static void
-reset_target(ApplyTarget *t)
+reset_target(RelCacheEntry *entry)
 {
+	ApplyTarget *t = (ApplyTarget *) entry;
+
 	free_plan(&t->upsert);
 	free_plan(&t->delete);
 	free_plan(&t->subset_upsert);
@@ -282,15 +274,17 @@ has_deferrable_pkey(Relation rel)
 
 /* Reads columns and primary key of the relation from the catalog. */
 static void
-build_target(ApplyTarget *t)
+build_target(RelCacheEntry *entry)
 {
-	Relation rel = table_open(t->relid, AccessShareLock);
+	ApplyTarget *t = (ApplyTarget *) entry;
+	Relation rel = table_open(t->head.key, AccessShareLock);
 	TupleDesc desc = RelationGetDescr(rel);
 	Bitmapset *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
 	MemoryContext old;
 	bool deferrable;
 
-	t->cxt = AllocSetContextCreate(TopMemoryContext, "evrep apply target", ALLOCSET_SMALL_SIZES);
+	t->cxt =
+		AllocSetContextCreate(relcache_memory(targets), "evrep apply target", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(t->cxt);
 	t->qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 											 RelationGetRelationName(rel));
@@ -333,36 +327,15 @@ build_target(ApplyTarget *t)
 
 	t->upsert = prepare_kept(insert_sql(t, NULL, ROWS_ONE, true), 1);
 	t->delete = prepare_kept(delete_sql(t), 1);
-	t->valid = true;
 }
 
 ApplyTarget *
 apply_target_get(Oid relid)
 {
-	ApplyTarget *t;
-	bool found;
-
 	if (targets == NULL)
-	{
-		HASHCTL ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(ApplyTarget);
-		targets = hash_create("evrep apply targets", 32, &ctl, HASH_ELEM | HASH_BLOBS);
-		CacheRegisterRelcacheCallback(invalidate_target, (Datum) 0);
-	}
-	t = hash_search(targets, &relid, HASH_ENTER, &found);
-	if (!found)
-	{
-		memset(t, 0, sizeof(ApplyTarget));
-		t->relid = relid;
-	}
-	if (!t->valid)
-	{
-		reset_target(t);
-		build_target(t);
-	}
-	return t;
+		targets =
+			relcache_create("evrep apply targets", sizeof(ApplyTarget), build_target, reset_target);
+	return (ApplyTarget *) relcache_get(targets, relid);
 }
 
 /*
@@ -402,10 +375,9 @@ static void
 run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 {
 	Datum values[1] = {JsonbPGetDatum(row)};
-	int ret = SPI_execute_plan(plan, values, NULL, false, 0);
 
-	if (ret != expect)
-		elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute_plan(plan, values, NULL, false, 0), expect, ANY_ROWS,
+			  "evrep apply statement failed");
 }
 
 /*
@@ -577,7 +549,6 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
 	char *sig;
 	Datum values[3];
 	char nulls[3] = "   ";
-	int ret;
 
 	if (order == NULL)
 	{
@@ -608,9 +579,8 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
 	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
 	nulls[1] = copy->after ? ' ' : 'n';
 	nulls[2] = copy->upto ? ' ' : 'n';
-	ret = SPI_execute_plan(t->copy_delete[range], values, nulls, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "evrep copy delete failed: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute_plan(t->copy_delete[range], values, nulls, false, 0), SPI_OK_DELETE,
+			  ANY_ROWS, "evrep copy delete failed");
 	return true;
 }
 
@@ -762,7 +732,6 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		Datum arg = PointerGetDatum(construct_array(rows, len, JSONBOID, -1, false, TYPALIGN_INT));
 		bool inserts = true;
 		SPIPlanPtr plan;
-		int ret;
 
 		/*
 		 * A run of inserts is a plain INSERT: ON CONFLICT's look at the key
@@ -792,9 +761,8 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		}
 		for (int i = 0; i < len; i++)
 			note_unknown_columns(t, &evs[i]->row->root, nused, 1);
-		ret = SPI_execute_plan(plan, &arg, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "evrep apply statement failed: %s", SPI_result_code_string(ret));
+		spi_check(SPI_execute_plan(plan, &arg, NULL, false, 0), SPI_OK_INSERT, ANY_ROWS,
+				  "evrep apply statement failed");
 	}
 	hash_destroy(keys);
 	pfree(rows);
@@ -837,8 +805,8 @@ restart_owned_sequences(Oid relid)
 		char *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(seqid)),
 												get_rel_name(seqid));
 
-		if (SPI_execute(psprintf("ALTER SEQUENCE %s RESTART", name), false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not restart sequence %s", name);
+		spi_check(SPI_execute(psprintf("ALTER SEQUENCE %s RESTART", name), false, 0),
+				  SPI_OK_UTILITY, ANY_ROWS, "could not restart sequence %s", name);
 		pfree(name);
 	}
 	list_free(seqs);
@@ -868,34 +836,31 @@ static void
 apply_target_truncate(ApplyTarget *t, const WireEvent *ev)
 {
 	bool restart = truncate_restarts_identity(ev->row);
-	bool partitioned = get_rel_relkind(t->relid) == RELKIND_PARTITIONED_TABLE;
+	bool partitioned = get_rel_relkind(t->head.key) == RELKIND_PARTITIONED_TABLE;
 	const char *only = partitioned ? "" : "ONLY ";
 	List *referencing;
 	bool use_delete;
-	int ret;
 
 	/* read from the catalog without locking the table: TRUNCATE will lock it */
-	use_delete = pg_class_aclcheck(t->relid, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK;
+	use_delete = pg_class_aclcheck(t->head.key, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK;
 	if (!use_delete)
 	{
-		referencing = heap_truncate_find_FKs(list_make1_oid(t->relid));
+		referencing = heap_truncate_find_FKs(list_make1_oid(t->head.key));
 		use_delete = referencing != NIL;
 		list_free(referencing);
 	}
 	if (!use_delete)
 	{
-		ret = SPI_execute(
-			psprintf("TRUNCATE %s%s%s", only, t->qualname, restart ? " RESTART IDENTITY" : ""),
-			false, 0);
-		if (ret != SPI_OK_UTILITY)
-			elog(ERROR, "evrep truncate failed: %s", SPI_result_code_string(ret));
+		spi_check(SPI_execute(psprintf("TRUNCATE %s%s%s", only, t->qualname,
+									   restart ? " RESTART IDENTITY" : ""),
+							  false, 0),
+				  SPI_OK_UTILITY, ANY_ROWS, "evrep truncate failed");
 		return;
 	}
-	ret = SPI_execute(psprintf("DELETE FROM %s%s", only, t->qualname), false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "evrep truncate by DELETE failed: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute(psprintf("DELETE FROM %s%s", only, t->qualname), false, 0), SPI_OK_DELETE,
+			  ANY_ROWS, "evrep truncate by DELETE failed");
 	if (restart)
-		restart_owned_sequences(t->relid);
+		restart_owned_sequences(t->head.key);
 }
 
 void

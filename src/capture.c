@@ -19,13 +19,13 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
 #include "evrep.h"
+#include "relcache.h"
 #include "row_json.h"
 #include "truncate.h"
 
@@ -44,7 +44,6 @@ typedef struct OutboxPartition
 static OutboxPartition outbox[2];
 static bool outbox_valid = false; /* cleared by invalidations */
 static Oid outbox_seqid = InvalidOid;
-static bool callback_registered = false;
 
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
@@ -55,7 +54,7 @@ static void write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdes
 static void write_outbox_row(int32 pub_id, char op, Datum row_data);
 static Datum truncate_options(Relation rel);
 static void lookup_outbox(void);
-static void forget_outbox(Datum arg, Oid relid);
+static void forget_outbox(Oid relid);
 
 PG_FUNCTION_INFO_V1(evrep_capture);
 
@@ -274,11 +273,7 @@ lookup_outbox(void)
 	outbox_seqid = get_relname_relid("outbox_id_seq", nspid);
 	if (!OidIsValid(outbox_seqid))
 		elog(ERROR, "evrep.outbox lacks its id sequence");
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(forget_outbox, (Datum) 0);
-		callback_registered = true;
-	}
+	relcache_watch(forget_outbox);
 	lookup_partition(nspid, 0);
 	lookup_partition(nspid, 1);
 	outbox_valid = true;
@@ -289,7 +284,7 @@ lookup_outbox(void)
  * change to the outbox: look it up again.
  */
 static void
-forget_outbox(Datum arg, Oid relid)
+forget_outbox(Oid relid)
 {
 	for (int i = 0; i < 2; i++)
 	{

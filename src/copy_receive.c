@@ -18,6 +18,7 @@
 #include "evrep.h"
 #include "incarnation.h"
 #include "spi_plan.h"
+#include "spi_util.h"
 
 /* Seconds between sendings of a request no chunk has answered yet. */
 #define REQUEST_RETRY_S "10"
@@ -68,9 +69,9 @@ copy_requests_due(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_plan(spi_kept_plan(&due_plan[hist], due_query[hist], 0, NULL), NULL, NULL, true,
-						 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep copy requests");
+	spi_check(SPI_execute_plan(spi_kept_plan(&due_plan[hist], due_query[hist], 0, NULL), NULL, NULL,
+							   true, 0),
+			  SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy requests");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple tup = SPI_tuptable->vals[i];
@@ -102,10 +103,10 @@ copy_request_sent(const CopyRequest *req)
 	values[2] = Int64GetDatum(req->request_id);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_plan(
-			spi_kept_plan(&sent_plan, sent_query, 3, (Oid[]){TEXTOID, TEXTOID, INT8OID}), values,
-			NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not note an evrep copy request as sent");
+	spi_check(SPI_execute_plan(
+				  spi_kept_plan(&sent_plan, sent_query, 3, (Oid[]){TEXTOID, TEXTOID, INT8OID}),
+				  values, NULL, false, 0),
+			  SPI_OK_UPDATE, ANY_ROWS, "could not note an evrep copy request as sent");
 	SPI_finish();
 	ereport(
 		LOG,
@@ -121,10 +122,10 @@ copy_current_request(const char *schema, const char *table)
 
 	values[0] = CStringGetTextDatum(schema);
 	values[1] = CStringGetTextDatum(table);
-	if (SPI_execute_plan(spi_kept_plan(&request_plan, request_query, 2, (Oid[]){TEXTOID, TEXTOID}),
-						 values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep copy state");
-	if (SPI_processed == 0)
+	if (spi_check(SPI_execute_plan(
+					  spi_kept_plan(&request_plan, request_query, 2, (Oid[]){TEXTOID, TEXTOID}),
+					  values, NULL, true, 1),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy state") == 0)
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -134,7 +135,6 @@ copy_chunk_applied(const WireMessage *msg, const WireEvent *ev)
 {
 	const WireCopy *copy = ev->copy;
 	Datum values[7];
-	int ret;
 
 	values[0] = CStringGetTextDatum(msg->schema);
 	values[1] = CStringGetTextDatum(msg->table);
@@ -143,12 +143,11 @@ copy_chunk_applied(const WireMessage *msg, const WireEvent *ev)
 	values[4] = CStringGetTextDatum(msg->origin);
 	values[5] = Int64GetDatum(copy->nrows);
 	values[6] = Int64GetDatum(copy->estimate);
-	ret = SPI_execute_plan(
-		spi_kept_plan(&chunk_plan, chunk_query, 7,
-					  (Oid[]){TEXTOID, TEXTOID, INT8OID, BOOLOID, TEXTOID, INT8OID, INT8OID}),
-		values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not record an evrep copy chunk: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute_plan(spi_kept_plan(&chunk_plan, chunk_query, 7,
+											 (Oid[]){TEXTOID, TEXTOID, INT8OID, BOOLOID, TEXTOID,
+													 INT8OID, INT8OID}),
+							   values, NULL, false, 0),
+			  SPI_OK_UPDATE, ANY_ROWS, "could not record an evrep copy chunk");
 	if (copy->upto == NULL)
 		ereport(LOG, (errmsg("evrep: copy of \"%s\".\"%s\" from \"%s\" done", msg->schema,
 							 msg->table, msg->origin)));

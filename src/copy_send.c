@@ -22,8 +22,6 @@
 #include "lib/stringinfo.h"
 #include "optimizer/plancat.h"
 #include "utils/builtins.h"
-#include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -34,8 +32,10 @@
 #include "evrep.h"
 #include "incarnation.h"
 #include "outbox.h"
+#include "relcache.h"
 #include "row_json.h"
 #include "spi_plan.h"
+#include "spi_util.h"
 
 static SPIPlanPtr publication_plan = NULL;
 static SPIPlanPtr accept_plan = NULL;
@@ -122,8 +122,8 @@ refuse_other_history(const WireCopyRequest *req)
 
 	if (follows == 0 || !history_catalog())
 		return;
-	if (SPI_execute("SELECT max(id) FROM evrep.incarnation", true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the evrep history");
+	spi_check(SPI_execute("SELECT max(id) FROM evrep.incarnation", true, 1), SPI_OK_SELECT,
+			  ANY_ROWS, "could not read the evrep history");
 	ours = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull || follows <= ours)
 		return;
@@ -147,19 +147,16 @@ copy_accept_request(const WireCopyRequest *req)
 {
 	Datum values[4];
 	bool isnull;
-	int ret;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	refuse_other_history(req);
 	values[0] = CStringGetTextDatum(req->schema);
 	values[1] = CStringGetTextDatum(req->table);
-	ret = SPI_execute_plan(
-		spi_kept_plan(&publication_plan, publication_query, 2, (Oid[]){TEXTOID, TEXTOID}), values,
-		NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&publication_plan, publication_query, 2,
+												 (Oid[]){TEXTOID, TEXTOID}),
+								   values, NULL, true, 1),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep publications") == 1)
 	{
 		Oid relid = DatumGetObjectId(
 			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -168,11 +165,10 @@ copy_accept_request(const WireCopyRequest *req)
 		values[1] = CStringGetTextDatum(req->node);
 		values[2] = Int64GetDatum(req->request_id);
 		values[3] = Int64GetDatum(estimate_rows(relid));
-		ret = SPI_execute_plan(spi_kept_plan(&accept_plan, accept_query, 4,
-											 (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
-							   values, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "could not record an evrep copy request: %s", SPI_result_code_string(ret));
+		spi_check(SPI_execute_plan(spi_kept_plan(&accept_plan, accept_query, 4,
+												 (Oid[]){INT4OID, TEXTOID, INT8OID, INT8OID}),
+								   values, NULL, false, 0),
+				  SPI_OK_INSERT, ANY_ROWS, "could not record an evrep copy request");
 	}
 	if (SPI_processed == 0)
 	{
@@ -217,10 +213,9 @@ next_job(CopyJob *job)
 	HeapTuple tup;
 	bool isnull;
 
-	if (SPI_execute_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL, NULL, true,
-						 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep copy jobs");
-	if (SPI_processed == 0)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL,
+								   NULL, true, 1),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy jobs") == 0)
 		return false;
 	desc = SPI_tuptable->tupdesc;
 	tup = SPI_tuptable->vals[0];
@@ -243,27 +238,27 @@ next_job(CopyJob *job)
  */
 typedef struct ChunkReader
 {
-	Oid relid; /* hash key */
-	bool valid;
-	char *key_desc; /* JSON array, in TopMemoryContext */
+	RelCacheEntry head; /* the relation */
+	char *key_desc;		/* JSON array, in relcache_memory(readers) */
 	SPIPlanPtr first;
 	SPIPlanPtr next;
 } ChunkReader;
 
-static HTAB *readers = NULL;
+static RelCache *readers = NULL;
 
 static void
-invalidate_reader(Datum arg, Oid relid)
+free_reader(RelCacheEntry *entry)
 {
-	HASH_SEQ_STATUS status;
-	ChunkReader *r;
+	ChunkReader *r = (ChunkReader *) entry;
 
-	hash_seq_init(&status, readers);
-	while ((r = hash_seq_search(&status)) != NULL)
-	{
-		if (relid == InvalidOid || r->relid == relid)
-			r->valid = false;
-	}
+	if (r->first)
+		SPI_freeplan(r->first);
+	if (r->next)
+		SPI_freeplan(r->next);
+	if (r->key_desc)
+		pfree(r->key_desc);
+	r->first = r->next = NULL;
+	r->key_desc = NULL;
 }
 
 /*
@@ -304,10 +299,11 @@ prepare_chunk(const char *sql)
 
 /* Reads the primary key from the catalog and prepares the statements. */
 static void
-build_reader(ChunkReader *r)
+build_reader(RelCacheEntry *entry)
 {
-	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->relid)),
-												get_rel_name(r->relid));
+	ChunkReader *r = (ChunkReader *) entry;
+	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->head.key)),
+												get_rel_name(r->head.key));
 	StringInfoData key_desc, tkeys, rkeys, desc, obj;
 	int ret;
 
@@ -317,7 +313,7 @@ build_reader(ChunkReader *r)
 		" JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
 		" LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
 		" WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(r->relid)}, NULL, true, 0);
+		1, (Oid[]){OIDOID}, (Datum[]){ObjectIdGetDatum(r->head.key)}, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 						errmsg("published table %s has no primary key", qualname)));
@@ -369,42 +365,16 @@ build_reader(ChunkReader *r)
 		prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, desc.data, obj.data));
 	r->next =
 		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, desc.data, obj.data));
-	r->key_desc = MemoryContextStrdup(TopMemoryContext, key_desc.data);
-	r->valid = true;
+	r->key_desc = MemoryContextStrdup(relcache_memory(readers), key_desc.data);
 }
 
 static ChunkReader *
 get_reader(Oid relid)
 {
-	ChunkReader *r;
-	bool found;
-
 	if (readers == NULL)
-	{
-		HASHCTL ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(ChunkReader);
-		readers = hash_create("evrep chunk readers", 8, &ctl, HASH_ELEM | HASH_BLOBS);
-		CacheRegisterRelcacheCallback(invalidate_reader, (Datum) 0);
-	}
-	r = hash_search(readers, &relid, HASH_ENTER, &found);
-	if (!found)
-		memset(r, 0, sizeof(ChunkReader));
-	r->relid = relid;
-	if (!r->valid)
-	{
-		if (r->first)
-			SPI_freeplan(r->first);
-		if (r->next)
-			SPI_freeplan(r->next);
-		if (r->key_desc)
-			pfree(r->key_desc);
-		r->first = r->next = NULL;
-		r->key_desc = NULL;
-		build_reader(r);
-	}
-	return r;
+		readers =
+			relcache_create("evrep chunk readers", sizeof(ChunkReader), build_reader, free_reader);
+	return (ChunkReader *) relcache_get(readers, relid);
 }
 
 /* The chunk's body: {"for", "request", "estimate", "key", "after", "upto", "rows"}. */
@@ -450,7 +420,6 @@ copy_next_chunk(bool *more)
 	int64 nrows;
 	bool last;
 	int64 id;
-	int ret;
 
 	*more = false;
 	if (copy_wait_ms() > 0)
@@ -464,10 +433,9 @@ copy_next_chunk(bool *more)
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
 	reader = get_reader(job.relid);
-	ret = SPI_execute_plan(job.from_start ? reader->first : reader->next, values,
-						   job.from_start ? "n " : "  ", true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read a chunk of a copy: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute_plan(job.from_start ? reader->first : reader->next, values,
+							   job.from_start ? "n " : "  ", true, 1),
+			  SPI_OK_SELECT, 1, "could not read a chunk of a copy");
 	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
@@ -485,11 +453,10 @@ copy_next_chunk(bool *more)
 	values[2] = last ? (Datum) 0 : upto;
 	values[3] = Int64GetDatum(nrows);
 	values[4] = BoolGetDatum(last);
-	ret = SPI_execute_plan(spi_kept_plan(&advance_plan, advance_query, 5,
-										 (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
-						   values, last ? "  n  " : "     ", false, 0);
-	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
-		elog(ERROR, "could not advance an evrep copy job: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute_plan(spi_kept_plan(&advance_plan, advance_query, 5,
+											 (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
+							   values, last ? "  n  " : "     ", false, 0),
+			  SPI_OK_UPDATE, 1, "could not advance an evrep copy job");
 	if (last)
 		ereport(LOG, (errmsg("evrep: copy for node \"%s\" sent, last chunk " INT64_FORMAT " rows",
 							 job.requester, nrows)));

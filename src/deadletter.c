@@ -12,6 +12,7 @@
 #include "deadletter.h"
 #include "incarnation.h"
 #include "spi_plan.h"
+#include "spi_util.h"
 
 /* [1]: the 1.1 catalog keeps the error's hint too (incarnation.h) */
 static SPIPlanPtr park_plan[2];
@@ -38,7 +39,6 @@ deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const
 	Datum values[9];
 	char nulls[9] = "         ";
 	int hist = history_catalog() ? 1 : 0;
-	int ret;
 
 	values[0] = text_or_null(msg ? msg->origin : NULL, &nulls[0]);
 	values[1] = text_or_null(msg ? msg->schema : NULL, &nulls[1]);
@@ -51,11 +51,10 @@ deadletter_park(const WireMessage *msg, int64 seq, const ErrorData *edata, const
 	values[7] = Int32GetDatum(attempts);
 	values[8] = text_or_null(edata->hint, &nulls[8]);
 
-	ret =
+	spi_check(
 		SPI_execute_plan(spi_kept_plan(&park_plan[hist], park_query[hist], hist ? 9 : 8, argtypes),
-						 values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "could not park evrep event: %s", SPI_result_code_string(ret));
+						 values, nulls, false, 0),
+		SPI_OK_INSERT, ANY_ROWS, "could not park evrep event");
 	/* the apply error context names origin, table and seq */
 	ereport(LOG, (errcode(edata->sqlerrcode),
 				  errmsg("evrep parked an event it could not apply: %s", edata->message),
@@ -83,14 +82,12 @@ deadletter_lock_for_replay(int64 id)
 	Oid argtypes[1] = {INT8OID};
 	Datum values[1] = {Int64GetDatum(id)};
 	bool isnull;
-	int ret;
 
-	ret = SPI_execute_with_args("SELECT body, replayed_at IS NOT NULL FROM evrep.dead_letter"
-								" WHERE id = $1 FOR UPDATE",
-								1, argtypes, values, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read dead letter: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
+	if (spi_check(
+			SPI_execute_with_args("SELECT body, replayed_at IS NOT NULL FROM evrep.dead_letter"
+								  " WHERE id = $1 FOR UPDATE",
+								  1, argtypes, values, NULL, false, 1),
+			SPI_OK_SELECT, ANY_ROWS, "could not read dead letter") == 0)
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
 						errmsg("evrep dead letter " INT64_FORMAT " does not exist", id)));
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
@@ -105,7 +102,6 @@ deadletter_record_replay(int64 id, const ErrorData *edata)
 	Oid argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum values[3];
 	char nulls[3] = "   ";
-	int ret;
 
 	values[0] = Int64GetDatum(id);
 	if (edata)
@@ -115,11 +111,11 @@ deadletter_record_replay(int64 id, const ErrorData *edata)
 	}
 	else
 		nulls[1] = nulls[2] = 'n';
-	ret = SPI_execute_with_args("UPDATE evrep.dead_letter SET replay_count = replay_count + 1,"
-								" replayed_at = CASE WHEN $2 IS NULL THEN pg_catalog.now() END,"
-								" sqlstate = coalesce($2, sqlstate), error = coalesce($3, error)"
-								" WHERE id = $1",
-								3, argtypes, values, nulls, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not record replay: %s", SPI_result_code_string(ret));
+	spi_check(
+		SPI_execute_with_args("UPDATE evrep.dead_letter SET replay_count = replay_count + 1,"
+							  " replayed_at = CASE WHEN $2 IS NULL THEN pg_catalog.now() END,"
+							  " sqlstate = coalesce($2, sqlstate), error = coalesce($3, error)"
+							  " WHERE id = $1",
+							  3, argtypes, values, nulls, false, 0),
+		SPI_OK_UPDATE, ANY_ROWS, "could not record replay");
 }

@@ -25,6 +25,7 @@
 #include "utils/timestamp.h"
 
 #include "incarnation.h"
+#include "spi_util.h"
 
 int evrep_repair = EVREP_REPAIR_RESYNC;
 int evrep_gap_repair_after = 300;
@@ -107,10 +108,8 @@ what_changed(const Identity *now, HeapTuple row, TupleDesc desc, bool *reloaded)
 static void
 run(const char *sql, int expected)
 {
-	int ret = SPI_execute(sql, false, 0);
-
-	if (ret != expected)
-		elog(ERROR, "evrep history statement failed (%s): %s", SPI_result_code_string(ret), sql);
+	spi_check(SPI_execute(sql, false, 0), expected, ANY_ROWS, "evrep history statement failed: %s",
+			  sql);
 }
 
 static int64
@@ -120,7 +119,6 @@ record_incarnation(const Identity *now, const char *reason, bool reloaded)
 	Datum values[7];
 	char nulls[7] = "       ";
 	bool isnull;
-	int ret;
 
 	values[0] = Int64GetDatum(GetCurrentTimestamp());
 	values[1] = CStringGetTextDatum(reason);
@@ -132,14 +130,14 @@ record_incarnation(const Identity *now, const char *reason, bool reloaded)
 	values[6] = BoolGetDatum(reloaded);
 	if (now->backup_label == NULL)
 		nulls[4] = 'n';
-	ret = SPI_execute_with_args(
-		"INSERT INTO evrep.incarnation AS i (id, reason, system_identifier, timeline,"
-		" backup_label, database_oid, start_lsn, reloaded)"
-		" SELECT GREATEST($1, coalesce(pg_catalog.max(id), 0) + 1), $2, $3, $4, $5,"
-		" $6, pg_catalog.pg_current_wal_insert_lsn(), $7 FROM evrep.incarnation RETURNING id",
-		7, argtypes, values, nulls, false, 1);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "could not record an evrep history: %s", SPI_result_code_string(ret));
+	spi_check(
+		SPI_execute_with_args(
+			"INSERT INTO evrep.incarnation AS i (id, reason, system_identifier, timeline,"
+			" backup_label, database_oid, start_lsn, reloaded)"
+			" SELECT GREATEST($1, coalesce(pg_catalog.max(id), 0) + 1), $2, $3, $4, $5,"
+			" $6, pg_catalog.pg_current_wal_insert_lsn(), $7 FROM evrep.incarnation RETURNING id",
+			7, argtypes, values, nulls, false, 1),
+		SPI_OK_INSERT_RETURNING, 1, "could not record an evrep history");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -210,20 +208,20 @@ incarnation_check(void)
 	 * the other decided.
 	 */
 	run("LOCK TABLE evrep.incarnation IN EXCLUSIVE MODE", SPI_OK_UTILITY);
-	if (SPI_execute_with_args(
-			"SELECT id, system_identifier::text, database_oid, timeline, backup_label,"
-			" EXISTS (SELECT FROM evrep.incarnation f"
-			"  WHERE (f.system_identifier, f.database_oid) IS DISTINCT FROM ($1, $2))"
-			" AND NOT EXISTS (SELECT FROM evrep.incarnation o"
-			"  WHERE o.system_identifier = $1 AND o.database_oid = $2 AND o.reloaded)"
-			" FROM evrep.incarnation ORDER BY id DESC LIMIT 1",
-			2, (Oid[]){NUMERICOID, OIDOID},
-			(Datum[]){DirectFunctionCall3(numeric_in, CStringGetDatum(now.system_identifier),
-										  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)),
-					  ObjectIdGetDatum(now.database)},
-			NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the evrep history");
-	if (SPI_processed == 0)
+	if (spi_check(
+			SPI_execute_with_args(
+				"SELECT id, system_identifier::text, database_oid, timeline, backup_label,"
+				" EXISTS (SELECT FROM evrep.incarnation f"
+				"  WHERE (f.system_identifier, f.database_oid) IS DISTINCT FROM ($1, $2))"
+				" AND NOT EXISTS (SELECT FROM evrep.incarnation o"
+				"  WHERE o.system_identifier = $1 AND o.database_oid = $2 AND o.reloaded)"
+				" FROM evrep.incarnation ORDER BY id DESC LIMIT 1",
+				2, (Oid[]){NUMERICOID, OIDOID},
+				(Datum[]){DirectFunctionCall3(numeric_in, CStringGetDatum(now.system_identifier),
+											  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)),
+						  ObjectIdGetDatum(now.database)},
+				NULL, false, 1),
+			SPI_OK_SELECT, ANY_ROWS, "could not read the evrep history") == 0)
 	{
 		/*
 		 * Since a 1.0 catalog was updated, the publisher numbered on

@@ -40,6 +40,7 @@
 #include "evrep.h"
 #include "incarnation.h"
 #include "spi_plan.h"
+#include "spi_util.h"
 #include "outbox.h"
 #include "wire.h"
 
@@ -202,14 +203,11 @@ static PubInfo *
 load_publications(int *npubs)
 {
 	PubInfo *pubs;
-	int ret;
 
-	ret =
+	*npubs = spi_check(
 		SPI_execute_plan(spi_kept_plan(&publications_plan[hist], publications_query[hist], 0, NULL),
-						 NULL, NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep publications: %s", SPI_result_code_string(ret));
-	*npubs = SPI_processed;
+						 NULL, NULL, true, 0),
+		SPI_OK_SELECT, ANY_ROWS, "could not read evrep publications");
 	pubs = palloc(sizeof(PubInfo) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -310,16 +308,13 @@ read_unconfirmed(int max_per_message, MemoryContext mcxt)
 {
 	PubInfo *pubs;
 	int npubs;
-	int ret;
 
 	/* whatever happens, rows numbered from now on are in flight */
 	resend_pending = false;
 	pubs = load_publications(&npubs);
-	ret = SPI_execute_plan(spi_kept_plan(&resend_plan[hist], resend_query[hist], 0, NULL), NULL,
-						   NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&resend_plan[hist], resend_query[hist], 0, NULL),
+								   NULL, NULL, true, 0),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read numbered outbox rows") == 0)
 		return NULL;
 	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
@@ -332,16 +327,14 @@ read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
 	PubInfo *pubs;
 	int npubs;
 	int level;
-	int ret;
 
 	pubs = load_publications(&npubs);
 	level = planner_avoid(fetch_avoid);
 	/* not read-only: it must see the numbers given just before */
-	ret = SPI_execute_plan(spi_kept_plan(&fetch_plan[hist], fetch_query[hist], 1, argtypes), &ids,
-						   NULL, false, 0);
+	spi_check(SPI_execute_plan(spi_kept_plan(&fetch_plan[hist], fetch_query[hist], 1, argtypes),
+							   &ids, NULL, false, 0),
+			  SPI_OK_SELECT, SOME_ROWS, "could not read numbered outbox rows");
 	planner_restore(level);
-	if (ret != SPI_OK_SELECT || SPI_processed == 0)
-		elog(ERROR, "could not read numbered outbox rows: %s", SPI_result_code_string(ret));
 	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
 
@@ -351,12 +344,11 @@ reserve_numbers(int32 pub_id, int64 count)
 	Oid argtypes[2] = {INT4OID, INT8OID};
 	Datum values[2] = {Int32GetDatum(pub_id), Int64GetDatum(count)};
 	bool isnull;
-	int ret;
 
-	ret = SPI_execute_plan(spi_kept_plan(&reserve_plan, reserve_query, 2, argtypes), values, NULL,
-						   false, 0);
-	if (ret != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
-		elog(ERROR, "could not reserve evrep numbers for publication %d", pub_id);
+	spi_check(SPI_execute_plan(spi_kept_plan(&reserve_plan, reserve_query, 2, argtypes), values,
+							   NULL, false, 0),
+			  SPI_OK_UPDATE_RETURNING, 1, "could not reserve evrep numbers for publication %d",
+			  pub_id);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -427,7 +419,6 @@ read_unnumbered(int max_events)
 	Snapshot snap;
 	TransactionId xmin;
 	int level;
-	int ret;
 
 	if (!xact_callback_registered)
 	{
@@ -446,11 +437,10 @@ read_unnumbered(int max_events)
 	values[1] = BoolGetDatum(track_commit_timestamp);
 	values[2] = Int64GetDatum(numbered_upto);
 	level = planner_avoid(unnumbered_avoid);
-	ret = SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 3, argtypes),
-							   values, NULL, snap, InvalidSnapshot, false, false, 0);
+	spi_check(SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 3, argtypes),
+								   values, NULL, snap, InvalidSnapshot, false, false, 0),
+			  SPI_OK_SELECT, ANY_ROWS, "could not read unnumbered outbox rows");
 	planner_restore(level);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read unnumbered outbox rows: %s", SPI_result_code_string(ret));
 
 	/*
 	 * A scan that stopped at max_events took every row up to the last one
@@ -505,7 +495,6 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	int ncounts = 0;
 	int dims[1];
 	int lbs[1] = {1};
-	int ret;
 	int level;
 
 	n = read_unnumbered(max_events);
@@ -560,11 +549,10 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	 * over the primary key touches the batch's rows only.
 	 */
 	level = planner_avoid(number_avoid);
-	ret = SPI_execute_plan(spi_kept_plan(&number_plan[hist], number_query[hist], 4, argtypes),
-						   values, nulls, false, 0);
+	spi_check(SPI_execute_plan(spi_kept_plan(&number_plan[hist], number_query[hist], 4, argtypes),
+							   values, nulls, false, 0),
+			  SPI_OK_UPDATE, n, "could not number outbox rows");
 	planner_restore(level);
-	if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) n)
-		elog(ERROR, "could not number outbox rows: %s", SPI_result_code_string(ret));
 	*id_array = values[0];
 	return n;
 }
@@ -666,7 +654,6 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
 	Datum values[6];
 	int slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
 	bool isnull;
-	int ret;
 
 	values[0] = Int16GetDatum(slot);
 	values[1] = Int32GetDatum(pub_id);
@@ -674,10 +661,9 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
 	values[3] = row_data;
 	values[4] = Int64GetDatum(reserve_numbers(pub_id, 1) + 1);
 	values[5] = LSNGetDatum(round_lsn);
-	ret = SPI_execute_plan(spi_kept_plan(&add_plan[hist], add_query[hist], 6, argtypes), values,
-						   NULL, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "could not add to the evrep outbox: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute_plan(spi_kept_plan(&add_plan[hist], add_query[hist], 6, argtypes), values,
+							   NULL, false, 0),
+			  SPI_OK_INSERT_RETURNING, 1, "could not add to the evrep outbox");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -694,7 +680,6 @@ outbox_remove_batch(OutboxBatch *batch)
 	Datum values[1];
 	Datum *ids = palloc(sizeof(Datum) * batch->nevents);
 	int level;
-	int ret;
 
 	for (int i = 0; i < batch->nevents; i++)
 		ids[i] = Int64GetDatum(batch->ids[i]);
@@ -703,12 +688,12 @@ outbox_remove_batch(OutboxBatch *batch)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	level = planner_avoid(remove_avoid);
-	ret = SPI_execute_plan(
-		spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)", 1, argtypes),
-		values, NULL, false, 0);
+	spi_check(
+		SPI_execute_plan(spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)",
+									   1, argtypes),
+						 values, NULL, false, 0),
+		SPI_OK_DELETE, ANY_ROWS, "could not delete confirmed outbox rows");
 	planner_restore(level);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "could not delete confirmed outbox rows: %s", SPI_result_code_string(ret));
 	SPI_finish();
 	pfree(ids);
 }
@@ -738,13 +723,12 @@ try_truncate(int slot)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* by the index: a sequential scan would visit every dead row */
-	if (SPI_execute(psprintf("SELECT 1 FROM evrep.%s ORDER BY id LIMIT 1", name), false, 1) !=
-		SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep.%s", name);
-	if (SPI_processed == 0)
+	if (spi_check(
+			SPI_execute(psprintf("SELECT 1 FROM evrep.%s ORDER BY id LIMIT 1", name), false, 1),
+			SPI_OK_SELECT, ANY_ROWS, "could not read evrep.%s", name) == 0)
 	{
-		if (SPI_execute(psprintf("TRUNCATE evrep.%s", name), false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not truncate evrep.%s", name);
+		spi_check(SPI_execute(psprintf("TRUNCATE evrep.%s", name), false, 0), SPI_OK_UTILITY,
+				  ANY_ROWS, "could not truncate evrep.%s", name);
 		emptied = true;
 	}
 	SPI_finish();
@@ -778,9 +762,9 @@ outbox_depth_estimate(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT pg_catalog.max(id) - pg_catalog.min(id) + 1 FROM evrep.outbox", true,
-					1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the evrep outbox depth");
+	spi_check(SPI_execute("SELECT pg_catalog.max(id) - pg_catalog.min(id) + 1 FROM evrep.outbox",
+						  true, 1),
+			  SPI_OK_SELECT, ANY_ROWS, "could not read the evrep outbox depth");
 	span = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	SPI_finish();
 	return isnull ? 0 : DatumGetInt64(span);

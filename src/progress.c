@@ -14,6 +14,7 @@
 #include "incarnation.h"
 #include "progress.h"
 #include "spi_plan.h"
+#include "spi_util.h"
 
 /* [0] for a 1.0 catalog, [1] for 1.1 (histories); see incarnation.h */
 static SPIPlanPtr load_plan[2];
@@ -89,8 +90,6 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 {
 	Oid argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum values[3];
-	int ret;
-
 	int hist = history_catalog() ? 1 : 0;
 
 	memset(p, 0, sizeof(StreamProgress));
@@ -98,11 +97,9 @@ progress_load(const WireMessage *msg, StreamProgress *p)
 	values[0] = CStringGetTextDatum(msg->origin);
 	values[1] = CStringGetTextDatum(msg->schema);
 	values[2] = CStringGetTextDatum(msg->table);
-	ret = SPI_execute_plan(spi_kept_plan(&load_plan[hist], load_query[hist], 3, argtypes), values,
-						   NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep progress: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
+	if (spi_check(SPI_execute_plan(spi_kept_plan(&load_plan[hist], load_query[hist], 3, argtypes),
+								   values, NULL, false, 1),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep progress") == 1)
 	{
 		HeapTuple tup = SPI_tuptable->vals[0];
 		TupleDesc desc = SPI_tuptable->tupdesc;
@@ -165,7 +162,6 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 	char nulls[20] = "                    ";
 	int hist = history_catalog() ? 1 : 0;
 	Datum *elems = palloc(sizeof(Datum) * (p->ngaps * 2 + 1));
-	int ret;
 
 	for (int i = 0; i < p->ngaps * 2; i++)
 		elems[i] = Int64GetDatum(p->gaps[i]);
@@ -184,11 +180,10 @@ progress_save(const WireMessage *msg, StreamProgress *p)
 		nulls[8] = 'n';
 	save_history(p, values, nulls);
 
-	ret = SPI_execute_plan(
-		spi_kept_plan(&save_plan[hist], save_query[hist], hist ? 20 : 10, argtypes), values, nulls,
-		false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "could not save evrep progress: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute_plan(
+				  spi_kept_plan(&save_plan[hist], save_query[hist], hist ? 20 : 10, argtypes),
+				  values, nulls, false, 0),
+			  SPI_OK_INSERT, ANY_ROWS, "could not save evrep progress");
 }
 
 /* Makes room for one more gap. */

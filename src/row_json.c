@@ -33,14 +33,12 @@
 #include "utils/float.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "relcache.h"
 #include "row_json.h"
 
 typedef enum ValueForm
@@ -55,28 +53,17 @@ typedef enum ValueForm
 
 typedef struct TypeForm
 {
-	Oid typid; /* hash key */
+	RelCacheEntry head; /* the type */
 	ValueForm form;
 	Oid basetype;	 /* for FORM_DATETIME */
 	FmgrInfo output; /* output function, or to_json for FORM_TO_JSON */
 } TypeForm;
 
-static HTAB *forms = NULL;
-static MemoryContext forms_cxt = NULL;
-static bool forms_stale = false;
-
-static void
-forget_forms(Datum arg, int cacheid, uint32 hashvalue)
-{
-	forms_stale = true;
-}
-
-/* A composite's attributes are in pg_attribute: any relcache change may be one. */
-static void
-forget_forms_rel(Datum arg, Oid relid)
-{
-	forms_stale = true;
-}
+/*
+ * The form of each type met so far, dropped at any change to a type or a
+ * relation: a composite's attributes are in pg_attribute.
+ */
+static RelCache *forms = NULL;
 
 static bool has_exact_json_form(Oid typid, int depth);
 
@@ -156,62 +143,41 @@ form_of(Oid typid, Oid base)
 	return FORM_TEXT;
 }
 
+static void
+build_form(RelCacheEntry *entry)
+{
+	TypeForm *tf = (TypeForm *) entry;
+	Oid typid = entry->key;
+	MemoryContext cxt = relcache_memory(forms);
+	Oid outfunc;
+	bool varlena;
+
+	tf->basetype = getBaseType(typid);
+	tf->form = form_of(typid, tf->basetype);
+	if (tf->form == FORM_TO_JSON)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		/* to_json learns its argument's type from the call's expression */
+		fmgr_info_cxt(F_TO_JSON, &tf->output, cxt);
+		tf->output.fn_expr = (Node *) makeFuncExpr(F_TO_JSON, JSONOID,
+												   list_make1(makeNullConst(typid, -1, InvalidOid)),
+												   InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+		MemoryContextSwitchTo(old);
+	}
+	else
+	{
+		getTypeOutputInfo(typid, &outfunc, &varlena);
+		fmgr_info_cxt(outfunc, &tf->output, cxt);
+	}
+}
+
 static TypeForm *
 lookup_form(Oid typid)
 {
-	TypeForm *tf;
-	bool found;
-
-	if (forms_stale && forms != NULL)
-	{
-		/* the table is a child of forms_cxt */
-		MemoryContextReset(forms_cxt);
-		forms = NULL;
-	}
-	forms_stale = false;
 	if (forms == NULL)
-	{
-		HASHCTL ctl;
-
-		if (forms_cxt == NULL)
-		{
-			forms_cxt =
-				AllocSetContextCreate(CacheMemoryContext, "evrep row_json", ALLOCSET_SMALL_SIZES);
-			CacheRegisterSyscacheCallback(TYPEOID, forget_forms, (Datum) 0);
-			CacheRegisterRelcacheCallback(forget_forms_rel, (Datum) 0);
-		}
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(TypeForm);
-		ctl.hcxt = forms_cxt;
-		forms =
-			hash_create("evrep row_json forms", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	tf = hash_search(forms, &typid, HASH_ENTER, &found);
-	if (!found)
-	{
-		Oid outfunc;
-		bool varlena;
-
-		tf->basetype = getBaseType(typid);
-		tf->form = form_of(typid, tf->basetype);
-		if (tf->form == FORM_TO_JSON)
-		{
-			MemoryContext old = MemoryContextSwitchTo(forms_cxt);
-
-			/* to_json learns its argument's type from the call's expression */
-			fmgr_info_cxt(F_TO_JSON, &tf->output, forms_cxt);
-			tf->output.fn_expr = (Node *) makeFuncExpr(
-				F_TO_JSON, JSONOID, list_make1(makeNullConst(typid, -1, InvalidOid)), InvalidOid,
-				InvalidOid, COERCE_EXPLICIT_CALL);
-			MemoryContextSwitchTo(old);
-		}
-		else
-		{
-			getTypeOutputInfo(typid, &outfunc, &varlena);
-			fmgr_info_cxt(outfunc, &tf->output, forms_cxt);
-		}
-	}
-	return tf;
+		forms = relcache_create_types("evrep row_json", sizeof(TypeForm), build_form);
+	return (TypeForm *) relcache_get(forms, typid);
 }
 
 static void
