@@ -582,8 +582,7 @@ begin_apply(void)
 {
 	int nestlevel = enter_replica_role();
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	return nestlevel;
 }
 

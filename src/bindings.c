@@ -28,6 +28,7 @@
 #include "bindings.h"
 #include "broker.h"
 #include "evrep.h"
+#include "spi_util.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -102,17 +103,14 @@ subscription_keys(void)
 {
 	List *keys = NIL;
 	MemoryContext caller = CurrentMemoryContext;
-	int ret;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	/* an origin hears the copy requests for what it publishes */
-	ret = SPI_execute("SELECT schema_name, table_name, false FROM evrep.subscription"
-					  " UNION ALL SELECT schema_name, table_name, true FROM evrep.publication"
-					  " WHERE active ORDER BY 3, 1, 2",
-					  true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read evrep subscriptions: %s", SPI_result_code_string(ret));
+	spi_check(SPI_execute("SELECT schema_name, table_name, false FROM evrep.subscription"
+						  " UNION ALL SELECT schema_name, table_name, true FROM evrep.publication"
+						  " WHERE active ORDER BY 3, 1, 2",
+						  true, 0),
+			  SPI_OK_SELECT, ANY_ROWS, "could not read evrep subscriptions");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char *schema = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);

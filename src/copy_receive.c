@@ -67,8 +67,7 @@ copy_requests_due(void)
 	List *due = NIL;
 	int hist = history_catalog() ? 1 : 0;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	spi_check(SPI_execute_plan(spi_kept_plan(&due_plan[hist], due_query[hist], 0, NULL), NULL, NULL,
 							   true, 0),
 			  SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy requests");
@@ -101,8 +100,7 @@ copy_request_sent(const CopyRequest *req)
 	values[0] = CStringGetTextDatum(req->schema);
 	values[1] = CStringGetTextDatum(req->table);
 	values[2] = Int64GetDatum(req->request_id);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	spi_check(SPI_execute_plan(
 				  spi_kept_plan(&sent_plan, sent_query, 3, (Oid[]){TEXTOID, TEXTOID, INT8OID}),
 				  values, NULL, false, 0),

@@ -148,8 +148,7 @@ copy_accept_request(const WireCopyRequest *req)
 	Datum values[4];
 	bool isnull;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	refuse_other_history(req);
 	values[0] = CStringGetTextDatum(req->schema);
 	values[1] = CStringGetTextDatum(req->table);

@@ -200,8 +200,7 @@ incarnation_check(void)
 	int64 resynced;
 
 	current_identity(&now);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	/*
 	 * Both workers check at start: one decides.  The read below is not
 	 * read-only, so that it takes a snapshot after the lock and sees what

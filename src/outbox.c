@@ -596,8 +596,7 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 	require_node_name();
 	hist = history_catalog() ? 1 : 0;
 	round_lsn = GetXLogInsertRecPtr();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 
 	if (resend_pending)
 		batch = read_unconfirmed(max_per_message, mcxt);
@@ -685,8 +684,7 @@ outbox_remove_batch(OutboxBatch *batch)
 		ids[i] = Int64GetDatum(batch->ids[i]);
 	values[0] = PointerGetDatum(construct_array(ids, batch->nevents, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	level = planner_avoid(remove_avoid);
 	spi_check(
 		SPI_execute_plan(spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)",
@@ -720,8 +718,7 @@ try_truncate(int slot)
 
 	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, AccessExclusiveLock))
 		return false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	/* by the index: a sequential scan would visit every dead row */
 	if (spi_check(
 			SPI_execute(psprintf("SELECT 1 FROM evrep.%s ORDER BY id LIMIT 1", name), false, 1),
@@ -760,8 +757,7 @@ outbox_depth_estimate(void)
 	bool isnull;
 	Datum span;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect();
 	spi_check(SPI_execute("SELECT pg_catalog.max(id) - pg_catalog.min(id) + 1 FROM evrep.outbox",
 						  true, 1),
 			  SPI_OK_SELECT, ANY_ROWS, "could not read the evrep outbox depth");

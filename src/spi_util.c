@@ -37,3 +37,12 @@ spi_check(int ret, int expect, int64 rows, const char *what, ...)
 	}
 	elog(ERROR, "%s: %s", buf.data, SPI_result_code_string(ret));
 }
+
+void
+spi_connect(void)
+{
+	int ret = SPI_connect();
+
+	if (ret != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
+}

@@ -22,4 +22,7 @@
 extern uint64 spi_check(int ret, int expect, int64 rows, const char *what, ...)
 	pg_attribute_printf(4, 5);
 
+/* SPI_connect, or ERROR. */
+extern void spi_connect(void);
+
 #endif /* EVREP_SPI_UTIL_H */
