@@ -37,7 +37,7 @@ broker $MQ port=6401
 node $A port=6451 publish=$T schema="$CUSTOMER_DDL" $A_CONF
 node $B port=6452 subscribe=$T schema="$CUSTOMER_DDL"
 EOF
-on_exit 'if (( _TAP_FAILED )); then note "B progress: $(q $B "SELECT * FROM evrep.progress")"; note "B sync: $(q $B "SELECT * FROM evrep.sync")"; note "A incarnations: $(q $A "SELECT id, reason, timeline FROM evrep.incarnation ORDER BY id")"; note "B dead letters: $(q $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"; fi'
+on_exit 'if (( _TAP_FAILED )); then history_notes $B $A; fi'
 
 is "$(q "$A" "SHOW archive_mode")" on "A archives its WAL"
 ok "A: ids 1..100, one transaction each" sql_script "$A" "$(single_inserts $T 1 100)"

@@ -27,7 +27,7 @@ broker $MQ port=6405
 node $A port=6455 publish=$T schema="$CUSTOMER_DDL"
 node $B port=6456 subscribe=$T schema="$CUSTOMER_DDL"
 EOF
-on_exit 'if (( _TAP_FAILED )); then note "B progress: $(q $B "SELECT * FROM evrep.progress")"; note "B sync: $(q $B "SELECT * FROM evrep.sync")"; note "S incarnations: $(q $S "SELECT id, reason, timeline FROM evrep.incarnation ORDER BY id")"; note "B dead letters: $(q $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"; evrep_tail "$(pg_logfile $S)" 30; fi'
+on_exit 'if (( _TAP_FAILED )); then history_notes $B $S; evrep_tail "$(pg_logfile $S)" 30; fi'
 
 ok "A: ids 1..100, one transaction each" sql_script "$A" "$(single_inserts $T 1 100)"
 assert_converged "start" "$A" "$B" $T 60

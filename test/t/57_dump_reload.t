@@ -33,7 +33,7 @@ broker $MQ port=6415
 node $A port=6465 publish=$T schema="$CUSTOMER_DDL"
 node $B port=6466 subscribe=$T schema="$CUSTOMER_DDL"
 EOF
-on_exit 'if (( _TAP_FAILED )); then note "B progress: $(q $B "SELECT * FROM evrep.progress")"; note "B sync: $(q $B "SELECT * FROM evrep.sync")"; note "A incarnations: $(q $A "SELECT id, reason, system_identifier FROM evrep.incarnation ORDER BY id")"; note "B incarnations: $(q $B "SELECT id, reason, system_identifier FROM evrep.incarnation ORDER BY id")"; note "B dead letters: $(q $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"; fi'
+on_exit 'if (( _TAP_FAILED )); then history_notes $B $A $B; fi'
 
 ok "A allows an extra sender" sql "$A" "SELECT evrep_allow_sender('elsewhere', 'relay_a')"
 ok "B allows an extra sender" sql "$B" "SELECT evrep_allow_sender('elsewhere_b', 'relay_b')"
@@ -70,11 +70,7 @@ ok "1: start B" pg_start "$B"
 ok "1: B's workers found the table and owner again" wait_value 30 "$SUBS_B" q "$B" "$SUBS_SQL"
 ok "1: B's workers are ready (queue bound)" topo_wait_ready 60 "$B"
 assert_converged "1 reloaded" "$A" "$B" $T 90
-INC_B1=$(incarnation "$B")
-cmp_ok "$INC_B1" -gt "$INC_B0" "1: B started a new incarnation (was $INC_B0)"
-like "$(incarnation_reason "$B")" 'cluster' "1: B's new history names the new cluster"
-is "$(q "$B" "SELECT phase FROM evrep.sync_status WHERE role = 'receive' AND table_name = '$T' AND requested_at >= '$B_T0'")" \
-   done "1: B's evrep.sync_status: a copy requested after the reload, done"
+assert_sub_new_history "1" "$B" $T "$INC_B0" "$B_T0" 'cluster' "reload into a new cluster"
 ok "1: A: 50 changes (20 new ids, 10 more new ids, 10 updates, 10 deletes)" \
     new_writes "$A" $T 1000 300 21 31
 assert_converged "1 after" "$A" "$B" $T 60

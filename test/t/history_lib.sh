@@ -39,6 +39,16 @@
 #                                  SUB_T0 and a repair whose copy is done;
 #                                  evrep.sync_status on SUB shows a copy
 #                                  requested after SUB_T0 and done
+#   assert_sub_new_history LABEL SUB TABLE INC_BEFORE SUB_T0 REASON_RE EVENT
+#                                  SUB itself went back (restored, reloaded):
+#                                  it started a new history after INC_BEFORE
+#                                  whose reason matches REASON_RE (EVENT, e.g.
+#                                  "restore from a base backup", says what it
+#                                  should name), and evrep.sync_status on SUB
+#                                  shows a copy requested after SUB_T0 and done
+#   history_notes SUB NODE...      diagnostics (notes) for a failed history
+#                                  test: SUB's progress, sync rows and dead
+#                                  letters, each NODE's incarnations
 #   assert_same_history LABEL ORIGIN SUB TABLE INC SYNC PROG
 #                                  nothing started a new history: ORIGIN's
 #                                  incarnation is still INC (and no row was
@@ -109,6 +119,25 @@ assert_origin_new_history() {
     note "$label: $sub's evrep.status: $(q "$sub" "SELECT incarnation || ' / ' || history_reason || ' / ' || history_changed_at || ' / ' || repair FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'")"
     is "$(q "$sub" "SELECT phase FROM evrep.sync_status WHERE role = 'receive' AND table_name = '$table' AND requested_at >= '$t0'")" \
        done "$label: $sub's evrep.sync_status: a copy requested after the event, done"
+}
+
+assert_sub_new_history() {
+    local label=$1 sub=$2 table=$3 before=$4 t0=$5 re=$6 event=$7 inc
+    inc=$(incarnation "$sub")
+    cmp_ok "$inc" -gt "$before" "$label: $sub started a new incarnation (was $before)"
+    like "$(incarnation_reason "$sub")" "$re" "$label: $sub's new history names the $event"
+    is "$(q "$sub" "SELECT phase FROM evrep.sync_status WHERE role = 'receive' AND table_name = '$table' AND requested_at >= '$t0'")" \
+       done "$label: $sub's evrep.sync_status: a copy requested after the $event, done"
+}
+
+history_notes() {
+    local sub=$1 n; shift
+    note "$sub progress: $(q "$sub" "SELECT * FROM evrep.progress")"
+    note "$sub sync: $(q "$sub" "SELECT * FROM evrep.sync")"
+    for n in "$@"; do
+        note "$n incarnations: $(q "$n" "SELECT id, reason, timeline, system_identifier FROM evrep.incarnation ORDER BY id")"
+    done
+    note "$sub dead letters: $(q "$sub" "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"
 }
 
 assert_same_history() {
