@@ -37,7 +37,7 @@ like "$INC_B0" '^[0-9]+$' "B has a current incarnation ($INC_B0)"
 BK=$(pg_basebackup_node "$B" bk)
 ok "base backup of B with 100 rows" test -f "$BK/backup_label"
 ok "A: ids 101..200 and 10 updates after B's backup" \
-    sql_script "$A" "$(single_inserts $T 101 200; for i in $(seq 1 10); do echo "UPDATE $T SET name = 'updated after the backup' WHERE id = $i;"; done)"
+    sql_script "$A" "$(single_inserts $T 101 200; single_updates $T 1 10 "name = 'updated after the backup'")"
 assert_converged "before the restore" "$A" "$B" $T 60
 is "$(row_count "$B" $T)" 200 "B applied (and acked) 200 rows"
 ok "B's queue holds nothing more" wait_value 30 0 rmq_queue_depth "$MQ" "$(topo_queue "$B")"

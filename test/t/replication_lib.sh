@@ -28,6 +28,7 @@
 #   CUSTOMER_DDL / ORDERS_DDL      the tables the tests replicate
 #   create_orders NODE             $ORDERS_DDL on NODE
 #   single_inserts TABLE FIRST LAST   SQL: one INSERT per id (feed to pg_psql)
+#   single_updates TABLE FIRST LAST SET   SQL: one UPDATE TABLE SET SET per id
 #   repl_writer NODE TABLE FIRST LAST [DELAY_S] [STOPFILE]
 #                                  insert ids FIRST..LAST into TABLE, one
 #                                  transaction each, retrying every id whose
@@ -119,6 +120,13 @@ single_inserts() {
         _repl_values "$1" "$i"
         printf 'INSERT INTO %s VALUES %s;\n' "$1" "$REPL_V"
     done
+}
+
+# single_updates TABLE FIRST LAST SET -- one UPDATE statement per id, e.g.
+# single_updates customer 1 10 "name = 'x'" (for sql_script: one transaction each)
+single_updates() {
+    local i
+    for ((i = $2; i <= $3; i++)); do printf 'UPDATE %s SET %s WHERE id = %d;\n' "$1" "$4" "$i"; done
 }
 
 repl_writer() {
