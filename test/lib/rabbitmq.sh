@@ -46,6 +46,8 @@
 #   rmq_cluster_wait NAME N [TIMEOUT_S]  until N members run
 #   rmq_cluster_kill NAME I / rmq_cluster_restart NAME I
 #                           SIGKILL the I-th member / start it again (it rejoins)
+#   rmq_cluster_leader NAME QUEUE  I, the member that leads QUEUE (a quorum
+#                           queue), asked of the first member that answers
 #   rmq_cluster_logs NAME   the members' log files
 #   rmq_cluster_tls_dir NAME   where the cluster's certificates are (or will be) made
 #
@@ -481,6 +483,18 @@ rmq_cluster_running() {
         return 0
     done < <(rmq_cluster_nodes "$1")
     echo 0
+    return 1
+}
+
+rmq_cluster_leader() {
+    local name=${1:?usage: rmq_cluster_leader NAME QUEUE} q=${2:?usage: rmq_cluster_leader NAME QUEUE} m out
+    while read -r m; do
+        # a short timeout: a hung member must not hold the question up long
+        out=$(EVREP_RMQ_CTL_TIMEOUT=20 rmq_ctl "$m" -q list_queues --no-table-headers name leader </dev/null 2>/dev/null) || continue
+        # the leader's Erlang node name, evrep-NAMEI@localhost, gives I
+        awk -v q="$q" -F'\t' '$1 == q { print $2 }' <<<"$out" | sed -n "s/^evrep-$name\([0-9]\)@.*/\1/p"
+        return 0
+    done < <(rmq_cluster_nodes "$name")
     return 1
 }
 

@@ -92,6 +92,10 @@
 #                           cluster, for USER (default guest)
 #   topo_broker_amqps_url [BROKER [USER]]  amqps:// URL(s)
 #   topo_broker_members [BROKER]    rmq_* names of its RabbitMQ node(s)
+#   topo_connected_member NODE WORKER [BROKER]
+#                           I, the member of the (cluster) broker that NODE's
+#                           WORKER (publisher, consumer) connected to last,
+#                           as NODE's server log says
 #   topo_tls_file [BROKER] ca|cert|key|server_cert|server_key
 #   topo_routing_key TABLE          e.g. customer -> public.customer
 #   topo_queue NODE                 NODE's queue: evrep.NODE.quorum (evrep.queue_type
@@ -264,6 +268,14 @@ topo_broker_members() {
     local b i; b=$(_topo_broker "${1:-}") || return 1
     if (( TOPO_B_SIZE[$b] == 1 )); then printf '%s\n' "$b"; return 0; fi
     for ((i = 1; i <= TOPO_B_SIZE[$b]; i++)); do printf '%s%s\n' "$b" "$i"; done
+}
+
+topo_connected_member() {
+    local node=${1:?usage: topo_connected_member NODE WORKER [BROKER]} w=${2:?usage: topo_connected_member NODE WORKER [BROKER]} b port
+    b=$(_topo_broker "${3:-}") || return 1
+    port=$(grep -o "evrep $w connected to broker amqp://[^@]*@127.0.0.1:[0-9]*" "$(pg_logfile "$node")" | tail -n 1 | sed 's/.*://')
+    # member I listens on the broker's PORT+I-1 (_topo_urls)
+    [[ -n "$port" ]] && echo $((port - TOPO_B_PORT[$b] + 1))
 }
 
 # _topo_urls BROKER SCHEME PORT [USER] -- one URL per member (a cluster's

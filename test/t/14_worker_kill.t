@@ -18,6 +18,16 @@ node $A port=5829 publish=customer schema="$CUSTOMER_DDL"
 node $B port=5830 subscribe=customer schema="$CUSTOMER_DDL"
 EOF
 
+# kill_worker LABEL NODE WORKER PID -- SIGKILL NODE's evrep WORKER (publisher,
+# consumer) running as PID: NODE's postmaster starts a new one, which connects
+kill_worker() {
+    local label=$1 node=$2 w=$3 pid=$4
+    ok "SIGKILL $label's $w" kill -KILL "$pid"
+    ok "$label restarts a new $w" \
+        wait_until 90 "p=\$(worker_pid $node 'evrep $w'); [[ -n \$p && \$p != $pid ]]"
+    ok "$label's new $w connects" wait_value 60 t worker_connected "$node" "$w"
+}
+
 ok "writer on A started" start_writer t14-w "$A" customer 1 1000000 0.005
 ok "rows flow to B" wait_until 60 "[[ \$(row_count $B customer) -ge 300 ]]"
 
@@ -26,10 +36,7 @@ pub=$(worker_pid "$A" 'evrep publisher')
 like "$pub" '^[0-9]+$' "A's publisher runs (pid $pub)"
 is "$(sql "$A" "SELECT pid FROM evrep.worker_state() WHERE worker = 'publisher'")" "$pub" \
    "worker_state reports the same pid"
-ok "SIGKILL A's publisher" kill -KILL "$pub"
-ok "A restarts a new publisher" \
-    wait_until 90 "p=\$(worker_pid $A 'evrep publisher'); [[ -n \$p && \$p != $pub ]]"
-ok "A's new publisher connects" wait_value 60 t worker_connected "$A" publisher
+kill_worker A "$A" publisher "$pub"
 a_now=$(row_count "$A" customer)
 ok "the writer goes on after A's crash recovery" wait_until 90 "[[ \$(row_count $A customer) -gt $((a_now + 200)) ]]"
 ok "B keeps receiving" wait_until 90 "[[ \$(row_count $B customer) -gt $a_now ]]"
@@ -37,10 +44,7 @@ ok "B keeps receiving" wait_until 90 "[[ \$(row_count $B customer) -gt $a_now ]]
 # --- kill B's consumer, mid-stream ----------------------------------------------
 con=$(worker_pid "$B" 'evrep consumer')
 like "$con" '^[0-9]+$' "B's consumer runs (pid $con)"
-ok "SIGKILL B's consumer" kill -KILL "$con"
-ok "B restarts a new consumer" \
-    wait_until 90 "p=\$(worker_pid $B 'evrep consumer'); [[ -n \$p && \$p != $con ]]"
-ok "B's new consumer connects" wait_value 60 t worker_connected "$B" consumer
+kill_worker B "$B" consumer "$con"
 a_now=$(row_count "$A" customer)
 ok "the writer goes on" wait_until 60 "[[ \$(row_count $A customer) -gt $((a_now + 200)) ]]"
 

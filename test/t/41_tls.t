@@ -175,6 +175,18 @@ is "$(sql $B 'SHOW evrep.ssl_verify_hostname')" on "B: evrep.ssl_verify_hostname
 # ---- a wrong password, a reload that changes evrep.broker_url ---------------------------
 PW_WRONG="pw-wrong-$$-$RANDOM"
 PWF_WRONG=$(pwfile wrong "$PW_WRONG")
+# password_leaks -- which broker password (A's, B's, the wrong one) stands how
+# often in which server log; nothing if none does
+password_leaks() {
+    local n pw c out=
+    for n in $A $B; do
+        for pw in "$PW_A" "$PW_B" "$PW_WRONG"; do
+            c=$(grep -cF -- "$pw" "$(pg_logfile $n)")
+            (( c > 0 )) && out+="$n's log has '$pw' $c times; "
+        done
+    done
+    printf '%s' "$out"
+}
 t0=$(now $A)
 ok "A: evrep.broker_password_file = a file with a wrong password" set_conf $A "evrep.broker_password_file = '$PWF_WRONG'"
 ok "A is refused at login" wait_until 30 'refused $A "$t0" "login|access.refused|403"'
@@ -199,14 +211,7 @@ is "$(sql $A 'SELECT count(*) FROM evrep.dead_letter')|$(sql $B 'SELECT count(*)
 
 # ---- the password is nowhere to be read ---------------------------------------------------
 is "$(runuser -u postgres -- cat "$PWF_A")" "$PW_A" "(the password file holds A's password: the greps below look for it)"
-leaks=
-for n in $A $B; do
-    for pw in "$PW_A" "$PW_B" "$PW_WRONG"; do
-        c=$(grep -cF -- "$pw" "$(pg_logfile $n)")
-        (( c > 0 )) && leaks+="$n's log has '$pw' $c times; "
-    done
-done
-is "$leaks" "" "no broker password (A's, B's, the wrong one) in either server log"
+is "$(password_leaks)" "" "no broker password (A's, B's, the wrong one) in either server log"
 c=$(cat "$(pg_datadir $A)"/postgresql*.conf "$(pg_datadir $B)"/postgresql*.conf | grep -cF -e "$PW_A" -e "$PW_B")
 is "$c" 0 "nor in postgresql.conf / postgresql.auto.conf"
 
@@ -233,13 +238,6 @@ is "$(sql $B "SET ROLE t41mon; SHOW evrep.broker_url" 2>&1)" "amqps://$B@127.0.0
    "t41mon (pg_monitor, hence pg_read_all_settings) reads evrep.broker_url: no password in it"
 reset_conf $B evrep.ssl_ca_file
 ok "B reconnects" wait_until 30 'connected $B'
-leaks=
-for n in $A $B; do
-    for pw in "$PW_A" "$PW_B" "$PW_WRONG"; do
-        c=$(grep -cF -- "$pw" "$(pg_logfile $n)")
-        (( c > 0 )) && leaks+="$n's log has '$pw' $c times; "
-    done
-done
-is "$leaks" "" "at the end, still no broker password in either server log"
+is "$(password_leaks)" "" "at the end, still no broker password in either server log"
 is "$(grep -cF -e "$PW_A" -e "$PW_B" -e "$PW_WRONG" "$(rmq_logfile "$MQ")")" 0 "nor in the broker's log"
 done_testing

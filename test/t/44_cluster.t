@@ -31,21 +31,6 @@ is "$(members "$QB") $(members "$QA")" "3 3" "each queue has a member on every b
 is "$(rmq_ctl "${MQ}1" -q list_queues --no-table-headers name type 2>/dev/null | sort | grep '^evrep' | grep -v '\.lock\.' | tr '\t' ' ')" \
    "$QA quorum"$'\n'"$QB quorum" "each node's queue is a quorum queue"
 
-# member NODENAME -- the cluster member index of a RabbitMQ node name
-member() { sed -n "s/^evrep-$MQ\([0-9]\)@.*/\1/p" <<<"$1"; }
-leader_of() {   # QUEUE -- index of the member that leads it
-    local m out
-    for m in 1 2 3; do
-        out=$(rmq_ctl "$MQ$m" -q list_queues --no-table-headers name leader 2>/dev/null) || continue
-        member "$(awk -v q="$1" -F'\t' '$1 == q { print $2 }' <<<"$out")"
-        return
-    done
-}
-connected_to() {   # NODE WORKER -- index of the member its last connection went to
-    local port
-    port=$(grep -o "evrep $2 connected to broker amqp://[^@]*@127.0.0.1:[0-9]*" "$(pg_logfile "$1")" | tail -n 1 | sed 's/.*://')
-    [[ -n "$port" ]] && echo $((port - 5841 + 1))
-}
 running() { rmq_cluster_running "$MQ"; }
 restart_member() { rmq_stop "$MQ$1" && rmq_cluster_restart "$MQ" "$1"; }
 stop_members() { local m; for m in "$@"; do rmq_stop "$MQ$m" || return 1; done; }
@@ -58,7 +43,7 @@ done
 ok "rows flow both ways" wait_until 60 "[[ \$(row_count $B customer) -ge 200 && \$(row_count $A orders) -ge 200 ]]"
 
 # --- the leader of B's queue dies ---------------------------------------------------
-lead=$(leader_of "$QB")
+lead=$(rmq_cluster_leader "$MQ" "$QB")
 like "$lead" '^[123]$' "B's queue has a leader: member $lead"
 ok "SIGKILL member $lead, the leader of $QB" rmq_cluster_kill "$MQ" "$lead"
 t_kill=$SECONDS
@@ -66,19 +51,19 @@ n_before=$(row_count "$B" customer)
 ok "B applies again after the leader's death" \
     wait_until 60 "[[ \$(row_count $B customer) -gt $((n_before + 50)) ]]" 0.2
 note "B applied again $((SECONDS - t_kill)) s after the kill"
-new_lead=$(leader_of "$QB")
+new_lead=$(rmq_cluster_leader "$MQ" "$QB")
 isnt "$new_lead" "$lead" "a new leader took over ($new_lead)"
 ok "restart member $lead" rmq_cluster_restart "$MQ" "$lead"
 ok "3 members running" wait_until 60 '[[ $(running) == 3 ]]' 1
 
 # --- the node A's consumer is connected to dies ------------------------------------
-conn=$(connected_to "$A" consumer)
+conn=$(topo_connected_member "$A" consumer)
 like "$conn" '^[123]$' "A's consumer is connected to member $conn"
 ok "SIGKILL member $conn" rmq_cluster_kill "$MQ" "$conn"
 n_before=$(row_count "$A" orders)
 ok "A's consumer reconnects to another member and applies again" \
     wait_until 60 "[[ \$(row_count $A orders) -gt $((n_before + 50)) ]]" 0.2
-isnt "$(connected_to "$A" consumer)" "$conn" "A's consumer moved to another member"
+isnt "$(topo_connected_member "$A" consumer)" "$conn" "A's consumer moved to another member"
 ok "restart member $conn" rmq_cluster_restart "$MQ" "$conn"
 ok "3 members running" wait_until 60 '[[ $(running) == 3 ]]' 1
 

@@ -36,20 +36,6 @@ on_exit thaw_all
 freeze() { kill -STOP "$(beam "$1")"; }
 thaw() { kill -CONT "$(beam "$1")"; }
 
-member() { sed -n "s/^evrep-$MQ\([0-9]\)@.*/\1/p" <<<"$1"; }
-leader_of() {   # QUEUE -- index of the member that leads it (asked of a running member)
-    local m out
-    for m in 1 2 3; do
-        out=$(EVREP_RMQ_CTL_TIMEOUT=20 rmq_ctl "$MQ$m" -q list_queues --no-table-headers name leader 2>/dev/null) || continue
-        member "$(awk -v q="$1" -F'\t' '$1 == q { print $2 }' <<<"$out")"
-        return
-    done
-}
-connected_to() {   # NODE WORKER -- index of the member its last connection went to
-    local port
-    port=$(grep -o "evrep $2 connected to broker amqp://[^@]*@127.0.0.1:[0-9]*" "$(pg_logfile "$1")" | tail -n 1 | sed 's/.*://')
-    [[ -n "$port" ]] && echo $((port - 6600 + 1))
-}
 connects() {   # NODE WORKER -- how many times it has connected so far
     grep -c "evrep $2 connected to broker" "$(pg_logfile "$1")"
 }
@@ -89,7 +75,7 @@ ok "writer 2 on A" start_writer t49-w2 "$A" customer 2000000 2999999 0.01
 ok "rows flow" wait_until 60 "[[ \$(row_count $B customer) -ge 200 ]]"
 
 # --- a hang shorter than the bound changes nothing ------------------------------
-p=$(connected_to "$A" publisher) c=$(connected_to "$B" consumer)
+p=$(topo_connected_member "$A" publisher) c=$(topo_connected_member "$B" consumer)
 like "$p $c" '^[123] [123]$' "A's publisher is on member $p, B's consumer on member $c"
 np=$(connects "$A" publisher) nc=$(connects "$B" consumer)
 t0=$(now)
@@ -109,7 +95,7 @@ note "longest pause in B's applies around the ${SHORT_S} s hang: $(pause "$t0") 
 # from the freeze until B caught up after the thaw is reported and checked
 hang() {
     local role=$1 m=$2 t0 t1 t_res pz p c l left check=ok
-    p=$(connected_to "$A" publisher) c=$(connected_to "$B" consumer) l=$(leader_of "$QB")
+    p=$(topo_connected_member "$A" publisher) c=$(topo_connected_member "$B" consumer) l=$(rmq_cluster_leader "$MQ" "$QB")
     note "freezing member $m ($role): A's publisher on $p, B's consumer on $c, $QB led by $l"
     [[ "$m" == "$l" ]] && check="todo_ok"
     t0=$(now)
@@ -137,13 +123,13 @@ hang() {
         todo_ok "$role hung ${FREEZE_S} s, and it leads $QB: longest pause in B's applies ${pz} s (at most ${MAX_PAUSE_S} s)" \
             "$LEADER_TODO" at_most "$pz" "$MAX_PAUSE_S"
     fi
-    note "after: A's publisher on $(connected_to "$A" publisher), B's consumer on $(connected_to "$B" consumer), $QB led by $(leader_of "$QB")"
+    note "after: A's publisher on $(topo_connected_member "$A" publisher), B's consumer on $(topo_connected_member "$B" consumer), $QB led by $(rmq_cluster_leader "$MQ" "$QB")"
     ok "$role: 3 members running again" wait_until 60 '[[ $(rmq_cluster_running "$MQ") == 3 ]]' 1
 }
 PAUSES=()
-hang "publisher's node" "$(connected_to "$A" publisher)"
-hang "consumer's node" "$(connected_to "$B" consumer)"
-lead=$(leader_of "$QB")
+hang "publisher's node" "$(topo_connected_member "$A" publisher)"
+hang "consumer's node" "$(topo_connected_member "$B" consumer)"
+lead=$(rmq_cluster_leader "$MQ" "$QB")
 like "$lead" '^[123]$' "B's queue has a leader: member $lead"
 hang "queue leader's node" "$lead"
 

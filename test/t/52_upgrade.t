@@ -38,8 +38,6 @@ node $B port=6351 ext_version=1.0 publish=orders subscribe=customer schema="$CUS
 EOF
 
 T0=$SECONDS
-dead_letters() { sql "$1" 'SELECT count(*) FROM evrep.dead_letter'; }
-last_seq() { sql "$1" "SELECT last_seq FROM evrep.publication WHERE table_name = '$2'"; }
 extversion() { sql "$1" "SELECT extversion FROM pg_extension WHERE extname = 'evrep'"; }
 # must DESC CMD...: ok; if it fails, the test ends here (the steps after it
 # depend on it, and each would only wait out its timeout)
@@ -121,26 +119,14 @@ is "$(writer_retries t52-a)|$(writer_retries t52-b)" "0|0" \
 note "writers: A committed customer 1..$(writer_last t52-a), B orders 1..$(writer_last t52-b), $((SECONDS - T0)) s after setup"
 
 # ==== 6. the end state ===========================================================
-# converged TABLE ORIGIN SUBSCRIBER LABEL
-converged() {
-    local t=$1 o=$2 s=$3 label=$4 seq
-    ok "$label: $o's outbox drains" wait_value 60 0 outbox_depth "$o"
-    seq=$(last_seq "$o" "$t")
-    ok "$label: $s's progress reaches $o's last_seq $seq with no gaps" wait_value 60 "$seq|{}" \
-        sql "$s" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$o' AND table_name = '$t'"
-    is "$(same_ids "$o" "$s" "$t")" "$(row_count "$o" "$t")|0|0" "$label: $s has every id of $o, none missing, none extra"
-    is "$(table_md5 "$s" "$t")" "$(table_md5 "$o" "$t")" "$label: $s's rows equal $o's (md5)"
-    is "$(applied "$s" "$o" "$t")" "$seq" "$label: every event applied once on $s (applied = last_seq)"
-    note "$label: $s skipped $(skipped "$s" "$o" "$t") redelivered events"
-}
 is "$(extversion "$A")|$(extversion "$B")" "1.1|1.1" "6: extversion 1.1 on A and B"
 for n in "$A" "$B"; do
     is "$(sql "$n" "SELECT string_agg(c.relname || ':' || t.tgname, ',' ORDER BY c.relname, t.tgname) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal")" \
        "$([[ $n == "$A" ]] && echo customer || echo orders):evrep_capture,$([[ $n == "$A" ]] && echo customer || echo orders):evrep_capture_truncate" \
        "6: $n: the published table has the row and the TRUNCATE capture triggers"
 done
-converged customer "$A" "$B" "6: customer A -> B"
-converged orders "$B" "$A" "6: orders B -> A"
+assert_stream_converged "6: customer A -> B" "$A" "$B" customer
+assert_stream_converged "6: orders B -> A" "$B" "$A" orders
 is "$(dead_letters "$A")|$(dead_letters "$B")" "0|0" "6: no dead letters on A or B"
 is "$(sql "$B" "SELECT name FROM customer WHERE id IN (1000001, 1000005) ORDER BY id" | paste -sd,)" \
    "name 1,name 5" "6: the key update reached B"
@@ -178,7 +164,7 @@ truncate_round() {
     is "$(sql "$s" "SELECT count(*), min(id), max(id) FROM $t")" "150|$((base + 100))|$((base + 249))" \
        "7: $s holds exactly the rows after the TRUNCATE"
     is "$(last_seq "$o" "$t")" $((seq0 + 100 + 1 + 150 + 1)) "7: $o numbered one event for the TRUNCATE"
-    converged "$t" "$o" "$s" "7: $t $o -> $s"
+    assert_stream_converged "7: $t $o -> $s" "$o" "$s" "$t"
 }
 truncate_round "$A" "$B" customer 5000000
 truncate_round "$B" "$A" orders 6000000

@@ -34,8 +34,6 @@ node $OLD port=6352 pg_config=$old_pgc publish=customer subscribe=orders schema=
 node $NEW port=6353 publish=orders subscribe=customer schema="$CUSTOMER_DDL; $ORDERS_DDL"
 EOF
 
-dead_letters() { sql "$1" 'SELECT count(*) FROM evrep.dead_letter'; }
-last_seq() { sql "$1" "SELECT last_seq FROM evrep.publication WHERE table_name = '$2'"; }
 on_exit 'if (( _TAP_FAILED )); then for n in $OLD $NEW; do note "$n progress: $(sql $n "SELECT origin, table_name, last_seq, gaps, applied, skipped, parked FROM evrep.progress" 2>/dev/null)"; note "$n dead letters: $(sql $n "SELECT id, origin, seq, sqlstate, error, left(body, 300) FROM evrep.dead_letter ORDER BY id LIMIT 5" 2>/dev/null)"; done; fi'
 
 # --- which build runs where --------------------------------------------------
@@ -69,20 +67,13 @@ ok "NEW: updates, deletes, a key update of orders" sql_script "$NEW" "
     UPDATE orders SET id = id + 100000 WHERE id BETWEEN 1 AND 5;
     INSERT INTO orders VALUES (1, 42, 42);"
 
-# converged TABLE ORIGIN SUBSCRIBER LABEL -- the end state of a stream
+# converged LABEL ORIGIN SUB TABLE -- the end state of a stream, nothing sent twice
 converged() {
-    local t=$1 o=$2 s=$3 label=$4 seq
-    ok "$label: $o's outbox drains" wait_value 60 0 outbox_depth "$o"
-    seq=$(last_seq "$o" "$t")
-    ok "$label: $s's progress reaches $o's last_seq $seq" wait_value 60 "$seq|{}" \
-        sql "$s" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$o' AND table_name = '$t'"
-    is "$(same_ids "$o" "$s" "$t")" "$(row_count "$o" "$t")|0|0" "$label: $s has every id of $o, none missing, none extra"
-    is "$(table_md5 "$s" "$t")" "$(table_md5 "$o" "$t")" "$label: $s's rows equal $o's (md5)"
-    is "$(applied "$s" "$o" "$t")" "$seq" "$label: every event applied once on $s (applied = last_seq)"
-    is "$(skipped "$s" "$o" "$t")" 0 "$label: none sent twice"
+    assert_stream_converged "$@"
+    is "$(skipped "$3" "$2" "$4")" 0 "$1: none sent twice"
 }
-converged customer "$OLD" "$NEW" "1.0 -> 1.1 (customer)"
-converged orders "$NEW" "$OLD" "1.1 -> 1.0 (orders)"
+converged "1.0 -> 1.1 (customer)" "$OLD" "$NEW" customer
+converged "1.1 -> 1.0 (orders)" "$NEW" "$OLD" orders
 is "$(dead_letters "$NEW")" 0 "1: no dead letters on NEW"
 is "$(dead_letters "$OLD")" 0 "1: no dead letters on OLD"
 is "$(sql "$OLD" "SELECT name FROM customer WHERE id = 1")|$(sql "$NEW" "SELECT name FROM customer WHERE id IN (1, 100001) ORDER BY id" | paste -sd,)" \
@@ -128,7 +119,7 @@ note "2: OLD's progress for NEW's orders: $(sql "$OLD" "SELECT last_seq, gaps, a
 ok "3: OLD writes customers" sql_script "$OLD" "$(single_inserts customer 30001 30200)
 UPDATE customer SET credit = 7 WHERE id BETWEEN 30001 AND 30050;
 DELETE FROM customer WHERE id BETWEEN 30051 AND 30060;"
-converged customer "$OLD" "$NEW" "3: 1.0 -> 1.1 (customer)"
+converged "3: 1.0 -> 1.1 (customer)" "$OLD" "$NEW" customer
 is "$(dead_letters "$NEW")" 0 "3: no dead letters on NEW"
 is "$(dead_letters "$OLD")" 1 "3: OLD's one dead letter is the truncate"
 done_testing

@@ -37,7 +37,7 @@ broker $MQ port=6401
 node $A port=6451 publish=$T schema="$CUSTOMER_DDL" $A_CONF
 node $B port=6452 subscribe=$T schema="$CUSTOMER_DDL"
 EOF
-on_exit 'if (( _TAP_FAILED )); then note "B progress: $(q $B "SELECT * FROM evrep.progress")"; note "B sync: $(q $B "SELECT * FROM evrep.sync")"; note "A incarnations: $(q $A "SELECT id, reason, timeline FROM evrep.incarnation ORDER BY id")"; note "B dead letters: $(q $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"; fi'
+on_exit 'if (( _TAP_FAILED )); then history_notes $B $A; fi'
 
 is "$(q "$A" "SHOW archive_mode")" on "A archives its WAL"
 ok "A: ids 1..100, one transaction each" sql_script "$A" "$(single_inserts $T 1 100)"
@@ -52,13 +52,13 @@ like "$PROG0" "^$INC0[|]" "B's progress of A's stream is in A's incarnation $INC
 topo_mark "$A"
 ok "1: restart A (fast)" pg_restart "$A" fast
 ok "1: A's workers are ready again" topo_wait_ready 60 "$A"
-ok "1: A: 20 updates after the restart" sql_script "$A" "$(for i in $(seq 1 20); do echo "UPDATE $T SET credit = credit + 1 WHERE id = $i;"; done)"
+ok "1: A: 20 updates after the restart" sql_script "$A" "$(single_updates $T 1 20 "credit = credit + 1")"
 assert_converged "1 restart" "$A" "$B" $T 60
 assert_same_history "1 restart" "$A" "$B" $T "$INC0" "$SYNC0" "$PROG0" "$ROWS0"
 
 topo_mark "$A"
 ok "1: A: 100 updates, then at once a crash (stop -m immediate)" \
-    sql_script "$A" "$(for i in $(seq 1 100); do echo "UPDATE $T SET credit = credit + 1 WHERE id = $i;"; done)"
+    sql_script "$A" "$(single_updates $T 1 100 "credit = credit + 1")"
 note "1: A's outbox just before the crash: $(outbox_depth "$A") events"
 ok "1: crash A" pg_stop "$A" immediate
 ok "1: start A (crash recovery)" pg_start "$A"
@@ -71,7 +71,7 @@ assert_same_history "1 crash" "$A" "$B" $T "$INC0" "$SYNC0" "$PROG0" "$ROWS0"
 BK1=$(pg_basebackup_node "$A" bk1)
 ok "2: base backup of A with 100 rows" test -f "$BK1/backup_label"
 ok "2: A: ids 101..200 and 10 updates, after the backup" \
-    sql_script "$A" "$(single_inserts $T 101 200; for i in $(seq 41 50); do echo "UPDATE $T SET name = 'lost update' WHERE id = $i;"; done)"
+    sql_script "$A" "$(single_inserts $T 101 200; single_updates $T 41 50 "name = 'lost update'")"
 assert_converged "2 before the restore" "$A" "$B" $T 60
 is "$(row_count "$B" $T)" 200 "2: B has 200 rows"
 SEQ_LOST=$(pub_seq "$A" $T)
@@ -84,20 +84,19 @@ is "$(row_count "$A" $T)" 100 "2: A has the backup's 100 rows"
 ok "2: A's workers are ready" topo_wait_ready 60 "$A"
 SEQ_BK=$(pub_seq "$A" $T)
 cmp_ok "$SEQ_BK" -lt "$SEQ_LOST" "2: A's stream went back ($SEQ_BK < $SEQ_LOST): its next numbers were used by the lost history"
-like "$(incarnation_reason "$A")" 'backup' "2: A's new history says it was restored from a base backup"
 ok "2: A: 50 changes (20 new ids, 10 ids of the lost history, 10 updates, 10 deletes)" \
     new_writes "$A" $T 1000 150 21 31
 assert_converged "2" "$A" "$B" $T 120
 is "$(q "$B" "SELECT count(*) FROM $T WHERE id BETWEEN 101 AND 200 AND id NOT BETWEEN 150 AND 159")" 0 \
    "2: rows of the lost history are gone from B"
 is "$(q "$B" "SELECT count(*) FROM $T WHERE name = 'lost update'")" 0 "2: updates of the lost history are gone from B"
-assert_origin_new_history "2" "$A" "$B" $T "$INC0" "$B_T0"
+assert_origin_new_history "2" "$A" "$B" $T "$INC0" "$B_T0" 'backup' "restore from a base backup"
 INC1=$(incarnation "$A") ROWS1=$(incarnation_rows "$A")
 SYNC1=$(sync_state "$B" $T) PROG1=$(progress_history "$B" "$A" $T)
 topo_mark "$A"
 ok "2: restart the restored A" pg_restart "$A" fast
 ok "2: A's workers are ready again" topo_wait_ready 60 "$A"
-ok "2: A: 10 updates after the restart" sql_script "$A" "$(for i in $(seq 51 60); do echo "UPDATE $T SET credit = 7 WHERE id = $i;"; done)"
+ok "2: A: 10 updates after the restart" sql_script "$A" "$(single_updates $T 51 60 "credit = 7")"
 assert_converged "2 restart" "$A" "$B" $T 60
 assert_same_history "2 restart" "$A" "$B" $T "$INC1" "$SYNC1" "$PROG1" "$ROWS1"
 
@@ -133,12 +132,11 @@ cmp_ok "$n" -ge "$AT_TARGET" "3: A has the writer's rows up to the target ($n >=
 cmp_ok "$(row_count "$A" $T)" -lt "$ALL" "3: A lacks rows written after the target ($(row_count "$A" $T) < $ALL)"
 is "$(q "$A" "SELECT count(*) FROM $T WHERE name = 'after target'")" 0 "3: A lacks the updates after the target"
 ok "3: A's workers are ready" topo_wait_ready 60 "$A"
-like "$(incarnation_reason "$A")" 'timeline' "3: A's new history names the new timeline"
 LAST_ID=$(q "$A" "SELECT max(id) FROM $T")
 ok "3: A: 50 changes (20 new ids, 10 ids of the lost history, 10 updates, 10 deletes)" \
     new_writes "$A" $T 3000 $((LAST_ID + 1)) 81 91
 assert_converged "3" "$A" "$B" $T 120
 is "$(q "$B" "SELECT count(*) FROM $T WHERE name = 'after target'")" 0 "3: updates after the target are gone from B"
-assert_origin_new_history "3" "$A" "$B" $T "$INC1" "$B_T0"
+assert_origin_new_history "3" "$A" "$B" $T "$INC1" "$B_T0" 'timeline' "new timeline"
 is "$(q "$A" 'SELECT count(*) FROM evrep.dead_letter')" 0 "no dead letters on A"
 done_testing

@@ -27,7 +27,7 @@ broker $MQ port=6405
 node $A port=6455 publish=$T schema="$CUSTOMER_DDL"
 node $B port=6456 subscribe=$T schema="$CUSTOMER_DDL"
 EOF
-on_exit 'if (( _TAP_FAILED )); then note "B progress: $(q $B "SELECT * FROM evrep.progress")"; note "B sync: $(q $B "SELECT * FROM evrep.sync")"; note "S incarnations: $(q $S "SELECT id, reason, timeline FROM evrep.incarnation ORDER BY id")"; note "B dead letters: $(q $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"; evrep_tail "$(pg_logfile $S)" 30; fi'
+on_exit 'if (( _TAP_FAILED )); then history_notes $B $S; evrep_tail "$(pg_logfile $S)" 30; fi'
 
 ok "A: ids 1..100, one transaction each" sql_script "$A" "$(single_inserts $T 1 100)"
 assert_converged "start" "$A" "$B" $T 60
@@ -72,14 +72,13 @@ cmp_ok "$S_ROWS" -lt "$B_ROWS" "S lacks A's last transactions that B applied ($S
 is "$(q "$S" "SELECT count(*) FROM $T WHERE name = 'after the failover point'")" 0 "S lacks A's updates after the failover point"
 ok "S's publisher and consumer connect" wait_value 60 "t" sql "$S" \
     "SELECT bool_and(connected) AND count(*) = 2 FROM evrep.worker_state()"
-like "$(incarnation_reason "$S")" 'timeline' "S's new history names the new timeline"
 LAST_ID=$(q "$S" "SELECT max(id) FROM $T")
 ok "S: 50 changes (20 new ids, 10 ids only the lost history had, 10 updates, 10 deletes)" \
     new_writes "$S" $T 20000 $((LAST_ID + 1)) 21 31
 assert_converged "promoted" "$S" "$B" $T 120
 is "$(q "$B" "SELECT count(*) FROM $T WHERE name = 'after the failover point'")" 0 "B has none of A's updates that S lacks"
 is "$(q "$B" "SELECT count(*) FROM $T WHERE id > $LAST_ID + 10 AND id < 20000")" 0 "B has none of A's rows that S lacks"
-assert_origin_new_history "promoted" "$S" "$B" $T "$INC0" "$B_T0"
+assert_origin_new_history "promoted" "$S" "$B" $T "$INC0" "$B_T0" 'timeline' "new timeline"
 
 # ---- S writes on: plain replication in the new history ---------------------------
 ok "S: ids 30001..30100" sql_script "$S" "$(single_inserts $T 30001 30100)"

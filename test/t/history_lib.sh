@@ -31,14 +31,26 @@
 #                                  equal to ORIGIN's (md5 of all rows); same
 #                                  ids; SUB's progress reaches ORIGIN's
 #                                  last_seq with no gaps; no dead letters on SUB
-#   assert_origin_new_history LABEL ORIGIN SUB TABLE INC_BEFORE SUB_T0
+#   assert_origin_new_history LABEL ORIGIN SUB TABLE INC_BEFORE SUB_T0 [REASON_RE EVENT]
 #                                  ORIGIN started a new history after INC_BEFORE
+#                                  (whose reason matches REASON_RE: it names
+#                                  EVENT, e.g. "new timeline", if given)
 #                                  and SUB saw it: evrep.status (apply) on SUB
 #                                  shows ORIGIN's current incarnation, a
 #                                  history_reason, history_changed_at after
 #                                  SUB_T0 and a repair whose copy is done;
 #                                  evrep.sync_status on SUB shows a copy
 #                                  requested after SUB_T0 and done
+#   assert_sub_new_history LABEL SUB TABLE INC_BEFORE SUB_T0 REASON_RE EVENT
+#                                  SUB itself went back (restored, reloaded):
+#                                  it started a new history after INC_BEFORE
+#                                  whose reason matches REASON_RE (EVENT, e.g.
+#                                  "restore from a base backup", says what it
+#                                  should name), and evrep.sync_status on SUB
+#                                  shows a copy requested after SUB_T0 and done
+#   history_notes SUB NODE...      diagnostics (notes) for a failed history
+#                                  test: SUB's progress, sync rows and dead
+#                                  letters, each NODE's incarnations
 #   assert_same_history LABEL ORIGIN SUB TABLE INC SYNC PROG
 #                                  nothing started a new history: ORIGIN's
 #                                  incarnation is still INC (and no row was
@@ -74,7 +86,7 @@ new_writes() {
     sql_script "$node" "$(
         for ((i = base + 1; i <= base + 20; i++)); do echo "INSERT INTO $table VALUES ($i, 'new $i', $i);"; done
         for ((i = reuse; i < reuse + 10; i++)); do echo "INSERT INTO $table VALUES ($i, 'history 2 $i', -$i);"; done
-        for ((i = upd; i < upd + 10; i++)); do echo "UPDATE $table SET name = 'updated in history 2', credit = credit + 1000 WHERE id = $i;"; done
+        single_updates "$table" "$upd" $((upd + 9)) "name = 'updated in history 2', credit = credit + 1000"
         for ((i = del; i < del + 10; i++)); do echo "DELETE FROM $table WHERE id = $i;"; done
     )"
 }
@@ -97,11 +109,12 @@ assert_converged() {
 }
 
 assert_origin_new_history() {
-    local label=$1 origin=$2 sub=$3 table=$4 before=$5 t0=$6 inc st on
+    local label=$1 origin=$2 sub=$3 table=$4 before=$5 t0=$6 re=${7:-} event=${8:-} inc st on
     on=$(origin_name "$origin")
     inc=$(incarnation "$origin")
     cmp_ok "$inc" -gt "$before" "$label: $origin started a new incarnation (was $before)"
-    note "$label: $origin's history $inc: $(incarnation_reason "$origin")"
+    if [[ -n "$re" ]]; then like "$(incarnation_reason "$origin")" "$re" "$label: $origin's new history names the $event"
+    else note "$label: $origin's history $inc: $(incarnation_reason "$origin")"; fi
     ok "$label: $sub's evrep.status shows $origin's incarnation $inc and a finished repair" \
         wait_until 60 "[[ \$(q $sub \"SELECT incarnation || '|' || (CASE WHEN repair LIKE '%copy done' THEN 'done' ELSE 'not done' END) FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'\") == '$inc|done' ]]" 0.5
     st=$(q "$sub" "SELECT incarnation, history_reason <> '', history_changed_at >= '$t0', repair FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'")
@@ -109,6 +122,25 @@ assert_origin_new_history() {
     note "$label: $sub's evrep.status: $(q "$sub" "SELECT incarnation || ' / ' || history_reason || ' / ' || history_changed_at || ' / ' || repair FROM evrep.status WHERE role = 'apply' AND origin = '$on' AND table_name = '$table'")"
     is "$(q "$sub" "SELECT phase FROM evrep.sync_status WHERE role = 'receive' AND table_name = '$table' AND requested_at >= '$t0'")" \
        done "$label: $sub's evrep.sync_status: a copy requested after the event, done"
+}
+
+assert_sub_new_history() {
+    local label=$1 sub=$2 table=$3 before=$4 t0=$5 re=$6 event=$7 inc
+    inc=$(incarnation "$sub")
+    cmp_ok "$inc" -gt "$before" "$label: $sub started a new incarnation (was $before)"
+    like "$(incarnation_reason "$sub")" "$re" "$label: $sub's new history names the $event"
+    is "$(q "$sub" "SELECT phase FROM evrep.sync_status WHERE role = 'receive' AND table_name = '$table' AND requested_at >= '$t0'")" \
+       done "$label: $sub's evrep.sync_status: a copy requested after the $event, done"
+}
+
+history_notes() {
+    local sub=$1 n; shift
+    note "$sub progress: $(q "$sub" "SELECT * FROM evrep.progress")"
+    note "$sub sync: $(q "$sub" "SELECT * FROM evrep.sync")"
+    for n in "$@"; do
+        note "$n incarnations: $(q "$n" "SELECT id, reason, timeline, system_identifier FROM evrep.incarnation ORDER BY id")"
+    done
+    note "$sub dead letters: $(q "$sub" "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 10")"
 }
 
 assert_same_history() {

@@ -18,6 +18,8 @@
 #   outbox_depth NODE              rows in evrep.outbox (not yet confirmed)
 #   applied NODE ORIGIN TABLE      evrep.progress.applied (0 if no row yet)
 #   skipped NODE ORIGIN TABLE      evrep.progress.skipped (0 if no row yet)
+#   last_seq NODE TABLE            evrep.publication.last_seq of TABLE on NODE
+#   dead_letters NODE              rows in evrep.dead_letter
 #   worker_connected NODE WORKER   't' / 'f' from evrep.worker_state()
 #   worker_pid NODE BACKEND_TYPE   pid from pg_stat_activity ('evrep publisher' ...)
 #   wait_value TIMEOUT EXPECTED CMD...
@@ -26,6 +28,7 @@
 #   CUSTOMER_DDL / ORDERS_DDL      the tables the tests replicate
 #   create_orders NODE             $ORDERS_DDL on NODE
 #   single_inserts TABLE FIRST LAST   SQL: one INSERT per id (feed to pg_psql)
+#   single_updates TABLE FIRST LAST SET   SQL: one UPDATE TABLE SET SET per id
 #   repl_writer NODE TABLE FIRST LAST [DELAY_S] [STOPFILE]
 #                                  insert ids FIRST..LAST into TABLE, one
 #                                  transaction each, retrying every id whose
@@ -39,6 +42,15 @@
 #   writer_done NAME / stop_writer NAME / writer_last NAME / writer_retries NAME
 #   same_ids NODE1 NODE2 TABLE     prints "n|missing|extra": ids on NODE1, ids
 #                                  of NODE1 missing on NODE2, ids on NODE2 not on NODE1
+#   assert_stream_converged LABEL ORIGIN SUB TABLE
+#                                  the end state of ORIGIN's stream of TABLE on
+#                                  SUB: ORIGIN's outbox drains, SUB's progress
+#                                  reaches ORIGIN's last_seq with no gaps, same
+#                                  ids, equal md5, every event applied once
+#                                  (applied = last_seq); notes how many SUB
+#                                  skipped. (No dead-letter check: a test may
+#                                  expect some. history_lib.sh's assert_converged
+#                                  is the variant for a history gone back.)
 
 [[ -n "${_EVREP_REPL_LIB_SH:-}" ]] && return 0
 _EVREP_REPL_LIB_SH=1
@@ -58,13 +70,17 @@ table_md5() { sql "$1" "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY id)
 
 outbox_depth() { sql "$1" "SELECT count(*) FROM evrep.outbox"; }
 
-applied() {
-    sql "$1" "SELECT coalesce(sum(applied), 0) FROM evrep.progress WHERE origin = '$2' AND table_name = '$3'"
+# _progress_sum COLUMN NODE ORIGIN TABLE -- a counter of NODE's evrep.progress
+# row for ORIGIN's TABLE (0 if no row yet)
+_progress_sum() {
+    sql "$2" "SELECT coalesce(sum($1), 0) FROM evrep.progress WHERE origin = '$3' AND table_name = '$4'"
 }
+applied() { _progress_sum applied "$@"; }
+skipped() { _progress_sum skipped "$@"; }
 
-skipped() {
-    sql "$1" "SELECT coalesce(sum(skipped), 0) FROM evrep.progress WHERE origin = '$2' AND table_name = '$3'"
-}
+last_seq() { sql "$1" "SELECT last_seq FROM evrep.publication WHERE table_name = '$2'"; }
+
+dead_letters() { sql "$1" 'SELECT count(*) FROM evrep.dead_letter'; }
 
 worker_connected() {
     sql "$1" "SELECT CASE bool_and(connected) WHEN true THEN 't' WHEN false THEN 'f' ELSE 'none' END FROM evrep.worker_state() WHERE worker = '$2'"
@@ -104,6 +120,13 @@ single_inserts() {
         _repl_values "$1" "$i"
         printf 'INSERT INTO %s VALUES %s;\n' "$1" "$REPL_V"
     done
+}
+
+# single_updates TABLE FIRST LAST SET -- one UPDATE statement per id, e.g.
+# single_updates customer 1 10 "name = 'x'" (for sql_script: one transaction each)
+single_updates() {
+    local i
+    for ((i = $2; i <= $3; i++)); do printf 'UPDATE %s SET %s WHERE id = %d;\n' "$1" "$4" "$i"; done
 }
 
 repl_writer() {
@@ -167,3 +190,15 @@ writer_done() { grep -q '^writer done' "$(bg_logfile "$1")" 2>/dev/null; }
 stop_writer() { touch "$(bg_logfile "$1").stop"; }
 writer_last() { sed -n 's/^writer done [0-9]*\.\.\([0-9]*\).*/\1/p' "$(bg_logfile "$1")"; }
 writer_retries() { sed -n 's/^writer done .* retries=\([0-9]*\)/\1/p' "$(bg_logfile "$1")"; }
+
+assert_stream_converged() {
+    local label=$1 o=$2 s=$3 t=$4 seq
+    ok "$label: $o's outbox drains" wait_value 60 0 outbox_depth "$o"
+    seq=$(last_seq "$o" "$t")
+    ok "$label: $s's progress reaches $o's last_seq $seq with no gaps" wait_value 60 "$seq|{}" \
+        sql "$s" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$o' AND table_name = '$t'"
+    is "$(same_ids "$o" "$s" "$t")" "$(row_count "$o" "$t")|0|0" "$label: $s has every id of $o, none missing, none extra"
+    is "$(table_md5 "$s" "$t")" "$(table_md5 "$o" "$t")" "$label: $s's rows equal $o's (md5)"
+    is "$(applied "$s" "$o" "$t")" "$seq" "$label: every event applied once on $s (applied = last_seq)"
+    note "$label: $s skipped $(skipped "$s" "$o" "$t") redelivered events"
+}
