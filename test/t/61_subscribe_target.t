@@ -6,10 +6,13 @@
 # copy of existing rows, live inserts, updates, deletes and TRUNCATE,
 # evrep_resync, and a dead letter (a CHECK constraint of B's target) shown
 # with both names, fixed and replayed: B's replica ends equal to A's table.
+# Then the target is renamed, and B dumped and reloaded into a new cluster:
+# the subscription still applies into the renamed table.
 # Ports: AMQP 6720, PostgreSQL 6721 (A) and 6722 (B).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/replication_lib.sh"
+source "$(dirname "$0")/history_lib.sh"
 
 MQ=t61mq A=t61a B=t61b
 REPLICA_DDL='CREATE SCHEMA replica; CREATE TABLE replica.customer_copy (id int PRIMARY KEY, name text NOT NULL, credit int)'
@@ -89,4 +92,29 @@ is "$(row_count "$B" replica.customer_copy)" "$(row_count "$A" customer)" "same 
 is "$(table_md5 "$B" customer)" "$own_md5" "B's own public.customer is unchanged (md5)"
 is "$(sql "$B" "SELECT n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE schemaname = 'public' AND relname = 'customer'")" 0 \
    "no row of B's own public.customer was ever updated or deleted"
+# --- a rename of the target, then a dump and reload of B ---------------------------
+ok "B: the target renamed to replica.customer_renamed" \
+    sql "$B" "ALTER TABLE replica.customer_copy RENAME TO customer_renamed"
+ok "A: a row after the rename" sql "$A" "INSERT INTO customer VALUES (2002, 'after rename', 2)"
+ok "B applies it into the renamed table" \
+    wait_value 60 1 sql "$B" "SELECT count(*) FROM replica.customer_renamed WHERE id = 2002"
+is "$(sql "$B" "SELECT target_schema, target_table FROM evrep.status WHERE role = 'apply'")" \
+   "replica|customer_renamed" "evrep.status names the target as it is called now"
+DUMPS=$(evrep_base_dir)/t61-dumps
+rm -rf "$DUMPS"; mkdir -p "$DUMPS"; (( EUID == 0 )) && chown postgres: "$DUMPS"
+ok "pg_dump -Fc of B" pg_dump_node "$B" "$DUMPS/b.dump"
+ok "stop B" pg_stop "$B"
+ok "B replaced by a new cluster with the dump restored" pg_reload_dump "$B" "$DUMPS/b.dump"
+ok "start B, workers held off" pg_start "$B" "-c evrep.database=''"
+is "$(sql "$B" "SELECT schema_name, table_name, relid, relid = 'replica.customer_renamed'::regclass FROM evrep.subscription")" \
+   "public|customer|replica.customer_renamed|t" "the restored subscription's relid is the renamed table of the new cluster"
+ok "stop B" pg_stop "$B"
+topo_mark "$B"
+ok "start B" pg_start "$B"
+ok "B's queue is bound again" wait_until 60 "topo_bound $B public.customer"
+ok "A: changes after the reload" sql "$A" "INSERT INTO customer VALUES (2003, 'after reload', 3);
+    UPDATE customer SET name = 'changed after reload' WHERE id = 1100"
+ok "B's renamed replica converges with A's table" \
+    wait_until 90 "[[ \$(table_md5 $B replica.customer_renamed) == \$(table_md5 $A customer) ]]"
+is "$(table_md5 "$B" customer)" "$own_md5" "B's own public.customer survived the reload unchanged"
 done_testing
