@@ -35,6 +35,9 @@ FROM evrep.subscription WHERE target_schema = 'replica' ORDER BY 1, 2;
 SELECT evrep_subscribe('public.patron', target => 'replica.patron_copy');
 CREATE TABLE replica.other (id int PRIMARY KEY, name text);
 SELECT evrep_subscribe('patron', target => 'replica.other');
+-- positional, two string literals match both forms: name target, or cast
+SELECT evrep_subscribe('patron', 'replica.other');
+SELECT evrep_subscribe('patron'::text, 'replica.other');
 -- another published name into the same target
 SELECT evrep_subscribe('sales.patron', target => 'replica.patron_copy');
 -- the target under its own name (the regclass form)
