@@ -324,3 +324,300 @@ COMMENT ON COLUMN evrep.outbox.op IS
 'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate)';
 COMMENT ON COLUMN evrep.outbox.row_data IS
 'i, u: the new row; d: the old row; c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options';
+
+-- a subscriber's own table name
+/*
+ * A subscription applies the events of a published table (schema_name,
+ * table_name: the origin's name, on the wire and in routing keys) into a
+ * local table of any name, its target.  relid is the target; as a regclass
+ * it is dumped by name and restored as the new table's oid, so a rename of
+ * the target and a dump/reload both keep it.  target_schema and
+ * target_table are its names when subscribed, for a relid found dangling.
+ */
+ALTER TABLE evrep.subscription ALTER COLUMN relid TYPE regclass,
+	ADD COLUMN target_schema text, ADD COLUMN target_table text;
+UPDATE evrep.subscription SET target_schema = schema_name, target_table = table_name;
+ALTER TABLE evrep.subscription ALTER COLUMN target_schema SET NOT NULL,
+	ALTER COLUMN target_table SET NOT NULL;
+-- a table applies one published table
+CREATE UNIQUE INDEX subscription_relid_key ON evrep.subscription (relid);
+
+COMMENT ON COLUMN evrep.subscription.schema_name IS 'the published table''s schema on its origin';
+COMMENT ON COLUMN evrep.subscription.table_name IS 'the published table''s name on its origin';
+COMMENT ON COLUMN evrep.subscription.relid IS 'the local table the events are applied to (the target)';
+
+-- the local table a parked event was meant for, when it was parked
+ALTER TABLE evrep.dead_letter ADD COLUMN target_schema text, ADD COLUMN target_table text;
+
+/*
+ * evrep_subscribe(copy_data => false) holds this lock until commit; an event
+ * that finds no subscription for its published name waits for it (apply.c,
+ * wait_for_subscriber: the same keys) and looks again.  The target's name
+ * may differ from the published one, so the table lock alone cannot say it.
+ */
+CREATE FUNCTION evrep._subscribe_lock(nsp text, tbl text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.pg_advisory_xact_lock(1702261360, pg_catalog.hashtext(nsp || chr(1) || tbl))
+$$;
+
+/*
+ * Subscribe published table nsp.tbl into the local table target; nsp and
+ * tbl NULL: the target's own name.
+ */
+CREATE FUNCTION evrep._subscribe(nsp text, tbl text, target regclass, copy_data boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	s record;
+	same_name boolean;
+BEGIN
+	t := evrep._check_table(target, 'SELECT, INSERT, UPDATE, DELETE');
+	IF copy_data IS NULL THEN
+		RAISE EXCEPTION 'copy_data must be true or false'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	nsp := coalesce(nsp, t.nsp);
+	tbl := coalesce(tbl, t.tbl);
+	same_name := (nsp, tbl) = (t.nsp, t.tbl);
+	SELECT * INTO s FROM evrep.subscription x WHERE x.schema_name = nsp AND x.table_name = tbl;
+	IF FOUND AND same_name AND s.relid = target THEN
+		RAISE EXCEPTION 'table % is already subscribed', target
+			USING ERRCODE = 'duplicate_object';
+	ELSIF FOUND THEN
+		RAISE EXCEPTION 'published table %.% is already subscribed, into table %',
+			quote_ident(nsp), quote_ident(tbl), s.relid
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'A published table is applied into one local table; evrep_unsubscribe() that one first.';
+	END IF;
+	SELECT * INTO s FROM evrep.subscription x
+	WHERE x.relid = target OR (x.target_schema, x.target_table) = (t.nsp, t.tbl);
+	IF FOUND THEN
+		RAISE EXCEPTION 'table % already receives published table %.%',
+			target, quote_ident(s.schema_name), quote_ident(s.table_name)
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'A local table receives one published table; evrep_unsubscribe() it first.';
+	END IF;
+	INSERT INTO evrep.subscription (schema_name, table_name, relid, owner, owner_name,
+									key_columns, target_schema, target_table)
+	VALUES (nsp, tbl, target,
+			(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user),
+			current_user, t.keys, t.nsp, t.tbl);
+	PERFORM evrep._start_sync(nsp, tbl, CASE WHEN copy_data THEN 'requested' ELSE 'skipped' END);
+	PERFORM evrep._subscriptions_changed();
+	IF NOT copy_data THEN
+		-- until commit: an event delivered once the queue is bound waits
+		-- for these locks instead of finding no subscription (apply.c)
+		PERFORM evrep._subscribe_lock(nsp, tbl);
+		EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', target);
+		PERFORM evrep._bind_now(nsp, tbl);
+	END IF;
+END
+$$;
+
+-- supersedes the 1.1 definition above: the table's own name is the published one
+CREATE OR REPLACE FUNCTION evrep_subscribe(rel regclass, copy_data boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM evrep._subscribe(NULL, NULL, rel, copy_data);
+END
+$$;
+
+/*
+ * evrep_subscribe(published, target): apply the events of a table that
+ * another node publishes as published ('schema.table'; without a schema,
+ * public) into the local table target, of any schema and name.  The
+ * published table need not exist here.  Columns match by name, as ever.
+ * (The parameter is not called "into": INTO is a reserved word, and
+ * "into => ..." a syntax error.)
+ */
+CREATE FUNCTION evrep_subscribe(published text, target regclass, copy_data boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	parts text[] := pg_catalog.parse_ident(coalesce(published, ''));
+BEGIN
+	IF pg_catalog.array_length(parts, 1) > 2 THEN
+		RAISE EXCEPTION 'published table name "%" has too many parts', published
+			USING ERRCODE = 'invalid_name',
+				  HINT = 'Name it as schema.table, or table for a table of schema public.';
+	END IF;
+	IF target IS NULL THEN
+		RAISE EXCEPTION 'target must name a local table'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM evrep._subscribe(CASE WHEN pg_catalog.array_length(parts, 1) = 2 THEN parts[1]
+								  ELSE 'public' END,
+							 parts[pg_catalog.array_length(parts, 1)], target, copy_data);
+END
+$$;
+
+COMMENT ON FUNCTION evrep_subscribe(text, regclass, boolean) IS
+'apply events published by another node for table published (schema.table, public if unqualified) into the local table target';
+
+/* The subscription whose target is rel: by relid, or by its names. */
+CREATE FUNCTION evrep._subscription_of(rel regclass)
+RETURNS evrep.subscription
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s FROM evrep.subscription s
+	LEFT JOIN pg_catalog.pg_class c ON c.oid = rel
+	LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	WHERE s.relid = rel OR (s.target_schema, s.target_table) = (n.nspname, c.relname)
+	ORDER BY s.relid = rel DESC LIMIT 1
+$$;
+
+CREATE OR REPLACE FUNCTION evrep_resync(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s evrep.subscription;
+BEGIN
+	PERFORM evrep._check_table(rel, 'SELECT, INSERT, UPDATE, DELETE');
+	s := evrep._subscription_of(rel);
+	IF s.relid IS NULL THEN
+		RAISE EXCEPTION 'table % is not subscribed', rel
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Subscribe with evrep_subscribe(), which copies the rows too.';
+	END IF;
+	PERFORM evrep._start_sync(s.schema_name, s.table_name, 'requested');
+	PERFORM evrep._subscriptions_changed();
+END
+$$;
+
+COMMENT ON FUNCTION evrep_resync(regclass) IS
+'copy a subscribed table (the local one) from its origin again, deleting local rows the origin does not have';
+
+CREATE OR REPLACE FUNCTION evrep_unsubscribe(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s evrep.subscription;
+BEGIN
+	PERFORM evrep._check_admin();
+	s := evrep._subscription_of(rel);
+	IF s.relid IS NULL THEN
+		RAISE EXCEPTION 'table % is not subscribed', rel
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	DELETE FROM evrep.subscription x
+	WHERE x.schema_name = s.schema_name AND x.table_name = s.table_name;
+	DELETE FROM evrep.sync x
+	WHERE (x.schema_name, x.table_name) NOT IN (SELECT schema_name, table_name FROM evrep.subscription);
+	PERFORM evrep._subscriptions_changed();
+END
+$$;
+
+COMMENT ON FUNCTION evrep_unsubscribe(regclass) IS
+'stop applying events into this local table: its binding is removed, events already queued are parked';
+
+REVOKE ALL ON FUNCTION evrep._subscribe_lock(text, text),
+	evrep._subscribe(text, text, regclass, boolean),
+	evrep_subscribe(text, regclass, boolean), evrep._subscription_of(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evrep._subscribe_lock(text, text),
+	evrep._subscribe(text, text, regclass, boolean),
+	evrep_subscribe(text, regclass, boolean), evrep._subscription_of(regclass) TO evrep_admin;
+GRANT INSERT (target_schema, target_table) ON evrep.subscription TO evrep_admin;
+
+/*
+ * evrep.status names both tables of an applied stream: schema_name and
+ * table_name are the published table's (the origin's), target_schema and
+ * target_table the local one the events go to (its name now).
+ */
+CREATE OR REPLACE VIEW evrep.status AS
+SELECT 'publish'::text AS role,
+	   current_setting('evrep.node_name') AS origin,
+	   p.schema_name, p.table_name,
+	   coalesce(o.depth, 0) AS outbox_depth,
+	   now() - o.oldest_commit AS oldest_unsent_age,
+	   p.last_seq,
+	   NULL::bigint AS applied,
+	   NULL::bigint AS skipped,
+	   NULL::bigint AS dead_letters,
+	   NULL::bigint AS unknown_column_events,
+	   NULL::timestamptz AS last_applied_at,
+	   NULL::interval AS lag,
+	   CASE WHEN NOT w.connected THEN w.last_error END AS last_error,
+	   (evrep.current_incarnation()).id AS incarnation,
+	   p.since AS incarnation_since,
+	   (evrep.current_incarnation()).reason AS history_reason,
+	   (evrep.current_incarnation()).started_at AS history_changed_at,
+	   NULL::text AS repair,
+	   NULL::text AS target_schema,
+	   NULL::text AS target_table
+FROM evrep.publication p
+LEFT JOIN LATERAL (
+	SELECT count(*) AS depth,
+		   min(coalesce(ob.commit_ts,
+						 CASE WHEN current_setting('track_commit_timestamp')::boolean
+							  THEN pg_xact_commit_timestamp(ob.xmin) END)) AS oldest_commit
+	FROM evrep.outbox ob WHERE ob.pub_id = p.id) o ON true
+LEFT JOIN evrep.worker_state() w ON w.worker = 'publisher'
+WHERE p.active OR o.depth > 0
+UNION ALL
+SELECT 'apply', g.origin, g.schema_name, g.table_name,
+	   NULL, NULL, g.last_seq, g.applied, g.skipped,
+	   (SELECT count(*) FROM evrep.dead_letter d
+		WHERE d.origin = g.origin AND d.schema_name = g.schema_name
+		  AND d.table_name = g.table_name AND d.replayed_at IS NULL),
+	   g.unknown_column_events,
+	   g.last_applied_at,
+	   g.last_applied_at - g.last_commit_ts,
+	   coalesce((SELECT d.error || coalesce(' HINT: ' || d.hint, '') FROM evrep.dead_letter d
+				 WHERE d.origin = g.origin AND d.schema_name = g.schema_name
+				   AND d.table_name = g.table_name AND d.replayed_at IS NULL
+				 ORDER BY d.id DESC LIMIT 1),
+			CASE WHEN NOT w.connected THEN w.last_error END),
+	   g.incarnation,
+	   NULL::bigint,
+	   g.history_reason,
+	   g.history_changed_at,
+	   CASE WHEN g.repair_request IS NOT NULL AND s.request_id = g.repair_request
+			THEN g.repair || ': copy ' || s.phase
+			WHEN g.repair_request IS NOT NULL AND s.request_id > g.repair_request
+			THEN g.repair || ': superseded by a later copy'
+			ELSE g.repair END,
+	   t.target_schema, t.target_table
+FROM evrep.progress g
+LEFT JOIN evrep.sync s ON s.schema_name = g.schema_name AND s.table_name = g.table_name
+LEFT JOIN LATERAL (
+	SELECT coalesce(tn.nspname::text, sub.target_schema) AS target_schema,
+		   coalesce(tc.relname::text, sub.target_table) AS target_table
+	FROM evrep.subscription sub
+	LEFT JOIN pg_catalog.pg_class tc ON tc.oid = sub.relid
+	LEFT JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
+	WHERE sub.schema_name = g.schema_name AND sub.table_name = g.table_name) t ON true
+LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer'
+UNION ALL
+-- streams of which every event was parked (a refused sender, say) have no
+-- progress, and would not show at all
+SELECT 'apply', d.origin, d.schema_name, d.table_name,
+	   NULL, NULL, NULL, 0, 0, count(*), 0, NULL, NULL,
+	   (pg_catalog.array_agg(d.error || coalesce(' HINT: ' || d.hint, '') ORDER BY d.id DESC))[1],
+	   NULL, NULL, NULL, NULL, NULL,
+	   (pg_catalog.array_agg(d.target_schema ORDER BY d.id DESC))[1],
+	   (pg_catalog.array_agg(d.target_table ORDER BY d.id DESC))[1]
+FROM evrep.dead_letter d
+WHERE d.replayed_at IS NULL AND d.origin IS NOT NULL AND d.table_name IS NOT NULL
+  AND NOT EXISTS (SELECT FROM evrep.progress g
+				  WHERE g.origin = d.origin AND g.schema_name = d.schema_name
+					AND g.table_name = d.table_name)
+GROUP BY d.origin, d.schema_name, d.table_name;
+
+COMMENT ON VIEW evrep.status IS
+'evrep queue depth, lag, counts, last error and history per published table and applied stream, with the local table each stream is applied to';

@@ -15,11 +15,13 @@
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -189,15 +191,37 @@ read_subscription(ApplyRun *run, bool fresh)
 }
 
 /*
+ * The lock evrep._subscribe_lock() takes for a published table, shared: the
+ * same keys, pg_advisory_xact_lock(1702261360, hashtext(schema || chr(1) ||
+ * table)).  It is what a subscription into a table of another name holds.
+ */
+static void
+wait_for_subscribe_lock(const char *schema, const char *table)
+{
+	char *key = psprintf("%s\x01%s", schema, table);
+	LOCKTAG tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 1702261360,
+						 DatumGetUInt32(hash_any((unsigned char *) key, strlen(key))), 2);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+	pfree(key);
+}
+
+/*
  * evrep_subscribe(copy_data => false) has the queue bound before its
- * transaction commits, and holds a SHARE lock on the table until then: an
- * event that finds no subscription waits for that lock, and looks again,
+ * transaction commits, and holds a SHARE lock on the table (and, on a 1.1
+ * catalog, an advisory lock on the published name) until then: an event
+ * that finds no subscription waits for these locks, and looks again,
  * rather than being parked as not subscribed a moment too early.
  */
 static bool
 wait_for_subscriber(ApplyRun *run)
 {
-	Oid relid = RangeVarGetRelid(makeRangeVar(run->msg->schema, run->msg->table, -1), NoLock, true);
+	Oid relid;
+
+	if (history_catalog())
+		wait_for_subscribe_lock(run->msg->schema, run->msg->table);
+	relid = RangeVarGetRelid(makeRangeVar(run->msg->schema, run->msg->table, -1), NoLock, true);
 
 	/* a message naming a catalog gets no lock on it */
 	if (!OidIsValid(relid) || IsCatalogRelationOid(relid))

@@ -14,14 +14,23 @@
 #include "spi_plan.h"
 #include "spi_util.h"
 
-/* [1]: the 1.1 catalog keeps the error's hint too (incarnation.h) */
+/*
+ * [1]: the 1.1 catalog keeps the error's hint too (incarnation.h), and the
+ * local table the event was for (a subscription's target, named now).
+ */
 static SPIPlanPtr park_plan[2];
 
 static const char *const park_query[2] = {
 	"INSERT INTO evrep.dead_letter (origin, schema_name, table_name, seq, sqlstate, error, body,"
 	" attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 	"INSERT INTO evrep.dead_letter (origin, schema_name, table_name, seq, sqlstate, error, body,"
-	" attempts, hint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"};
+	" attempts, hint, target_schema, target_table)"
+	" SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,"
+	" coalesce(n.nspname::text, s.target_schema),"
+	" coalesce(c.relname::text, s.target_table)"
+	" FROM (SELECT) one LEFT JOIN evrep.subscription s ON s.schema_name = $2 AND s.table_name = $3"
+	" LEFT JOIN pg_catalog.pg_class c ON c.oid = s.relid"
+	" LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"};
 
 static Datum
 text_or_null(const char *s, char *null)

@@ -151,8 +151,14 @@ resolve_names_again(void)
 	run("UPDATE evrep.publication SET relid = coalesce(pg_catalog.to_regclass("
 		"pg_catalog.format('%I.%I', schema_name, table_name))::oid, relid)",
 		SPI_OK_UPDATE);
-	run("UPDATE evrep.subscription SET relid = coalesce(pg_catalog.to_regclass("
-		"pg_catalog.format('%I.%I', schema_name, table_name))::oid, relid),"
+	/*
+	 * A subscription's relid is a regclass, restored by name: only one that
+	 * dangles is looked up by the target's names as subscribed.
+	 */
+	run("UPDATE evrep.subscription s SET relid = CASE WHEN EXISTS (SELECT FROM"
+		" pg_catalog.pg_class c WHERE c.oid = s.relid) THEN s.relid ELSE"
+		" coalesce(pg_catalog.to_regclass(pg_catalog.format('%I.%I', target_schema,"
+		" target_table)), s.relid) END,"
 		" owner = coalesce((SELECT oid FROM pg_catalog.pg_roles WHERE rolname = owner_name),"
 		" owner)",
 		SPI_OK_UPDATE);
