@@ -186,40 +186,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION evrep_subscribe(rel regclass, copy_data boolean DEFAULT true)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	t record;
-BEGIN
-	t := evrep._check_table(rel, 'SELECT, INSERT, UPDATE, DELETE');
-	IF copy_data IS NULL THEN
-		RAISE EXCEPTION 'copy_data must be true or false'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	BEGIN
-		INSERT INTO evrep.subscription (schema_name, table_name, relid, owner, owner_name,
-										key_columns)
-		VALUES (t.nsp, t.tbl, rel,
-				(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user),
-				current_user, t.keys);
-	EXCEPTION WHEN unique_violation THEN
-		RAISE EXCEPTION 'table % is already subscribed', rel
-			USING ERRCODE = 'duplicate_object';
-	END;
-	PERFORM evrep._start_sync(t.nsp, t.tbl, CASE WHEN copy_data THEN 'requested' ELSE 'skipped' END);
-	PERFORM evrep._subscriptions_changed();
-	IF NOT copy_data THEN
-		-- until commit: an event delivered once the queue is bound waits
-		-- for this lock instead of finding no subscription (apply.c)
-		EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', rel);
-		PERFORM evrep._bind_now(t.nsp, t.tbl);
-	END IF;
-END
-$$;
-
 GRANT INSERT (owner_name) ON evrep.subscription TO evrep_admin;
 
 /*
@@ -233,82 +199,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT i FROM evrep.incarnation i ORDER BY id DESC LIMIT 1
 $$;
-
-/*
- * evrep.status, 1.1: the history of each stream (per published table, this
- * node's; per applied stream, the origin's as last seen), when and why it
- * last changed, and what was done about rows applied from the lost part.
- */
-CREATE OR REPLACE VIEW evrep.status AS
-SELECT 'publish'::text AS role,
-	   current_setting('evrep.node_name') AS origin,
-	   p.schema_name, p.table_name,
-	   coalesce(o.depth, 0) AS outbox_depth,
-	   now() - o.oldest_commit AS oldest_unsent_age,
-	   p.last_seq,
-	   NULL::bigint AS applied,
-	   NULL::bigint AS skipped,
-	   NULL::bigint AS dead_letters,
-	   NULL::bigint AS unknown_column_events,
-	   NULL::timestamptz AS last_applied_at,
-	   NULL::interval AS lag,
-	   CASE WHEN NOT w.connected THEN w.last_error END AS last_error,
-	   (evrep.current_incarnation()).id AS incarnation,
-	   p.since AS incarnation_since,
-	   (evrep.current_incarnation()).reason AS history_reason,
-	   (evrep.current_incarnation()).started_at AS history_changed_at,
-	   NULL::text AS repair
-FROM evrep.publication p
-LEFT JOIN LATERAL (
-	SELECT count(*) AS depth,
-		   min(coalesce(ob.commit_ts,
-						 CASE WHEN current_setting('track_commit_timestamp')::boolean
-							  THEN pg_xact_commit_timestamp(ob.xmin) END)) AS oldest_commit
-	FROM evrep.outbox ob WHERE ob.pub_id = p.id) o ON true
-LEFT JOIN evrep.worker_state() w ON w.worker = 'publisher'
-WHERE p.active OR o.depth > 0
-UNION ALL
-SELECT 'apply', g.origin, g.schema_name, g.table_name,
-	   NULL, NULL, g.last_seq, g.applied, g.skipped,
-	   (SELECT count(*) FROM evrep.dead_letter d
-		WHERE d.origin = g.origin AND d.schema_name = g.schema_name
-		  AND d.table_name = g.table_name AND d.replayed_at IS NULL),
-	   g.unknown_column_events,
-	   g.last_applied_at,
-	   g.last_applied_at - g.last_commit_ts,
-	   coalesce((SELECT d.error || coalesce(' HINT: ' || d.hint, '') FROM evrep.dead_letter d
-				 WHERE d.origin = g.origin AND d.schema_name = g.schema_name
-				   AND d.table_name = g.table_name AND d.replayed_at IS NULL
-				 ORDER BY d.id DESC LIMIT 1),
-			CASE WHEN NOT w.connected THEN w.last_error END),
-	   g.incarnation,
-	   NULL::bigint,
-	   g.history_reason,
-	   g.history_changed_at,
-	   CASE WHEN g.repair_request IS NOT NULL AND s.request_id = g.repair_request
-			THEN g.repair || ': copy ' || s.phase
-			WHEN g.repair_request IS NOT NULL AND s.request_id > g.repair_request
-			THEN g.repair || ': superseded by a later copy'
-			ELSE g.repair END
-FROM evrep.progress g
-LEFT JOIN evrep.sync s ON s.schema_name = g.schema_name AND s.table_name = g.table_name
-LEFT JOIN evrep.worker_state() w ON w.worker = 'consumer'
-UNION ALL
--- streams of which every event was parked (a refused sender, say) have no
--- progress, and would not show at all
-SELECT 'apply', d.origin, d.schema_name, d.table_name,
-	   NULL, NULL, NULL, 0, 0, count(*), 0, NULL, NULL,
-	   (pg_catalog.array_agg(d.error || coalesce(' HINT: ' || d.hint, '') ORDER BY d.id DESC))[1],
-	   NULL, NULL, NULL, NULL, NULL
-FROM evrep.dead_letter d
-WHERE d.replayed_at IS NULL AND d.origin IS NOT NULL AND d.table_name IS NOT NULL
-  AND NOT EXISTS (SELECT FROM evrep.progress g
-				  WHERE g.origin = d.origin AND g.schema_name = d.schema_name
-					AND g.table_name = d.table_name)
-GROUP BY d.origin, d.schema_name, d.table_name;
-
-COMMENT ON VIEW evrep.status IS
-'evrep queue depth, lag, counts, last error and history per published table and applied stream';
 
 REVOKE ALL ON FUNCTION evrep._create_truncate_trigger(regclass, integer),
 	evrep._create_capture_triggers(regclass, integer), evrep.current_incarnation() FROM PUBLIC;
@@ -420,7 +310,7 @@ BEGIN
 END
 $$;
 
--- supersedes the 1.1 definition above: the table's own name is the published one
+-- the table's own name is the published one
 CREATE OR REPLACE FUNCTION evrep_subscribe(rel regclass, copy_data boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
@@ -535,9 +425,12 @@ GRANT EXECUTE ON FUNCTION evrep._subscribe_lock(text, text),
 GRANT INSERT (target_schema, target_table) ON evrep.subscription TO evrep_admin;
 
 /*
- * evrep.status names both tables of an applied stream: schema_name and
- * table_name are the published table's (the origin's), target_schema and
- * target_table the local one the events go to (its name now).
+ * evrep.status, 1.1: the history of each stream (per published table, this
+ * node's; per applied stream, the origin's as last seen), when and why it
+ * last changed, and what was done about rows applied from the lost part;
+ * and both tables of an applied stream: schema_name and table_name are the
+ * published table's (the origin's), target_schema and target_table the
+ * local one the events go to (its name now).
  */
 CREATE OR REPLACE VIEW evrep.status AS
 SELECT 'publish'::text AS role,
