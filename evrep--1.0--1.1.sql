@@ -131,39 +131,6 @@ $$;
 -- tables published under 1.0 capture TRUNCATE from now on
 SELECT evrep._create_truncate_trigger(relid::regclass, id) FROM evrep.publication WHERE active;
 
-CREATE OR REPLACE FUNCTION evrep_publish(rel regclass)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	t record;
-	pid integer;
-BEGIN
-	t := evrep._check_table(rel, 'TRIGGER');
-	IF EXISTS (SELECT FROM evrep.publication p
-			   WHERE p.schema_name = t.nsp AND p.table_name = t.tbl AND p.active) THEN
-		RAISE EXCEPTION 'table % is already published', rel
-			USING ERRCODE = 'duplicate_object';
-	END IF;
-
-	-- a table published again continues its stream: last_seq never goes back
-	INSERT INTO evrep.publication AS p (relid, schema_name, table_name, key_columns)
-	VALUES (rel, t.nsp, t.tbl, t.keys)
-	ON CONFLICT (schema_name, table_name) DO UPDATE
-		SET relid = EXCLUDED.relid, key_columns = EXCLUDED.key_columns,
-			active = true, published_at = now()
-	RETURNING p.id INTO pid;
-
-	PERFORM evrep._create_capture_triggers(rel, pid);
-	-- the consumer binds the table's copy requests at once
-	PERFORM evrep._subscriptions_changed();
-END
-$$;
-
-COMMENT ON FUNCTION evrep_publish(regclass) IS
-'capture INSERT, UPDATE, DELETE and TRUNCATE of a table into the evrep outbox';
-
 CREATE OR REPLACE FUNCTION evrep_unpublish(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -514,3 +481,134 @@ GROUP BY d.origin, d.schema_name, d.table_name;
 
 COMMENT ON VIEW evrep.status IS
 'evrep queue depth, lag, counts, last error and history per published table and applied stream, with the local table each stream is applied to';
+
+-- contracts: column lists and row filters
+/*
+ * What a published table sends (docs/design.md, "Contracts"): the columns
+ * of column_list (NULL: all; the key is always in it) and the rows that
+ * row_filter passes (NULL: all).  The filter is stored as the text
+ * contract.c deparsed from the checked expression (as pg_get_expr shows
+ * pg_publication_rel.prqual), not as a node tree: pg_dump carries this
+ * table, and a node tree can neither be read back by COPY nor survive the
+ * new attribute numbers of a reloaded table.  Both are by column name.
+ */
+ALTER TABLE evrep.publication
+	ADD COLUMN column_list text[],
+	ADD COLUMN row_filter text;
+
+COMMENT ON COLUMN evrep.publication.column_list IS
+'the columns sent (NULL: all), in the table''s order; evrep_alter_publication changes it';
+COMMENT ON COLUMN evrep.publication.row_filter IS
+'the rows sent: a boolean expression over the table''s columns (NULL: all rows)';
+
+-- checked column list, in the table's order (contract.c)
+CREATE FUNCTION evrep._contract_columns(rel regclass, columns text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'evrep_contract_columns'
+LANGUAGE C STABLE;
+
+-- checked row filter, deparsed (contract.c)
+CREATE FUNCTION evrep._contract_filter(rel regclass, row_filter text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'evrep_contract_filter'
+LANGUAGE C STABLE;
+
+-- the events that move subscribers to a new contract (contract.c)
+CREATE FUNCTION evrep._contract_change(rel regclass, columns text[], row_filter text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'evrep_contract_change'
+LANGUAGE C VOLATILE;
+
+-- 1.0's evrep_publish(regclass) would make every call of the new one ambiguous
+DROP FUNCTION evrep_publish(regclass);
+
+CREATE FUNCTION evrep_publish(rel regclass, columns text[] DEFAULT NULL,
+							  row_filter text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	pid integer;
+	cols text[];
+	filt text;
+BEGIN
+	t := evrep._check_table(rel, 'TRIGGER');
+	IF EXISTS (SELECT FROM evrep.publication p
+			   WHERE p.schema_name = t.nsp AND p.table_name = t.tbl AND p.active) THEN
+		RAISE EXCEPTION 'table % is already published', rel
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'evrep_alter_publication() changes its column list and row filter.';
+	END IF;
+	cols := evrep._contract_columns(rel, columns);
+	filt := evrep._contract_filter(rel, row_filter);
+
+	-- a table published again continues its stream: last_seq never goes back
+	INSERT INTO evrep.publication AS p (relid, schema_name, table_name, key_columns,
+										column_list, row_filter)
+	VALUES (rel, t.nsp, t.tbl, t.keys, cols, filt)
+	ON CONFLICT (schema_name, table_name) DO UPDATE
+		SET relid = EXCLUDED.relid, key_columns = EXCLUDED.key_columns,
+			column_list = EXCLUDED.column_list, row_filter = EXCLUDED.row_filter,
+			active = true, published_at = now()
+	RETURNING p.id INTO pid;
+
+	PERFORM evrep._create_capture_triggers(rel, pid);
+	-- the consumer binds the table's copy requests at once
+	PERFORM evrep._subscriptions_changed();
+END
+$$;
+
+COMMENT ON FUNCTION evrep_publish(regclass, text[], text) IS
+'capture INSERT, UPDATE, DELETE and TRUNCATE of a table into the evrep outbox: the listed columns (default all) of the rows the filter passes (default all)';
+
+/*
+ * A new contract for a published table, in stream order: the table is
+ * locked against writers (SHARE ROW EXCLUSIVE, as CREATE TRIGGER) until
+ * commit, and the events that bring every subscriber to the new contract
+ * (rows that leave the filter deleted, rows that enter it inserted, every
+ * row sent again when columns are added) are written to the outbox in
+ * this transaction, before the catalog row changes (the publisher updates
+ * that row as it numbers: it waits only from here to the commit).
+ */
+CREATE FUNCTION evrep_alter_publication(rel regclass, columns text[] DEFAULT NULL,
+										row_filter text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	cols text[];
+	filt text;
+	sent text;
+BEGIN
+	t := evrep._check_table(rel, 'TRIGGER');
+	EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', rel);
+	IF NOT EXISTS (SELECT FROM evrep.publication p WHERE p.relid = rel AND p.active) THEN
+		RAISE EXCEPTION 'table % is not published', rel
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	cols := evrep._contract_columns(rel, columns);
+	filt := evrep._contract_filter(rel, row_filter);
+	sent := evrep._contract_change(rel, cols, filt);
+	UPDATE evrep.publication p SET column_list = cols, row_filter = filt
+	WHERE p.relid = rel AND p.active;
+	RAISE NOTICE 'new contract of table %: %', rel, sent;
+END
+$$;
+
+COMMENT ON FUNCTION evrep_alter_publication(regclass, text[], text) IS
+'change the columns (NULL: all) and the row filter (NULL: none) a published table sends, converging its subscribers in stream order';
+
+REVOKE ALL ON FUNCTION evrep_publish(regclass, text[], text),
+	evrep_alter_publication(regclass, text[], text), evrep._contract_columns(regclass, text[]),
+	evrep._contract_filter(regclass, text), evrep._contract_change(regclass, text[], text)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evrep_publish(regclass, text[], text),
+	evrep_alter_publication(regclass, text[], text), evrep._contract_columns(regclass, text[]),
+	evrep._contract_filter(regclass, text), evrep._contract_change(regclass, text[], text)
+	TO evrep_admin;
+GRANT INSERT (column_list, row_filter), UPDATE (column_list, row_filter)
+	ON evrep.publication TO evrep_admin;

@@ -2,7 +2,9 @@
  * capture.c
  *		The capture trigger: one outbox row per changed row, and one per
  *		truncated table, written in the writer's own transaction, and a
- *		wake-up for the publisher at commit.
+ *		wake-up for the publisher at commit.  A table with a contract
+ *		(contract.c) sends only its listed columns and the rows its filter
+ *		passes.
  */
 #include "postgres.h"
 
@@ -24,6 +26,8 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
+#include "capture.h"
+#include "contract.h"
 #include "evrep.h"
 #include "relcache.h"
 #include "row_json.h"
@@ -49,8 +53,12 @@ static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
 static void capture_xact_callback(XactEvent event, void *arg);
+static void wake_publisher_at_commit(void);
 static bool key_changed(TriggerData *trigdata);
 static void write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc);
+static void capture_row(TriggerData *trigdata, int32 pub_id, TupleDesc tupdesc);
+static void capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id,
+								 TupleDesc tupdesc);
 static void write_outbox_row(int32 pub_id, char op, Datum row_data);
 static Datum truncate_options(Relation rel);
 static void lookup_outbox(void);
@@ -98,8 +106,28 @@ evrep_capture(PG_FUNCTION_ARGS)
 	tupdesc = RelationGetDescr(trigdata->tg_relation);
 
 	if (truncate)
+	{
 		write_outbox_row(pub_id, 't', truncate_options(trigdata->tg_relation));
-	else if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		wake_publisher_at_commit();
+	}
+	else
+	{
+		Contract *contract = contract_get(trigdata->tg_relation);
+
+		if (contract == NULL)
+			capture_row(trigdata, pub_id, tupdesc);
+		else
+			capture_filtered_row(trigdata, contract, pub_id, tupdesc);
+	}
+
+	return PointerGetDatum(NULL);
+}
+
+/* A row of a table without a contract: every change, every column. */
+static void
+capture_row(TriggerData *trigdata, int32 pub_id, TupleDesc tupdesc)
+{
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		write_event(pub_id, 'i', trigdata->tg_trigtuple, tupdesc);
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 		write_event(pub_id, 'd', trigdata->tg_trigtuple, tupdesc);
@@ -114,15 +142,69 @@ evrep_capture(PG_FUNCTION_ARGS)
 		else
 			write_event(pub_id, 'u', trigdata->tg_newtuple, tupdesc);
 	}
+	wake_publisher_at_commit();
+}
 
+/*
+ * A row of a table with a contract.  As PostgreSQL's publications' row
+ * filters: an UPDATE whose old row passed and new row does not is a delete
+ * for subscribers, the reverse an insert; one of which neither passed is
+ * nothing.  An UPDATE that changed only columns not in the list is
+ * nothing either.
+ */
+static void
+capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id, TupleDesc tupdesc)
+{
+	HeapTuple oldtup = trigdata->tg_trigtuple;
+	HeapTuple newtup = trigdata->tg_newtuple;
+	const bool *mask = contract_mask(contract);
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		if (contract_row_matches(contract, oldtup))
+			capture_write(pub_id, 'i', oldtup, tupdesc, mask);
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		if (contract_row_matches(contract, oldtup))
+			capture_write(pub_id, 'd', oldtup, tupdesc, mask);
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		bool was = contract_row_matches(contract, oldtup);
+		bool is = contract_row_matches(contract, newtup);
+
+		if (was && is && !key_changed(trigdata))
+		{
+			if (contract_published_changed(contract, tupdesc, oldtup, newtup))
+				capture_write(pub_id, 'u', newtup, tupdesc, mask);
+		}
+		else
+		{
+			if (was)
+				capture_write(pub_id, 'd', oldtup, tupdesc, mask);
+			if (is)
+				capture_write(pub_id, 'i', newtup, tupdesc, mask);
+		}
+	}
+}
+
+void
+capture_write(int32 pub_id, char op, HeapTuple tuple, TupleDesc desc, const bool *mask)
+{
+	write_outbox_row(pub_id, op, row_json_columns(tuple, desc, mask));
+	wake_publisher_at_commit();
+}
+
+static void
+wake_publisher_at_commit(void)
+{
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(capture_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
 	wake_at_commit = true;
-
-	return PointerGetDatum(NULL);
 }
 
 /* Trigger arguments 2.. are the primary key's attribute numbers. */

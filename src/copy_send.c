@@ -21,6 +21,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "optimizer/plancat.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -28,6 +29,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "contract.h"
 #include "copy_send.h"
 #include "evrep.h"
 #include "incarnation.h"
@@ -39,7 +41,7 @@
 
 static SPIPlanPtr publication_plan = NULL;
 static SPIPlanPtr accept_plan = NULL;
-static SPIPlanPtr next_job_plan = NULL;
+static SPIPlanPtr next_job_plan[2];
 static SPIPlanPtr advance_plan = NULL;
 
 static const char *const publication_query =
@@ -58,11 +60,16 @@ static const char *const accept_query =
 	" started_at = NULL, finished_at = NULL"
 	" WHERE j.request_id < EXCLUDED.request_id";
 
-static const char *const next_job_query =
+/* With the table's contract as this snapshot sees it, where the catalog has one. */
+static const char *const next_job_query[2] = {
 	"SELECT j.pub_id, j.requester, j.request_id, j.last_key, j.rows_estimated, p.relid,"
-	" pg_catalog.count(*) OVER () FROM evrep.copy_job j"
+	" pg_catalog.count(*) OVER (), NULL::text[], NULL::text FROM evrep.copy_job j"
 	" JOIN evrep.publication p ON p.id = j.pub_id AND p.active"
-	" WHERE j.finished_at IS NULL ORDER BY j.requested_at LIMIT 1";
+	" WHERE j.finished_at IS NULL ORDER BY j.requested_at LIMIT 1",
+	"SELECT j.pub_id, j.requester, j.request_id, j.last_key, j.rows_estimated, p.relid,"
+	" pg_catalog.count(*) OVER (), p.column_list, p.row_filter FROM evrep.copy_job j"
+	" JOIN evrep.publication p ON p.id = j.pub_id AND p.active"
+	" WHERE j.finished_at IS NULL ORDER BY j.requested_at LIMIT 1"};
 
 static const char *const advance_query =
 	"UPDATE evrep.copy_job SET last_key = $3, rows_sent = rows_sent + $4, chunks = chunks + 1,"
@@ -202,7 +209,9 @@ typedef struct CopyJob
 	bool from_start;
 	int64 estimate;
 	Oid relid;
-	bool others; /* more unfinished jobs than this one */
+	bool others;   /* more unfinished jobs than this one */
+	Datum columns; /* the table's column list (text[]), or 0: all */
+	char *filter;  /* its row filter, or NULL */
 } CopyJob;
 
 static bool
@@ -212,8 +221,11 @@ next_job(CopyJob *job)
 	HeapTuple tup;
 	bool isnull;
 
-	if (spi_check(SPI_execute_plan(spi_kept_plan(&next_job_plan, next_job_query, 0, NULL), NULL,
-								   NULL, true, 1),
+	int contracts = contract_catalog() ? 1 : 0;
+
+	if (spi_check(SPI_execute_plan(
+					  spi_kept_plan(&next_job_plan[contracts], next_job_query[contracts], 0, NULL),
+					  NULL, NULL, true, 1),
 				  SPI_OK_SELECT, ANY_ROWS, "could not read evrep copy jobs") == 0)
 		return false;
 	desc = SPI_tuptable->tupdesc;
@@ -227,6 +239,10 @@ next_job(CopyJob *job)
 		job->estimate = 0;
 	job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
 	job->others = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull)) > 1;
+	job->columns = SPI_getbinval(tup, desc, 8, &isnull);
+	if (isnull)
+		job->columns = (Datum) 0;
+	job->filter = SPI_getvalue(tup, desc, 9);
 	return true;
 }
 
@@ -239,11 +255,15 @@ typedef struct ChunkReader
 {
 	RelCacheEntry head; /* the relation */
 	char *key_desc;		/* JSON array, in relcache_memory(readers) */
-	SPIPlanPtr first;
+	char *columns_src;	/* the contract read with: column list as text */
+	char *filter_src;	/* and row filter; NULL: none */
+	SPIPlanPtr first;	/* NULL: not prepared yet */
 	SPIPlanPtr next;
 } ChunkReader;
 
 static RelCache *readers = NULL;
+
+static ChunkReader *get_reader(Oid relid);
 
 static void
 free_reader(RelCacheEntry *entry)
@@ -256,8 +276,12 @@ free_reader(RelCacheEntry *entry)
 		SPI_freeplan(r->next);
 	if (r->key_desc)
 		pfree(r->key_desc);
+	if (r->columns_src)
+		pfree(r->columns_src);
+	if (r->filter_src)
+		pfree(r->filter_src);
 	r->first = r->next = NULL;
-	r->key_desc = NULL;
+	r->key_desc = r->columns_src = r->filter_src = NULL;
 }
 
 /*
@@ -269,20 +293,52 @@ free_reader(RelCacheEntry *entry)
  * table.  Materialized in key order, the rows are aggregated in the order
  * they were stored, and only the last one's key is built.
  */
+/*
+ * A table's contract narrows the chunk: sel lists the published columns
+ * ("t.*" for all) and filter (or NULL) is contract.c's deparse of the
+ * checked row filter, whose column names resolve to t, the innermost
+ * scope.
+ */
 static char *
 chunk_sql(const char *qualname, bool from_start, const char *tkeys, const char *rkeys,
-		  const char *desc, const char *obj)
+		  const char *desc, const char *obj, const char *sel, const char *filter)
 {
+	const char *and_filter = filter ? psprintf(" AND (%s)", filter) : "";
+
 	return psprintf(
-		"WITH c AS MATERIALIZED (SELECT t.* FROM %s ORDER BY %s LIMIT $2)"
+		"WITH c AS MATERIALIZED (SELECT %s FROM %s ORDER BY %s LIMIT $2)"
 		" SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.json_agg(evrep._row_json(c)) FROM c),"
 		" (SELECT pg_catalog.jsonb_build_object(%s) FROM (SELECT * FROM c ORDER BY %s LIMIT 1) c)",
-		from_start ? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL", qualname)
+		sel,
+		from_start ? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL%s", qualname, and_filter)
 				   : psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"
-							  " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)"
+							  " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)%s"
 							  " ORDER BY %s LIMIT $2) t",
-							  qualname, qualname, tkeys, rkeys, tkeys),
+							  qualname, qualname, tkeys, rkeys, and_filter, tkeys),
 		tkeys, obj, desc);
+}
+
+/* "t.*", or the column list's columns of t. */
+static char *
+select_list(Datum columns)
+{
+	StringInfoData sel;
+	Datum *elems;
+	bool *nulls;
+	int n;
+
+	if (columns == (Datum) 0)
+		return "t.*";
+	initStringInfo(&sel);
+	deconstruct_array(DatumGetArrayTypeP(columns), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
+					  &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (!nulls[i])
+			appendStringInfo(&sel, "%st.%s", sel.len > 0 ? ", " : "",
+							 quote_identifier(TextDatumGetCString(elems[i])));
+	}
+	return sel.data;
 }
 
 static SPIPlanPtr
@@ -296,14 +352,27 @@ prepare_chunk(const char *sql)
 	return plan;
 }
 
-/* Reads the primary key from the catalog and prepares the statements. */
+/*
+ * Nothing until the first chunk: the statements depend on the contract
+ * the chunk's snapshot sees (prepare_reader).
+ */
 static void
 build_reader(RelCacheEntry *entry)
 {
-	ChunkReader *r = (ChunkReader *) entry;
+}
+
+/*
+ * Reads the primary key from the catalog and prepares the statements for
+ * the job's contract.
+ */
+static void
+prepare_reader(ChunkReader *r, const CopyJob *job)
+{
 	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->head.key)),
 												get_rel_name(r->head.key));
 	StringInfoData key_desc, tkeys, rkeys, desc, obj;
+	char *sel;
+	char *filter = NULL;
 	int ret;
 
 	ret = SPI_execute_with_args(
@@ -360,11 +429,50 @@ build_reader(RelCacheEntry *entry)
 	}
 	appendStringInfoChar(&key_desc, ']');
 
-	r->first =
-		prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, desc.data, obj.data));
-	r->next =
-		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, desc.data, obj.data));
+	sel = select_list(job->columns);
+	if (job->filter)
+	{
+		Relation rel = table_open(r->head.key, AccessShareLock);
+
+		filter = contract_filter_sql(rel, job->filter);
+		table_close(rel, AccessShareLock);
+	}
+	r->first = prepare_chunk(
+		chunk_sql(qualname, true, tkeys.data, rkeys.data, desc.data, obj.data, sel, filter));
+	r->next = prepare_chunk(
+		chunk_sql(qualname, false, tkeys.data, rkeys.data, desc.data, obj.data, sel, filter));
 	r->key_desc = MemoryContextStrdup(relcache_memory(readers), key_desc.data);
+	if (job->columns != (Datum) 0)
+		r->columns_src =
+			MemoryContextStrdup(relcache_memory(readers), contract_columns_text(job->columns));
+	if (job->filter)
+		r->filter_src = MemoryContextStrdup(relcache_memory(readers), job->filter);
+}
+
+static bool
+same_text(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * The reader for the job, prepared for the contract the job's snapshot
+ * sees: a contract changed in between (whose invalidation may come later
+ * than the snapshot that sees it) prepares it again.
+ */
+static ChunkReader *
+reader_for(const CopyJob *job)
+{
+	ChunkReader *r = get_reader(job->relid);
+	char *columns = contract_columns_text(job->columns);
+
+	if (r->first == NULL || !same_text(r->columns_src, columns) ||
+		!same_text(r->filter_src, job->filter))
+	{
+		free_reader(&r->head);
+		prepare_reader(r, job);
+	}
+	return r;
 }
 
 static ChunkReader *
@@ -431,7 +539,7 @@ copy_next_chunk(bool *more)
 
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
-	reader = get_reader(job.relid);
+	reader = reader_for(&job);
 	spi_check(SPI_execute_plan(job.from_start ? reader->first : reader->next, values,
 							   job.from_start ? "n " : "  ", true, 1),
 			  SPI_OK_SELECT, 1, "could not read a chunk of a copy");

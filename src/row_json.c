@@ -246,6 +246,12 @@ fixed_output_settings(void)
 void
 row_json_append(StringInfo buf, HeapTuple tuple, TupleDesc desc)
 {
+	row_json_append_columns(buf, tuple, desc, NULL);
+}
+
+void
+row_json_append_columns(StringInfo buf, HeapTuple tuple, TupleDesc desc, const bool *mask)
+{
 	Datum *values = palloc(sizeof(Datum) * desc->natts);
 	bool *nulls = palloc(sizeof(bool) * desc->natts);
 	bool first = true;
@@ -257,7 +263,7 @@ row_json_append(StringInfo buf, HeapTuple tuple, TupleDesc desc)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped)
+		if (att->attisdropped || (mask != NULL && !mask[i]))
 			continue;
 		if (!first)
 			appendStringInfoChar(buf, ',');
@@ -279,11 +285,17 @@ row_json_append(StringInfo buf, HeapTuple tuple, TupleDesc desc)
 Datum
 row_json(HeapTuple tuple, TupleDesc desc)
 {
+	return row_json_columns(tuple, desc, NULL);
+}
+
+Datum
+row_json_columns(HeapTuple tuple, TupleDesc desc, const bool *mask)
+{
 	StringInfoData buf;
 	Datum result;
 
 	initStringInfo(&buf);
-	row_json_append(&buf, tuple, desc);
+	row_json_append_columns(&buf, tuple, desc, mask);
 	result = PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
 	pfree(buf.data);
 	return result;

@@ -16,6 +16,14 @@ extern void row_json_append(StringInfo buf, HeapTuple tuple, TupleDesc desc);
 extern Datum row_json(HeapTuple tuple, TupleDesc desc);
 
 /*
+ * The same with the attributes of mask only (one bool per attribute of
+ * desc; NULL: all): a column list (contract.h).
+ */
+extern void row_json_append_columns(StringInfo buf, HeapTuple tuple, TupleDesc desc,
+									const bool *mask);
+extern Datum row_json_columns(HeapTuple tuple, TupleDesc desc, const bool *mask);
+
+/*
  * Is a column of this type written as a JSON string of its text (json,
  * jsonb, or a domain over them)?  jsonb_populate_record would take such a
  * string for the value itself, so a reader converts its text instead.
