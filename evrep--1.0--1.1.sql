@@ -612,3 +612,51 @@ GRANT EXECUTE ON FUNCTION evrep_publish(regclass, text[], text),
 	TO evrep_admin;
 GRANT INSERT (column_list, row_filter), UPDATE (column_list, row_filter)
 	ON evrep.publication TO evrep_admin;
+
+/*
+ * A contract names columns, and subscribers read them by name: an ALTER
+ * TABLE that renames, drops or retypes a column a contract lists or filters
+ * on, or the key, would break it (and every write's capture, which compiles
+ * the contract).  Refused like a dependency, with the way round: change the
+ * contract first.  SECURITY DEFINER: the owner of a table alters it without
+ * any right on evrep's catalog.
+ */
+CREATE FUNCTION evrep._keep_contracts()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p record;
+	msg text;
+BEGIN
+	FOR p IN SELECT pub.relid::regclass AS rel, pub.column_list, pub.row_filter
+			 FROM evrep.publication pub
+			 -- by name too: a restore runs ALTER TABLE before the rows it
+			 -- loaded are given the new oids (incarnation.c)
+			 JOIN pg_catalog.pg_class t ON t.oid = pub.relid AND t.relname = pub.table_name
+			 JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace AND n.nspname = pub.schema_name
+			 WHERE pub.active AND (pub.column_list IS NOT NULL OR pub.row_filter IS NOT NULL)
+			   AND pub.relid IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+	LOOP
+		BEGIN
+			PERFORM evrep._contract_columns(p.rel, p.column_list);
+			PERFORM evrep._contract_filter(p.rel, p.row_filter);
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			RAISE EXCEPTION 'cannot alter table %: its evrep contract would break', p.rel
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = msg,
+					  HINT = 'Change the contract first with evrep_alter_publication(); '
+							 'to rename a column, publish the new one alongside the old.';
+		END;
+	END LOOP;
+END
+$$;
+
+REVOKE ALL ON FUNCTION evrep._keep_contracts() FROM PUBLIC;
+
+CREATE EVENT TRIGGER evrep_keep_contracts ON ddl_command_end
+	WHEN TAG IN ('ALTER TABLE')
+	EXECUTE FUNCTION evrep._keep_contracts();

@@ -101,15 +101,30 @@ SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
 SELECT evrep_alter_publication('ct.other');
 SELECT evrep_alter_publication('ct.customer', columns => '{name}');
 
--- a renamed listed column stops the capture loudly, until the contract is changed
+-- an ALTER TABLE that would break a contract is refused, like a dependency
 SELECT evrep_publish('ct.pair', columns => '{a,b}', row_filter => 'note IS DISTINCT FROM ''x''');
 ALTER TABLE ct.pair RENAME note TO remark;
+ALTER TABLE ct.pair DROP COLUMN b;
+ALTER TABLE ct.pair ALTER COLUMN note TYPE integer USING 0;
+-- a role that owns the table but has no right on evrep gets the same answer
+CREATE ROLE evrep_ct_owner;
+ALTER TABLE ct.pair OWNER TO evrep_ct_owner;
+GRANT USAGE ON SCHEMA ct TO evrep_ct_owner;
+SET ROLE evrep_ct_owner;
+ALTER TABLE ct.pair RENAME note TO remark;
+ALTER TABLE ct.pair ADD COLUMN extra text;
+RESET ROLE;
 INSERT INTO ct.pair VALUES (1, 1, 'y');
+-- changed in order: the contract first, then the table
 SELECT evrep_alter_publication('ct.pair', columns => '{a,b}');
-INSERT INTO ct.pair VALUES (1, 1, 'y');
+ALTER TABLE ct.pair RENAME note TO remark;
+ALTER TABLE ct.pair DROP COLUMN extra;
+INSERT INTO ct.pair VALUES (2, 2, 'y');
+SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
 
 TRUNCATE evrep.outbox;
 SELECT evrep_unpublish('ct.customer');
 SELECT evrep_unpublish('ct.pair');
 DROP SCHEMA ct, evil CASCADE;
+DROP ROLE evrep_ct_owner;
 RESET search_path;
