@@ -405,24 +405,22 @@ R[busy]=$(machine_busy 3)
 detail "machine busy before the phases (other load; both set-ups idle): ${R[busy]}% of $(nproc) CPUs"
 # rounds alternate single / cluster, and which of the two comes first
 order() { if (($1 % 2)); then echo single cluster; else echo cluster single; fi; }
-for ((r = 1; r <= REPEAT; r++)); do
-	for cfg in $(order "$r"); do
-		use "$cfg"
-		note_others "throughput ${cfg}_$r" "thr_$r"
-		log "round $r, $cfg: throughput, $N_THR single-row transactions, $CLIENTS clients"
-		throughput "$cfg" "$r" || true
-		note_others "end of throughput ${cfg}_$r" "thr_$r"
+# rounds PHASE KEY WHAT -- REPEAT rounds of PHASE (throughput or lag, the
+# function) on both set-ups; the other load is noted under R[oth_KEY_ROUND]
+rounds() {
+	local phase=$1 key=$2 what=$3 r cfg
+	for ((r = 1; r <= REPEAT; r++)); do
+		for cfg in $(order "$r"); do
+			use "$cfg"
+			note_others "$phase ${cfg}_$r" "${key}_$r"
+			log "round $r, $cfg: $phase, $what"
+			"$phase" "$cfg" "$r" || true
+			note_others "end of $phase ${cfg}_$r" "${key}_$r"
+		done
 	done
-done
-for ((r = 1; r <= REPEAT; r++)); do
-	for cfg in $(order "$r"); do
-		use "$cfg"
-		note_others "lag ${cfg}_$r" "lag_$r"
-		log "round $r, $cfg: lag, --rate=$LAG_RATE for ${LAG_SECS}s"
-		lag "$cfg" "$r" || true
-		note_others "end of lag ${cfg}_$r" "lag_$r"
-	done
-done
+}
+rounds throughput thr "$N_THR single-row transactions, $CLIENTS clients"
+rounds lag lag "--rate=$LAG_RATE for ${LAG_SECS}s"
 use cluster
 log "cluster: failover, $KILLS kills of the leader of B's queue, writer at $FO_RATE rows/s"
 failover || R[fo_err]=1

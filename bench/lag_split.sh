@@ -37,7 +37,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench-split}
 source test/lib/topology.sh
-source bench/lib.sh   # log, q, bench_traps, bench_extra_conf
+source bench/lib.sh   # log, q, bench_traps, bench_extra_conf, bench_up_ev
 
 RATE=${EVREP_BENCH_RATE:-1000}
 SECS=${EVREP_BENCH_SECS:-10}
@@ -70,11 +70,8 @@ bench_traps
 
 CONF="conf=\"evrep.queue_type = $QT\" conf=\"shared_buffers = '256MB'\"$(bench_extra_conf)"
 log "starting RabbitMQ and PostgreSQL nodes ($QT queue, dir $EVREP_TEST_DIR)"
-topo_up <<EOF || { log "the nodes did not come up"; exit 1; }
-broker $MQ port=$MQ_PORT
-node $A port=$A_PORT publish=ev schema="CREATE SEQUENCE ev_id_seq; CREATE TABLE ev (id bigint PRIMARY KEY, payload text NOT NULL, created timestamptz DEFAULT clock_timestamp());" $CONF
-node $B port=$B_PORT subscribe=ev schema="CREATE TABLE ev (id bigint PRIMARY KEY, payload text NOT NULL, created timestamptz, applied_at timestamptz DEFAULT clock_timestamp());" $CONF
-EOF
+bench_up_ev "CREATE SEQUENCE ev_id_seq; CREATE TABLE ev (id bigint PRIMARY KEY, payload text NOT NULL, created timestamptz DEFAULT clock_timestamp());" \
+	"CREATE TABLE ev (id bigint PRIMARY KEY, payload text NOT NULL, created timestamptz, applied_at timestamptz DEFAULT clock_timestamp());" "$CONF"
 
 # warm both paths (plans, queue, connections) before anything is timed
 q $A "INSERT INTO ev (id, payload) SELECT nextval('ev_id_seq'), md5(g::text) FROM generate_series(1, 100) g"

@@ -39,6 +39,12 @@
 #   bench_details_md            a markdown report's "Details" section: DETAIL
 #   bench_written CSV MD        the CSV as a table on stdout, then both names
 #   q NODE SQL                  pg_psql NODE -c SQL
+#   bench_up_ev A_SCHEMA B_SCHEMA WORDS
+#                               topo_up of RabbitMQ $MQ on $MQ_PORT, node $A on
+#                               $A_PORT publishing table ev and node $B on
+#                               $B_PORT subscribing it, each with its schema and
+#                               the topology WORDS (conf="..." ...); exits if
+#                               they do not come up
 #   bench_numbered / bench_applied / bench_depth
 #                               events A has numbered (publication.last_seq),
 #                               events B has applied (progress.applied), rows in
@@ -153,6 +159,13 @@ bench_details_md() { printf '\n## Details\n\n```\n'; printf '%s\n' "${DETAIL[@]}
 bench_written() { echo; column -t -s, "$1"; echo; echo "written: $2 $1"; }
 
 q() { local n=$1; shift; pg_psql "$n" -c "$*"; }
+bench_up_ev() {
+    topo_up <<EOF || { log "the nodes did not come up"; exit 1; }
+broker $MQ port=$MQ_PORT
+node $A port=$A_PORT publish=ev schema="$1" $3
+node $B port=$B_PORT subscribe=ev schema="$2" $3
+EOF
+}
 bench_numbered() { q "$A" "SELECT coalesce(max(last_seq), 0) FROM evrep.publication WHERE table_name = '$TBL'"; }
 bench_applied() { q "$B" "SELECT coalesce(sum(applied), 0) FROM evrep.progress WHERE table_name = '$TBL'"; }
 bench_depth() { q "$A" "SELECT count(*) FROM evrep.outbox"; }

@@ -136,11 +136,7 @@ A_SCHEMA=${A_SCHEMA//$'\n'/ } B_SCHEMA=${B_SCHEMA//$'\n'/ }   # one line each in
 CONF="conf=\"shared_buffers = '256MB'\" conf=\"max_wal_size = '4GB'\"$(bench_extra_conf)"
 
 log "starting RabbitMQ and PostgreSQL nodes (dir $EVREP_TEST_DIR)"
-topo_up <<EOF || { log "the nodes did not come up"; exit 1; }
-broker $MQ port=$MQ_PORT
-node $A port=$A_PORT publish=ev schema="$A_SCHEMA" $CONF
-node $B port=$B_PORT subscribe=ev schema="$B_SCHEMA" $CONF
-EOF
+bench_up_ev "$A_SCHEMA" "$B_SCHEMA" "$CONF"
 pg_psql $B -c "CREATE SUBSCRIPTION s CONNECTION '$(pg_connstr $A)' PUBLICATION p"
 
 # pgbench scripts
@@ -397,6 +393,28 @@ outbox_sizes() { # -> "total heap indexes"
 }
 mb() { awk -v b="$1" 'BEGIN {if (b ~ /^[0-9]+$/) printf "%.2f", b / 1048576; else printf "%s", b}'; }
 
+# ---------------------------------------------------------------- phases
+# phase_begin PATH PHASE -- start watching a measured phase of PATH (evrep
+# or native): the outbox (evrep), the CPU of the path's processes, wait
+# events, the evrep workers' profile (EVREP_BENCH_PERF=1)
+phase_begin() {
+	if [[ $1 == evrep ]]; then
+		ob_begin
+		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
+	else
+		cpu_begin "walsender=$(bench_wpid $A walsender)" "lr_apply=$(bench_wpid $B 'logical replication worker')"
+	fi
+	sampler_start "$2"
+	if [[ $1 == evrep ]]; then perf_start "$2"; fi
+}
+# phase_end PATH PHASE LABEL -- stop it; the details name the phase LABEL
+phase_end() {
+	perf_stop "$2"
+	sampler_stop "$2"
+	cpu_end "$3"
+	if [[ $1 == evrep ]]; then ob_end "$3"; fi
+}
+
 # ---------------------------------------------------------------- bloat
 bloat() {
 	local lo hi s1 s1t s1i s2 s2t s2i s3 s3t s3i av bpid maxdepth=0 maxsize=0 d sz t0
@@ -418,10 +436,7 @@ bloat() {
 	log "bloat: $N_BLOAT2 events in 10-row transactions at $BLOAT_RATE rows/s"
 	checkpoint
 	lo=$(seq_last ev)
-	ob_begin
-	cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
-	sampler_start bloat
-	perf_start bloat
+	phase_begin evrep bloat
 	t0=$(now)
 	pgbench_run "$tmp/bloat2.out" -t $((N_BLOAT2 / 10 / CLIENTS)) --rate=$((BLOAT_RATE / 10)) -f "$tmp/ev10.sql" &
 	bpid=$!
@@ -449,10 +464,7 @@ bloat() {
 		return 1
 	fi
 	detail "outbox drained $(fsub "$(now)" "$t0")s after the start of the writer"
-	perf_stop bloat
-	sampler_stop bloat
-	cpu_end bloat
-	ob_end bloat
+	phase_end evrep bloat bloat
 	read -r s2 s2t s2i <<<"$(outbox_sizes)"
 	av=$(pg_psql $A -F ' ' -c "SELECT sum(autovacuum_count), sum(autoanalyze_count), sum(n_dead_tup), sum(n_live_tup) FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM pg_partition_tree('evrep.outbox'))")
 	pg_psql $A -c "VACUUM evrep.outbox"
@@ -474,14 +486,7 @@ throughput() { # PATH(evrep|native) TABLE
 	local path=$1 t=$2 lo hi t0 end secs
 	checkpoint
 	lo=$(seq_last "$t")
-	if [[ $path == evrep ]]; then
-		ob_begin
-		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
-	else
-		cpu_begin "walsender=$(bench_wpid $A walsender)" "lr_apply=$(bench_wpid $B 'logical replication worker')"
-	fi
-	sampler_start "thr-$path"
-	[[ $path == evrep ]] && perf_start "thr-$path"
+	phase_begin "$path" "thr-$path"
 	t0=$(now)
 	(sleep 5; top_snapshot "throughput $path") &
 	local tpid=$!
@@ -500,10 +505,7 @@ throughput() { # PATH(evrep|native) TABLE
 		return 1
 	fi
 	wait $tpid 2>/dev/null || true
-	perf_stop "thr-$path"
-	sampler_stop "thr-$path"
-	cpu_end "throughput $path"
-	[[ $path == evrep ]] && ob_end "throughput $path"
+	phase_end "$path" "thr-$path" "throughput $path"
 	end=$(b_end "$path" "$t" "$lo" "$hi")
 	secs=$(fsub "$end" "$t0")
 	R[thr_$path]=$(awk -v n="$WAIT_GOT" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
@@ -545,14 +547,7 @@ lag() {
 	clients=$(lag_clients "$rate")
 	checkpoint
 	lo=$(seq_last "$t")
-	if [[ $path == evrep ]]; then
-		ob_begin
-		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
-	else
-		cpu_begin "walsender=$(bench_wpid $A walsender)" "lr_apply=$(bench_wpid $B 'logical replication worker')"
-	fi
-	sampler_start "$ph"
-	[[ $path == evrep ]] && perf_start "$ph"
+	phase_begin "$path" "$ph"
 	if ! PGB_CLIENTS=$clients pgbench_run "$tmp/$ph.out" -T $LAG_SECS --rate=$rate -f "$tmp/$t.sql"; then
 		cat "$tmp/$ph.out" >&2
 		perf_stop "$ph"
@@ -577,10 +572,7 @@ lag() {
 		detail "lag $path at $rate rows/s: ${R[lag50_$k]} (writer: pgbench $clients clients, ${tps:-?} tps${R[lagsat_$k]:+, ${R[lagsat_$k]}})"
 		return 1
 	fi
-	perf_stop "$ph"
-	sampler_stop "$ph"
-	cpu_end "lag $path at $rate rows/s"
-	[[ $path == evrep ]] && ob_end "lag $path at $rate rows/s"
+	phase_end "$path" "$ph" "lag $path at $rate rows/s"
 	R[lagtail_$k]=$(fsub "$(b_end "$path" "$t" "$lo" "$hi")" "$wend")
 	read -r n p50 p99 mx v50 v99 <<<"$(lag_stats "$path" "$t" "$lo" "$hi")"
 	R[lag50_$k]=$p50; R[lag99_$k]=$p99; R[lagmax_$k]=$mx
@@ -610,14 +602,7 @@ bulk() { # PATH TABLE
 	local path=$1 t=$2 lo hi t0 end secs acommit
 	checkpoint
 	lo=$(seq_last "$t")
-	if [[ $path == evrep ]]; then
-		ob_begin
-		cpu_begin "publisher=$PUB_PID" "consumer=$CON_PID" "rabbitmq=$RMQ_PID"
-	else
-		cpu_begin "walsender=$(bench_wpid $A walsender)" "lr_apply=$(bench_wpid $B 'logical replication worker')"
-	fi
-	sampler_start "bulk-$path"
-	[[ $path == evrep ]] && perf_start "bulk-$path"
+	phase_begin "$path" "bulk-$path"
 	t0=$(now)
 	if ! pg_psql $A -c "INSERT INTO $t (id, payload) SELECT nextval('${t}_id_seq'), md5(g::text) FROM generate_series(1, $N_BULK) g"; then
 		sampler_stop "bulk-$path"
@@ -632,10 +617,7 @@ bulk() { # PATH TABLE
 		detail "bulk $path: ${R[bulk_$path]} (at most $(awk -v n="$WAIT_GOT" -v s="$secs" 'BEGIN {printf "%.0f", n / s}') rows/s)"
 		return 1
 	fi
-	perf_stop "bulk-$path"
-	sampler_stop "bulk-$path"
-	cpu_end "bulk $path"
-	[[ $path == evrep ]] && ob_end "bulk $path"
+	phase_end "$path" "bulk-$path" "bulk $path"
 	end=$(b_end "$path" "$t" "$lo" "$hi")
 	acommit=$(pg_psql $A -c "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM $t WHERE id = $hi")
 	secs=$(fsub "$end" "$t0")

@@ -110,12 +110,30 @@ for m in evrep 2pc; do
     # the last second again, so that steps draws it
     tail -1 "$TMP/tl.$m.dat" | awk '{ $1 += 1; print }' >>"$TMP/tl.$m.dat"
 done
-# outage window: B stopping/starting (light) and certainly down (dark)
-read -r ev_s0 ev_down ev_s1 ev_back < <(awk -F, '$1 == "evrep" { printf "%.2f %.2f %.2f %.2f\n", $2 / 1000, $3 / 1000, $4 / 1000, $5 / 1000 }' "$WIN")
-read -r tp_s0 tp_down tp_s1 tp_back < <(awk -F, '$1 == "2pc" { printf "%.2f %.2f %.2f %.2f\n", $2 / 1000, $3 / 1000, $4 / 1000, $5 / 1000 }' "$WIN")
 rate=$(awk -F, 'NR > 1 { if ($3 + $4 > m) m = $3 + $4 } END { print m }' "$TL")
 tmax=$(awk -F, 'NR > 1 { if ($2 + 1 > m) m = $2 + 1 } END { print m }' "$TL")
-cat >"$TMP/fault.gp" <<EOF
+
+# fault_panel MODE TITLE ROWS_A ROWS_B [PLOT...] -- one panel of fault.gp:
+# MODE's outage window (light: B stopping / starting, dark: B certainly
+# down), writes per second, the rows on each side (titled ROWS_A, ROWS_B),
+# then the further plot elements PLOT
+fault_panel() {
+    local m=$1 s0 down s1 back
+    read -r s0 down s1 back < <(awk -F, -v m="$m" '$1 == m { printf "%.2f %.2f %.2f %.2f\n", $2 / 1000, $3 / 1000, $4 / 1000, $5 / 1000 }' "$WIN")
+    echo "set title '$2'"
+    echo "set object 1 rect from $s0, graph 0 to $back, graph 1 fc rgb '#bbbbbb' fs transparent solid 0.2 noborder"
+    echo "set object 2 rect from $down, graph 0 to $s1, graph 1 fc rgb '#777777' fs transparent solid 0.3 noborder"
+    local plot=("'$TMP/tl.$m.dat' using 1:2 with steps lw 2 lc rgb '#2a9d8f' title 'succeeded/s'"
+        "'' using 1:3 with steps lw 2 lc rgb '#d62828' title 'failed/s'"
+        "'' using 7:4 axes x1y2 with lines lw 2 dt 2 lc rgb '#264653' title '$3'"
+        "'' using 7:5 axes x1y2 with lines lw 2 lc rgb '#f4a261' title '$4'"
+        "${@:5}")
+    printf 'plot %s' "${plot[0]}"
+    printf ',      %s' "${plot[@]:1}"
+    echo
+}
+{
+    cat <<EOF
 set terminal pngcairo size 1400,1000 font "DejaVu Sans,12"
 set output '$DIR/fault.png'
 set multiplot layout 2,1 title "Peer database (B) stopped under createCustomer load: writes per second and rows on each side" font ",14"
@@ -132,23 +150,13 @@ set lmargin at screen 0.07
 set rmargin at screen 0.74
 set key outside right top vertical
 set label 1 'grey: B down (light: pg_stop / pg_start running)' at screen 0.99, screen 0.02 right font ',10' noenhanced
-set title 'evrep: CustomerService writes its own database A; B gets the rows through RabbitMQ'
-set object 1 rect from $ev_s0, graph 0 to $ev_back, graph 1 fc rgb '#bbbbbb' fs transparent solid 0.2 noborder
-set object 2 rect from $ev_down, graph 0 to $ev_s1, graph 1 fc rgb '#777777' fs transparent solid 0.3 noborder
-plot '$TMP/tl.evrep.dat' using 1:2 with steps lw 2 lc rgb '#2a9d8f' title 'succeeded/s', \
-     '' using 1:3 with steps lw 2 lc rgb '#d62828' title 'failed/s', \
-     '' using 7:4 axes x1y2 with lines lw 2 dt 2 lc rgb '#264653' title 'rows on A (origin)', \
-     '' using 7:5 axes x1y2 with lines lw 2 lc rgb '#f4a261' title 'rows on B (peer)'
-set title '2PC: every write goes to A and B in one distributed transaction'
-set object 1 rect from $tp_s0, graph 0 to $tp_back, graph 1 fc rgb '#bbbbbb' fs transparent solid 0.2 noborder
-set object 2 rect from $tp_down, graph 0 to $tp_s1, graph 1 fc rgb '#777777' fs transparent solid 0.3 noborder
-plot '$TMP/tl.2pc.dat' using 1:2 with steps lw 2 lc rgb '#2a9d8f' title 'succeeded/s', \
-     '' using 1:3 with steps lw 2 lc rgb '#d62828' title 'failed/s', \
-     '' using 7:4 axes x1y2 with lines lw 2 dt 2 lc rgb '#264653' title 'rows on A', \
-     '' using 7:5 axes x1y2 with lines lw 2 lc rgb '#f4a261' title 'rows on B', \
-     '' using 7:6 with impulses lw 4 lc rgb '#6a4c93' title 'prepared txns (both sides)'
-unset multiplot
 EOF
+    fault_panel evrep 'evrep: CustomerService writes its own database A; B gets the rows through RabbitMQ' \
+        'rows on A (origin)' 'rows on B (peer)'
+    fault_panel 2pc '2PC: every write goes to A and B in one distributed transaction' \
+        'rows on A' 'rows on B' "'' using 7:6 with impulses lw 4 lc rgb '#6a4c93' title 'prepared txns (both sides)'"
+    echo "unset multiplot"
+} >"$TMP/fault.gp"
 gnuplot "$TMP/fault.gp"
 
 # ---- REPORT.md --------------------------------------------------------------------------

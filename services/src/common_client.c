@@ -191,6 +191,35 @@ print_list(GPtrArray *a, gboolean orders)
 	fflush(stdout);
 }
 
+/*
+ * Fetch a list and print it: the orders of customer (passed through
+ * unparsed: the service validates customerId) or, if customer is NULL, the
+ * customers.  An exit code; *msg says why on failure.
+ */
+static int
+fetch_and_print(Rpc *r, const char *customer, char **msg)
+{
+	GPtrArray *list = NULL;
+	int rc;
+
+	if (customer != NULL)
+		rc = rpc_get_orders(r, customer, &list, msg);
+	else
+		rc = rpc_get_customers(r, &list, msg);
+	if (rc == EXIT_OK)
+		print_list(list, customer != NULL);
+	g_ptr_array_unref(list);
+	return rc;
+}
+
+/* The end of a command: close r; rc as the exit code, with msg if it failed. */
+static int
+finish(Rpc *r, int rc, char *msg)
+{
+	rpc_close(r);
+	return rc == EXIT_OK ? EXIT_OK : client_error(rc, msg);
+}
+
 /* ---- commands ----------------------------------------------------------- */
 
 static int
@@ -253,21 +282,11 @@ cmd_list(gboolean orders)
 		return client_error(EXIT_TRANSPORT, msg);
 	for (i = 0; i < o_repeat && rc == EXIT_OK; i++)
 	{
-		GPtrArray *list = NULL;
-
 		if (i > 0)
 			g_usleep((gulong) o_interval_ms * 1000);
-		if (orders)
-			/* passed through unparsed: the service validates customerId */
-			rc = rpc_get_orders(&r, o_customer, &list, &msg);
-		else
-			rc = rpc_get_customers(&r, &list, &msg);
-		if (rc == EXIT_OK)
-			print_list(list, orders);
-		g_ptr_array_unref(list);
+		rc = fetch_and_print(&r, orders ? o_customer : NULL, &msg);
 	}
-	rpc_close(&r);
-	return rc == EXIT_OK ? EXIT_OK : client_error(rc, msg);
+	return finish(&r, rc, msg);
 }
 
 /* "customer": the original prototype's demo step for CustomerService */
@@ -290,10 +309,7 @@ cmd_sample_customer(void)
 			id = rpc_max_customer_id(list) + 1;
 		g_ptr_array_unref(list);
 		if (rc != EXIT_OK)
-		{
-			rpc_close(&r);
-			return client_error(rc, msg);
-		}
+			return finish(&r, rc, msg);
 	}
 	credit = o_credit == UNSET ? 1000 : o_credit;
 	name = o_name ? g_strdup(o_name) : g_strdup_printf("Customer %d", id);
@@ -302,14 +318,10 @@ cmd_sample_customer(void)
 	{
 		printf("created Customer(id:%d, customerName:%s, creditLimit:%d)\n", id, name, credit);
 		printf("customers of CustomerService:\n");
-		rc = rpc_get_customers(&r, &list, &msg);
-		if (rc == EXIT_OK)
-			print_list(list, FALSE);
-		g_ptr_array_unref(list);
+		rc = fetch_and_print(&r, NULL, &msg);
 	}
 	g_free(name);
-	rpc_close(&r);
-	return rc == EXIT_OK ? EXIT_OK : client_error(rc, msg);
+	return finish(&r, rc, msg);
 }
 
 /* "order": the original prototype's demo step for OrderService */
@@ -358,13 +370,9 @@ cmd_sample_order(void)
 			   id, amount, status, cid);
 		printf("orders of customer %d:\n", cid);
 		g_snprintf(idtext, sizeof idtext, "%d", cid);
-		rc = rpc_get_orders(&r, idtext, &list, &msg);
-		if (rc == EXIT_OK)
-			print_list(list, TRUE);
-		g_ptr_array_unref(list);
+		rc = fetch_and_print(&r, idtext, &msg);
 	}
-	rpc_close(&r);
-	return rc == EXIT_OK ? EXIT_OK : client_error(rc, msg);
+	return finish(&r, rc, msg);
 }
 
 static int

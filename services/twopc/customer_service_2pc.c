@@ -23,9 +23,6 @@ typedef struct
 	CustomerHandlerClass parent;
 } CustomerTwopcHandlerClass;
 
-static GType customer_twopc_handler_get_type(void);
-G_DEFINE_TYPE(CustomerTwopcHandler, customer_twopc_handler, CUSTOMER_TYPE_HANDLER)
-
 /* the replica has the same definition: the same statement on both */
 static const TwopcInsert customer_twopc = {
 	.local_sql = customer_insert_sql,
@@ -45,27 +42,8 @@ customer_twopc_insert(CustomerHandler *h, const char *const *params,
 						&applied, ex);
 }
 
-static void
-customer_twopc_handler_finalize(GObject *object)
-{
-	CustomerTwopcHandler *self = (CustomerTwopcHandler *) object;
-
-	svc_db_finish(&self->peer);
-	G_OBJECT_CLASS(customer_twopc_handler_parent_class)->finalize(object);
-}
-
-static void
-customer_twopc_handler_class_init(CustomerTwopcHandlerClass *klass)
-{
-	G_OBJECT_CLASS(klass)->finalize = customer_twopc_handler_finalize;
-	((CustomerHandlerClass *) klass)->insert = customer_twopc_insert;
-}
-
-static void
-customer_twopc_handler_init(CustomerTwopcHandler *self)
-{
-	twopc_peer_init(&self->peer);
-}
+TWOPC_DEFINE_HANDLER(CustomerTwopcHandler, customer_twopc_handler, CUSTOMER_TYPE_HANDLER,
+					 CustomerHandlerClass, customer_twopc_insert)
 
 static ThriftProcessor *
 make_processor(SvcDb *db, const SvcSettings *settings)

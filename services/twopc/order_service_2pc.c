@@ -27,9 +27,6 @@ typedef struct
 	OrderHandlerClass parent;
 } OrderTwopcHandlerClass;
 
-static GType order_twopc_handler_get_type(void);
-G_DEFINE_TYPE(OrderTwopcHandler, order_twopc_handler, ORDER_TYPE_HANDLER)
-
 static const TwopcInsert order_twopc = {
 	.local_sql = order_insert_sql,
 	.peer_sql = peer_insert_sql,
@@ -45,27 +42,8 @@ order_twopc_insert(OrderHandler *h, const char *const *params, gboolean *applied
 	return twopc_insert(&order_twopc, h->db, &((OrderTwopcHandler *) h)->peer, params, applied, ex);
 }
 
-static void
-order_twopc_handler_finalize(GObject *object)
-{
-	OrderTwopcHandler *self = (OrderTwopcHandler *) object;
-
-	svc_db_finish(&self->peer);
-	G_OBJECT_CLASS(order_twopc_handler_parent_class)->finalize(object);
-}
-
-static void
-order_twopc_handler_class_init(OrderTwopcHandlerClass *klass)
-{
-	G_OBJECT_CLASS(klass)->finalize = order_twopc_handler_finalize;
-	((OrderHandlerClass *) klass)->insert = order_twopc_insert;
-}
-
-static void
-order_twopc_handler_init(OrderTwopcHandler *self)
-{
-	twopc_peer_init(&self->peer);
-}
+TWOPC_DEFINE_HANDLER(OrderTwopcHandler, order_twopc_handler, ORDER_TYPE_HANDLER, OrderHandlerClass,
+					 order_twopc_insert)
 
 static ThriftProcessor *
 make_processor(SvcDb *db, const SvcSettings *settings)

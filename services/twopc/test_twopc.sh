@@ -66,6 +66,23 @@ start_svc() {
         --recovery-interval-ms 500 "$@" || return 1
     wait_until 20 "evrep_port_in_use $port" 0.05
 }
+# start_crashing cs|os HOOK [WHAT] -- restart the service with the crash hook
+# HOOK (EVREP_2PC_CRASH_BEFORE_DECISION / _AFTER_DECISION) set; WHAT is added
+# to the test's name
+start_crashing() {
+    local prog=customer_service_2pc
+    [[ $1 == os ]] && prog=order_service_2pc
+    bg_stop "$1"
+    ok "$prog with $2=1${3:+ $3}" start_svc "$1" "$2=1"
+}
+# crashing_call cs|os WHAT CLIENT_ARGS... -- a call that the crash hook ends:
+# a transport error (exit 3, test WHAT), and the service process is gone
+crashing_call() {
+    local svc=$1 what=$2; shift 2
+    client "$@"
+    is "$rc" 3 "$what"
+    ok "... the service process is gone" wait_until 10 "! bg_is_running $svc"
+}
 log_lines() { local f; f=$(bg_logfile "$1"); grep -c -- "$2" "$f" 2>/dev/null || true; }
 
 # ---- setup --------------------------------------------------------------------
@@ -142,12 +159,9 @@ is "$(rows $C customer 2)|$(rows $O customer 2)" "0|0" "customer 2 (failed) is i
 
 # ---- crash before the decision: rolled back at restart ------------------------------------
 
-bg_stop cs
-ok "customer_service_2pc with EVREP_2PC_CRASH_BEFORE_DECISION=1" \
-    start_svc cs EVREP_2PC_CRASH_BEFORE_DECISION=1
-client create-customer --id 4 --name Crash1 --credit 5
-is "$rc" 3 "createCustomer 4: the service dies after both PREPAREs (transport error)"
-ok "... the service process is gone" wait_until 10 '! bg_is_running cs'
+start_crashing cs EVREP_2PC_CRASH_BEFORE_DECISION
+crashing_call cs "createCustomer 4: the service dies after both PREPAREs (transport error)" \
+    create-customer --id 4 --name Crash1 --credit 5
 is "$(q $C "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, '$PREFIX_CS')")|$(q $O "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, '$PREFIX_CS')")" \
    "1|1" "one in-doubt transaction of CustomerService in each database"
 is "$(rows $C customer 4)|$(rows $O customer 4)|$(decisions $C)" "0|0|0" "... not visible anywhere, no decision logged"
@@ -160,12 +174,9 @@ ok "... and its rollback decision is forgotten afterwards" wait_until 10 '[[ $(d
 
 # ---- crash after the decision: committed at restart ----------------------------------------
 
-bg_stop cs
-ok "customer_service_2pc with EVREP_2PC_CRASH_AFTER_DECISION=1" \
-    start_svc cs EVREP_2PC_CRASH_AFTER_DECISION=1
-client create-customer --id 5 --name Crash2 --credit 5
-is "$rc" 3 "createCustomer 5: the service dies right after committing the decision"
-ok "... the service process is gone" wait_until 10 '! bg_is_running cs'
+start_crashing cs EVREP_2PC_CRASH_AFTER_DECISION
+crashing_call cs "createCustomer 5: the service dies right after committing the decision" \
+    create-customer --id 5 --name Crash2 --credit 5
 is "$(prepared $C)|$(prepared $O)" "1|1" "one in-doubt transaction in each database"
 is "$(q $C "SELECT count(*) FROM twopc_decision WHERE committed")" 1 "... and a commit decision in customer_db's log"
 is "$(rows $C customer 5)|$(rows $O customer 5)" "0|0" "... customer 5 not visible yet"
@@ -178,12 +189,9 @@ ok "... and the decision is forgotten afterwards" wait_until 10 '[[ $(decisions 
 
 # ---- crash after the decision, peer down at restart: periodic recovery -----------------------
 
-bg_stop cs
-ok "customer_service_2pc with EVREP_2PC_CRASH_AFTER_DECISION=1" \
-    start_svc cs EVREP_2PC_CRASH_AFTER_DECISION=1
-client create-customer --id 6 --name Crash3 --credit 5
-is "$rc" 3 "createCustomer 6: the service dies after the decision"
-ok "... the service process is gone" wait_until 10 '! bg_is_running cs'
+start_crashing cs EVREP_2PC_CRASH_AFTER_DECISION
+crashing_call cs "createCustomer 6: the service dies after the decision" \
+    create-customer --id 6 --name Crash3 --credit 5
 ok "stop order_db" pg_stop $O
 ok "customer_service_2pc restarted while its peer is down" start_svc cs
 is "$(prepared $C)|$(rows $C customer 6)" "0|1" "the local side is committed at start"
@@ -194,22 +202,16 @@ ok "... and the decision is forgotten afterwards" wait_until 10 '[[ $(decisions 
 
 # ---- OrderService: crash before and after the decision ---------------------------------------
 
-bg_stop os
-ok "order_service_2pc with EVREP_2PC_CRASH_BEFORE_DECISION=1" \
-    start_svc os EVREP_2PC_CRASH_BEFORE_DECISION=1
-client create-order --id 20 --amount 7 --status NEW --customer 1
-is "$rc" 3 "createOrder 20: the service dies after both PREPAREs"
-ok "... gone" wait_until 10 '! bg_is_running os'
+start_crashing os EVREP_2PC_CRASH_BEFORE_DECISION
+crashing_call os "createOrder 20: the service dies after both PREPAREs" \
+    create-order --id 20 --amount 7 --status NEW --customer 1
 is "$(q $O "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, '$PREFIX_OS')")|$(q $C "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, '$PREFIX_OS')")" \
    "1|1" "one in-doubt transaction of OrderService in each database"
-bg_stop os
-ok "order_service_2pc with EVREP_2PC_CRASH_AFTER_DECISION=1 (the restart recovers order 20 first)" \
-    start_svc os EVREP_2PC_CRASH_AFTER_DECISION=1
+start_crashing os EVREP_2PC_CRASH_AFTER_DECISION "(the restart recovers order 20 first)"
 is "$(prepared $C)|$(prepared $O)|$(rows $O orders 20)|$(rows $C orders 20)" "0|0|0|0" \
    "order 20 (no decision) was rolled back on both sides"
-client create-order --id 21 --amount 7 --status NEW --customer 1
-is "$rc" 3 "createOrder 21: the service dies after the decision"
-ok "... gone" wait_until 10 '! bg_is_running os'
+crashing_call os "createOrder 21: the service dies after the decision" \
+    create-order --id 21 --amount 7 --status NEW --customer 1
 ok "order_service_2pc restarted" start_svc os -- --customer-wait-ms 300
 is "$(prepared $C)|$(prepared $O)|$(rows $O orders 21)|$(rows $C orders 21)" "0|0|1|1" \
    "order 21 (decided) was committed on both sides"

@@ -169,6 +169,25 @@ abort_open(SvcDb **dbs)
 	steps_clear(s, 2);
 }
 
+/* The same statement, without parameters, on both databases at once. */
+static void
+steps_run_both(Step *s, SvcDb *db, SvcDb *peer, const char *sql)
+{
+	step_set(&s[0], db, sql, 0, NULL);
+	step_set(&s[1], peer, sql, 0, NULL);
+	steps_run(s, 2);
+}
+
+/* "VERB 'gid'" (PREPARE TRANSACTION, COMMIT PREPARED ...) on both at once. */
+static void
+steps_run_gid(Step *s, SvcDb *db, SvcDb *peer, const char *verb, const char *gid)
+{
+	char *sql = g_strdup_printf("%s '%s'", verb, gid);
+
+	steps_run_both(s, db, peer, sql);
+	g_free(sql);
+}
+
 /* ---- crash hooks ---------------------------------------------------------- */
 
 static gboolean
@@ -235,9 +254,7 @@ twopc_write(SvcDb *db, SvcDb *peer, const char *local_sql, const char *peer_sql,
 		}
 
 	/* 1: the work, in an open transaction on each side */
-	step_set(&s[0], db, "BEGIN", 0, NULL);
-	step_set(&s[1], peer, "BEGIN", 0, NULL);
-	steps_run(s, 2);
+	steps_run_both(s, db, peer, "BEGIN");
 	ok = steps_ok(s, err);
 	steps_clear(s, 2);
 	if (ok)
@@ -258,11 +275,7 @@ twopc_write(SvcDb *db, SvcDb *peer, const char *local_sql, const char *peer_sql,
 
 	/* 2: the vote */
 	twopc_gid_new(gid);
-	sql = g_strdup_printf("PREPARE TRANSACTION '%s'", gid);
-	step_set(&s[0], db, sql, 0, NULL);
-	step_set(&s[1], peer, sql, 0, NULL);
-	steps_run(s, 2);
-	g_free(sql);
+	steps_run_gid(s, db, peer, "PREPARE TRANSACTION", gid);
 	for (i = 0; i < 2; i++)
 		prepared[i] = s[i].ok;
 	if (!steps_ok(s, err))
@@ -311,11 +324,7 @@ twopc_write(SvcDb *db, SvcDb *peer, const char *local_sql, const char *peer_sql,
 			return FALSE;
 		}
 		/* not logged (23505: recovery already decided to roll back) */
-		sql = g_strdup_printf("ROLLBACK PREPARED '%s'", gid);
-		step_set(&s[0], db, sql, 0, NULL);
-		step_set(&s[1], peer, sql, 0, NULL);
-		steps_run(s, 2);
-		g_free(sql);
+		steps_run_gid(s, db, peer, "ROLLBACK PREPARED", gid);
 		steps_clear(s, 2);
 		twopc_gid_release(gid);
 		return FALSE;
@@ -324,11 +333,7 @@ twopc_write(SvcDb *db, SvcDb *peer, const char *local_sql, const char *peer_sql,
 	crash_hook(CRASH_AFTER_DECISION);
 
 	/* 4: commit; a side that fails now is committed by recovery */
-	sql = g_strdup_printf("COMMIT PREPARED '%s'", gid);
-	step_set(&s[0], db, sql, 0, NULL);
-	step_set(&s[1], peer, sql, 0, NULL);
-	steps_run(s, 2);
-	g_free(sql);
+	steps_run_gid(s, db, peer, "COMMIT PREPARED", gid);
 	for (i = 0; i < 2; i++)
 		if (!s[i].ok)
 			svc_log("2pc %s: COMMIT PREPARED failed on the %s database (%s); "

@@ -16,102 +16,20 @@
  * URL is amqp://user:password@host:port[/vhost] (no TLS: amqp-tools' --ssl
  * covers that). Exit status 0 on success, 1 on failure (message on stderr).
  */
-#include <amqp.h>
-#include <amqp_tcp_socket.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+#define TOOL_NAME "amqp_tool"
+#include "amqp_common.h"
 
-static void
-die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fputs("amqp_tool: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(1);
-}
-
-static void
-check_reply(amqp_rpc_reply_t r, const char *what)
-{
-	switch (r.reply_type)
-	{
-		case AMQP_RESPONSE_NORMAL:
-			return;
-		case AMQP_RESPONSE_NONE:
-			die("%s: no reply", what);
-		case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-			die("%s: %s", what, amqp_error_string2(r.library_error));
-		case AMQP_RESPONSE_SERVER_EXCEPTION:
-			if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
-			{
-				amqp_connection_close_t *m = r.reply.decoded;
-
-				die("%s: connection closed by the broker: %u %.*s", what, m->reply_code,
-					(int) m->reply_text.len, (char *) m->reply_text.bytes);
-			}
-			if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
-			{
-				amqp_channel_close_t *m = r.reply.decoded;
-
-				die("%s: channel closed by the broker: %u %.*s", what, m->reply_code,
-					(int) m->reply_text.len, (char *) m->reply_text.bytes);
-			}
-			die("%s: broker error (method 0x%08X)", what, r.reply.id);
-	}
-}
-
-static char url_user[256];
-
-static amqp_connection_state_t
-open_connection(const char *url)
-{
-	struct amqp_connection_info ci;
-	char *u = strdup(url);
-	amqp_connection_state_t conn;
-	amqp_socket_t *sock;
-	int st;
-
-	amqp_default_connection_info(&ci);
-	if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK)
-		die("cannot parse URL '%s'", url);
-	if (ci.ssl)
-		die("amqps:// is not supported here (use amqp-tools --ssl)");
-	snprintf(url_user, sizeof(url_user), "%s", ci.user);
-	conn = amqp_new_connection();
-	sock = amqp_tcp_socket_new(conn);
-	if (sock == NULL)
-		die("cannot create a socket");
-	if ((st = amqp_socket_open(sock, ci.host, ci.port)) != AMQP_STATUS_OK)
-		die("cannot connect to %s:%d: %s", ci.host, ci.port, amqp_error_string2(st));
-	check_reply(amqp_login(conn, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user,
-						   ci.password),
-				"login");
-	amqp_channel_open(conn, 1);
-	check_reply(amqp_get_rpc_reply(conn), "channel.open");
-	return conn;
-}
-
-static void
-close_connection(amqp_connection_state_t conn)
-{
-	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
-	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
-	amqp_destroy_connection(conn);
-}
+static const char *url_user; /* for USER_ID "=" */
 
 static int
 declare_quorum(const char *url, const char *queue)
 {
-	amqp_connection_state_t conn = open_connection(url);
+	amqp_connection_state_t conn = tool_connect(url, &url_user);
 	amqp_table_entry_t e;
 	amqp_table_t args;
 
@@ -122,7 +40,7 @@ declare_quorum(const char *url, const char *queue)
 	args.entries = &e;
 	amqp_queue_declare(conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, args);
 	check_reply(amqp_get_rpc_reply(conn), "queue.declare");
-	close_connection(conn);
+	tool_disconnect(conn);
 	return 0;
 }
 
@@ -151,7 +69,7 @@ static int
 publish(const char *url, const char *exchange, const char *key, const char *body,
 		const char *user_id)
 {
-	amqp_connection_state_t conn = open_connection(url);
+	amqp_connection_state_t conn = tool_connect(url, &url_user);
 	amqp_basic_properties_t props;
 	amqp_bytes_t payload = strcmp(body, "-") == 0 ? read_stdin() : amqp_cstring_bytes(body);
 	struct timeval tv;
@@ -190,7 +108,7 @@ publish(const char *url, const char *exchange, const char *key, const char *body
 			case AMQP_BASIC_ACK_METHOD:
 				if (returned)
 					die("message returned as unroutable (no queue bound to '%s')", key);
-				close_connection(conn);
+				tool_disconnect(conn);
 				return 0;
 			case AMQP_BASIC_NACK_METHOD:
 				die("message nacked by the broker");
@@ -199,17 +117,14 @@ publish(const char *url, const char *exchange, const char *key, const char *body
 				amqp_message_t m;
 
 				returned = 1;
-				check_reply(amqp_read_message(conn, f.channel, &m, 0), "reading the returned message");
+				check_reply(amqp_read_message(conn, f.channel, &m, 0),
+							"reading the returned message");
 				amqp_destroy_message(&m);
 				break;
 			}
 			case AMQP_CHANNEL_CLOSE_METHOD:
-			{
-				amqp_channel_close_t *m = f.payload.method.decoded;
-
-				die("channel closed by the broker: %u %.*s", m->reply_code,
-					(int) m->reply_text.len, (char *) m->reply_text.bytes);
-			}
+				die_if_closed(NULL, f.payload.method);
+				break;
 			default:
 				break;
 		}

@@ -36,8 +36,6 @@
  *
  * Exit status 0 on success, 1 on failure (message on stderr).
  */
-#include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -55,20 +53,8 @@
 #define MAX_EVENTS 6
 #define NELEM(a) ((int) (sizeof(a) / sizeof((a)[0])))
 
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-static void
-die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fputs("evrep_fuzz: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(1);
-}
+#define TOOL_NAME "evrep_fuzz"
+#include "amqp_common.h"
 
 static void *
 xrealloc(void *p, size_t n)
@@ -1043,61 +1029,16 @@ model_deliver(const Msg *m, Kind kind)
 /* ---- output: the broker ---- */
 
 static amqp_connection_state_t conn;
-static char *conn_user;
+static const char *conn_user;
 static uint8_t *confirmed; /* by delivery tag */
 static size_t confirmed_cap;
 static uint64_t published, nconfirmed, confirmed_low, nacked, returned;
 static uint64_t bytes_published;
 
 static void
-check_reply(amqp_rpc_reply_t r, const char *what)
-{
-	if (r.reply_type == AMQP_RESPONSE_NORMAL)
-		return;
-	if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION)
-		die("%s: %s", what, amqp_error_string2(r.library_error));
-	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
-	{
-		amqp_channel_close_t *c = r.reply.decoded;
-
-		die("%s: channel closed by the broker: %u %.*s", what, c->reply_code,
-			(int) c->reply_text.len, (char *) c->reply_text.bytes);
-	}
-	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-		r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
-	{
-		amqp_connection_close_t *c = r.reply.decoded;
-
-		die("%s: connection closed by the broker: %u %.*s", what, c->reply_code,
-			(int) c->reply_text.len, (char *) c->reply_text.bytes);
-	}
-	die("%s: failed (reply type %d)", what, (int) r.reply_type);
-}
-
-static void
 broker_open(const char *url)
 {
-	struct amqp_connection_info ci;
-	char *u = xstrdup(url);
-	amqp_socket_t *sock;
-	int st;
-
-	amqp_default_connection_info(&ci);
-	if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK)
-		die("cannot parse URL '%s'", url);
-	if (ci.ssl)
-		die("amqps:// is not supported here");
-	conn = amqp_new_connection();
-	if ((sock = amqp_tcp_socket_new(conn)) == NULL)
-		die("cannot create a socket");
-	if ((st = amqp_socket_open(sock, ci.host, ci.port)) != AMQP_STATUS_OK)
-		die("cannot connect to %s:%d: %s", ci.host, ci.port, amqp_error_string2(st));
-	check_reply(
-		amqp_login(conn, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password),
-		"login");
-	conn_user = xstrdup(ci.user);
-	amqp_channel_open(conn, 1);
-	check_reply(amqp_get_rpc_reply(conn), "channel.open");
+	conn = tool_connect(url, &conn_user);
 	amqp_confirm_select(conn, 1);
 	check_reply(amqp_get_rpc_reply(conn), "confirm.select");
 }
@@ -1171,19 +1112,9 @@ pump(uint64_t limit)
 				break;
 			}
 			case AMQP_CHANNEL_CLOSE_METHOD:
-			{
-				amqp_channel_close_t *c = f.payload.method.decoded;
-
-				die("channel closed by the broker: %u %.*s", c->reply_code, (int) c->reply_text.len,
-					(char *) c->reply_text.bytes);
-			}
 			case AMQP_CONNECTION_CLOSE_METHOD:
-			{
-				amqp_connection_close_t *c = f.payload.method.decoded;
-
-				die("connection closed by the broker: %u %.*s", c->reply_code,
-					(int) c->reply_text.len, (char *) c->reply_text.bytes);
-			}
+				die_if_closed(NULL, f.payload.method);
+				break;
 			default:
 				break;
 		}
@@ -1230,9 +1161,7 @@ static void
 broker_finish(void)
 {
 	pump(0);
-	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
-	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
-	amqp_destroy_connection(conn);
+	tool_disconnect(conn);
 }
 
 /* ---- output: the sql file ---- */
