@@ -371,12 +371,7 @@ contract_mask(Contract *c)
 
 /* ---- the catalog ---- */
 
-/*
- * The publication of relid (or of the partitioned table it is a partition
- * of) as last committed: its id, column list (copied into the caller's
- * context, or 0) and filter text (or NULL).  false if there is none, or
- * the catalog predates contracts (a 1.0 catalog under this library).
- */
+/* Whether the catalog has contracts (not a 1.0 catalog under this library). */
 bool
 contract_catalog(void)
 {
@@ -400,6 +395,12 @@ publication_owner(void)
 	return owner;
 }
 
+/*
+ * The publication of relid (or of the partitioned table it is a partition
+ * of) as last committed: its id, column list (copied into the caller's
+ * context, or 0) and filter text (or NULL).  false if there is none, or
+ * the catalog predates contracts (a 1.0 catalog under this library).
+ */
 static bool
 read_contract(Oid relid, int32 *pub_id, Datum *columns, char **filter)
 {
