@@ -631,14 +631,14 @@ DECLARE
 	p record;
 	msg text;
 BEGIN
-	FOR p IN SELECT pub.relid::regclass AS rel, pub.column_list, pub.row_filter
-			 FROM evrep.publication pub
-			 -- by name too: a restore runs ALTER TABLE before the rows it
-			 -- loaded are given the new oids (incarnation.c)
-			 JOIN pg_catalog.pg_class t ON t.oid = pub.relid AND t.relname = pub.table_name
-			 JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace AND n.nspname = pub.schema_name
+	-- the publication by the id its capture trigger carries, as the capture
+	-- finds it (contract.c): relid may still name the old oid after a restore
+	FOR p IN SELECT DISTINCT t.tgrelid::regclass AS rel, pub.column_list, pub.row_filter
+			 FROM pg_catalog.pg_event_trigger_ddl_commands() c
+			 JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.objid AND t.tgname = 'evrep_capture'
+			 JOIN evrep.publication pub
+			   ON pub.id = pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 1)::integer
 			 WHERE pub.active AND (pub.column_list IS NOT NULL OR pub.row_filter IS NOT NULL)
-			   AND pub.relid IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
 	LOOP
 		BEGIN
 			PERFORM evrep._contract_columns(p.rel, p.column_list);

@@ -112,7 +112,7 @@ evrep_capture(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		Contract *contract = contract_get(trigdata->tg_relation);
+		Contract *contract = contract_get(trigdata->tg_relation, pub_id);
 
 		if (contract == NULL)
 			capture_row(trigdata, pub_id, tupdesc);

@@ -396,17 +396,21 @@ publication_owner(void)
 }
 
 /*
- * The publication of relid (or of the partitioned table it is a partition
- * of) as last committed: its id, column list (copied into the caller's
- * context, or 0) and filter text (or NULL).  false if there is none, or
- * the catalog predates contracts (a 1.0 catalog under this library).
+ * The publication *pub_id, or if that is 0 the one of relid (or of the
+ * partitioned table it is a partition of), as last committed: its id,
+ * column list (copied into the caller's context, or 0) and filter text (or
+ * NULL).  false if there is none, or the catalog predates contracts (a 1.0
+ * catalog under this library).  The capture asks by the id its trigger
+ * carries: after a pg_dump is restored the rows keep their ids while relid
+ * still names the old oid until a worker notices the reload, and a
+ * contract missed then would send every column of every row.
  */
 static bool
 read_contract(Oid relid, int32 *pub_id, Datum *columns, char **filter)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	SPIPlanPtr plan;
-	Datum arg = ObjectIdGetDatum(relid);
+	Datum args[2] = {ObjectIdGetDatum(relid), Int32GetDatum(*pub_id)};
 	bool found;
 
 	Oid save_userid;
@@ -420,13 +424,13 @@ read_contract(Oid relid, int32 *pub_id, Datum *columns, char **filter)
 													SECURITY_RESTRICTED_OPERATION);
 	spi_connect();
 	plan = SPI_prepare("SELECT id, column_list, row_filter FROM evrep.publication WHERE active"
-					   " AND (relid = $1 OR relid IN"
-					   " (SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) a))",
-					   1, (Oid[]){OIDOID});
+					   " AND CASE WHEN $2 <> 0 THEN id = $2 ELSE relid = $1 OR relid IN"
+					   " (SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) a) END",
+					   2, (Oid[]){OIDOID, INT4OID});
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	/* the latest: a writer waited for the table's lock after the change committed */
-	found = spi_check(SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot,
+	found = spi_check(SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
 										   true, false, 1),
 					  SPI_OK_SELECT, ANY_ROWS, "could not read evrep publications") == 1;
 	if (found)
@@ -458,6 +462,9 @@ typedef struct ContractEntry
 
 static RelCache *contracts = NULL;
 
+/* The publication id of the trigger that asks contract_get to build. */
+static int32 wanted_pub_id = 0;
+
 static void
 free_contract(RelCacheEntry *entry)
 {
@@ -472,7 +479,7 @@ static void
 build_contract(RelCacheEntry *entry)
 {
 	ContractEntry *e = (ContractEntry *) entry;
-	int32 pub_id;
+	int32 pub_id = wanted_pub_id;
 	Datum columns;
 	char *filter;
 	Relation rel;
@@ -491,11 +498,12 @@ build_contract(RelCacheEntry *entry)
 }
 
 Contract *
-contract_get(Relation rel)
+contract_get(Relation rel, int32 pub_id)
 {
 	if (contracts == NULL)
 		contracts = relcache_create("evrep contracts", sizeof(ContractEntry), build_contract,
 									free_contract);
+	wanted_pub_id = pub_id;
 	return ((ContractEntry *) relcache_get(contracts, RelationGetRelid(rel)))->contract;
 }
 
@@ -692,7 +700,7 @@ Datum
 evrep_contract_change(PG_FUNCTION_ARGS)
 {
 	Oid relid;
-	int32 pub_id;
+	int32 pub_id = 0; /* by relid: the caller found it published by relid */
 	Datum old_columns, new_columns;
 	char *old_filter, *new_filter;
 	List *rels;

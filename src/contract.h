@@ -32,11 +32,12 @@ typedef struct Contract
 extern bool contract_catalog(void);
 
 /*
- * The current contract of a published table, from evrep.publication
- * (latest committed state).  NULL if the table has neither a column list
- * nor a filter (or the catalog predates them): capture as before.
+ * The current contract of a published table, publication pub_id (its
+ * capture trigger's argument), from evrep.publication (latest committed
+ * state).  NULL if the table has neither a column list nor a filter (or the
+ * catalog predates them): capture as before.
  */
-extern Contract *contract_get(Relation rel);
+extern Contract *contract_get(Relation rel, int32 pub_id);
 
 /*
  * A contract made of a column list (text[] Datum, or 0 for all) and a
