@@ -123,6 +123,28 @@ INSERT INTO ct.pair VALUES (2, 2, 'y');
 SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
 
 TRUNCATE evrep.outbox;
+-- a toasted listed value an UPDATE leaves alone is no change of the contract
+CREATE TABLE ct.doc (id int PRIMARY KEY, body text, n int);
+SELECT evrep_publish('ct.doc', columns => '{id,body}');
+INSERT INTO ct.doc SELECT 1, string_agg(md5(g::text), ''), 0 FROM generate_series(1, 4000) g;
+SELECT pg_relation_size(reltoastrelid) > 0 AS toasted FROM pg_class WHERE oid = 'ct.doc'::regclass;
+TRUNCATE evrep.outbox;
+UPDATE ct.doc SET n = n + 1;
+SELECT count(*) AS sent_for_n FROM evrep.outbox;
+UPDATE ct.doc SET body = body || 'x';
+SELECT o.op, length(o.row_data->>'body') AS body_length, o.row_data::jsonb ? 'n' AS has_n
+FROM evrep.outbox o ORDER BY o.id;
+TRUNCATE evrep.outbox;
+-- a filter that fails for a row fails that row's write, like a CHECK
+CREATE TABLE ct.div (id int PRIMARY KEY, qty int);
+SELECT evrep_publish('ct.div', row_filter => '100 / qty > 1');
+INSERT INTO ct.div VALUES (1, 0);
+INSERT INTO ct.div VALUES (2, 10), (3, 200);
+SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT id FROM ct.div ORDER BY id;
+SELECT evrep_unpublish('ct.doc');
+SELECT evrep_unpublish('ct.div');
+TRUNCATE evrep.outbox;
 SELECT evrep_unpublish('ct.customer');
 SELECT evrep_unpublish('ct.pair');
 DROP SCHEMA ct, evil CASCADE;

@@ -357,7 +357,15 @@ contract_published_changed(Contract *c, TupleDesc desc, HeapTuple oldtup, HeapTu
 		newval = heap_getattr(newtup, i + 1, desc, &newnull);
 		if (oldnull != newnull)
 			return true;
-		if (!oldnull && !datum_image_eq(oldval, newval, att->attbyval, att->attlen))
+		if (oldnull)
+			continue;
+		/*
+		 * An UPDATE that leaves a toasted value alone keeps its toast
+		 * pointer: equal bytes say so without detoasting both sides.
+		 */
+		if (datumIsEqual(oldval, newval, att->attbyval, att->attlen))
+			continue;
+		if (!datum_image_eq(oldval, newval, att->attbyval, att->attlen))
 			return true;
 	}
 	return false;
