@@ -439,6 +439,8 @@ on_close(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
 {
 	char *why = describe_close(m);
 
+	if (channel == LOCK_CHANNEL && m->id == AMQP_CHANNEL_CLOSE_METHOD)
+		return broker_lock_refused(conn, ((amqp_channel_close_t *) m->decoded)->reply_code);
 	if (channel == REQUEST_CHANNEL && m->id == AMQP_CHANNEL_CLOSE_METHOD)
 	{
 		amqp_channel_close_ok_t ok = {0};
@@ -585,6 +587,9 @@ broker_poll(BrokerConn *conn)
 	}
 	if (got)
 		broker_heard(conn);
+	if (conn->lock_retry_at != 0 && GetCurrentTimestamp() >= conn->lock_retry_at &&
+		!broker_ask_lock(conn))
+		return BROKER_ERROR;
 	return check_alive(conn);
 }
 

@@ -327,21 +327,108 @@ ack_close(BrokerConn *conn, amqp_channel_t channel, const char *what)
  * each worker holds an exclusive queue, evrep.<node>.lock.<role>, for the
  * life of its connection: the second server's workers are refused
  * (RESOURCE_LOCKED), say so, and retry; its writers go on filling its
- * outbox.  A process that held the lock before goes on even without it:
- * the holder is most likely its own connection to a broker node that
- * stopped answering, which the broker has not noticed yet.  Without the
- * permission to declare the lock (an older least-privilege recipe), it
- * goes on unguarded, once said.
+ * outbox.  Without the permission to declare the lock (an older
+ * least-privilege recipe), a worker goes on unguarded, once said.
+ */
+static bool lock_held_before = false; /* this process held its lock */
+static bool warned_lock_permission = false;
+
+static char *
+lock_queue_name(BrokerConn *conn)
+{
+	return psprintf("evrep.%s.lock.%s", conn->node_name, role_name(conn));
+}
+
+static void
+warn_lock_permission(BrokerConn *conn)
+{
+	char *name = lock_queue_name(conn);
+
+	if (!warned_lock_permission)
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("evrep %s may not declare its lock queue \"%s\"", role_name(conn), name),
+				 errdetail("A second server with evrep.node_name = '%s' would go unnoticed "
+						   "and take part of this node's deliveries.",
+						   conn->node_name),
+				 errhint("Grant the broker user configure, write and read on \"%s\".", name)));
+	warned_lock_permission = true;
+}
+
+/*
+ * A process that held the lock before and connects again (its broker node
+ * stopped answering) asks for the lock without waiting for the answer.
+ * Creating a queue is a write to the cluster's metadata, which waits for
+ * every node, the hung one included, until it thaws or is declared down:
+ * waiting would cost the whole hang.  Most likely the broker still holds
+ * the lock for the old connection to the hung node anyway; then
+ * broker_lock_refused asks again later, so that the lock is this
+ * process's again once that connection is gone.  The channel is opened and
+ * the queue declared with nowait: only a refusal (a channel.close) answers.
+ */
+bool
+broker_ask_lock(BrokerConn *conn)
+{
+	amqp_channel_open_t open = {0};
+	amqp_queue_declare_t declare = {0};
+	int rc;
+
+	declare.queue = amqp_cstring_bytes(lock_queue_name(conn));
+	declare.exclusive = true; /* this connection's */
+	declare.auto_delete = true;
+	declare.nowait = true;
+	declare.arguments = amqp_empty_table;
+	conn->lock_retry_at = 0;
+	rc = amqp_send_method(conn->state, LOCK_CHANNEL, AMQP_CHANNEL_OPEN_METHOD, &open);
+	if (rc == AMQP_STATUS_OK)
+		rc = amqp_send_method(conn->state, LOCK_CHANNEL, AMQP_QUEUE_DECLARE_METHOD, &declare);
+	if (rc == AMQP_STATUS_OK)
+		return true;
+	broker_status_failed(conn, "asking for the lock queue", rc);
+	return false;
+}
+
+/* The broker refused broker_ask_lock's declare, closing LOCK_CHANNEL. */
+bool
+broker_lock_refused(BrokerConn *conn, int code)
+{
+	if (!ack_close(conn, LOCK_CHANNEL, "acknowledging the close of the lock channel"))
+		return false;
+	if (code == AMQP_ACCESS_REFUSED)
+	{
+		warn_lock_permission(conn);
+		return true;
+	}
+	if (code != AMQP_RESOURCE_LOCKED)
+	{
+		broker_conn_failed(conn, psprintf("declaring queue \"%s\": the broker closed the channel "
+										  "with code %d",
+										  lock_queue_name(conn), code));
+		return false;
+	}
+	if (!conn->lock_waited)
+		ereport(LOG, (errmsg("evrep %s goes on while the broker holds lock queue \"%s\" for its "
+							 "connection to a node that stopped answering; it asks again every "
+							 "%d s",
+							 role_name(conn), lock_queue_name(conn), LOCK_RETRY_MS / 1000)));
+	conn->lock_waited = true;
+	conn->lock_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LOCK_RETRY_MS);
+	return true;
+}
+
+/*
+ * A process's first lock is waited for: until the broker answers, it does
+ * not know whether it is the second server.
  */
 static bool
 take_node_lock(BrokerConn *conn)
 {
-	static bool had_lock = false;
-	static bool warned_permission = false;
-	char *name = psprintf("evrep.%s.lock.%s", conn->node_name, role_name(conn));
+	char *name = lock_queue_name(conn);
 	amqp_rpc_reply_t r;
 	int code;
 
+	if (lock_held_before)
+		return broker_ask_lock(conn);
 	if (!broker_open_channel(conn, LOCK_CHANNEL))
 		return false;
 	amqp_queue_declare(conn->state, LOCK_CHANNEL, amqp_cstring_bytes(name), false, /* passive */
@@ -352,7 +439,7 @@ take_node_lock(BrokerConn *conn)
 	r = amqp_get_rpc_reply(conn->state);
 	if (r.reply_type == AMQP_RESPONSE_NORMAL)
 	{
-		had_lock = true;
+		lock_held_before = true;
 		return true;
 	}
 	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD)
@@ -366,19 +453,9 @@ take_node_lock(BrokerConn *conn)
 		return false;
 	if (code == AMQP_ACCESS_REFUSED)
 	{
-		if (!warned_permission)
-			ereport(WARNING,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("evrep consumer may not declare its lock queue \"%s\"", name),
-					 errdetail("A second server with evrep.node_name = '%s' would go unnoticed "
-							   "and take part of this node's deliveries.",
-							   conn->node_name),
-					 errhint("Grant the broker user configure, write and read on \"%s\".", name)));
-		warned_permission = true;
+		warn_lock_permission(conn);
 		return true;
 	}
-	if (code == AMQP_RESOURCE_LOCKED && had_lock)
-		return true;
 	broker_conn_failed(conn,
 					   psprintf("another connection holds \"%s\": a second server runs with "
 								"evrep.node_name = '%s' (a copy started beside this one, or an old "

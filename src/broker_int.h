@@ -46,6 +46,9 @@
 #define LOCK_CHANNEL 5
 #define LIVENESS_CHANNEL 6
 
+/* How often a worker asks again for a lock the broker holds for its past */
+#define LOCK_RETRY_MS 10000
+
 typedef struct DeliveryNode
 {
 	BrokerDelivery d; /* first, so a BrokerDelivery * is the node */
@@ -76,6 +79,8 @@ struct BrokerConn
 	TimestampTz heard_at;	   /* when the broker last sent anything */
 	TimestampTz probe_sent_at; /* our liveness probe awaits its answer; 0: none */
 	TimestampTz unblocked_at;  /* end of the last connection.blocked; 0: none */
+	TimestampTz lock_retry_at; /* ask for the node's lock again then; 0: no need */
+	bool lock_waited;		   /* the broker held our lock for an old connection */
 
 	/* settings the connection was built from */
 	char *settings; /* fingerprint, see settings_fingerprint */
@@ -159,5 +164,9 @@ extern bool broker_open_channel(BrokerConn *conn, amqp_channel_t channel);
  * when the connection failed (conn->broken says which).
  */
 extern bool broker_probe_queue(BrokerConn *conn, const char *queue, uint32 *ready);
+/* Asks for the node's lock queue without waiting (see take_node_lock) */
+extern bool broker_ask_lock(BrokerConn *conn);
+/* The broker refused that (closed LOCK_CHANNEL with code) */
+extern bool broker_lock_refused(BrokerConn *conn, int code);
 
 #endif /* EVREP_BROKER_INT_H */

@@ -99,19 +99,26 @@ forget_unacked(void)
 
 static bool ack_durable(bool wait);
 
+/*
+ * Batches committed before the close are acked if the connection still
+ * takes it: brought back, a parked message would be parked again.  Their
+ * tags die with the connection: acked on the next one, they would close
+ * its channel (PRECONDITION_FAILED, unknown delivery tag).
+ */
 static void
-drop_connection(void)
+close_connection(void)
 {
-	evrep_worker_report(EVREP_CONSUMER, false, 0, broker_last_error());
-
-	/*
-	 * Batches committed before a failed one are acked if the connection
-	 * still takes it: brought back, a parked message would be parked again.
-	 */
 	(void) ack_durable(true);
 	broker_close(conn);
 	conn = NULL;
 	forget_unacked();
+}
+
+static void
+drop_connection(void)
+{
+	evrep_worker_report(EVREP_CONSUMER, false, 0, broker_last_error());
+	close_connection();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	broker_backoff_sleep(&backoff);
 }
@@ -123,8 +130,7 @@ ensure_connected(bool *fresh)
 	if (conn != NULL && broker_settings_changed(conn))
 	{
 		ereport(LOG, (errmsg("evrep consumer reconnects: broker settings changed")));
-		broker_close(conn);
-		conn = NULL;
+		close_connection();
 	}
 	if (conn != NULL)
 		return true;

@@ -3,12 +3,16 @@
 # kernel still accepts and acknowledges TCP, nothing answers) costs evrep
 # about evrep.broker_timeout (5 s), not the hang.  On a three-node cluster
 # with quorum queues, A publishes customer to B while two writers run; we
-# freeze for FREEZE_S the node A's publisher is connected to, then the node
-# B's consumer is connected to, then the leader of B's queue, each followed
-# by a thaw.  B's longest pause in applying (from B's commit timestamps) must
+# put A's publisher and B's consumer on one member that does not lead B's
+# queue and freeze it for FREEZE_S, then the member both moved to, then,
+# with both placed away from it, the leader of B's queue, each followed by
+# a thaw.  The second hang is the one a worker's first hang makes harder:
+# the broker may still hold the worker's lock queue for its old connection,
+# or may have dropped it (a new one waits for the hung member's Mnesia).  B's longest pause in applying (from B's commit timestamps) must
 # stay within 10 s each time, and at the end nothing is lost or applied
-# twice.  First, a hang shorter than the bound (SHORT_S) must change nothing:
-# no worker leaves its node.
+# twice, and every worker holds its node's lock queue again.  First, a hang
+# shorter than the bound (SHORT_S) must change nothing: no worker leaves its
+# node.
 # Ports: cluster AMQP 6600-6602 (distribution 26600-26602, epmd 16600),
 # PostgreSQL 6650 (A) and 6651 (B).
 set -uo pipefail
@@ -126,11 +130,43 @@ hang() {
     note "after: A's publisher on $(topo_connected_member "$A" publisher), B's consumer on $(topo_connected_member "$B" consumer), $QB led by $(rmq_cluster_leader "$MQ" "$QB")"
     ok "$role: 3 members running again" wait_until 60 '[[ $(rmq_cluster_running "$MQ") == 3 ]]' 1
 }
+# --- place the workers ---------------------------------------------------------
+# place MEMBER -- A's publisher and B's consumer connect to MEMBER, and leave
+# it for the other member that does not lead B's queue, then for the leader:
+# evrep.broker_url is set to MEMBER's URL alone, then to the list in that
+# order (a worker's next connection starts after the URL it used last)
+urls_in() {   # NODE MEMBER... -- NODE's URLs of those members, in that order
+    local node=$1 m all=(); shift
+    IFS=, read -ra all <<<"$(topo_broker_url "$MQ" "$node")"
+    for m; do printf '%s\n' "${all[m - 1]}"; done | paste -sd,
+}
+set_urls() {   # URLS-OF-MEMBERS... -- on A and B, then wait for both to reconnect
+    local na nb n
+    na=$(connects "$A" publisher) nb=$(connects "$B" consumer)
+    for n in "$A" "$B"; do
+        sql "$n" "ALTER SYSTEM SET evrep.broker_url = '$(urls_in "$n" "$@")'" >/dev/null
+        sql "$n" "SELECT pg_reload_conf()" >/dev/null
+    done
+    wait_until 30 "[[ \$(connects $A publisher) -gt $na && \$(connects $B consumer) -gt $nb ]]"
+}
+place() {
+    local m=$1 l rest
+    l=$(rmq_cluster_leader "$MQ" "$QB")
+    rest=$(for i in 1 2 3; do [[ $i != "$m" && $i != "$l" ]] && echo "$i"; done)
+    set_urls "$m" && set_urls "$m" $rest "$l" &&
+        [[ "$(topo_connected_member "$A" publisher) $(topo_connected_member "$B" consumer)" == "$m $m" ]]
+}
+non_leader() { local l i; l=$(rmq_cluster_leader "$MQ" "$QB"); for i in 1 2 3; do [[ $i != "$l" ]] && { echo "$i"; return; }; done; }
+
 PAUSES=()
-hang "publisher's node" "$(topo_connected_member "$A" publisher)"
-hang "consumer's node" "$(topo_connected_member "$B" consumer)"
+x=$(non_leader)
+ok "A's publisher and B's consumer placed on member $x, which does not lead $QB" place "$x"
+hang "publisher's and consumer's node" "$x"
+hang "the node both moved to" "$(topo_connected_member "$B" consumer)"
 lead=$(rmq_cluster_leader "$MQ" "$QB")
 like "$lead" '^[123]$' "B's queue has a leader: member $lead"
+x=$(non_leader)
+ok "A's publisher and B's consumer placed on member $x, away from the leader" place "$x"
 hang "queue leader's node" "$lead"
 
 # --- the end: everything arrived once ----------------------------------------------
@@ -146,6 +182,16 @@ is "$(applied "$B" "$A" customer)" "$last" "B applied each of A's $last events o
 is "$(same_ids "$A" "$B" customer)" "$(row_count "$A" customer)|0|0" "nothing lost, nothing extra"
 is "$(table_md5 "$B" customer)" "$(table_md5 "$A" customer)" "customer is the same on A and B"
 is "$(sql "$B" 'SELECT count(*) FROM evrep.dead_letter')" 0 "no dead letters"
+# a worker that left a hung member asks again for the lock the broker held
+# for its old connection (every 10 s), and holds it again after the thaw
+locks() {
+    rmq_ctl "${MQ}1" -q list_queues --no-table-headers name </dev/null 2>/dev/null |
+        grep -E '^evrep\.t49[ab]\.lock\.' | sort | paste -sd' '
+}
+ok "every worker holds its node's lock queue again" wait_until 30 \
+    '[[ "$(locks)" == "evrep.t49a.lock.consumer evrep.t49a.lock.publisher evrep.t49b.lock.consumer evrep.t49b.lock.publisher" ]]'
+is "$(grep -c 'unknown delivery tag' "$(pg_logfile "$B")")" 0 \
+    "B's consumer never acked a delivery of a closed connection on a new one"
 note "B skipped $(skipped "$B" "$A" customer) duplicates (resends after leaving a hung node)"
 note "pauses in B's applies: $(printf '%s s; ' "${PAUSES[@]}")"
 note "reconnects: A's publisher $(connects "$A" publisher), B's consumer $(connects "$B" consumer) connections in all"
