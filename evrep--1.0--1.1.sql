@@ -178,9 +178,9 @@ GRANT EXECUTE ON FUNCTION evrep.current_incarnation() TO evrep_admin, pg_monitor
 -- name only the ops of 1.0 (i, u, d). 1.1 writes two more: 'c', a chunk of a
 -- copy (copy_send.c), and 't', a TRUNCATE (capture.c).
 COMMENT ON COLUMN evrep.outbox.op IS
-'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate)';
+'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate), s(kip: a row too large to send)';
 COMMENT ON COLUMN evrep.outbox.row_data IS
-'i, u: the new row; d: the old row; c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options';
+'i, u: the new row; d: the old row (its key alone if the row is over evrep.max_message_bytes); c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options; s: what was skipped, {"op", "key", "reason"}';
 
 -- a subscriber's own table name
 /*
@@ -660,3 +660,24 @@ REVOKE ALL ON FUNCTION evrep._keep_contracts() FROM PUBLIC;
 CREATE EVENT TRIGGER evrep_keep_contracts ON ddl_command_end
 	WHEN TAG IN ('ALTER TABLE')
 	EXECUTE FUNCTION evrep._keep_contracts();
+
+-- rows too large to send
+/*
+ * An insert or update whose row's JSON is over evrep.max_message_bytes is
+ * not sent (oversize.c): its number goes out as a skip event, which
+ * subscribers park, naming the key, and the origin keeps a row here,
+ * written by the capture in the writer's transaction (or by the publisher
+ * for a row captured before the limit was lowered).
+ */
+CREATE TABLE evrep.skipped (
+	skipped_at	timestamptz NOT NULL,
+	schema_name	text NOT NULL,
+	table_name	text NOT NULL,
+	op			text NOT NULL,		-- insert or update
+	key			json NOT NULL,		-- the row's primary key
+	reason		text NOT NULL
+);
+COMMENT ON TABLE evrep.skipped IS
+'rows a writer changed that were too large to send (over evrep.max_message_bytes); subscribers parked a skip event for each';
+GRANT SELECT, DELETE ON evrep.skipped TO evrep_admin;
+GRANT SELECT ON evrep.skipped TO pg_monitor;

@@ -457,6 +457,11 @@ on_close(BrokerConn *conn, amqp_channel_t channel, amqp_method_t *m)
 		broker_conn_failed(conn, "acknowledging the close of the request channel");
 		return false;
 	}
+	/* the broker's limit is below ours: every reconnect would send it again */
+	if (m->id == AMQP_CHANNEL_CLOSE_METHOD && strstr(why, "larger than configured max size"))
+		why = psprintf("%s; evrep.max_message_bytes (%d bytes) must be at most the broker's "
+					   "max_message_size",
+					   why, evrep_max_message_bytes);
 	/* answer politely; the connection is rebuilt anyway */
 	if (m->id == AMQP_CONNECTION_CLOSE_METHOD)
 	{

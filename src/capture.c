@@ -29,6 +29,7 @@
 #include "capture.h"
 #include "contract.h"
 #include "evrep.h"
+#include "oversize.h"
 #include "relcache.h"
 #include "row_json.h"
 #include "truncate.h"
@@ -55,10 +56,8 @@ static bool xact_callback_registered = false;
 static void capture_xact_callback(XactEvent event, void *arg);
 static void wake_publisher_at_commit(void);
 static bool key_changed(TriggerData *trigdata);
-static void write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc);
-static void capture_row(TriggerData *trigdata, int32 pub_id, TupleDesc tupdesc);
-static void capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id,
-								 TupleDesc tupdesc);
+static void capture_row(TriggerData *trigdata, int32 pub_id);
+static void capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id);
 static void write_outbox_row(int32 pub_id, char op, Datum row_data);
 static Datum truncate_options(Relation rel);
 static void lookup_outbox(void);
@@ -70,7 +69,6 @@ Datum
 evrep_capture(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc tupdesc;
 	int32 pub_id;
 	bool truncate;
 
@@ -103,7 +101,6 @@ evrep_capture(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	pub_id = pg_strtoint32(trigdata->tg_trigger->tgargs[0]);
-	tupdesc = RelationGetDescr(trigdata->tg_relation);
 
 	if (truncate)
 	{
@@ -115,9 +112,9 @@ evrep_capture(PG_FUNCTION_ARGS)
 		Contract *contract = contract_get(trigdata->tg_relation, pub_id);
 
 		if (contract == NULL)
-			capture_row(trigdata, pub_id, tupdesc);
+			capture_row(trigdata, pub_id);
 		else
-			capture_filtered_row(trigdata, contract, pub_id, tupdesc);
+			capture_filtered_row(trigdata, contract, pub_id);
 	}
 
 	return PointerGetDatum(NULL);
@@ -125,24 +122,25 @@ evrep_capture(PG_FUNCTION_ARGS)
 
 /* A row of a table without a contract: every change, every column. */
 static void
-capture_row(TriggerData *trigdata, int32 pub_id, TupleDesc tupdesc)
+capture_row(TriggerData *trigdata, int32 pub_id)
 {
+	Relation rel = trigdata->tg_relation;
+
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-		write_event(pub_id, 'i', trigdata->tg_trigtuple, tupdesc);
+		capture_write(rel, pub_id, 'i', trigdata->tg_trigtuple, NULL);
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
-		write_event(pub_id, 'd', trigdata->tg_trigtuple, tupdesc);
+		capture_write(rel, pub_id, 'd', trigdata->tg_trigtuple, NULL);
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		/* A new key is a different row for subscribers: delete, insert. */
 		if (key_changed(trigdata))
 		{
-			write_event(pub_id, 'd', trigdata->tg_trigtuple, tupdesc);
-			write_event(pub_id, 'i', trigdata->tg_newtuple, tupdesc);
+			capture_write(rel, pub_id, 'd', trigdata->tg_trigtuple, NULL);
+			capture_write(rel, pub_id, 'i', trigdata->tg_newtuple, NULL);
 		}
 		else
-			write_event(pub_id, 'u', trigdata->tg_newtuple, tupdesc);
+			capture_write(rel, pub_id, 'u', trigdata->tg_newtuple, NULL);
 	}
-	wake_publisher_at_commit();
 }
 
 /*
@@ -153,8 +151,10 @@ capture_row(TriggerData *trigdata, int32 pub_id, TupleDesc tupdesc)
  * nothing either.
  */
 static void
-capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id, TupleDesc tupdesc)
+capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id)
 {
+	Relation rel = trigdata->tg_relation;
+	TupleDesc tupdesc = RelationGetDescr(rel);
 	HeapTuple oldtup = trigdata->tg_trigtuple;
 	HeapTuple newtup = trigdata->tg_newtuple;
 	const bool *mask = contract_mask(contract);
@@ -162,12 +162,12 @@ capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id, Tu
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
 		if (contract_row_matches(contract, oldtup))
-			capture_write(pub_id, 'i', oldtup, tupdesc, mask);
+			capture_write(rel, pub_id, 'i', oldtup, mask);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
 		if (contract_row_matches(contract, oldtup))
-			capture_write(pub_id, 'd', oldtup, tupdesc, mask);
+			capture_write(rel, pub_id, 'd', oldtup, mask);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
@@ -177,22 +177,31 @@ capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id, Tu
 		if (was && is && !key_changed(trigdata))
 		{
 			if (contract_published_changed(contract, tupdesc, oldtup, newtup))
-				capture_write(pub_id, 'u', newtup, tupdesc, mask);
+				capture_write(rel, pub_id, 'u', newtup, mask);
 		}
 		else
 		{
 			if (was)
-				capture_write(pub_id, 'd', oldtup, tupdesc, mask);
+				capture_write(rel, pub_id, 'd', oldtup, mask);
 			if (is)
-				capture_write(pub_id, 'i', newtup, tupdesc, mask);
+				capture_write(rel, pub_id, 'i', newtup, mask);
 		}
 	}
 }
 
+/*
+ * A row whose JSON would not fit in one message is not built (oversize.c
+ * says what is written instead): the writer's statement never fails for a
+ * value's size.
+ */
 void
-capture_write(int32 pub_id, char op, HeapTuple tuple, TupleDesc desc, const bool *mask)
+capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask)
 {
-	write_outbox_row(pub_id, op, row_json_columns(tuple, desc, mask));
+	Datum row = row_json_bounded(tuple, RelationGetDescr(rel), mask, oversize_row_limit());
+
+	if (row == (Datum) 0)
+		row = oversize_capture(rel, &op, tuple);
+	write_outbox_row(pub_id, op, row);
 	wake_publisher_at_commit();
 }
 
@@ -254,11 +263,6 @@ truncate_options(Relation rel)
 																: "{\"restart_identity\":false}"));
 }
 
-static void
-write_event(int32 pub_id, char op, HeapTuple tuple, TupleDesc tupdesc)
-{
-	write_outbox_row(pub_id, op, row_json(tuple, tupdesc));
-}
 
 /*
  * The outbox row is written straight to the heap and the one index of the

@@ -8,12 +8,13 @@
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "utils/relcache.h"
 
 /*
  * Writes one event of publication pub_id into the outbox, in the current
  * transaction, with the columns of mask (NULL: all), and wakes the
  * publisher at commit.
  */
-extern void capture_write(int32 pub_id, char op, HeapTuple tuple, TupleDesc desc, const bool *mask);
+extern void capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask);
 
 #endif /* EVREP_CAPTURE_H */

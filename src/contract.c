@@ -666,18 +666,18 @@ change_leaf(Oid relid, int32 pub_id, Datum old_columns, const char *old_filter, 
 		CHECK_FOR_INTERRUPTS();
 		if (was && !is)
 		{
-			capture_write(pub_id, 'd', tuple, desc, contract_mask(to));
+			capture_write(rel, pub_id, 'd', tuple, contract_mask(to));
 			count->deleted++;
 		}
 		else if (is && !was)
 		{
 			/* an upsert on subscribers that have it (an unknown old contract) */
-			capture_write(pub_id, 'i', tuple, desc, contract_mask(to));
+			capture_write(rel, pub_id, 'i', tuple, contract_mask(to));
 			count->inserted++;
 		}
 		else if (is && resend)
 		{
-			capture_write(pub_id, 'u', tuple, desc, contract_mask(to));
+			capture_write(rel, pub_id, 'u', tuple, contract_mask(to));
 			count->updated++;
 		}
 		if (shouldfree)

@@ -60,6 +60,7 @@ int evrep_apply_batch = 1000;
 int evrep_apply_max_attempts = 3;
 int evrep_reconnect_max = 30000;
 int evrep_copy_chunk_rows = 1000;
+int evrep_max_message_bytes = 64 * 1024 * 1024;
 int evrep_copy_rate_limit = 0;
 int evrep_bind_timeout = 10000;
 
@@ -215,6 +216,14 @@ define_settings(void)
 	DefineCustomIntVariable(
 		"evrep.reconnect_max", "Longest wait between broker reconnect attempts.", NULL,
 		&evrep_reconnect_max, 30000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"evrep.max_message_bytes", "The largest message the publisher sends to the broker.",
+		"At most the broker's limit (RabbitMQ's max_message_size, 128MB by default). A row "
+		"whose JSON form does not fit is not sent: the origin keeps a record of it in "
+		"evrep.skipped and subscribers park an event that names its key.",
+		&evrep_max_message_bytes, 64 * 1024 * 1024, 256 * 1024, 512 * 1024 * 1024, PGC_SIGHUP,
+		GUC_UNIT_BYTE, NULL, NULL, NULL);
 
 	DefineCustomIntVariable(
 		"evrep.copy_chunk_rows", "Rows in one chunk of a copy of existing rows.",

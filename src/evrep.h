@@ -33,12 +33,17 @@ extern int evrep_poll_interval;		  /* ms, publisher fallback poll */
 extern int evrep_outbox_warn_depth;	  /* events; 0: never warn */
 extern int evrep_prefetch;			  /* consumer prefetch count */
 extern bool evrep_apply_async_commit; /* apply commits without waiting for the flush */
-extern int evrep_apply_batch;
-extern int evrep_apply_max_attempts;
-/* tries of a message before it is parked */ /* deliveries per apply transaction */
-extern int evrep_copy_chunk_rows;
-extern int evrep_copy_rate_limit;
-/* rows/s a copy sends at most; 0: no limit */ /* rows per chunk of a copy */
+extern int evrep_apply_batch;		  /* deliveries per apply transaction */
+extern int evrep_apply_max_attempts;  /* tries of a message before it is parked */
+extern int evrep_copy_chunk_rows;	  /* rows per chunk of a copy */
+extern int evrep_copy_rate_limit;	  /* rows/s a copy sends at most; 0: no limit */
+extern int evrep_max_message_bytes;	  /* largest message the publisher sends */
+
+/*
+ * What a message holds besides its events' rows (names, key, history),
+ * at most: a row may take evrep.max_message_bytes less this.
+ */
+#define EVREP_ENVELOPE_BYTES (16 * 1024)
 extern int evrep_bind_timeout;				   /* ms evrep_subscribe waits for a binding */
 extern int evrep_reconnect_max;				   /* ms, cap of the reconnect backoff */
 

@@ -42,6 +42,7 @@
 #include "spi_plan.h"
 #include "spi_util.h"
 #include "outbox.h"
+#include "oversize.h"
 #include "wire.h"
 
 /*
@@ -241,11 +242,30 @@ find_publication(PubInfo *pubs, int npubs, int32 id)
 }
 
 /*
+ * The row of an event as it is sent: an outbox row whose JSON is over
+ * evrep.max_message_bytes (captured by evrep 1.0, or before the limit was
+ * lowered) would be refused by the broker again after every reconnect, so
+ * it goes out as oversize.c says (a delete's key, or a skip event).
+ */
+static char *
+row_to_send(PubInfo *p, char *op, char *row, bool first_time)
+{
+	if (*op == 'c' || *op == 't' || *op == EVREP_OP_SKIP || strlen(row) <= oversize_row_limit())
+		return row;
+	row = oversize_skip_at_send(p->schema, p->table, p->key_json, *op, row, first_time);
+	if (*op != 'd')
+		*op = EVREP_OP_SKIP;
+	return row;
+}
+
+/*
  * Packs the events of rows, nrows SPI result rows of EVENT_COLUMNS (in id
  * order, which within a publication is number order), into messages of
  * consecutive events of one publication and numbering round, allocated in
  * mcxt.  seqs, if not NULL, are the rows' numbers, given after they were
- * read at round_lsn.
+ * read at round_lsn.  A message stays within evrep.max_message_bytes, and
+ * a skip event travels alone: a reader of revision 1 parks a message with
+ * an op it does not know whole.
  */
 static OutboxBatch *
 build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, uint64 nrows,
@@ -254,6 +274,7 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 	OutboxBatch *batch;
 	OutboxMessage *m = NULL;
 	XLogRecPtr m_lsn = InvalidXLogRecPtr;
+	bool m_skip = false;
 	StringInfoData buf;
 	MemoryContext old;
 	TupleDesc desc = rows->tupdesc;
@@ -272,13 +293,16 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 		char op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
 		Datum lsn_datum = SPI_getbinval(tup, desc, 7, &isnull);
 		XLogRecPtr lsn = seqs ? round_lsn : isnull ? InvalidXLogRecPtr : DatumGetLSN(lsn_datum);
+		PubInfo *p = find_publication(pubs, npubs, pub);
+		char *row = row_to_send(p, &op, SPI_getvalue(tup, desc, 5), seqs != NULL);
+		char *commit_ts = SPI_getvalue(tup, desc, 6);
 
 		batch->ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		/* a message names one WAL position: resent rows may span rounds */
-		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message || lsn != m_lsn)
+		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message || lsn != m_lsn ||
+			m_skip || op == EVREP_OP_SKIP ||
+			buf.len + strlen(row) + EVREP_ENVELOPE_BYTES > (Size) evrep_max_message_bytes)
 		{
-			PubInfo *p = find_publication(pubs, npubs, pub);
-
 			if (m != NULL)
 				finish_message(batch, m, &buf);
 			m = palloc0(sizeof(OutboxMessage));
@@ -291,8 +315,8 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 							   &p->incarnation, lsn);
 			m_lsn = lsn;
 		}
-		wire_add_event(&buf, m->nevents == 0, seq, op, SPI_getvalue(tup, desc, 6),
-					   SPI_getvalue(tup, desc, 5));
+		m_skip = op == EVREP_OP_SKIP;
+		wire_add_event(&buf, m->nevents == 0, seq, op, commit_ts, row);
 		m->nevents++;
 		/* a chunk of a copy weighs what it carries */
 		batch->weight += op == 'c' ? evrep_copy_chunk_rows : 1;

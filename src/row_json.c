@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/transam.h"
 #include "catalog/pg_type.h"
@@ -29,6 +30,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/bytea.h"
 #include "utils/datetime.h"
 #include "utils/float.h"
 #include "utils/fmgroids.h"
@@ -231,7 +233,8 @@ fixed_output_settings(void)
 {
 	int level;
 
-	if (DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES && extra_float_digits >= 1)
+	if (DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES &&
+		extra_float_digits >= 1 && bytea_output == BYTEA_OUTPUT_HEX)
 		return -1;
 	level = NewGUCNestLevel();
 	(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
@@ -239,6 +242,9 @@ fixed_output_settings(void)
 	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	/* a row's size limit is checked against the hex form */
+	(void) set_config_option("bytea_output", "hex", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
 	return level;
 }
@@ -249,19 +255,84 @@ row_json_append(StringInfo buf, HeapTuple tuple, TupleDesc desc)
 	row_json_append_columns(buf, tuple, desc, NULL);
 }
 
-void
-row_json_append_columns(StringInfo buf, HeapTuple tuple, TupleDesc desc, const bool *mask)
+/* The length escape_json would give str, quotes included. */
+static Size
+json_string_length(const char *str)
 {
-	Datum *values = palloc(sizeof(Datum) * desc->natts);
-	bool *nulls = palloc(sizeof(bool) * desc->natts);
-	bool first = true;
-	int level = fixed_output_settings();
+	Size len = 2;
 
-	heap_deform_tuple(tuple, desc, values, nulls);
-	appendStringInfoChar(buf, '{');
+	for (const unsigned char *p = (const unsigned char *) str; *p; p++)
+	{
+		if (*p == '"' || *p == '\\' || *p == '\b' || *p == '\f' || *p == '\n' || *p == '\r' ||
+			*p == '\t')
+			len += 2;
+		else if (*p < ' ')
+			len += 6; /* \u00XX */
+		else
+			len++;
+	}
+	return len;
+}
+
+/*
+ * Appends a large value only if its JSON form fits in room bytes, and
+ * makes no form of it that would not: a bytea's hex form is twice its
+ * size (a 600 MB one is past PostgreSQL's 1 GB limit for one string), so
+ * its length decides before byteaout runs; other text forms are at least
+ * as long as the value (a compressed value counts uncompressed).
+ */
+static bool
+append_large_value(StringInfo buf, TypeForm *tf, Datum value, Size room)
+{
+	Size raw = toast_raw_datum_size(value) - VARHDRSZ;
+	char *out;
+
+	if (tf->basetype == BYTEAOID)
+	{
+		/* "\\x", two digits a byte, the quotes */
+		if (2 * raw + 5 > room)
+			return false;
+		append_value(buf, tf, value);
+		return true;
+	}
+	if (raw > room)
+		return false;
+	if (tf->form == FORM_TO_JSON)
+	{
+		text *json = DatumGetTextPP(FunctionCall1(&tf->output, value));
+
+		if (VARSIZE_ANY_EXHDR(json) > room)
+			return false;
+		appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
+		return true;
+	}
+	out = OutputFunctionCall(&tf->output, value);
+	if (json_string_length(out) > room)
+		return false;
+	escape_json(buf, out);
+	pfree(out);
+	return true;
+}
+
+/*
+ * The object's members; false, as soon as it is known, if the object
+ * would pass limit bytes (limit 0: no limit).  Values smaller than
+ * LARGE_VALUE_BYTES are appended before the length is checked: their JSON
+ * (six bytes a character at worst) cannot take the buffer anywhere near
+ * PostgreSQL's 1 GB limit past a limit of at most 512 MB.
+ */
+#define LARGE_VALUE_BYTES (1024 * 1024)
+
+static bool
+append_members(StringInfo buf, Datum *values, bool *nulls, TupleDesc desc, const bool *mask,
+			   Size limit)
+{
+	bool first = true;
+
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
+		TypeForm *tf;
 
 		if (att->attisdropped || (mask != NULL && !mask[i]))
 			continue;
@@ -271,15 +342,50 @@ row_json_append_columns(StringInfo buf, HeapTuple tuple, TupleDesc desc, const b
 		escape_json(buf, NameStr(att->attname));
 		appendStringInfoChar(buf, ':');
 		if (nulls[i])
+		{
 			appendStringInfoString(buf, "null");
+			continue;
+		}
+		tf = lookup_form(att->atttypid);
+		if (limit > 0 && att->attlen == -1 &&
+			(tf->form == FORM_TEXT || tf->form == FORM_TO_JSON) &&
+			toast_raw_datum_size(values[i]) > LARGE_VALUE_BYTES)
+		{
+			if (!append_large_value(buf, tf, values[i], limit > buf->len ? limit - buf->len : 0))
+				return false;
+		}
 		else
-			append_value(buf, lookup_form(att->atttypid), values[i]);
+			append_value(buf, tf, values[i]);
+		if (limit > 0 && buf->len > limit)
+			return false;
 	}
+	return true;
+}
+
+/* Appends the row as a JSON object; false if it would pass limit bytes. */
+static bool
+append_row(StringInfo buf, HeapTuple tuple, TupleDesc desc, const bool *mask, Size limit)
+{
+	Datum *values = palloc(sizeof(Datum) * desc->natts);
+	bool *nulls = palloc(sizeof(bool) * desc->natts);
+	int level = fixed_output_settings();
+	bool fits;
+
+	heap_deform_tuple(tuple, desc, values, nulls);
+	appendStringInfoChar(buf, '{');
+	fits = append_members(buf, values, nulls, desc, mask, limit);
 	appendStringInfoChar(buf, '}');
 	if (level >= 0)
 		AtEOXact_GUC(true, level);
 	pfree(values);
 	pfree(nulls);
+	return fits;
+}
+
+void
+row_json_append_columns(StringInfo buf, HeapTuple tuple, TupleDesc desc, const bool *mask)
+{
+	(void) append_row(buf, tuple, desc, mask, 0);
 }
 
 Datum
@@ -291,12 +397,18 @@ row_json(HeapTuple tuple, TupleDesc desc)
 Datum
 row_json_columns(HeapTuple tuple, TupleDesc desc, const bool *mask)
 {
+	return row_json_bounded(tuple, desc, mask, 0);
+}
+
+Datum
+row_json_bounded(HeapTuple tuple, TupleDesc desc, const bool *mask, Size limit)
+{
 	StringInfoData buf;
-	Datum result;
+	Datum result = (Datum) 0;
 
 	initStringInfo(&buf);
-	row_json_append_columns(&buf, tuple, desc, mask);
-	result = PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
+	if (append_row(&buf, tuple, desc, mask, limit))
+		result = PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
 	pfree(buf.data);
 	return result;
 }

@@ -24,6 +24,12 @@ extern void row_json_append_columns(StringInfo buf, HeapTuple tuple, TupleDesc d
 extern Datum row_json_columns(HeapTuple tuple, TupleDesc desc, const bool *mask);
 
 /*
+ * The same, or (Datum) 0 if the object would pass limit bytes; no value's
+ * form that large is made on the way (limit 0: no limit, at most 512 MB).
+ */
+extern Datum row_json_bounded(HeapTuple tuple, TupleDesc desc, const bool *mask, Size limit);
+
+/*
  * Is a column of this type written as a JSON string of its text (json,
  * jsonb, or a domain over them)?  jsonb_populate_record would take such a
  * string for the value itself, so a reader converts its text instead.

@@ -27,8 +27,8 @@ append_header(StringInfo buf, const char *origin, const char *schema, const char
 	escape_json(buf, table);
 }
 
-static const char *
-op_name(char op)
+const char *
+wire_op_name(char op)
 {
 	switch (op)
 	{
@@ -42,6 +42,8 @@ op_name(char op)
 			return "copy";
 		case 't':
 			return "truncate";
+		case 's':
+			return "skip";
 	}
 	elog(ERROR, "unknown evrep operation code \"%c\"", op);
 	return NULL; /* keep compiler quiet */
@@ -71,14 +73,14 @@ wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commi
 			   const char *row_json)
 {
 	appendStringInfo(buf, "%s{\"seq\":" INT64_FORMAT ",\"op\":\"%s\"", first ? "" : ",", seq,
-					 op_name(op));
+					 wire_op_name(op));
 	if (commit_ts_json != NULL)
 		appendStringInfo(buf, ",\"commit_ts\":%s", commit_ts_json);
-	/* a copy chunk is not a row: it has rows, and the key range they fill */
-	appendStringInfo(buf, ",\"%s\":%s}",
-					 op == 'c'	 ? "copy"
-					 : op == 't' ? "truncate"
-								 : "row",
+	/*
+	 * A copy chunk is not a row: it has rows, and the key range they fill;
+	 * a truncate has options, a skip what was skipped.
+	 */
+	appendStringInfo(buf, ",\"%s\":%s}", op == 'c' || op == 't' || op == 's' ? wire_op_name(op) : "row",
 					 row_json);
 }
 
@@ -162,6 +164,8 @@ parse_op(const char *op)
 		return 'c';
 	if (strcmp(op, "truncate") == 0)
 		return 't';
+	if (strcmp(op, "skip") == 0)
+		return 's';
 	invalid_message(psprintf("unknown op \"%s\"", op));
 	return 0; /* keep compiler quiet */
 }
@@ -265,6 +269,14 @@ parse_event(JsonbValue *ev, WireEvent *out)
 
 	if (out->op == 'c')
 		parse_copy(obj, out);
+	else if (out->op == 's')
+	{
+		/* what the origin skipped: shown to the operator as it came */
+		v = get_field(obj, "skip", jbvBinary, true);
+		if (!JsonContainerIsObject(v->val.binary.data))
+			invalid_message("\"skip\" is not a JSON object");
+		out->row = JsonbValueToJsonb(v);
+	}
 	else if (out->op == 't')
 	{
 		/* its options; a reader takes what it knows of them */

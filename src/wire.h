@@ -11,7 +11,8 @@
  *	 "commit_ts": "...", "row": {...}}, ...]}
  *
  * Revision 2 (evrep 1.1) only adds: readers of revision 1 ignore the new
- * header fields, and park a message with a "truncate" event whole.
+ * header fields, and park a message with a "truncate" or "skip" event
+ * whole (a skip travels alone in its message).
  */
 #ifndef EVREP_WIRE_H
 #define EVREP_WIRE_H
@@ -49,6 +50,9 @@ extern void wire_add_event(StringInfo buf, bool first, int64 seq, char op,
 						   const char *commit_ts_json, const char *row_json);
 extern void wire_end_message(StringInfo buf);
 
+/* "insert", "update", "delete", "copy", "truncate", "skip" */
+extern const char *wire_op_name(char op);
+
 /* "schema.table" with '.', '*', '#' and '%' percent-escaped (palloc'd). */
 extern char *wire_routing_key(const char *schema, const char *table);
 
@@ -75,9 +79,9 @@ typedef struct WireCopy
 typedef struct WireEvent
 {
 	int64 seq;
-	char op;			   /* 'i', 'u', 'd', 'c' (copy), 't' (truncate) */
+	char op;			   /* 'i', 'u', 'd', 'c' (copy), 't' (truncate), 's' (skip) */
 	TimestampTz commit_ts; /* 0 when absent */
-	Jsonb *row;			   /* NULL for a copy; options of a truncate */
+	Jsonb *row;			   /* NULL for a copy; options of a truncate; a skip's object */
 	WireCopy *copy;		   /* only for a copy */
 	Jsonb *event;		   /* the whole event object, for parking */
 } WireEvent;

@@ -1,0 +1,34 @@
+/*
+ * oversize.h
+ *		Rows too large for one message: what is sent instead (oversize.c).
+ */
+#ifndef EVREP_OVERSIZE_H
+#define EVREP_OVERSIZE_H
+
+#include "access/htup.h"
+#include "utils/relcache.h"
+
+/* The outbox op of a skip event, "skip" on the wire */
+#define EVREP_OP_SKIP 's'
+
+/* How large a row's JSON may be in one message (evrep.max_message_bytes) */
+extern Size oversize_row_limit(void);
+
+/*
+ * The row_data of an event whose row did not fit: for a delete, the key
+ * alone (a subscriber deletes by key), which *op keeps; for an insert or
+ * update, a skip event ({"op", "key", "reason"}), which *op becomes,
+ * recorded in evrep.skipped and said to the writer as a WARNING.
+ */
+extern Datum oversize_capture(Relation rel, char *op, HeapTuple tuple);
+
+/*
+ * The same at send time, for an outbox row (JSON text) that was captured
+ * before the limit was lowered, or by evrep 1.0: key_columns is the
+ * publication's key as a JSON array.  record: this is the first time the
+ * row is sent (a resend must not record it twice).  SPI connected.
+ */
+extern char *oversize_skip_at_send(const char *schema, const char *table, const char *key_columns,
+								   char op, const char *row_json, bool record);
+
+#endif /* EVREP_OVERSIZE_H */

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# 64_large_rows: rows at PostgreSQL's size limits neither fail a writer nor
+# stop a stream.  The broker refuses messages over 2 MB (max_message_size)
+# and A sends at most 1 MB (evrep.max_message_bytes): several large rows in
+# one transaction travel in several messages; a row whose JSON is over the
+# limit (a long text, a 600 MB bytea whose hex form PostgreSQL cannot even
+# build, a wide row of 1,600 columns) is captured without failing the writer, goes
+# out as a skip event that B parks naming its key, A records it in
+# evrep.skipped, and the rows after it arrive; a delete of such a row goes
+# out by key; a row captured under a larger limit is skipped when sent.
+# Ports: AMQP 6770, PostgreSQL 6771 (A) and 6772 (B).
+set -uo pipefail
+source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/replication_lib.sh"
+
+MQ=t64mq A=t64a B=t64b
+BIG_DDL='CREATE TABLE big (id int PRIMARY KEY, t text, b bytea)'
+WIDE_DDL="CREATE TABLE wide (id int PRIMARY KEY, $(for i in $(seq 2 1600); do printf 'c%d text,' "$i"; done | sed 's/,$//'))"
+
+topo_up_tap <<EOF
+broker $MQ port=6770
+node $A port=6771 publish=big,wide schema="$BIG_DDL" schema="$WIDE_DDL" conf="evrep.max_message_bytes = '1MB'"
+node $B port=6772 subscribe=big,wide schema="$BIG_DDL" schema="$WIDE_DDL"
+EOF
+
+# the broker's limit is read when a channel opens: A's publisher opens anew
+ok "the broker refuses messages over 2 MB" rmq_ctl "$MQ" eval 'application:set_env(rabbit, max_message_size, 2097152).'
+n0=$(grep -c "evrep publisher connected" "$(pg_logfile "$A")")
+ok "A's publisher restarts" sql "$A" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'evrep publisher'"
+ok "A's publisher reconnects" wait_until 30 "[[ \$(grep -c 'evrep publisher connected' '$(pg_logfile "$A")') -gt $n0 ]]"
+
+b_ids() { sql "$B" "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM $1"; }
+big_md5() { sql "$1" "SELECT md5(coalesce(string_agg(id || ':' || md5(coalesce(t, '')) || ':' || md5(coalesce(b, '')), ',' ORDER BY id), '')) FROM big WHERE id = ANY ('{$2}')"; }
+# writer NODE SQL -- runs SQL, prints its WARNINGs (psql -q keeps them on stderr)
+warnings() { sql "$1" "$2" 2>&1 >/dev/null | grep -c '^WARNING:.*evrep does not send'; }
+
+# --- several large rows in one transaction: more than one message ---------------------
+ok "A: five rows of 300 kB in one transaction, then a small one" sql "$A" "
+    INSERT INTO big SELECT g, repeat(chr(64 + g), 300000), NULL FROM generate_series(1, 5) g;
+    INSERT INTO big VALUES (6, 'small', '\\x06')"
+ok "B receives all six" wait_value 60 "1,2,3,4,5,6" b_ids big
+is "$(big_md5 "$B" 1,2,3,4,5,6)" "$(big_md5 "$A" 1,2,3,4,5,6)" "B's six rows equal A's (md5)"
+
+# --- a row over the limit: the writer goes on, the stream goes on -------------------------
+is "$(warnings "$A" "INSERT INTO big VALUES (7, repeat('x', 3000000), NULL)")" 1 \
+   "A: a 3 MB row is inserted, with a WARNING that it is not sent"
+is "$(sql "$A" 'SELECT count(*) FROM big WHERE id = 7')" 1 "the row is in A's table"
+ok "A: a small row after it" sql "$A" "INSERT INTO big VALUES (8, 'after', NULL)"
+ok "B receives the small row" wait_value 60 "1,2,3,4,5,6,8" b_ids big
+is "$(sql "$A" "SELECT op || ' ' || key::text FROM evrep.skipped WHERE table_name = 'big' ORDER BY skipped_at")" \
+   'insert {"id":7}' "A's evrep.skipped records the insert of id 7"
+
+# the limit classes: a 150 MB text (over RabbitMQ's default 128 MB), a
+# 600 MB bytea (its hex form is over PostgreSQL's 1 GB), a 1,600-column row
+is "$(warnings "$A" "INSERT INTO big VALUES (9, repeat('t', 150 * 1024 * 1024), NULL)")" 1 "A: a 150 MB text is inserted, not sent"
+is "$(warnings "$A" "INSERT INTO big VALUES (10, NULL, convert_to(repeat('b', 600 * 1024 * 1024), 'UTF8'))")" 1 \
+   "A: a 600 MB bytea is inserted, not sent"
+is "$(sql "$A" "SELECT octet_length(b) FROM big WHERE id = 10")" 629145600 "the 600 MB bytea is in A's table"
+# (a page holds some 450 values stored apart from their row at most)
+is "$(warnings "$A" "INSERT INTO wide (id, $(for i in $(seq 2 301); do printf 'c%d,' "$i"; done | sed 's/,$//')) SELECT 1, $(for i in $(seq 2 301); do printf "repeat('w', 5000),"; done | sed 's/,$//')")" 1 \
+   "A: a row of 1,600 columns, 300 of them 5 kB, is inserted, not sent"
+ok "A: a small row of each table after them" sql "$A" "INSERT INTO big VALUES (11, 'after', NULL); INSERT INTO wide (id, c2) VALUES (2, 'small')"
+ok "B receives both" wait_until 60 "[[ \$(b_ids big) == 1,2,3,4,5,6,8,11 && \$(b_ids wide) == 2 ]]"
+
+# --- an update over the limit, then a delete of that row -------------------------------
+is "$(warnings "$A" "UPDATE big SET t = repeat('u', 2000000) WHERE id = 2")" 1 "A: an update to 2 MB is not sent"
+ok "A: a small update after it" sql "$A" "UPDATE big SET t = 'changed' WHERE id = 6"
+ok "B applies the small update" wait_value 60 changed sql "$B" "SELECT t FROM big WHERE id = 6"
+is "$(sql "$B" "SELECT length(t) FROM big WHERE id = 2")" 300000 "B keeps id 2 as it was before the skipped update"
+ok "A: delete id 2, whose row is over the limit" sql "$A" "DELETE FROM big WHERE id = 2"
+ok "B deletes it by key" wait_value 60 "1,3,4,5,6,8,11" b_ids big
+
+# --- captured under a larger limit, sent under the smaller one ----------------------------
+ok "A: the publisher cannot reach the broker; the limit is 4 MB" sql_script "$A" "
+ALTER SYSTEM SET evrep.broker_url = 'amqp://nobody:none@127.0.0.1:1/';
+ALTER SYSTEM SET evrep.max_message_bytes = '4MB';
+SELECT pg_reload_conf();"
+sleep 1
+is "$(warnings "$A" "INSERT INTO big VALUES (12, repeat('s', 1500000), NULL)")" 0 "A: a 1.5 MB row is captured whole under 4 MB"
+ok "A: a small row after it" sql "$A" "INSERT INTO big VALUES (13, 'after', NULL)"
+ok "A: back to the broker, and to 1 MB" sql_script "$A" "
+ALTER SYSTEM RESET evrep.broker_url;
+ALTER SYSTEM RESET evrep.max_message_bytes;
+SELECT pg_reload_conf();"
+ok "B receives the row after it" wait_value 60 "1,3,4,5,6,8,11,13" b_ids big
+is "$(sql "$A" "SELECT count(*) FROM evrep.skipped WHERE key::text = '{\"id\":12}'")" 1 \
+   "A's publisher recorded the 1.5 MB row in evrep.skipped when it sent it"
+
+# --- every skip is a parked event on B naming its key; no number is missing -------------
+is "$(sql "$B" "SELECT string_agg(table_name || ' ' || (body::json -> 'events' -> 0 -> 'skip' ->> 'op') || ' ' || (body::json -> 'events' -> 0 -> 'skip' -> 'key')::jsonb::text, '; ' ORDER BY id) FROM evrep.dead_letter")" \
+   'big insert {"id": 7}; big insert {"id": 9}; big insert {"id": 10}; wide insert {"id": 1}; big update {"id": 2}; big insert {"id": 12}' \
+   "B parked one skip event per row not sent, in order, each naming its key"
+like "$(sql "$B" "SELECT DISTINCT error FROM evrep.dead_letter")" 'the origin skipped this event' "the error says the origin skipped it"
+is "$(sql "$A" "SELECT count(*) FROM evrep.skipped")" 6 "A's evrep.skipped holds the six"
+for t in big wide; do
+    ok "$t: A's outbox drains" wait_value 60 0 outbox_depth "$A"
+    seq=$(last_seq "$A" "$t")
+    ok "$t: B's progress reaches A's last_seq $seq with no gaps" wait_value 60 "$seq|{}" \
+        sql "$B" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$A' AND table_name = '$t'"
+    is "$(sql "$B" "SELECT applied + parked FROM evrep.progress WHERE origin = '$A' AND table_name = '$t'")" "$seq" \
+       "$t: every number applied or parked once on B"
+done
+is "$(grep -c 'PRECONDITION_FAILED' "$(pg_logfile "$A")")" 0 "the broker never refused a message of A's"
+done_testing
