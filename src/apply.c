@@ -516,6 +516,36 @@ claim_new_events(ApplyRun *run)
 	}
 }
 
+/*
+ * The rows a chunk of a copy left out, too large to send: this node kept
+ * what it had for their keys.  Each gets a dead letter naming its key, as
+ * a skip event (which replays as it failed: the row is not here).
+ */
+static void
+park_copy_skips(ApplyRun *run, const WireEvent *ev)
+{
+	ErrorData edata = {0};
+
+	edata.sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+	edata.message = "the origin left this row out of a copy: it was too large to send";
+	edata.hint = "Raise evrep.max_message_bytes on the origin (up to the broker's "
+				 "max_message_size) and update the row there again, or resync the table.";
+	for (int i = 0; i < ev->copy->nskipped; i++)
+	{
+		JsonbValue *key = getIthJsonbValueFromContainer(&ev->copy->skipped->root, i);
+		WireEvent skip = {0};
+		char *text;
+
+		if (key->type != jbvBinary)
+			continue;
+		text = psprintf("{\"seq\":" INT64_FORMAT ",\"op\":\"skip\",\"skip\":{\"op\":\"copy\","
+						"\"key\":%s,\"reason\":\"too large to send\"}}",
+						ev->seq, JsonbToCString(NULL, key->val.binary.data, -1));
+		skip.event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		deadletter_park(run->msg, ev->seq, &edata, wire_single_event(run->msg, &skip), 1);
+	}
+}
+
 /* Counts an applied event; a chunk of a copy moves its copy on. */
 static void
 note_applied(ApplyRun *run, const WireEvent *ev)
@@ -528,6 +558,8 @@ note_applied(ApplyRun *run, const WireEvent *ev)
 	/* the copy holds every key's state from here on: older numbers are moot */
 	if (ev->copy->after == NULL)
 		progress_forget_below(&run->progress, ev->seq);
+	if (ev->copy->nskipped > 0)
+		park_copy_skips(run, ev);
 	copy_chunk_applied(run->msg, ev);
 }
 

@@ -197,7 +197,7 @@ capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id)
 void
 capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask)
 {
-	Datum row = row_json_bounded(tuple, RelationGetDescr(rel), mask, oversize_row_limit());
+	Datum row = row_json_bounded(tuple, RelationGetDescr(rel), mask, evrep_row_limit());
 
 	if (row == (Datum) 0)
 		row = oversize_capture(rel, &op, tuple);

@@ -23,6 +23,7 @@
 #include "optimizer/plancat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -286,12 +287,13 @@ free_reader(RelCacheEntry *entry)
 
 /*
  * The statement that reads one chunk: the rows after $1's key in key
- * order, up to $2 of them, as a json array, with their count and the key
- * of the last one.  Names come from the catalog, quoted.  The lower bound
- * is a row comparison against a lateral row (ROW() keeps a one-column key
- * one too), so the primary key's index serves it at any depth of the
- * table.  Materialized in key order, the rows are aggregated in the order
- * they were stored, and only the last one's key is built.
+ * order, up to $2 of them, each as evrep writes it (NULL if too large to
+ * send) with its key object.  Names come from the catalog, quoted.  The
+ * lower bound is a row comparison against a lateral row (ROW() keeps a
+ * one-column key one too), so the primary key's index serves it at any
+ * depth of the table.  Materialized in key order, the rows come out in
+ * the order they were stored; read through a cursor, a row's JSON is made
+ * only when the chunk has room for it.
  */
 /*
  * A table's contract narrows the chunk: sel lists the published columns
@@ -301,21 +303,20 @@ free_reader(RelCacheEntry *entry)
  */
 static char *
 chunk_sql(const char *qualname, bool from_start, const char *tkeys, const char *rkeys,
-		  const char *desc, const char *obj, const char *sel, const char *filter)
+		  const char *obj, const char *sel, const char *filter)
 {
 	const char *and_filter = filter ? psprintf(" AND (%s)", filter) : "";
 
 	return psprintf(
 		"WITH c AS MATERIALIZED (SELECT %s FROM %s ORDER BY %s LIMIT $2)"
-		" SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.json_agg(evrep._row_json(c)) FROM c),"
-		" (SELECT pg_catalog.jsonb_build_object(%s) FROM (SELECT * FROM c ORDER BY %s LIMIT 1) c)",
+		" SELECT evrep._row_json(c)::pg_catalog.text, pg_catalog.jsonb_build_object(%s) FROM c",
 		sel,
 		from_start ? psprintf("%s t WHERE $1::pg_catalog.jsonb IS NULL%s", qualname, and_filter)
 				   : psprintf("pg_catalog.jsonb_populate_record(NULL::%s, $1) r,"
 							  " LATERAL (SELECT * FROM %s t WHERE ROW(%s) > ROW(%s)%s"
 							  " ORDER BY %s LIMIT $2) t",
 							  qualname, qualname, tkeys, rkeys, and_filter, tkeys),
-		tkeys, obj, desc);
+		tkeys, obj);
 }
 
 /* "t.*", or the column list's columns of t. */
@@ -370,7 +371,7 @@ prepare_reader(ChunkReader *r, const CopyJob *job)
 {
 	char *qualname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->head.key)),
 												get_rel_name(r->head.key));
-	StringInfoData key_desc, tkeys, rkeys, desc, obj;
+	StringInfoData key_desc, tkeys, rkeys, obj;
 	char *sel;
 	char *filter = NULL;
 	int ret;
@@ -388,7 +389,6 @@ prepare_reader(ChunkReader *r, const CopyJob *job)
 	initStringInfo(&key_desc);
 	initStringInfo(&tkeys);
 	initStringInfo(&rkeys);
-	initStringInfo(&desc);
 	initStringInfo(&obj);
 	appendStringInfoChar(&key_desc, '[');
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -423,7 +423,6 @@ prepare_reader(ChunkReader *r, const CopyJob *job)
 									 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
 		else
 			appendStringInfo(&rkeys, "%sr.%s", sep, q);
-		appendStringInfo(&desc, "%sc.%s DESC", sep, q);
 		appendStringInfo(&obj, "%s%s, c.%s%s", sep, quote_literal_cstr(name), q,
 						 as_text ? "::pg_catalog.text" : "");
 	}
@@ -437,10 +436,8 @@ prepare_reader(ChunkReader *r, const CopyJob *job)
 		filter = contract_filter_sql(rel, job->filter);
 		table_close(rel, AccessShareLock);
 	}
-	r->first = prepare_chunk(
-		chunk_sql(qualname, true, tkeys.data, rkeys.data, desc.data, obj.data, sel, filter));
-	r->next = prepare_chunk(
-		chunk_sql(qualname, false, tkeys.data, rkeys.data, desc.data, obj.data, sel, filter));
+	r->first = prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, obj.data, sel, filter));
+	r->next = prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, obj.data, sel, filter));
 	r->key_desc = MemoryContextStrdup(relcache_memory(readers), key_desc.data);
 	if (job->columns != (Datum) 0)
 		r->columns_src =
@@ -484,9 +481,80 @@ get_reader(Oid relid)
 	return (ChunkReader *) relcache_get(readers, relid);
 }
 
-/* The chunk's body: {"for", "request", "estimate", "key", "after", "upto", "rows"}. */
+/*
+ * One chunk as read: its rows (a JSON array), the keys of the rows too
+ * large to send (a JSON array of key objects), and the key of the last
+ * row it covers.
+ */
+typedef struct ChunkRows
+{
+	StringInfoData rows;
+	StringInfoData skipped;
+	int64 nrows; /* rows covered, the skipped ones too */
+	int64 nskipped;
+	Datum upto; /* jsonb */
+	bool last;	/* no rows after these */
+} ChunkRows;
+
+/*
+ * Reads a chunk: up to evrep.copy_chunk_rows rows, fewer when the next
+ * would take the chunk past evrep.max_message_bytes.  A row whose own JSON
+ * does not fit (NULL from evrep._row_json) is covered by its key alone, in
+ * "skipped": the subscriber keeps what it has for that key and parks a
+ * dead letter naming it.
+ */
+static void
+read_chunk(SPIPlanPtr plan, Datum *values, const char *nulls, ChunkRows *c)
+{
+	Portal portal = SPI_cursor_open(NULL, plan, values, nulls, true);
+	Size budget = evrep_row_limit();
+	int64 fetched = 0;
+	bool cut = false;
+
+	memset(c, 0, sizeof(ChunkRows));
+	initStringInfo(&c->rows);
+	initStringInfo(&c->skipped);
+	appendStringInfoChar(&c->rows, '[');
+	appendStringInfoChar(&c->skipped, '[');
+	for (;;)
+	{
+		char *row;
+		bool isnull;
+		Datum key;
+		StringInfo into;
+
+		SPI_cursor_fetch(portal, true, 1);
+		if (SPI_processed == 0)
+			break;
+		fetched++;
+		row = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (row != NULL && c->nrows > 0 && c->rows.len + c->skipped.len + strlen(row) + 2 > budget)
+		{
+			cut = true;
+			break;
+		}
+		key = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		into = row != NULL ? &c->rows : &c->skipped;
+		if (into->len > 1)
+			appendStringInfoChar(into, ',');
+		appendStringInfoString(into, row != NULL ? row : JsonbToCString(NULL, &DatumGetJsonbP(key)->root, -1));
+		c->nskipped += row == NULL;
+		c->nrows++;
+		c->upto = datumCopy(key, false, -1);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	appendStringInfoChar(&c->rows, ']');
+	appendStringInfoChar(&c->skipped, ']');
+	c->last = !cut && fetched < evrep_copy_chunk_rows;
+}
+
+/*
+ * The chunk's body: {"for", "request", "estimate", "key", "after", "upto",
+ * "rows"}, and "skipped" when it has keys.
+ */
 static Datum
-chunk_body(const CopyJob *job, const char *key_desc, Datum rows, Datum upto, bool last)
+chunk_body(const CopyJob *job, const char *key_desc, const ChunkRows *c)
 {
 	StringInfoData buf;
 
@@ -500,8 +568,10 @@ chunk_body(const CopyJob *job, const char *key_desc, Datum rows, Datum upto, boo
 		&buf, ",\"after\":%s",
 		job->from_start ? "null" : JsonbToCString(NULL, &DatumGetJsonbP(job->last_key)->root, -1));
 	appendStringInfo(&buf, ",\"upto\":%s",
-					 last ? "null" : JsonbToCString(NULL, &DatumGetJsonbP(upto)->root, -1));
-	appendStringInfo(&buf, ",\"rows\":%s}", rows == (Datum) 0 ? "[]" : TextDatumGetCString(rows));
+					 c->last ? "null" : JsonbToCString(NULL, &DatumGetJsonbP(c->upto)->root, -1));
+	if (c->nskipped > 0)
+		appendStringInfo(&buf, ",\"skipped\":%s", c->skipped.data);
+	appendStringInfo(&buf, ",\"rows\":%s}", c->rows.data);
 	return CStringGetTextDatum(buf.data);
 }
 
@@ -522,10 +592,7 @@ copy_next_chunk(bool *more)
 	CopyJob job;
 	ChunkReader *reader;
 	Datum values[5];
-	bool isnull;
-	Datum rows, upto;
-	int64 nrows;
-	bool last;
+	ChunkRows chunk;
 	int64 id;
 
 	*more = false;
@@ -540,33 +607,36 @@ copy_next_chunk(bool *more)
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
 	reader = reader_for(&job);
-	spi_check(SPI_execute_plan(job.from_start ? reader->first : reader->next, values,
-							   job.from_start ? "n " : "  ", true, 1),
-			  SPI_OK_SELECT, 1, "could not read a chunk of a copy");
-	nrows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (isnull)
-		rows = (Datum) 0;
-	upto = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	last = nrows < evrep_copy_chunk_rows;
+	read_chunk(job.from_start ? reader->first : reader->next, values,
+			   job.from_start ? "n " : "  ", &chunk);
 	if (evrep_copy_rate_limit > 0)
 		next_chunk_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													nrows * 1000 / evrep_copy_rate_limit);
+													chunk.nrows * 1000 / evrep_copy_rate_limit);
+	if (chunk.nskipped > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("evrep copy for node \"%s\" leaves out " INT64_FORMAT
+						" rows too large to send",
+						job.requester, chunk.nskipped),
+				 errdetail("Keys: %s. Their JSON form is over evrep.max_message_bytes (%d bytes).",
+						   chunk.skipped.data, evrep_max_message_bytes),
+				 errhint("The subscriber keeps what it has for them and parks a dead letter "
+						 "naming each.")));
 
-	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, reader->key_desc, rows, upto, last));
+	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, reader->key_desc, &chunk));
 
 	values[0] = Int32GetDatum(job.pub_id);
 	values[1] = CStringGetTextDatum(job.requester);
-	values[2] = last ? (Datum) 0 : upto;
-	values[3] = Int64GetDatum(nrows);
-	values[4] = BoolGetDatum(last);
+	values[2] = chunk.last ? (Datum) 0 : chunk.upto;
+	values[3] = Int64GetDatum(chunk.nrows);
+	values[4] = BoolGetDatum(chunk.last);
 	spi_check(SPI_execute_plan(spi_kept_plan(&advance_plan, advance_query, 5,
 											 (Oid[]){INT4OID, TEXTOID, JSONBOID, INT8OID, BOOLOID}),
-							   values, last ? "  n  " : "     ", false, 0),
+							   values, chunk.last ? "  n  " : "     ", false, 0),
 			  SPI_OK_UPDATE, 1, "could not advance an evrep copy job");
-	if (last)
+	if (chunk.last)
 		ereport(LOG, (errmsg("evrep: copy for node \"%s\" sent, last chunk " INT64_FORMAT " rows",
-							 job.requester, nrows)));
-	*more = !last || job.others;
+							 job.requester, chunk.nrows)));
+	*more = !chunk.last || job.others;
 	return id;
 }

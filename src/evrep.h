@@ -44,6 +44,13 @@ extern int evrep_max_message_bytes;	  /* largest message the publisher sends */
  * at most: a row may take evrep.max_message_bytes less this.
  */
 #define EVREP_ENVELOPE_BYTES (16 * 1024)
+
+/* How large one row's JSON may be: it must fit in a message */
+static inline Size
+evrep_row_limit(void)
+{
+	return (Size) evrep_max_message_bytes - EVREP_ENVELOPE_BYTES;
+}
 extern int evrep_bind_timeout;				   /* ms evrep_subscribe waits for a binding */
 extern int evrep_reconnect_max;				   /* ms, cap of the reconnect backoff */
 

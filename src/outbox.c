@@ -250,7 +250,7 @@ find_publication(PubInfo *pubs, int npubs, int32 id)
 static char *
 row_to_send(PubInfo *p, char *op, char *row, bool first_time)
 {
-	if (*op == 'c' || *op == 't' || *op == EVREP_OP_SKIP || strlen(row) <= oversize_row_limit())
+	if (*op == 'c' || *op == 't' || *op == EVREP_OP_SKIP || strlen(row) <= evrep_row_limit())
 		return row;
 	row = oversize_skip_at_send(p->schema, p->table, p->key_json, *op, row, first_time);
 	if (*op != 'd')

@@ -39,12 +39,6 @@
 /* skipped_at, schema_name, table_name, op, key, reason */
 #define SKIPPED_NATTS 6
 
-Size
-oversize_row_limit(void)
-{
-	return (Size) evrep_max_message_bytes - EVREP_ENVELOPE_BYTES;
-}
-
 /* The primary key's columns, as a mask over the relation's attributes. */
 static bool *
 key_mask(Relation rel)

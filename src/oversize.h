@@ -11,9 +11,6 @@
 /* The outbox op of a skip event, "skip" on the wire */
 #define EVREP_OP_SKIP 's'
 
-/* How large a row's JSON may be in one message (evrep.max_message_bytes) */
-extern Size oversize_row_limit(void);
-
 /*
  * The row_data of an event whose row did not fit: for a delete, the key
  * alone (a subscriber deletes by key), which *op keeps; for an insert or

@@ -40,6 +40,7 @@
 #include "utils/memutils.h"
 #include "utils/typcache.h"
 
+#include "evrep.h"
 #include "relcache.h"
 #include "row_json.h"
 
@@ -423,7 +424,8 @@ row_json_is_text_of_json(Oid typid)
 
 /*
  * evrep._row_json(record): a row as evrep writes it, for the statements
- * that read rows in SQL (the chunks of a copy).
+ * that read rows in SQL (the chunks of a copy); NULL for a row whose JSON
+ * would not fit in a message (evrep.max_message_bytes).
  */
 PG_FUNCTION_INFO_V1(evrep_row_json);
 
@@ -440,7 +442,9 @@ evrep_row_json(PG_FUNCTION_ARGS)
 	ItemPointerSetInvalid(&tuple.t_self);
 	tuple.t_tableOid = InvalidOid;
 	tuple.t_data = rec;
-	result = row_json(&tuple, desc);
+	result = row_json_bounded(&tuple, desc, NULL, evrep_row_limit());
 	ReleaseTupleDesc(desc);
+	if (result == (Datum) 0)
+		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
 }

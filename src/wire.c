@@ -236,6 +236,14 @@ parse_copy(JsonbContainer *ev, WireEvent *out)
 		invalid_message("\"rows\" is not an array");
 	c->nrows = JsonContainerSize(v->val.binary.data);
 	c->rows = JsonbValueToJsonb(v);
+	v = get_field(obj, "skipped", jbvBinary, false);
+	if (v != NULL)
+	{
+		if (!JsonContainerIsArray(v->val.binary.data))
+			invalid_message("\"skipped\" is not an array");
+		c->nskipped = JsonContainerSize(v->val.binary.data);
+		c->skipped = JsonbValueToJsonb(v);
+	}
 	out->copy = c;
 }
 

@@ -73,6 +73,8 @@ typedef struct WireCopy
 	Jsonb *upto;		   /* key object, or NULL */
 	Jsonb *rows;		   /* array of row objects */
 	int nrows;
+	Jsonb *skipped; /* key objects of rows too large to send, or NULL */
+	int nskipped;
 } WireCopy;
 
 /* A parsed message; strings point into palloc'd copies. */

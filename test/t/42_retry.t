@@ -5,7 +5,7 @@
 # its attempt count and its neighbours are applied; a truly transient
 # error (serialization failure) is retried for as long as it lasts and
 # parks nothing; order per key holds throughout.
-# Ports: AMQP 5781, PostgreSQL 5921 (A) and 5922 (B).
+# Ports: AMQP 5786, PostgreSQL 5921 (A) and 5922 (B).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/replication_lib.sh"
@@ -37,7 +37,7 @@ printf '%s\n' "$FAULTS" >"$faults"
 on_exit "rm -f '$faults'"
 
 topo_up_tap <<EOF
-broker $MQ port=5781
+broker $MQ port=5786
 node $A port=5921 publish=customer schema="$CUSTOMER_DDL"
 node $B port=5922 subscribe=customer schema="$CUSTOMER_DDL" schema="$faults" \
     conf='evrep.apply_max_attempts = 3'

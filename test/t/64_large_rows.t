@@ -7,7 +7,9 @@
 # build, a wide row of 1,600 columns) is captured without failing the writer, goes
 # out as a skip event that B parks naming its key, A records it in
 # evrep.skipped, and the rows after it arrive; a delete of such a row goes
-# out by key; a row captured under a larger limit is skipped when sent.
+# out by key; a row captured under a larger limit is skipped when sent; a
+# copy (evrep_resync) cuts its chunks within the limit and leaves out, by
+# key, the rows that do not fit, keeping what the subscriber has for them.
 # Ports: AMQP 6770, PostgreSQL 6771 (A) and 6772 (B).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
@@ -100,5 +102,23 @@ for t in big wide; do
     is "$(sql "$B" "SELECT applied + parked FROM evrep.progress WHERE origin = '$A' AND table_name = '$t'")" "$seq" \
        "$t: every number applied or parked once on B"
 done
+
+# --- a copy meets the same rows: chunks within the limit, large rows left out ---------
+# B holds a row of its own for key 7 (which A cannot send) and one for key 99
+# (which A lacks); the copy keeps the first, deletes the second, and parks a
+# dead letter for each row it left out: 7, 9, 10 and 12.
+ok "B: rows of its own for keys 7 and 99" sql "$B" "INSERT INTO big VALUES (7, 'local', NULL), (99, 'local', NULL)"
+ok "B: evrep_resync('big')" sql "$B" "SELECT evrep_resync('big')"
+ok "the copy is done on B" wait_value 120 done \
+    sql "$B" "SELECT phase FROM evrep.sync_status WHERE role = 'receive' AND table_name = 'big'"
+is "$(b_ids big)" "1,3,4,5,6,7,8,11,13" "B holds A's rows that fit, its own row for key 7, not its row for key 99"
+is "$(sql "$B" "SELECT t FROM big WHERE id = 7")" local "B's row for key 7 is left as it was"
+is "$(big_md5 "$B" 1,3,4,5,6,8,11,13)" "$(big_md5 "$A" 1,3,4,5,6,8,11,13)" "the rows that fit equal A's (md5)"
+is "$(sql "$B" "SELECT string_agg((body::json -> 'events' -> 0 -> 'skip' -> 'key')::jsonb::text, ' ' ORDER BY id) FROM evrep.dead_letter WHERE body::json -> 'events' -> 0 -> 'skip' ->> 'op' = 'copy'")" \
+   '{"id": 7} {"id": 9} {"id": 10} {"id": 12}' "B parked one dead letter per row the copy left out, naming its key"
+like "$(grep 'leaves out' "$(pg_logfile "$A")" | head -1)" 'WARNING' "A warned that the copy leaves rows out"
+ok "A: a row after the copy" sql "$A" "INSERT INTO big VALUES (14, 'after the copy', NULL)"
+ok "B receives it" wait_value 60 1 sql "$B" "SELECT count(*) FROM big WHERE id = 14"
+
 is "$(grep -c 'PRECONDITION_FAILED' "$(pg_logfile "$A")")" 0 "the broker never refused a message of A's"
 done_testing
