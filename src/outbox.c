@@ -61,11 +61,22 @@
  * the batch is built from them without reading them again; column 8 is
  * the commit time to store.
  */
+/*
+ * A round also stops before its rows pass $4 bytes (the first row always
+ * goes): a backlog of rows of some MB each would otherwise be read whole,
+ * thousands at a time.  The rows' stored sizes decide before their text is
+ * made; column 9, the id after a row's in the scan, tells a cut round.
+ */
 static const char *const unnumbered_query =
 	"SELECT id, pub_id, seq, op, row_data::text,"
-	" pg_catalog.to_json(CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END)::text,"
-	" NULL::pg_catalog.pg_lsn, CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(xmin) END"
-	" FROM evrep.outbox WHERE seq IS NULL AND id > $3 ORDER BY id LIMIT $1";
+	" pg_catalog.to_json(CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(x) END)::text,"
+	" NULL::pg_catalog.pg_lsn, CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(x) END, next"
+	" FROM (SELECT l.*,"
+	" pg_catalog.sum(pg_catalog.pg_column_size(row_data)) OVER w"
+	" - pg_catalog.pg_column_size(row_data) AS before, pg_catalog.lead(id) OVER w AS next"
+	" FROM (SELECT id, pub_id, seq, op, row_data, xmin AS x FROM evrep.outbox"
+	" WHERE seq IS NULL AND id > $3 ORDER BY id LIMIT $1) l WINDOW w AS (ORDER BY id)) s"
+	" WHERE before < $4 ORDER BY id";
 
 /*
  * Read in id order from the primary keys, stopping at the limit.  The
@@ -163,6 +174,12 @@ static int64 mark_seqval = 0;						  /* a candidate value ... */
 static TransactionId mark_xid = InvalidTransactionId; /* ... once xmin passes this */
 static int64 numbered_upto_at_commit = -1;			  /* set by this transaction */
 static bool xact_callback_registered = false;
+
+/* A round reads rows of at most this many full messages */
+#define ROUND_MESSAGES 2
+
+/* The last round stopped with rows left: at max_events, or at its bytes */
+static bool round_full = false;
 
 static SPIPlanPtr unnumbered_plan = NULL;
 static SPIPlanPtr reserve_plan = NULL;
@@ -433,12 +450,23 @@ outbox_seq_value(void)
  * Reads up to max_events unnumbered rows above numbered_upto, and moves
  * numbered_upto's candidate on (see there).
  */
+/* Did the last unnumbered scan leave rows it read (column 9 of its last row)? */
+static bool
+round_cut(void)
+{
+	bool isnull;
+
+	(void) SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1], SPI_tuptable->tupdesc, 9, &isnull);
+	return !isnull;
+}
+
 static int
 read_unnumbered(int max_events)
 {
-	Oid argtypes[3] = {INT4OID, BOOLOID, INT8OID};
-	Datum values[3];
+	Oid argtypes[4] = {INT4OID, BOOLOID, INT8OID, INT8OID};
+	Datum values[4];
 	int64 seqval = outbox_seq_value();
+	bool stopped;
 	TransactionId next_xid = XidFromFullTransactionId(ReadNextFullTransactionId());
 	Snapshot snap;
 	TransactionId xmin;
@@ -460,15 +488,18 @@ read_unnumbered(int max_events)
 	values[0] = Int32GetDatum(max_events);
 	values[1] = BoolGetDatum(track_commit_timestamp);
 	values[2] = Int64GetDatum(numbered_upto);
+	values[3] = Int64GetDatum((int64) evrep_max_message_bytes * ROUND_MESSAGES);
 	level = planner_avoid(unnumbered_avoid);
-	spi_check(SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 3, argtypes),
+	spi_check(SPI_execute_snapshot(spi_kept_plan(&unnumbered_plan, unnumbered_query, 4, argtypes),
 								   values, NULL, snap, InvalidSnapshot, false, false, 0),
 			  SPI_OK_SELECT, ANY_ROWS, "could not read unnumbered outbox rows");
 	planner_restore(level);
+	stopped = SPI_processed == (uint64) max_events || (SPI_processed > 0 && round_cut());
+	round_full = stopped;
 
 	/*
-	 * A scan that stopped at max_events took every row up to the last one
-	 * it returned: in a backlog the next scan starts there, not at the
+	 * A scan that stopped at max_events (or at the round's bytes) took
+	 * every row up to the last one it returned: in a backlog the next scan starts there, not at the
 	 * first row still in flight (each round walked all earlier batches).
 	 */
 	if (seqval >= 0)
@@ -477,7 +508,7 @@ read_unnumbered(int max_events)
 		{
 			int64 upto = mark_seqval;
 
-			if (SPI_processed == (uint64) max_events)
+			if (stopped)
 			{
 				bool isnull;
 				int64 last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1],
@@ -636,7 +667,7 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 		 * A chunk is numbered right after every change its snapshot saw:
 		 * only once this snapshot's changes are all numbered.
 		 */
-		if (copy_chunk != NULL && n == max_events)
+		if (copy_chunk != NULL && round_full)
 			*copy_more = true;
 		else if (copy_chunk != NULL)
 		{
@@ -657,7 +688,7 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 
 			batch = build_batch(pubs, npubs, max_per_message, rows, n, seqs, mcxt);
 		}
-		if (batch != NULL && n >= max_events)
+		if (batch != NULL && (n >= max_events || round_full))
 			batch->more = true;
 	}
 	SPI_finish();

@@ -120,5 +120,15 @@ like "$(grep 'leaves out' "$(pg_logfile "$A")" | head -1)" 'WARNING' "A warned t
 ok "A: a row after the copy" sql "$A" "INSERT INTO big VALUES (14, 'after the copy', NULL)"
 ok "B receives it" wait_value 60 1 sql "$B" "SELECT count(*) FROM big WHERE id = 14"
 
+# --- a backlog of rows near the limit: rounds stop at their bytes ------------------------
+# (a round reads rows of two messages at most; every row is numbered once)
+ok "A: ten rows of 900 kB in one transaction" sql "$A" "
+    INSERT INTO big SELECT g, repeat(chr(33 + g % 90), 900000), NULL FROM generate_series(30, 39) g"
+ok "B receives the ten" wait_value 60 10 sql "$B" "SELECT count(*) FROM big WHERE id BETWEEN 30 AND 39"
+is "$(big_md5 "$B" 30,31,32,33,34,35,36,37,38,39)" "$(big_md5 "$A" 30,31,32,33,34,35,36,37,38,39)" "B's ten rows equal A's (md5)"
+ok "A's outbox drains" wait_value 60 0 outbox_depth "$A"
+seq=$(last_seq "$A" big)
+ok "big: B's progress reaches A's last_seq $seq with no gaps" wait_value 60 "$seq|{}" \
+    sql "$B" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$A' AND table_name = 'big'"
 is "$(grep -c 'PRECONDITION_FAILED' "$(pg_logfile "$A")")" 0 "the broker never refused a message of A's"
 done_testing
