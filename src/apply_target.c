@@ -883,13 +883,12 @@ apply_target_event(ApplyTarget *t, const WireEvent *ev)
 		return;
 	}
 	if (ev->op == 's')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the origin skipped this event: its row was too large to send"),
-				 errdetail("Skipped: %s.", JsonbToCString(NULL, &ev->row->root, -1)),
-				 errhint("Raise evrep.max_message_bytes on the origin (up to the broker's "
-						 "max_message_size) and update the row there again, or resync the "
-						 "table.")));
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("the origin skipped this event: its row was too large to send"),
+						errdetail("Skipped: %s.", JsonbToCString(NULL, &ev->row->root, -1)),
+						errhint("Raise evrep.max_message_bytes on the origin (up to the broker's "
+								"max_message_size) and update the row there again, or resync the "
+								"table.")));
 	use = palloc(sizeof(bool) * t->ncols);
 	all = columns_in_use(t, &ev->row->root, use, 1);
 

@@ -263,7 +263,6 @@ truncate_options(Relation rel)
 																: "{\"restart_identity\":false}"));
 }
 
-
 /*
  * The outbox row is written straight to the heap and the one index of the
  * current partition: the executor machinery of an SPI INSERT cost several

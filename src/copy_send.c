@@ -436,8 +436,10 @@ prepare_reader(ChunkReader *r, const CopyJob *job)
 		filter = contract_filter_sql(rel, job->filter);
 		table_close(rel, AccessShareLock);
 	}
-	r->first = prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, obj.data, sel, filter));
-	r->next = prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, obj.data, sel, filter));
+	r->first =
+		prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, obj.data, sel, filter));
+	r->next =
+		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, obj.data, sel, filter));
 	r->key_desc = MemoryContextStrdup(relcache_memory(readers), key_desc.data);
 	if (job->columns != (Datum) 0)
 		r->columns_src =
@@ -537,7 +539,8 @@ read_chunk(SPIPlanPtr plan, Datum *values, const char *nulls, ChunkRows *c)
 		into = row != NULL ? &c->rows : &c->skipped;
 		if (into->len > 1)
 			appendStringInfoChar(into, ',');
-		appendStringInfoString(into, row != NULL ? row : JsonbToCString(NULL, &DatumGetJsonbP(key)->root, -1));
+		appendStringInfoString(
+			into, row != NULL ? row : JsonbToCString(NULL, &DatumGetJsonbP(key)->root, -1));
 		c->nskipped += row == NULL;
 		c->nrows++;
 		c->upto = datumCopy(key, false, -1);
@@ -607,21 +610,21 @@ copy_next_chunk(bool *more)
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
 	reader = reader_for(&job);
-	read_chunk(job.from_start ? reader->first : reader->next, values,
-			   job.from_start ? "n " : "  ", &chunk);
+	read_chunk(job.from_start ? reader->first : reader->next, values, job.from_start ? "n " : "  ",
+			   &chunk);
 	if (evrep_copy_rate_limit > 0)
 		next_chunk_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													chunk.nrows * 1000 / evrep_copy_rate_limit);
 	if (chunk.nskipped > 0)
-		ereport(WARNING,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("evrep copy for node \"%s\" leaves out " INT64_FORMAT
-						" rows too large to send",
-						job.requester, chunk.nskipped),
-				 errdetail("Keys: %s. Their JSON form is over evrep.max_message_bytes (%d bytes).",
-						   chunk.skipped.data, evrep_max_message_bytes),
-				 errhint("The subscriber keeps what it has for them and parks a dead letter "
-						 "naming each.")));
+		ereport(
+			WARNING,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("evrep copy for node \"%s\" leaves out " INT64_FORMAT " rows too large to send",
+					job.requester, chunk.nskipped),
+			 errdetail("Keys: %s. Their JSON form is over evrep.max_message_bytes (%d bytes).",
+					   chunk.skipped.data, evrep_max_message_bytes),
+			 errhint("The subscriber keeps what it has for them and parks a dead letter "
+					 "naming each.")));
 
 	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, reader->key_desc, &chunk));
 

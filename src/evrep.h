@@ -38,6 +38,8 @@ extern int evrep_apply_max_attempts;  /* tries of a message before it is parked 
 extern int evrep_copy_chunk_rows;	  /* rows per chunk of a copy */
 extern int evrep_copy_rate_limit;	  /* rows/s a copy sends at most; 0: no limit */
 extern int evrep_max_message_bytes;	  /* largest message the publisher sends */
+extern int evrep_bind_timeout;		  /* ms evrep_subscribe waits for a binding */
+extern int evrep_reconnect_max;		  /* ms, cap of the reconnect backoff */
 
 /*
  * What a message holds besides its events' rows (names, key, history),
@@ -51,8 +53,6 @@ evrep_row_limit(void)
 {
 	return (Size) evrep_max_message_bytes - EVREP_ENVELOPE_BYTES;
 }
-extern int evrep_bind_timeout;				   /* ms evrep_subscribe waits for a binding */
-extern int evrep_reconnect_max;				   /* ms, cap of the reconnect backoff */
 
 /*
  * Shared memory.  The publisher advertises its latch so that committing

@@ -348,8 +348,7 @@ append_members(StringInfo buf, Datum *values, bool *nulls, TupleDesc desc, const
 			continue;
 		}
 		tf = lookup_form(att->atttypid);
-		if (limit > 0 && att->attlen == -1 &&
-			(tf->form == FORM_TEXT || tf->form == FORM_TO_JSON) &&
+		if (limit > 0 && att->attlen == -1 && (tf->form == FORM_TEXT || tf->form == FORM_TO_JSON) &&
 			toast_raw_datum_size(values[i]) > LARGE_VALUE_BYTES)
 		{
 			if (!append_large_value(buf, tf, values[i], limit > buf->len ? limit - buf->len : 0))

@@ -80,8 +80,8 @@ wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commi
 	 * A copy chunk is not a row: it has rows, and the key range they fill;
 	 * a truncate has options, a skip what was skipped.
 	 */
-	appendStringInfo(buf, ",\"%s\":%s}", op == 'c' || op == 't' || op == 's' ? wire_op_name(op) : "row",
-					 row_json);
+	appendStringInfo(buf, ",\"%s\":%s}",
+					 op == 'c' || op == 't' || op == 's' ? wire_op_name(op) : "row", row_json);
 }
 
 void
