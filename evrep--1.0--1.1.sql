@@ -399,6 +399,27 @@ GRANT INSERT (target_schema, target_table) ON evrep.subscription TO evrep_admin;
  * published table's (the origin's), target_schema and target_table the
  * local one the events go to (its name now).
  */
+-- rows too large to send
+/*
+ * An insert or update whose row's JSON is over evrep.max_message_bytes is
+ * not sent (oversize.c): its number goes out as a skip event, which
+ * subscribers park, naming the key, and the origin keeps a row here,
+ * written by the capture in the writer's transaction (or by the publisher
+ * for a row captured before the limit was lowered).
+ */
+CREATE TABLE evrep.skipped (
+	skipped_at	timestamptz NOT NULL,
+	schema_name	text NOT NULL,
+	table_name	text NOT NULL,
+	op			text NOT NULL,		-- insert or update
+	key			json NOT NULL,		-- the row's primary key
+	reason		text NOT NULL
+);
+COMMENT ON TABLE evrep.skipped IS
+'rows a writer changed that were too large to send (over evrep.max_message_bytes); subscribers parked a skip event for each';
+GRANT SELECT, DELETE ON evrep.skipped TO evrep_admin;
+GRANT SELECT ON evrep.skipped TO pg_monitor;
+
 CREATE OR REPLACE VIEW evrep.status AS
 SELECT 'publish'::text AS role,
 	   current_setting('evrep.node_name') AS origin,
@@ -419,7 +440,9 @@ SELECT 'publish'::text AS role,
 	   (evrep.current_incarnation()).started_at AS history_changed_at,
 	   NULL::text AS repair,
 	   NULL::text AS target_schema,
-	   NULL::text AS target_table
+	   NULL::text AS target_table,
+	   (SELECT count(*) FROM evrep.skipped k
+		WHERE k.schema_name = p.schema_name AND k.table_name = p.table_name) AS not_sent
 FROM evrep.publication p
 LEFT JOIN LATERAL (
 	SELECT count(*) AS depth,
@@ -452,7 +475,7 @@ SELECT 'apply', g.origin, g.schema_name, g.table_name,
 			WHEN g.repair_request IS NOT NULL AND s.request_id > g.repair_request
 			THEN g.repair || ': superseded by a later copy'
 			ELSE g.repair END,
-	   t.target_schema, t.target_table
+	   t.target_schema, t.target_table, NULL::bigint
 FROM evrep.progress g
 LEFT JOIN evrep.sync s ON s.schema_name = g.schema_name AND s.table_name = g.table_name
 LEFT JOIN LATERAL (
@@ -471,7 +494,7 @@ SELECT 'apply', d.origin, d.schema_name, d.table_name,
 	   (pg_catalog.array_agg(d.error || coalesce(' HINT: ' || d.hint, '') ORDER BY d.id DESC))[1],
 	   NULL, NULL, NULL, NULL, NULL,
 	   (pg_catalog.array_agg(d.target_schema ORDER BY d.id DESC))[1],
-	   (pg_catalog.array_agg(d.target_table ORDER BY d.id DESC))[1]
+	   (pg_catalog.array_agg(d.target_table ORDER BY d.id DESC))[1], NULL
 FROM evrep.dead_letter d
 WHERE d.replayed_at IS NULL AND d.origin IS NOT NULL AND d.table_name IS NOT NULL
   AND NOT EXISTS (SELECT FROM evrep.progress g
@@ -480,7 +503,7 @@ WHERE d.replayed_at IS NULL AND d.origin IS NOT NULL AND d.table_name IS NOT NUL
 GROUP BY d.origin, d.schema_name, d.table_name;
 
 COMMENT ON VIEW evrep.status IS
-'evrep queue depth, lag, counts, last error and history per published table and applied stream, with the local table each stream is applied to';
+'evrep queue depth, lag, counts, last error and history per published table and applied stream, with the local table each stream is applied to, and the rows a published table did not send (too large; evrep.skipped)';
 
 -- contracts: column lists and row filters
 /*
@@ -660,24 +683,3 @@ REVOKE ALL ON FUNCTION evrep._keep_contracts() FROM PUBLIC;
 CREATE EVENT TRIGGER evrep_keep_contracts ON ddl_command_end
 	WHEN TAG IN ('ALTER TABLE')
 	EXECUTE FUNCTION evrep._keep_contracts();
-
--- rows too large to send
-/*
- * An insert or update whose row's JSON is over evrep.max_message_bytes is
- * not sent (oversize.c): its number goes out as a skip event, which
- * subscribers park, naming the key, and the origin keeps a row here,
- * written by the capture in the writer's transaction (or by the publisher
- * for a row captured before the limit was lowered).
- */
-CREATE TABLE evrep.skipped (
-	skipped_at	timestamptz NOT NULL,
-	schema_name	text NOT NULL,
-	table_name	text NOT NULL,
-	op			text NOT NULL,		-- insert or update
-	key			json NOT NULL,		-- the row's primary key
-	reason		text NOT NULL
-);
-COMMENT ON TABLE evrep.skipped IS
-'rows a writer changed that were too large to send (over evrep.max_message_bytes); subscribers parked a skip event for each';
-GRANT SELECT, DELETE ON evrep.skipped TO evrep_admin;
-GRANT SELECT ON evrep.skipped TO pg_monitor;

@@ -94,6 +94,8 @@ is "$(sql "$B" "SELECT string_agg(table_name || ' ' || (body::json -> 'events' -
    "B parked one skip event per row not sent, in order, each naming its key"
 like "$(sql "$B" "SELECT DISTINCT error FROM evrep.dead_letter")" 'the origin skipped this event' "the error says the origin skipped it"
 is "$(sql "$A" "SELECT count(*) FROM evrep.skipped")" 6 "A's evrep.skipped holds the six"
+is "$(sql "$A" "SELECT string_agg(table_name || ' ' || not_sent, ' ' ORDER BY table_name) FROM evrep.status WHERE role = 'publish'")" \
+   "big 5 wide 1" "A's evrep.status counts them per table (not_sent)"
 for t in big wide; do
     ok "$t: A's outbox drains" wait_value 60 0 outbox_depth "$A"
     seq=$(last_seq "$A" "$t")
