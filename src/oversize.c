@@ -24,6 +24,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "nodes/bitmapset.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
@@ -38,6 +39,9 @@
 
 /* skipped_at, schema_name, table_name, op, key, reason */
 #define SKIPPED_NATTS 6
+
+/* The local transaction that was last warned of a row not sent */
+static LocalTransactionId warned_lxid = InvalidLocalTransactionId;
 
 /* The primary key's columns, as a mask over the relation's attributes. */
 static bool *
@@ -125,15 +129,19 @@ oversize_capture(Relation rel, char *op, HeapTuple tuple)
 	schema = get_namespace_name(RelationGetNamespace(rel));
 	reason = limit_reason();
 	record_skipped(schema, RelationGetRelationName(rel), *op, key_json, reason);
-	ereport(WARNING,
-			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-			 errmsg("evrep does not send this %s of %s.%s: %s", wire_op_name(*op), schema,
-					RelationGetRelationName(rel), reason),
-			 errdetail("Key: %s. Subscribers park a skip event in its place; evrep.skipped keeps "
-					   "the record.",
-					   key_json),
-			 errhint("Raise evrep.max_message_bytes (up to the broker's max_message_size), then "
-					 "update the row again.")));
+	/* once per transaction: an UPDATE of many large rows would flood the writer */
+	if (MyProc->lxid != warned_lxid)
+		ereport(WARNING,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("evrep does not send this %s of %s.%s: %s", wire_op_name(*op), schema,
+						RelationGetRelationName(rel), reason),
+				 errdetail("Key: %s. Subscribers park a skip event in its place; evrep.skipped "
+						   "keeps the record of it and of any other row of this transaction "
+						   "that is not sent.",
+						   key_json),
+				 errhint("Raise evrep.max_message_bytes (up to the broker's max_message_size), "
+						 "then update the row again.")));
+	warned_lxid = MyProc->lxid;
 	key = CStringGetTextDatum(skip_json(*op, key_json, reason));
 	*op = EVREP_OP_SKIP;
 	return key;

@@ -64,6 +64,12 @@ is "$(warnings "$A" "INSERT INTO wide (id, $(for i in $(seq 2 301); do printf 'c
 ok "A: a small row of each table after them" sql "$A" "INSERT INTO big VALUES (11, 'after', NULL); INSERT INTO wide (id, c2) VALUES (2, 'small')"
 ok "B receives both" wait_until 60 "[[ \$(b_ids big) == 1,2,3,4,5,6,8,11 && \$(b_ids wide) == 2 ]]"
 
+# one transaction with two rows not sent: one WARNING, two records
+is "$(warnings "$A" "INSERT INTO wide (id, $(for i in $(seq 2 301); do printf 'c%d,' "$i"; done | sed 's/,$//')) SELECT g, $(for i in $(seq 2 301); do printf "repeat('v', 5000),"; done | sed 's/,$//') FROM generate_series(3, 4) g")" 1 \
+   "A: two wide rows in one statement: one WARNING"
+is "$(sql "$A" "SELECT string_agg(key::text, ' ' ORDER BY skipped_at) FROM evrep.skipped WHERE table_name = 'wide'")" \
+   '{"id":1} {"id":3} {"id":4}' "A's evrep.skipped records each of them"
+
 # --- an update over the limit, then a delete of that row -------------------------------
 is "$(warnings "$A" "UPDATE big SET t = repeat('u', 2000000) WHERE id = 2")" 1 "A: an update to 2 MB is not sent"
 ok "A: a small update after it" sql "$A" "UPDATE big SET t = 'changed' WHERE id = 6"
@@ -90,12 +96,12 @@ is "$(sql "$A" "SELECT count(*) FROM evrep.skipped WHERE key::text = '{\"id\":12
 
 # --- every skip is a parked event on B naming its key; no number is missing -------------
 is "$(sql "$B" "SELECT string_agg(table_name || ' ' || (body::json -> 'events' -> 0 -> 'skip' ->> 'op') || ' ' || (body::json -> 'events' -> 0 -> 'skip' -> 'key')::jsonb::text, '; ' ORDER BY id) FROM evrep.dead_letter")" \
-   'big insert {"id": 7}; big insert {"id": 9}; big insert {"id": 10}; wide insert {"id": 1}; big update {"id": 2}; big insert {"id": 12}' \
+   'big insert {"id": 7}; big insert {"id": 9}; big insert {"id": 10}; wide insert {"id": 1}; wide insert {"id": 3}; wide insert {"id": 4}; big update {"id": 2}; big insert {"id": 12}' \
    "B parked one skip event per row not sent, in order, each naming its key"
 like "$(sql "$B" "SELECT DISTINCT error FROM evrep.dead_letter")" 'the origin skipped this event' "the error says the origin skipped it"
-is "$(sql "$A" "SELECT count(*) FROM evrep.skipped")" 6 "A's evrep.skipped holds the six"
+is "$(sql "$A" "SELECT count(*) FROM evrep.skipped")" 8 "A's evrep.skipped holds the eight"
 is "$(sql "$A" "SELECT string_agg(table_name || ' ' || not_sent, ' ' ORDER BY table_name) FROM evrep.status WHERE role = 'publish'")" \
-   "big 5 wide 1" "A's evrep.status counts them per table (not_sent)"
+   "big 5 wide 3" "A's evrep.status counts them per table (not_sent)"
 for t in big wide; do
     ok "$t: A's outbox drains" wait_value 60 0 outbox_depth "$A"
     seq=$(last_seq "$A" "$t")
