@@ -219,10 +219,11 @@ define_settings(void)
 
 	DefineCustomIntVariable(
 		"evrep.max_message_bytes", "The largest message the publisher sends to the broker.",
-		"At most the broker's limit (RabbitMQ's max_message_size, 128MB by default). A row "
+		"At most the broker's limit (RabbitMQ's max_message_size, 128MB by default), and at "
+		"most 256MB, what a subscriber can read into jsonb. A row "
 		"whose JSON form does not fit is not sent: the origin keeps a record of it in "
 		"evrep.skipped and subscribers park an event that names its key.",
-		&evrep_max_message_bytes, 64 * 1024 * 1024, 256 * 1024, 512 * 1024 * 1024, PGC_SIGHUP,
+		&evrep_max_message_bytes, 64 * 1024 * 1024, 256 * 1024, 256 * 1024 * 1024, PGC_SIGHUP,
 		GUC_UNIT_BYTE, NULL, NULL, NULL);
 
 	DefineCustomIntVariable(
