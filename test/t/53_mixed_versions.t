@@ -17,6 +17,9 @@
 #      and goes on applying the orders NEW writes after it; exactly one
 #      event of NEW's stream is not applied on OLD.
 #   3. OLD still publishes to NEW after that.
+#   4. A row too large for NEW's evrep.max_message_bytes (256kB here): NEW
+#      sends a skip event for it, alone in its message; OLD parks that
+#      message (unknown op "skip") and applies the rows before and after.
 # Ports: AMQP 6301, PostgreSQL 6352 (OLD) and 6353 (NEW).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
@@ -24,14 +27,15 @@ source "$(dirname "$0")/replication_lib.sh"
 source "$(dirname "$0")/../lib/evrep10.sh"
 
 MQ=t53mq OLD=t53old NEW=t53new
+DOC_DDL='CREATE TABLE doc (id int PRIMARY KEY, body text)'
 
 old_pgc=$(evrep_old_pg_config) || BAIL_OUT "cannot build evrep $EVREP_OLD_COMMIT (test/lib/evrep10.sh)"
 note "evrep $EVREP_OLD_COMMIT: $old_pgc"
 
 topo_up_tap <<EOF
 broker $MQ port=6301
-node $OLD port=6352 pg_config=$old_pgc publish=customer subscribe=orders schema="$CUSTOMER_DDL; $ORDERS_DDL"
-node $NEW port=6353 publish=orders subscribe=customer schema="$CUSTOMER_DDL; $ORDERS_DDL"
+node $OLD port=6352 pg_config=$old_pgc publish=customer subscribe=orders,doc schema="$CUSTOMER_DDL; $ORDERS_DDL; $DOC_DDL"
+node $NEW port=6353 publish=orders,doc subscribe=customer schema="$CUSTOMER_DDL; $ORDERS_DDL; $DOC_DDL" conf="evrep.max_message_bytes = '256kB'"
 EOF
 
 on_exit 'if (( _TAP_FAILED )); then for n in $OLD $NEW; do note "$n progress: $(sql $n "SELECT origin, table_name, last_seq, gaps, applied, skipped, parked FROM evrep.progress" 2>/dev/null)"; note "$n dead letters: $(sql $n "SELECT id, origin, seq, sqlstate, error, left(body, 300) FROM evrep.dead_letter ORDER BY id LIMIT 5" 2>/dev/null)"; done; fi'
@@ -122,4 +126,23 @@ DELETE FROM customer WHERE id BETWEEN 30051 AND 30060;"
 converged "3: 1.0 -> 1.1 (customer)" "$OLD" "$NEW" customer
 is "$(dead_letters "$NEW")" 0 "3: no dead letters on NEW"
 is "$(dead_letters "$OLD")" 1 "3: OLD's one dead letter is the truncate"
+
+# ==== 4. a row too large to send, between two that fit =========================
+ok "4: NEW: a small doc, one of 300 kB, another small one" sql_script "$NEW" "
+INSERT INTO doc VALUES (1, 'before');
+INSERT INTO doc VALUES (2, repeat('x', 300000));
+INSERT INTO doc VALUES (3, 'after');"
+is "$(sql "$NEW" "SELECT op || ' ' || key::text FROM evrep.skipped")" 'insert {"id":2}' "4: NEW recorded the row it did not send"
+ok "4: NEW's outbox drains" wait_value 60 0 outbox_depth "$NEW"
+seq2=$(last_seq "$NEW" doc)
+ok "4: OLD's progress reaches NEW's last_seq $seq2 for doc" wait_value 60 "$seq2" \
+    sql "$OLD" "SELECT last_seq FROM evrep.progress WHERE origin = '$NEW' AND table_name = 'doc'"
+is "$(sql "$OLD" "SELECT string_agg(id || ':' || body, ',' ORDER BY id) FROM doc")" "1:before,3:after" \
+   "4: OLD applied the rows before and after the skip"
+# a message 1.0 cannot parse is parked without its table (as the truncate's)
+like "$(sql "$OLD" "SELECT error FROM evrep.dead_letter ORDER BY id DESC LIMIT 1")" 'unknown op "skip"' \
+   "4: OLD parked the skip's message: unknown op \"skip\""
+like "$(sql "$OLD" "SELECT body FROM evrep.dead_letter ORDER BY id DESC LIMIT 1")" '"op": ?"skip"' \
+   "4: the dead letter holds the skip event"
+is "$(dead_letters "$OLD")" 2 "4: only that message besides the truncate"
 done_testing
