@@ -59,13 +59,11 @@
  * join over the whole table once the outbox held a backlog.  The rows to
  * number are read whole, in EVENT_COLUMNS' shape (seq still NULL), so that
  * the batch is built from them without reading them again; column 8 is
- * the commit time to store.
- */
-/*
- * A round also stops before its rows pass $4 bytes (the first row always
- * goes): a backlog of rows of some MB each would otherwise be read whole,
- * thousands at a time.  The rows' stored sizes decide before their text is
- * made; column 9, the id after a row's in the scan, tells a cut round.
+ * the commit time to store.  A round also stops before its rows pass $4
+ * bytes (the first row always goes): a backlog of rows of some MB each
+ * would otherwise be read whole, thousands at a time.  The rows' stored
+ * sizes decide before their text is made; column 9, the id after a row's
+ * in the scan, tells a cut round.
  */
 static const char *const unnumbered_query =
 	"SELECT id, pub_id, seq, op, row_data::text,"
