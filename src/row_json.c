@@ -183,6 +183,73 @@ lookup_form(Oid typid)
 	return (TypeForm *) relcache_get(forms, typid);
 }
 
+/*
+ * escape_json's output for str, with the runs that need no escape copied
+ * at once: a value of a hundred MB went a character at a time.
+ */
+static void
+append_json_string(StringInfo buf, const char *str)
+{
+	const char *run = str;
+	const char *p;
+
+	appendStringInfoCharMacro(buf, '"');
+	for (p = str; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c >= ' ' && c != '"' && c != '\\')
+			continue;
+		appendBinaryStringInfo(buf, run, p - run);
+		run = p + 1;
+		switch (c)
+		{
+			case '\b':
+				appendStringInfoString(buf, "\\b");
+				break;
+			case '\f':
+				appendStringInfoString(buf, "\\f");
+				break;
+			case '\n':
+				appendStringInfoString(buf, "\\n");
+				break;
+			case '\r':
+				appendStringInfoString(buf, "\\r");
+				break;
+			case '\t':
+				appendStringInfoString(buf, "\\t");
+				break;
+			case '"':
+				appendStringInfoString(buf, "\\\"");
+				break;
+			case '\\':
+				appendStringInfoString(buf, "\\\\");
+				break;
+			default:
+				appendStringInfo(buf, "\\u%04x", c);
+				break;
+		}
+	}
+	appendBinaryStringInfo(buf, run, p - run);
+	appendStringInfoCharMacro(buf, '"');
+}
+
+/*
+ * A bytea as escape_json(byteaout()) writes it in hex, "\\x...", encoded
+ * straight into the buffer: no string twice the value's size first.
+ */
+static void
+append_bytea(StringInfo buf, Datum value)
+{
+	bytea *b = DatumGetByteaPP(value);
+	size_t n = VARSIZE_ANY_EXHDR(b);
+
+	enlargeStringInfo(buf, 2 * n + 5);
+	appendBinaryStringInfo(buf, "\"\\\\x", 4);
+	buf->len += hex_encode(VARDATA_ANY(b), n, buf->data + buf->len);
+	appendStringInfoCharMacro(buf, '"');
+}
+
 static void
 append_value(StringInfo buf, TypeForm *tf, Datum value)
 {
@@ -219,7 +286,11 @@ append_value(StringInfo buf, TypeForm *tf, Datum value)
 				escape_json(buf, out);
 			return;
 		case FORM_TEXT:
-			escape_json(buf, OutputFunctionCall(&tf->output, value));
+			/* fixed_output_settings made bytea_output hex */
+			if (tf->basetype == BYTEAOID)
+				append_bytea(buf, value);
+			else
+				append_json_string(buf, OutputFunctionCall(&tf->output, value));
 			return;
 	}
 }
@@ -310,7 +381,7 @@ append_large_value(StringInfo buf, TypeForm *tf, Datum value, Size room)
 	out = OutputFunctionCall(&tf->output, value);
 	if (json_string_length(out) > room)
 		return false;
-	escape_json(buf, out);
+	append_json_string(buf, out);
 	pfree(out);
 	return true;
 }
