@@ -111,10 +111,14 @@ static OutboxBatch *
 claim_batch(MemoryContext round_cxt, bool *ready)
 {
 	OutboxBatch *batch = NULL;
-	/* cleared before the snapshot: a job committed after it sets it again */
-	bool copy = pg_atomic_exchange_u32(&evrep_shared->copy_due, 0) != 0;
+	bool copy;
 	bool copy_more = false;
 
+	*ready = worker_require_history();
+	if (!*ready)
+		return NULL;
+	/* cleared before the snapshot: a job committed after it sets it again */
+	copy = pg_atomic_exchange_u32(&evrep_shared->copy_due, 0) != 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (copy)

@@ -112,6 +112,8 @@ worker_check_interrupts(void)
 	}
 }
 
+static bool history_checked = false;
+
 /* Inside a transaction: has CREATE EXTENSION evrep run in this database? */
 bool
 worker_extension_ready(void)
@@ -123,35 +125,63 @@ worker_extension_ready(void)
 	 */
 	Oid nspid = get_namespace_oid("evrep", true);
 
-	return OidIsValid(nspid) && OidIsValid(get_relname_relid("outbox", nspid));
+	if (OidIsValid(nspid) && OidIsValid(get_relname_relid("outbox", nspid)))
+		return true;
+	history_checked = false; /* a catalog created again starts without one */
+	return false;
 }
 
 /*
- * Before a worker's first claim or apply, and every 10 s after: has this
- * database started a new history (incarnation.c)?  Not only at start: a
- * dump's rows are restored while the workers run, and a 1.0 catalog may
- * be updated to 1.1 under them.
+ * In a transaction of its own: has this database started a new history?
+ * False if the extension is not (yet) in this database.
  */
-void
-worker_check_history(void)
+static bool
+check_history_now(void)
 {
-	static bool checked = false;
-	static TimestampTz looked_at = 0;
+	bool ready;
 
-	if (!TimestampDifferenceExceeds(looked_at, GetCurrentTimestamp(), checked ? 10000 : 1000))
-		return;
-	looked_at = GetCurrentTimestamp();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (worker_extension_ready() && history_catalog())
+	ready = worker_extension_ready();
+	if (ready && history_catalog())
 	{
 		worker_durable_commit();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		incarnation_check();
 		PopActiveSnapshot();
-		checked = true;
+		history_checked = true;
 	}
 	worker_commit();
+	return ready;
+}
+
+/*
+ * Every 10 s: has this database started a new history (incarnation.c)?
+ * Not only at start: a dump's rows are restored while the workers run, and
+ * a 1.0 catalog may be updated to 1.1 under them.
+ */
+void
+worker_check_history(void)
+{
+	static TimestampTz looked_at = 0;
+
+	if (!TimestampDifferenceExceeds(looked_at, GetCurrentTimestamp(),
+									history_checked ? 10000 : 1000))
+		return;
+	looked_at = GetCurrentTimestamp();
+	(void) check_history_now();
+}
+
+/*
+ * Before a claim; false if the extension is not here.  Events sent before
+ * the first check would carry no history, and subscribers would take this
+ * one as new when the next event brings it: CREATE EXTENSION and the first
+ * writes can come between two of the checks above.
+ */
+bool
+worker_require_history(void)
+{
+	return history_checked || check_history_now();
 }
 
 static bool

@@ -23,6 +23,7 @@ extern void worker_abort(void);
 extern void worker_check_interrupts(void);
 extern bool worker_extension_ready(void);
 extern void worker_check_history(void);
+extern bool worker_require_history(void);
 extern void worker_durable_commit(void);
 extern void worker_async_commit(void);
 extern BrokerConn *worker_connect(EvrepWorkerKind kind, BrokerRole role, BrokerBackoff *backoff);
