@@ -178,9 +178,9 @@ GRANT EXECUTE ON FUNCTION evrep.current_incarnation() TO evrep_admin, pg_monitor
 -- name only the ops of 1.0 (i, u, d). 1.1 writes two more: 'c', a chunk of a
 -- copy (copy_send.c), and 't', a TRUNCATE (capture.c).
 COMMENT ON COLUMN evrep.outbox.op IS
-'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate), s(kip: a row too large to send)';
+'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate), s(kip: a row too large to send), L(arge: an insert or update with values in evrep.outbox_value)';
 COMMENT ON COLUMN evrep.outbox.row_data IS
-'i, u: the new row; d: the old row (its key alone if the row is over evrep.max_message_bytes); c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options; s: what was skipped, {"op", "key", "reason"}';
+'i, u: the new row; d: the old row (its key alone if the row is over evrep.max_message_bytes); c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options; s: what was skipped, {"op", "key", "reason"}; L: {"of", "row", "values"}, the row without its values in evrep.outbox_value';
 
 -- a subscriber's own table name
 /*
@@ -683,3 +683,41 @@ REVOKE ALL ON FUNCTION evrep._keep_contracts() FROM PUBLIC;
 CREATE EVENT TRIGGER evrep_keep_contracts ON ddl_command_end
 	WHEN TAG IN ('ALTER TABLE')
 	EXECUTE FUNCTION evrep._keep_contracts();
+
+/*
+ * Rows too large for one message travel with their largest values apart,
+ * in parts (docs/protocol.md, "Large events").  The origin keeps each such
+ * value beside its outbox row until the broker has confirmed the event;
+ * uncompressed, so that a part is read by substring without reading the
+ * value before it.  Nothing here is dumped: it belongs to the outbox.
+ */
+CREATE TABLE evrep.outbox_value (
+	outbox_id bigint NOT NULL,	-- evrep.outbox.id of the event (op L)
+	ord integer NOT NULL,		-- its place in the event's "values"
+	value bytea NOT NULL		-- a bytea's bytes, or the text form of any other type
+);
+ALTER TABLE evrep.outbox_value ALTER COLUMN value SET STORAGE EXTERNAL;
+COMMENT ON TABLE evrep.outbox_value IS
+'values of large events, sent in parts before the event itself; removed once it is confirmed';
+
+/*
+ * A subscriber keeps the parts it received until their event is applied
+ * (in the same transaction) or, parked, replayed or discarded.
+ */
+CREATE TABLE evrep.inbox_part (
+	origin text NOT NULL,
+	schema_name text NOT NULL,	-- the published table, as on the wire
+	table_name text NOT NULL,
+	incarnation bigint NOT NULL,	-- the origin's history (0: it named none)
+	seq bigint NOT NULL,		-- the event the part belongs to
+	ord integer NOT NULL,		-- which of its values
+	off bigint NOT NULL,		-- where the part's bytes go in the value
+	data bytea NOT NULL,
+	received_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (origin, schema_name, table_name, incarnation, seq, ord, off)
+);
+ALTER TABLE evrep.inbox_part ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE evrep.inbox_part IS
+'parts of large values received, until their event is applied';
+GRANT SELECT, DELETE ON evrep.inbox_part TO evrep_admin;
+GRANT SELECT ON evrep.outbox_value TO evrep_admin;

@@ -33,6 +33,7 @@
 #include "deadletter.h"
 #include "evrep.h"
 #include "incarnation.h"
+#include "parts_receive.h"
 #include "progress.h"
 #include "spi_plan.h"
 #include "spi_util.h"
@@ -245,6 +246,31 @@ lookup_subscription(ApplyRun *run)
 }
 
 /*
+ * A large event, its values put together from their parts (evrep's
+ * tables, read as the role the apply started as: user, sec), applied as
+ * the owner.
+ */
+static void
+apply_large(ApplyRun *run, ApplyTarget *target, const WireEvent *ev, Oid user, int sec)
+{
+	Oid owner;
+	int owner_sec;
+	PartsValue *values;
+
+	GetUserIdAndSecContext(&owner, &owner_sec);
+	SetUserIdAndSecContext(user, sec);
+	values = parts_collect(run->msg, ev);
+	SetUserIdAndSecContext(owner, owner_sec);
+	apply_target_large(target, ev, values);
+	SetUserIdAndSecContext(user, sec);
+	parts_forget(run->msg, ev);
+	SetUserIdAndSecContext(owner, owner_sec);
+	for (int i = 0; i < ev->large->nvalues; i++)
+		pfree(values[i].bytes);
+	pfree(values);
+}
+
+/*
  * Applies events todo[from, to) as the subscription's owner, with the
  * restrictions of a security-restricted operation.  An error leaves the
  * user switch to the subtransaction's abort, which restores it.
@@ -281,7 +307,10 @@ apply_todo(ApplyRun *run)
 			continue;
 		}
 		run->seq = evs[i]->seq;
-		apply_target_event(target, evs[i]);
+		if (evs[i]->op == EVREP_OP_LARGE)
+			apply_large(run, target, evs[i], save_userid, save_sec);
+		else
+			apply_target_event(target, evs[i]);
 		run->seq = 0;
 		i++;
 	}
@@ -796,6 +825,16 @@ accept_copy_request(ApplyRun *run)
 	copy_accept_request(req);
 }
 
+/* A part of a large value, kept until its event comes (parts_receive.c). */
+static void
+keep_part(ApplyRun *run)
+{
+	WirePart *part = wire_parse_part(run->body, run->len);
+
+	check_sender(run->delivery, part->origin);
+	parts_keep(part);
+}
+
 /* A message of events; returns the error that parks it whole, if any. */
 static ErrorData *
 apply_events(ApplyRun *run)
@@ -836,6 +875,8 @@ apply_message(const ApplyDelivery *delivery)
 	run.copy_request = -1;
 	if (delivery->copy_request)
 		edata = try_subxact(accept_copy_request, &run);
+	else if (wire_is_part(run.body, run.len))
+		edata = try_subxact(keep_part, &run);
 	else
 		edata = apply_events(&run);
 	if (edata != NULL)

@@ -31,6 +31,7 @@
 #include "utils/syscache.h"
 
 #include "apply_target.h"
+#include "parts_receive.h"
 #include "relcache.h"
 #include "row_json.h"
 #include "spi_util.h"
@@ -169,10 +170,11 @@ typedef enum RowSource
 
 /*
  * INSERT ... [ON CONFLICT (key) DO UPDATE] over the columns in use (all if
- * NULL), from $1 (RowSource).
+ * NULL), from $1 (RowSource); params, if not NULL, gives the columns whose
+ * value is a parameter of their own instead ($n for n > 0).
  */
 static char *
-insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert)
+insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert, const int *params)
 {
 	char *from;
 	const char *obj = source == ROWS_ONE ? "$1" : "j.value";
@@ -190,7 +192,9 @@ insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert)
 			continue;
 		q = quote_identifier(t->colnames[i]);
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", q);
-		appendStringInfo(&sel, "%s%s", sel.len ? ", " : "", col_value(t, i, "r", obj));
+		appendStringInfo(&sel, "%s%s", sel.len ? ", " : "",
+						 params && params[i] > 0 ? psprintf("$%d", params[i])
+												 : col_value(t, i, "r", obj));
 		if (!bms_is_member(i, t->keycols))
 			appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
 	}
@@ -325,7 +329,7 @@ build_target(RelCacheEntry *entry)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 						errmsg("subscribed table %s has no primary key", t->qualname)));
 
-	t->upsert = prepare_kept(insert_sql(t, NULL, ROWS_ONE, true), 1);
+	t->upsert = prepare_kept(insert_sql(t, NULL, ROWS_ONE, true, NULL), 1);
 	t->delete = prepare_kept(delete_sql(t), 1);
 }
 
@@ -355,7 +359,7 @@ plan_for(ApplyTarget *t, const bool *use, RowSource source, bool upsert, char **
 	if (*kept_sig == NULL || strcmp(sig, *kept_sig) != 0)
 	{
 		SPIPlanPtr plan =
-			prepare_kept(insert_sql(t, use, source, upsert), source == ROWS_ARRAY ? 0 : 1);
+			prepare_kept(insert_sql(t, use, source, upsert, NULL), source == ROWS_ARRAY ? 0 : 1);
 
 		free_plan(kept);
 		*kept = plan;
@@ -616,7 +620,7 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 	if (all && copy->nskipped == 0 && copy_delete_range(t, copy, true))
 	{
 		if (t->copy_insert == NULL)
-			t->copy_insert = prepare_kept(insert_sql(t, NULL, ROWS_SET, false), 1);
+			t->copy_insert = prepare_kept(insert_sql(t, NULL, ROWS_SET, false, NULL), 1);
 		if (copy->nrows > 0)
 			run_plan(t->copy_insert, copy->rows, SPI_OK_INSERT);
 	}
@@ -753,13 +757,13 @@ apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
 		else if (inserts)
 		{
 			if (t->insert_many == NULL)
-				t->insert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, false), 0);
+				t->insert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, false, NULL), 0);
 			plan = t->insert_many;
 		}
 		else
 		{
 			if (t->upsert_many == NULL)
-				t->upsert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, true), 0);
+				t->upsert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, true, NULL), 0);
 			plan = t->upsert_many;
 		}
 		for (int i = 0; i < len; i++)
@@ -864,6 +868,79 @@ apply_target_truncate(ApplyTarget *t, const WireEvent *ev)
 			  ANY_ROWS, "evrep truncate by DELETE failed");
 	if (restart)
 		restart_owned_sequences(t->head.key);
+}
+
+/* The type, typmod and input function of column i. */
+static void
+column_input(ApplyTarget *t, int i, Oid *type, int32 *typmod, FmgrInfo *input, Oid *ioparam)
+{
+	AttrNumber attno = get_attnum(t->head.key, t->colnames[i]);
+	Oid coll;
+	Oid func;
+
+	get_atttypetypmodcoll(t->head.key, attno, type, typmod, &coll);
+	getTypeInputInfo(*type, &func, ioparam);
+	fmgr_info(func, input);
+}
+
+/*
+ * The value of column i from a large value's bytes (parts_receive.h): a
+ * bytea as it is, any other form or type through the column's input
+ * function, as jsonb_populate_record would read it.
+ */
+static Datum
+large_datum(ApplyTarget *t, int i, const PartsValue *v, Oid *type)
+{
+	int32 typmod;
+	FmgrInfo input;
+	Oid ioparam;
+	char *text = v->bytes;
+
+	column_input(t, i, type, &typmod, &input, &ioparam);
+	if (v->value->bytea)
+	{
+		if (*type == BYTEAOID)
+			return PointerGetDatum(v->bytes);
+		text = DatumGetCString(DirectFunctionCall1(byteaout, PointerGetDatum(v->bytes)));
+	}
+	return InputFunctionCall(&input, text, ioparam, typmod);
+}
+
+void
+apply_target_large(ApplyTarget *t, const WireEvent *ev, const PartsValue *values)
+{
+	bool *use = palloc(sizeof(bool) * t->ncols);
+	int *params = palloc0(sizeof(int) * t->ncols);
+	int nargs = 1;
+	Oid *types = palloc(sizeof(Oid) * (ev->large->nvalues + 1));
+	Datum *args = palloc(sizeof(Datum) * (ev->large->nvalues + 1));
+	bool unknown = false;
+
+	(void) columns_in_use(t, &ev->row->root, use, 1);
+	types[0] = JSONBOID;
+	args[0] = JsonbPGetDatum(ev->row);
+	for (int k = 0; k < ev->large->nvalues; k++)
+	{
+		int i = 0;
+
+		while (i < t->ncols && strcmp(t->colnames[i], values[k].value->column) != 0)
+			i++;
+		if (i == t->ncols || bms_is_member(i, t->keycols))
+		{
+			unknown = true; /* ignored, as a column of a row the table lacks */
+			continue;
+		}
+		use[i] = true;
+		params[i] = ++nargs;
+		args[nargs - 1] = large_datum(t, i, &values[k], &types[nargs - 1]);
+	}
+	if (unknown)
+		t->unknown_rows++;
+	spi_check(SPI_execute_with_args(insert_sql(t, use, ROWS_ONE, true, params), nargs, types, args,
+									NULL, false, 0),
+			  SPI_OK_INSERT, ANY_ROWS, "evrep could not apply a large event");
+	pfree(use);
+	pfree(params);
 }
 
 void

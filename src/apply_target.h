@@ -5,6 +5,7 @@
 #ifndef EVREP_APPLY_TARGET_H
 #define EVREP_APPLY_TARGET_H
 
+#include "parts_receive.h"
 #include "wire.h"
 
 typedef struct ApplyTarget ApplyTarget;
@@ -25,6 +26,12 @@ extern ApplyTarget *apply_target_get(Oid relid);
  * value or default, an event column the table lacks is ignored.
  */
 extern void apply_target_event(ApplyTarget *target, const WireEvent *ev);
+
+/*
+ * A large event: its row, with the values put together from their parts
+ * (one per entry of its "values", in that order) for their columns.
+ */
+extern void apply_target_large(ApplyTarget *target, const WireEvent *ev, const PartsValue *values);
 
 /*
  * Applies the leading events of evs[0..n) that upsert distinct keys with

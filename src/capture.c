@@ -58,7 +58,7 @@ static void wake_publisher_at_commit(void);
 static bool key_changed(TriggerData *trigdata);
 static void capture_row(TriggerData *trigdata, int32 pub_id);
 static void capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id);
-static void write_outbox_row(int32 pub_id, char op, Datum row_data);
+static int64 write_outbox_row(int32 pub_id, char op, Datum row_data);
 static Datum truncate_options(Relation rel);
 static void lookup_outbox(void);
 static void forget_outbox(Oid relid);
@@ -198,10 +198,14 @@ void
 capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask)
 {
 	Datum row = row_json_bounded(tuple, RelationGetDescr(rel), mask, evrep_row_limit());
+	OversizeValues *apart = NULL;
+	int64 id;
 
 	if (row == (Datum) 0)
-		row = oversize_capture(rel, &op, tuple);
-	write_outbox_row(pub_id, op, row);
+		row = oversize_capture(rel, &op, tuple, mask, &apart);
+	id = write_outbox_row(pub_id, op, row);
+	if (apart != NULL)
+		oversize_store(id, apart);
 	wake_publisher_at_commit();
 }
 
@@ -270,7 +274,7 @@ truncate_options(Relation rel)
  * triggers, constraints beyond NOT NULL (always met here) or other
  * indexes; evrep--1.0.sql defines them so.
  */
-static void
+static int64
 write_outbox_row(int32 pub_id, char op, Datum row_data)
 {
 	int slot;
@@ -310,6 +314,7 @@ write_outbox_row(int32 pub_id, char op, Datum row_data)
 	index_close(pkey, NoLock);
 	table_close(part, NoLock);
 	heap_freetuple(row);
+	return DatumGetInt64(values[0]);
 }
 
 static void

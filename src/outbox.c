@@ -265,7 +265,8 @@ find_publication(PubInfo *pubs, int npubs, int32 id)
 static char *
 row_to_send(PubInfo *p, char *op, char *row, bool first_time)
 {
-	if (*op == 'c' || *op == 't' || *op == EVREP_OP_SKIP || strlen(row) <= evrep_row_limit())
+	if (*op == 'c' || *op == 't' || *op == EVREP_OP_SKIP || *op == EVREP_OP_LARGE ||
+		strlen(row) <= evrep_row_limit())
 		return row;
 	row = oversize_skip_at_send(p->schema, p->table, p->key_json, *op, row, first_time);
 	if (*op != 'd')
@@ -279,7 +280,7 @@ row_to_send(PubInfo *p, char *op, char *row, bool first_time)
  * consecutive events of one publication and numbering round, allocated in
  * mcxt.  seqs, if not NULL, are the rows' numbers, given after they were
  * read at round_lsn.  A message stays within evrep.max_message_bytes, and
- * a skip event travels alone: a reader of revision 1 parks a message with
+ * a skip or large event travels alone: a reader of revision 1 parks a message with
  * an op it does not know whole.
  */
 static OutboxBatch *
@@ -289,7 +290,7 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 	OutboxBatch *batch;
 	OutboxMessage *m = NULL;
 	XLogRecPtr m_lsn = InvalidXLogRecPtr;
-	bool m_skip = false;
+	bool m_alone = false;
 	StringInfoData buf;
 	MemoryContext old;
 	TupleDesc desc = rows->tupdesc;
@@ -311,11 +312,12 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 		PubInfo *p = find_publication(pubs, npubs, pub);
 		char *row = row_to_send(p, &op, SPI_getvalue(tup, desc, 5), seqs != NULL);
 		char *commit_ts = SPI_getvalue(tup, desc, 6);
+		bool alone = op == EVREP_OP_SKIP || op == EVREP_OP_LARGE;
 
 		batch->ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		/* a message names one WAL position: resent rows may span rounds */
 		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message || lsn != m_lsn ||
-			m_skip || op == EVREP_OP_SKIP ||
+			m_alone || alone ||
 			buf.len + strlen(row) + EVREP_ENVELOPE_BYTES > (Size) evrep_max_message_bytes)
 		{
 			if (m != NULL)
@@ -330,7 +332,16 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 							   &p->incarnation, lsn);
 			m_lsn = lsn;
 		}
-		m_skip = op == EVREP_OP_SKIP;
+		m_alone = alone;
+		if (op == EVREP_OP_LARGE)
+		{
+			m->large_id = batch->ids[i];
+			m->large_seq = seq;
+			m->incarnation = p->incarnation.id;
+			m->schema = p->schema;
+			m->table = p->table;
+			batch->large = true;
+		}
 		wire_add_event(&buf, m->nevents == 0, seq, op, commit_ts, row);
 		m->nevents++;
 		/* a chunk of a copy weighs what it carries */
@@ -745,6 +756,10 @@ outbox_remove_batch(OutboxBatch *batch)
 						 values, NULL, false, 0),
 		SPI_OK_DELETE, ANY_ROWS, "could not delete confirmed outbox rows");
 	planner_restore(level);
+	if (batch->large)
+		spi_check(SPI_execute_with_args("DELETE FROM evrep.outbox_value WHERE outbox_id = ANY ($1)",
+										1, argtypes, values, NULL, false, 0),
+				  SPI_OK_DELETE, ANY_ROWS, "could not delete the values of confirmed outbox rows");
 	SPI_finish();
 	pfree(ids);
 }

@@ -16,6 +16,12 @@ typedef struct OutboxMessage
 	int body_len;
 	int nevents;
 	char *message_id; /* "<origin>/<table>/<first seq>" for tracing */
+	/* a large event travels alone, after the parts of its values (parts_send.c) */
+	int64 large_id;	   /* its outbox id; 0: not a large event */
+	int64 large_seq;   /* its number */
+	int64 incarnation; /* of its stream; 0: none */
+	char *schema;
+	char *table;
 } OutboxMessage;
 
 typedef struct OutboxBatch
@@ -25,6 +31,7 @@ typedef struct OutboxBatch
 	int64 *ids; /* outbox ids covered, to delete on confirm */
 	int weight; /* events, a copy chunk counting as evrep.copy_chunk_rows */
 	bool more;	/* rows may wait beyond it: it was full, or a resend */
+	bool large; /* has a large event, whose values are removed with it */
 } OutboxBatch;
 
 /*

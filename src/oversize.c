@@ -15,7 +15,9 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/heapam.h"
+#include "access/heaptoast.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/sysattr.h"
@@ -28,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -83,6 +86,21 @@ skip_json(char op, const char *key_json, const char *reason)
 	return buf.data;
 }
 
+/* An evrep table by name; InvalidOid on a catalog that has none. */
+static Oid
+evrep_table(const char *name)
+{
+	Oid nspid = get_namespace_oid("evrep", true);
+
+	return OidIsValid(nspid) ? get_relname_relid(name, nspid) : InvalidOid;
+}
+
+static Oid
+outbox_value_relid(void)
+{
+	return evrep_table("outbox_value");
+}
+
 /*
  * A row in evrep.skipped, in the caller's transaction, past any privilege
  * check as the outbox row is: the writer need not be able to write it.  A
@@ -92,8 +110,7 @@ static void
 record_skipped(const char *schema, const char *table, char op, const char *key_json,
 			   const char *reason)
 {
-	Oid nspid = get_namespace_oid("evrep", true);
-	Oid relid = OidIsValid(nspid) ? get_relname_relid("skipped", nspid) : InvalidOid;
+	Oid relid = evrep_table("skipped");
 	Datum values[SKIPPED_NATTS];
 	bool nulls[SKIPPED_NATTS] = {0};
 	Relation rel;
@@ -115,16 +132,212 @@ record_skipped(const char *schema, const char *table, char op, const char *key_j
 	table_close(rel, NoLock);
 }
 
+/*
+ * A value that travels apart, in parts (docs/protocol.md): a bytea's
+ * bytes, or the text form of any other type.
+ */
+typedef struct Apart
+{
+	int attno;			   /* 1-based */
+	Size raw;			   /* its size, uncompressed */
+	bool bytea;			   /* form "bytea", else "text" */
+	struct varlena *bytes; /* what is stored and sent, made by take_apart */
+} Apart;
+
+/*
+ * Smaller values stay in the row: a row of 1,600 columns of a few kB each
+ * sends its largest apart until the rest fits.
+ */
+#define APART_MIN_BYTES 1024
+
+struct OversizeValues
+{
+	int n;
+	Apart *values;
+};
+
+/*
+ * Types whose stored bytes are their text form: they go apart as they
+ * are, with no copy made of them.
+ */
+static bool
+stored_as_text(Oid base)
+{
+	return base == TEXTOID || base == VARCHAROID || base == BPCHAROID || base == JSONOID;
+}
+
+/*
+ * Can this value go apart?  Any type's text form can, if it cannot pass
+ * PostgreSQL's 1 GB limit for one value (a text form is a few times the
+ * value at most, numbers in an array say); a bytea's and a text's own
+ * bytes always can.
+ */
+static bool
+can_go_apart(Form_pg_attribute att, Size raw)
+{
+	Oid base = getBaseType(att->atttypid);
+
+	return base == BYTEAOID || stored_as_text(base) || raw < MaxAllocSize / 8;
+}
+
+static int
+apart_by_size_desc(const void *a, const void *b)
+{
+	Size x = ((const Apart *) a)->raw;
+	Size y = ((const Apart *) b)->raw;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The columns that may go apart, largest first; *n of them. */
+static Apart *
+apart_candidates(TupleDesc desc, const Datum *values, const bool *nulls, const bool *mask,
+				 const bool *keys, int *n)
+{
+	Apart *c = palloc(sizeof(Apart) * desc->natts);
+
+	*n = 0;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Size raw;
+
+		if (att->attisdropped || nulls[i] || keys[i] || att->attlen != -1 ||
+			(mask != NULL && !mask[i]))
+			continue;
+		raw = toast_raw_datum_size(values[i]) - VARHDRSZ;
+		if (raw < APART_MIN_BYTES || !can_go_apart(att, raw))
+			continue;
+		c[*n].attno = i + 1;
+		c[*n].raw = raw;
+		c[*n].bytea = getBaseType(att->atttypid) == BYTEAOID;
+		c[*n].bytes = NULL;
+		(*n)++;
+	}
+	qsort(c, *n, sizeof(Apart), apart_by_size_desc);
+	return c;
+}
+
+/*
+ * The bytes of a value that goes apart.  A value stored out of line and
+ * uncompressed stays a pointer: the outbox_value row made of it copies it
+ * a chunk at a time.  A compressed one is expanded, so that a part is read
+ * later without reading what comes before it.
+ */
+static struct varlena *
+take_apart(Form_pg_attribute att, Datum value)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(value);
+	char *text;
+	Oid base = getBaseType(att->atttypid);
+
+	if (base == BYTEAOID || stored_as_text(base))
+	{
+		if (VARATT_IS_EXTERNAL_ONDISK(v))
+		{
+			struct varatt_external ptr;
+
+			VARATT_EXTERNAL_GET_POINTER(ptr, v);
+			if (!VARATT_EXTERNAL_IS_COMPRESSED(ptr))
+				return v;
+		}
+		return detoast_attr(v);
+	}
+	text = row_json_text_form(att->atttypid, value);
+	return (struct varlena *) cstring_to_text(text);
+}
+
+/* {"of": ..., "row": ..., "values": [...]}: the "large" member of the event */
+static char *
+large_json(char op, const char *row, TupleDesc desc, const OversizeValues *apart)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"of\":\"%s\",\"row\":%s,\"values\":[", wire_op_name(op), row);
+	for (int i = 0; i < apart->n; i++)
+	{
+		const Apart *a = &apart->values[i];
+
+		appendStringInfoString(&buf, i ? ",{\"column\":" : "{\"column\":");
+		escape_json(&buf, NameStr(TupleDescAttr(desc, a->attno - 1)->attname));
+		appendStringInfo(&buf, ",\"form\":\"%s\",\"bytes\":" INT64_FORMAT "}",
+						 a->bytea ? "bytea" : "text",
+						 (int64) toast_raw_datum_size(PointerGetDatum(a->bytes)) - VARHDRSZ);
+	}
+	appendStringInfoString(&buf, "]}");
+	return buf.data;
+}
+
+/*
+ * The row without its largest values, largest first, until its JSON fits
+ * in a message; NULL if it never does (or this catalog has no
+ * evrep.outbox_value).
+ */
+static char *
+row_without_large_values(Relation rel, HeapTuple tuple, const bool *mask, OversizeValues **apart)
+{
+	TupleDesc desc = RelationGetDescr(rel);
+	Datum *values = palloc(sizeof(Datum) * desc->natts);
+	bool *nulls = palloc(sizeof(bool) * desc->natts);
+	bool *rest = palloc(sizeof(bool) * desc->natts);
+	Size room = evrep_row_limit();
+	Size left = 0;
+	Apart *c;
+	int n;
+	Datum row = (Datum) 0;
+	OversizeValues *out;
+
+	if (!OidIsValid(outbox_value_relid()))
+		return NULL;
+	heap_deform_tuple(tuple, desc, values, nulls);
+	c = apart_candidates(desc, values, nulls, mask, key_mask(rel), &n);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		rest[i] = mask == NULL || mask[i];
+		if (rest[i] && !nulls[i] && TupleDescAttr(desc, i)->attlen == -1)
+			left += toast_raw_datum_size(values[i]);
+	}
+	for (int k = 0; k < n && row == (Datum) 0; k++)
+	{
+		rest[c[k].attno - 1] = false;
+		left -= c[k].raw + VARHDRSZ;
+		/* a try costs the JSON of the rest: first when it may fit */
+		if (left + 512 * (k + 1) < room / 2 || k == n - 1)
+			row = row_json_bounded(tuple, desc, rest, room - 512 * (k + 1));
+		if (row != (Datum) 0)
+			n = k + 1;
+	}
+	if (row == (Datum) 0)
+		return NULL;
+	out = palloc(sizeof(OversizeValues));
+	out->n = n;
+	out->values = c;
+	for (int k = 0; k < n; k++)
+		c[k].bytes = take_apart(TupleDescAttr(desc, c[k].attno - 1), values[c[k].attno - 1]);
+	*apart = out;
+	return TextDatumGetCString(row);
+}
+
 Datum
-oversize_capture(Relation rel, char *op, HeapTuple tuple)
+oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask, OversizeValues **apart)
 {
 	Datum key = row_json_columns(tuple, RelationGetDescr(rel), key_mask(rel));
 	char *key_json;
 	char *schema;
 	char *reason;
+	char *row;
 
+	*apart = NULL;
 	if (*op == 'd')
 		return key;
+	row = row_without_large_values(rel, tuple, mask, apart);
+	if (row != NULL)
+	{
+		row = large_json(*op, row, RelationGetDescr(rel), *apart);
+		*op = EVREP_OP_LARGE;
+		return CStringGetTextDatum(row);
+	}
 	key_json = TextDatumGetCString(key);
 	schema = get_namespace_name(RelationGetNamespace(rel));
 	reason = limit_reason();
@@ -203,4 +416,30 @@ oversize_skip_at_send(const char *schema, const char *table, const char *key_col
 						   key_json)));
 	}
 	return skip_json(op, key_json, reason);
+}
+
+/* outbox_id, ord, value */
+#define OUTBOX_VALUE_NATTS 3
+
+void
+oversize_store(int64 outbox_id, const OversizeValues *apart)
+{
+	Relation rel = table_open(outbox_value_relid(), RowExclusiveLock);
+
+	if (RelationGetDescr(rel)->natts != OUTBOX_VALUE_NATTS)
+		elog(ERROR, "evrep.outbox_value does not have the expected %d columns", OUTBOX_VALUE_NATTS);
+	for (int i = 0; i < apart->n; i++)
+	{
+		Datum values[OUTBOX_VALUE_NATTS];
+		bool nulls[OUTBOX_VALUE_NATTS] = {0};
+		HeapTuple tuple;
+
+		values[0] = Int64GetDatum(outbox_id);
+		values[1] = Int32GetDatum(i);
+		values[2] = PointerGetDatum(apart->values[i].bytes);
+		tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+		simple_heap_insert(rel, tuple);
+		heap_freetuple(tuple);
+	}
+	table_close(rel, NoLock);
 }

@@ -11,13 +11,24 @@
 /* The outbox op of a skip event, "skip" on the wire */
 #define EVREP_OP_SKIP 's'
 
+/* Values of a row that travel apart, in parts (oversize.c) */
+typedef struct OversizeValues OversizeValues;
+
 /*
- * The row_data of an event whose row did not fit: for a delete, the key
- * alone (a subscriber deletes by key), which *op keeps; for an insert or
- * update, a skip event ({"op", "key", "reason"}), which *op becomes,
+ * The row_data of an event whose row did not fit (mask: the columns
+ * published, NULL for all): for a delete, the key alone (a subscriber
+ * deletes by key), which *op keeps; for an insert or update, a large
+ * event ({"of", "row", "values"}, op EVREP_OP_LARGE) whose largest values
+ * are left out of the row and returned in *apart, to be stored with
+ * oversize_store once the outbox row has its id; if even that does not
+ * fit, a skip event ({"op", "key", "reason"}), which *op becomes,
  * recorded in evrep.skipped and said to the writer as a WARNING.
  */
-extern Datum oversize_capture(Relation rel, char *op, HeapTuple tuple);
+extern Datum oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask,
+							  OversizeValues **apart);
+
+/* Stores the values that travel apart, beside the outbox row outbox_id. */
+extern void oversize_store(int64 outbox_id, const OversizeValues *apart);
 
 /*
  * The same at send time, for an outbox row (JSON text) that was captured

@@ -23,6 +23,7 @@
 #include "broker.h"
 #include "copy_send.h"
 #include "outbox.h"
+#include "parts_send.h"
 #include "worker.h"
 
 /* Longest sleep for confirms without looking at interrupts. */
@@ -321,6 +322,8 @@ send_batch(OutboxBatch *batch, MemoryContext cxt)
 	{
 		OutboxMessage *m = lfirst(lc);
 
+		if (m->large_id != 0 && !parts_send(conn, m))
+			return false;
 		if (broker_publish(conn, m->routing_key, m->body, m->body_len, m->message_id) != BROKER_OK)
 			return false;
 	}

@@ -484,6 +484,23 @@ row_json_bounded(HeapTuple tuple, TupleDesc desc, const bool *mask, Size limit)
 	return result;
 }
 
+char *
+row_json_text_form(Oid typid, Datum value)
+{
+	Oid output;
+	bool varlena;
+	int level;
+	char *out;
+
+	getTypeOutputInfo(typid, &output, &varlena);
+	level = fixed_output_settings();
+	out = OidOutputFunctionCall(output, value);
+
+	if (level >= 0)
+		AtEOXact_GUC(true, level);
+	return out;
+}
+
 bool
 row_json_is_text_of_json(Oid typid)
 {

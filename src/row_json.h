@@ -29,6 +29,9 @@ extern Datum row_json_columns(HeapTuple tuple, TupleDesc desc, const bool *mask)
  */
 extern Datum row_json_bounded(HeapTuple tuple, TupleDesc desc, const bool *mask, Size limit);
 
+/* A value's text form, under the settings the JSON of a row is written with. */
+extern char *row_json_text_form(Oid typid, Datum value);
+
 /*
  * Is a column of this type written as a JSON string of its text (json,
  * jsonb, or a domain over them)?  jsonb_populate_record would take such a

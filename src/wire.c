@@ -10,6 +10,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -25,6 +26,22 @@ append_header(StringInfo buf, const char *origin, const char *schema, const char
 	escape_json(buf, schema);
 	appendStringInfoString(buf, ",\"table\":");
 	escape_json(buf, table);
+}
+
+static void
+append_incarnation(StringInfo buf, const WireIncarnation *inc)
+{
+	if (inc == NULL || inc->id == 0)
+		return;
+	appendStringInfo(
+		buf,
+		",\"incarnation\":{\"id\":" INT64_FORMAT ",\"since\":" INT64_FORMAT ",\"reason\":", inc->id,
+		inc->since);
+	if (inc->reason != NULL)
+		escape_json(buf, inc->reason);
+	else
+		appendStringInfoString(buf, "null");
+	appendStringInfoChar(buf, '}');
 }
 
 const char *
@@ -44,6 +61,8 @@ wire_op_name(char op)
 			return "truncate";
 		case 's':
 			return "skip";
+		case EVREP_OP_LARGE:
+			return "large";
 	}
 	elog(ERROR, "unknown evrep operation code \"%c\"", op);
 	return NULL; /* keep compiler quiet */
@@ -55,14 +74,7 @@ wire_begin_message(StringInfo buf, const char *origin, const char *schema, const
 {
 	append_header(buf, origin, schema, table);
 	appendStringInfoString(buf, ",\"revision\":" CppAsString2(EVREP_WIRE_REVISION));
-	if (inc != NULL && inc->id != 0)
-	{
-		appendStringInfo(
-			buf, ",\"incarnation\":{\"id\":" INT64_FORMAT ",\"since\":" INT64_FORMAT ",\"reason\":",
-			inc->id, inc->since);
-		escape_json(buf, inc->reason);
-		appendStringInfoChar(buf, '}');
-	}
+	append_incarnation(buf, inc);
 	if (lsn != InvalidXLogRecPtr)
 		appendStringInfo(buf, ",\"lsn\":\"%X/%X\"", LSN_FORMAT_ARGS(lsn));
 	appendStringInfo(buf, ",\"key\":%s,\"events\":[", key_json);
@@ -81,7 +93,9 @@ wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commi
 	 * a truncate has options, a skip what was skipped.
 	 */
 	appendStringInfo(buf, ",\"%s\":%s}",
-					 op == 'c' || op == 't' || op == 's' ? wire_op_name(op) : "row", row_json);
+					 op == 'c' || op == 't' || op == 's' || op == EVREP_OP_LARGE ? wire_op_name(op)
+																				 : "row",
+					 row_json);
 }
 
 void
@@ -166,6 +180,8 @@ parse_op(const char *op)
 		return 't';
 	if (strcmp(op, "skip") == 0)
 		return 's';
+	if (strcmp(op, "large") == 0)
+		return EVREP_OP_LARGE;
 	invalid_message(psprintf("unknown op \"%s\"", op));
 	return 0; /* keep compiler quiet */
 }
@@ -247,6 +263,55 @@ parse_copy(JsonbContainer *ev, WireEvent *out)
 	out->copy = c;
 }
 
+/*
+ * "large": {"of": "insert"|"update", "row": {...}, "values": [{"column":
+ * ..., "form": "bytea"|"text", "bytes": n}, ...]}
+ */
+static void
+parse_large(JsonbContainer *ev, WireEvent *out)
+{
+	JsonbValue *v = get_field(ev, "large", jbvBinary, true);
+	JsonbContainer *obj = v->val.binary.data;
+	JsonbContainer *arr;
+	WireLarge *l = palloc0(sizeof(WireLarge));
+	char *of;
+
+	if (!JsonContainerIsObject(obj))
+		invalid_message("\"large\" is not a JSON object");
+	of = get_string(obj, "of", true);
+	l->of = parse_op(of);
+	if (l->of != 'i' && l->of != 'u')
+		invalid_message(psprintf("\"large\" of an op that is not insert or update: \"%s\"", of));
+	v = get_field(obj, "row", jbvBinary, true);
+	if (!JsonContainerIsObject(v->val.binary.data))
+		invalid_message("\"row\" of \"large\" is not a JSON object");
+	out->row = JsonbValueToJsonb(v);
+	v = get_field(obj, "values", jbvBinary, true);
+	arr = v->val.binary.data;
+	if (!JsonContainerIsArray(arr) || JsonContainerSize(arr) == 0)
+		invalid_message("\"values\" of \"large\" is not a non-empty array");
+	l->nvalues = JsonContainerSize(arr);
+	l->values = palloc0(sizeof(WireLargeValue) * l->nvalues);
+	for (int i = 0; i < l->nvalues; i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
+		WireLargeValue *lv = &l->values[i];
+		char *form;
+
+		if (e->type != jbvBinary || !JsonContainerIsObject(e->val.binary.data))
+			invalid_message("a \"values\" entry is not a JSON object");
+		lv->column = get_string(e->val.binary.data, "column", true);
+		form = get_string(e->val.binary.data, "form", true);
+		if (strcmp(form, "bytea") != 0 && strcmp(form, "text") != 0)
+			invalid_message(psprintf("unknown form \"%s\" of a large value", form));
+		lv->bytea = form[0] == 'b';
+		lv->bytes = get_int8(e->val.binary.data, "bytes", true);
+		if (lv->bytes < 0 || lv->bytes > MaxAllocSize - VARHDRSZ)
+			invalid_message(psprintf("a large value of " INT64_FORMAT " bytes", lv->bytes));
+	}
+	out->large = l;
+}
+
 static void
 parse_event(JsonbValue *ev, WireEvent *out)
 {
@@ -277,6 +342,8 @@ parse_event(JsonbValue *ev, WireEvent *out)
 
 	if (out->op == 'c')
 		parse_copy(obj, out);
+	else if (out->op == EVREP_OP_LARGE)
+		parse_large(obj, out);
 	else if (out->op == 's')
 	{
 		/* what the origin skipped: shown to the operator as it came */
@@ -386,10 +453,91 @@ wire_single_event(const WireMessage *msg, const WireEvent *ev)
 
 	initStringInfo(&buf);
 	append_header(&buf, msg->origin, msg->schema, msg->table);
+	/* a replay of a large event finds its parts by the history it named */
+	append_incarnation(&buf, &msg->incarnation);
 	appendStringInfoString(&buf, ",\"events\":[");
 	appendStringInfoString(&buf, JsonbToCString(NULL, &ev->event->root, VARSIZE(ev->event)));
 	appendStringInfoString(&buf, "]}");
 	return buf.data;
+}
+
+/* ---- parts of large values ---- */
+
+void
+wire_part_header(StringInfo buf, const char *origin, const char *schema, const char *table,
+				 int64 incarnation, int64 seq, int value, int64 offset, int64 bytes)
+{
+	append_header(buf, origin, schema, table);
+	appendStringInfo(buf,
+					 ",\"revision\":" CppAsString2(
+						 EVREP_WIRE_REVISION) ",\"part\":{\"incarnation\":" INT64_FORMAT
+											  ",\"seq\":" INT64_FORMAT
+											  ",\"value\":%d,\"offset\":" INT64_FORMAT
+											  ",\"bytes\":" INT64_FORMAT "}}\n",
+					 incarnation, seq, value, offset, bytes);
+}
+
+/*
+ * The end of a part's header line, if body has one; our messages of events
+ * have no newline, one of another sender's may.
+ */
+static const char *
+part_header_end(const char *body, int len)
+{
+	static const char start[] = "{\"format\":\"" EVREP_WIRE_FORMAT "\"";
+	const char *end;
+	char *line;
+	bool part;
+
+	if (len < (int) sizeof(start) || memcmp(body, start, sizeof(start) - 1) != 0)
+		return NULL;
+	end = memchr(body, '\n', Min(len, WIRE_PART_HEADER_MAX));
+	if (end == NULL)
+		return NULL;
+	line = pnstrdup(body, end - body);
+	part = strstr(line, ",\"part\":{") != NULL;
+	pfree(line);
+	return part ? end : NULL;
+}
+
+bool
+wire_is_part(const char *body, int len)
+{
+	return part_header_end(body, len) != NULL;
+}
+
+WirePart *
+wire_parse_part(const char *body, int len)
+{
+	const char *end = part_header_end(body, len);
+	WirePart *part = palloc0(sizeof(WirePart));
+	JsonbContainer *obj;
+	JsonbValue *v;
+	Jsonb *jb;
+
+	if (end == NULL)
+		invalid_message("a part has no header line");
+	jb = parse_object(body, end - body);
+	part->origin = get_string(&jb->root, "origin", true);
+	part->schema = get_string(&jb->root, "schema", true);
+	part->table = get_string(&jb->root, "table", true);
+	v = get_field(&jb->root, "part", jbvBinary, true);
+	obj = v->val.binary.data;
+	if (!JsonContainerIsObject(obj))
+		invalid_message("\"part\" is not a JSON object");
+	part->incarnation = get_int8(obj, "incarnation", false);
+	part->seq = get_int8(obj, "seq", true);
+	part->value = (int) get_int8(obj, "value", true);
+	part->offset = get_int8(obj, "offset", true);
+	part->len = get_int8(obj, "bytes", true);
+	part->data = end + 1;
+	if (part->seq <= 0 || part->value < 0 || part->offset < 0 || part->incarnation < 0)
+		invalid_message("a part's seq must be positive, its value, offset and incarnation not "
+						"negative");
+	if (part->len != len - (part->data - body))
+		invalid_message(psprintf("a part says it has " INT64_FORMAT " bytes and has %d", part->len,
+								 (int) (len - (part->data - body))));
+	return part;
 }
 
 /* ---- copy requests ---- */

@@ -50,7 +50,7 @@ extern void wire_add_event(StringInfo buf, bool first, int64 seq, char op,
 						   const char *commit_ts_json, const char *row_json);
 extern void wire_end_message(StringInfo buf);
 
-/* "insert", "update", "delete", "copy", "truncate", "skip" */
+/* "insert", "update", "delete", "copy", "truncate", "skip", "large" */
 extern const char *wire_op_name(char op);
 
 /* "schema.table" with '.', '*', '#' and '%' percent-escaped (palloc'd). */
@@ -77,14 +77,36 @@ typedef struct WireCopy
 	int nskipped;
 } WireCopy;
 
+/*
+ * An insert or update ("of") with values too large for one message: each
+ * travels in parts, messages of their own sent before this event's
+ * message (wire_part_header).  The event's row has the other columns.
+ */
+#define EVREP_OP_LARGE 'L'
+
+typedef struct WireLargeValue
+{
+	char *column;
+	bool bytea; /* form "bytea": the bytes of a bytea; else "text": its text form */
+	int64 bytes;
+} WireLargeValue;
+
+typedef struct WireLarge
+{
+	char of; /* 'i' or 'u' */
+	int nvalues;
+	WireLargeValue *values;
+} WireLarge;
+
 /* A parsed message; strings point into palloc'd copies. */
 typedef struct WireEvent
 {
 	int64 seq;
-	char op;			   /* 'i', 'u', 'd', 'c' (copy), 't' (truncate), 's' (skip) */
+	char op;			   /* 'i', 'u', 'd', 'c' (copy), 't' (truncate), 's' (skip), 'L' */
 	TimestampTz commit_ts; /* 0 when absent */
 	Jsonb *row;			   /* NULL for a copy; options of a truncate; a skip's object */
 	WireCopy *copy;		   /* only for a copy */
+	WireLarge *large;	   /* only for a large event (its row is the row) */
 	Jsonb *event;		   /* the whole event object, for parking */
 } WireEvent;
 
@@ -108,6 +130,38 @@ extern WireMessage *wire_parse(const char *body, int len);
 
 /* Re-wraps one event of a message as a one-event message (for parking). */
 extern char *wire_single_event(const WireMessage *msg, const WireEvent *ev);
+
+/*
+ * A part of a large value: a message whose body is one line of JSON, a
+ * newline and the part's bytes:
+ *
+ *	{"format": "evrep.v1", "origin": "...", "schema": "...", "table": "...",
+ *	 "revision": 2, "part": {"incarnation": 1, "seq": 12, "value": 0,
+ *	 "offset": 0, "bytes": 8388608}}\n<bytes>
+ *
+ * value indexes the event's "values"; offset is where the bytes go in it.
+ * A message of events never holds a newline (JSON escapes it in strings).
+ */
+#define WIRE_PART_HEADER_MAX 4096
+
+typedef struct WirePart
+{
+	char *origin;
+	char *schema;
+	char *table;
+	int64 incarnation; /* 0: the sender named none */
+	int64 seq;
+	int value;
+	int64 offset;
+	const char *data; /* into the body */
+	int64 len;
+} WirePart;
+
+extern void wire_part_header(StringInfo buf, const char *origin, const char *schema,
+							 const char *table, int64 incarnation, int64 seq, int value,
+							 int64 offset, int64 bytes);
+extern bool wire_is_part(const char *body, int len);
+extern WirePart *wire_parse_part(const char *body, int len);
 
 /*
  * A request for a copy of a table, sent by a subscriber to the routing key

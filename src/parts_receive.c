@@ -1,0 +1,216 @@
+/*
+ * parts_receive.c
+ *		The subscriber's side of large events: parts kept until their event.
+ *
+ * The parts of a large event's values arrive before the event, each in a
+ * message of its own (parts_send.c).  Each is kept in evrep.inbox_part in
+ * the transaction that acks it, so the consumer holds no more than a
+ * message at a time; a part sent again (a resend after a reconnect) is
+ * kept once, by where its bytes go.  When the event comes, its values are
+ * put together from the parts, the one value at a time in memory, and
+ * the parts go in the transaction that applies it; a parked event keeps
+ * them for its replay.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "parts_receive.h"
+#include "spi_plan.h"
+#include "spi_util.h"
+
+static SPIPlanPtr keep_plan = NULL;
+static SPIPlanPtr list_plan = NULL;
+static SPIPlanPtr read_plan = NULL;
+static SPIPlanPtr forget_plan = NULL;
+
+/* origin, schema_name, table_name, incarnation, seq: the event's parts */
+#define EVENT_ARGS 5
+#define EVENT_WHERE                                                                                \
+	"origin = $1 AND schema_name = $2 AND table_name = $3 AND incarnation = $4 AND seq = $5"
+
+static void
+event_args(Datum *values, Oid *types, const char *origin, const char *schema, const char *table,
+		   int64 incarnation, int64 seq)
+{
+	values[0] = CStringGetTextDatum(origin);
+	values[1] = CStringGetTextDatum(schema);
+	values[2] = CStringGetTextDatum(table);
+	values[3] = Int64GetDatum(incarnation);
+	values[4] = Int64GetDatum(seq);
+	types[0] = types[1] = types[2] = TEXTOID;
+	types[3] = types[4] = INT8OID;
+}
+
+void
+parts_keep(const WirePart *part)
+{
+	Datum values[EVENT_ARGS + 3];
+	Oid types[EVENT_ARGS + 3];
+	bytea *data = palloc(part->len + VARHDRSZ);
+
+	SET_VARSIZE(data, part->len + VARHDRSZ);
+	memcpy(VARDATA(data), part->data, part->len);
+	event_args(values, types, part->origin, part->schema, part->table, part->incarnation,
+			   part->seq);
+	values[5] = Int32GetDatum(part->value);
+	values[6] = Int64GetDatum(part->offset);
+	values[7] = PointerGetDatum(data);
+	types[5] = INT4OID;
+	types[6] = INT8OID;
+	types[7] = BYTEAOID;
+	spi_check(SPI_execute_plan(spi_kept_plan(&keep_plan,
+											 "INSERT INTO evrep.inbox_part (origin, schema_name,"
+											 " table_name, incarnation, seq, ord, off, data)"
+											 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+											 " ON CONFLICT DO NOTHING",
+											 EVENT_ARGS + 3, types),
+							   values, NULL, false, 0),
+			  SPI_OK_INSERT, ANY_ROWS, "could not keep a part of an evrep event");
+	pfree(data);
+}
+
+/*
+ * The offsets of the parts that make value ord whole, in order: one part
+ * per offset, the next starting where the one before ended (a resend with
+ * another evrep.max_message_bytes cut the value elsewhere; either cut
+ * serves).  NULL, with *have the bytes found from the start, if a part is
+ * missing.
+ */
+static int64 *
+part_chain(Datum *args, Oid *types, int ord, int64 bytes, int *nparts, int64 *have)
+{
+	int64 *offs;
+	uint64 n;
+
+	args[EVENT_ARGS] = Int32GetDatum(ord);
+	types[EVENT_ARGS] = INT4OID;
+	n = spi_check(SPI_execute_plan(spi_kept_plan(&list_plan,
+												 "SELECT off, pg_catalog.length(data) FROM"
+												 " evrep.inbox_part WHERE " EVENT_WHERE
+												 " AND ord = $6 ORDER BY off, 2 DESC",
+												 EVENT_ARGS + 1, types),
+								   args, NULL, true, 0),
+				  SPI_OK_SELECT, ANY_ROWS, "could not read the parts of an evrep event");
+	offs = palloc(sizeof(int64) * (n + 1));
+	*nparts = 0;
+	*have = 0;
+	for (uint64 i = 0; i < n && *have < bytes; i++)
+	{
+		bool isnull;
+		int64 off =
+			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		int32 len =
+			DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (off != *have || len == 0)
+			continue;
+		offs[(*nparts)++] = off;
+		*have += len;
+	}
+	return *have == bytes ? offs : NULL;
+}
+
+/* Copies the parts at offs into buf, each read alone. */
+static void
+read_parts(Datum *args, Oid *types, const int64 *offs, int nparts, char *buf, int64 bytes)
+{
+	types[EVENT_ARGS + 1] = INT8OID;
+	for (int i = 0; i < nparts; i++)
+	{
+		bool isnull;
+		bytea *data;
+		int64 len;
+
+		args[EVENT_ARGS + 1] = Int64GetDatum(offs[i]);
+		spi_check(
+			SPI_execute_plan(spi_kept_plan(&read_plan,
+										   "SELECT data FROM evrep.inbox_part WHERE " EVENT_WHERE
+										   " AND ord = $6 AND off = $7",
+										   EVENT_ARGS + 2, types),
+							 args, NULL, true, 1),
+			SPI_OK_SELECT, 1, "could not read a part of an evrep event");
+		data = DatumGetByteaPP(
+			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		len = VARSIZE_ANY_EXHDR(data);
+		if (offs[i] + len > bytes)
+			elog(ERROR, "evrep part at " INT64_FORMAT " passes the value's end", offs[i]);
+		memcpy(buf + offs[i], VARDATA_ANY(data), len);
+		pfree(data);
+		SPI_freetuptable(SPI_tuptable);
+	}
+}
+
+static char *
+collect_value(const WireMessage *msg, const WireEvent *ev, int ord, MemoryContext cxt)
+{
+	const WireLargeValue *v = &ev->large->values[ord];
+	Datum args[EVENT_ARGS + 2];
+	Oid types[EVENT_ARGS + 2];
+	int64 *offs;
+	int nparts;
+	int64 have;
+	char *value;
+	char *data;
+
+	event_args(args, types, msg->origin, msg->schema, msg->table, msg->incarnation.id, ev->seq);
+	offs = part_chain(args, types, ord, v->bytes, &nparts, &have);
+	if (offs == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("evrep has " INT64_FORMAT " of the " INT64_FORMAT
+							   " bytes of column \"%s\" of event " INT64_FORMAT,
+							   have, v->bytes, v->column, ev->seq),
+						errdetail("The origin sends a large value in parts before its event; some "
+								  "are missing from evrep.inbox_part."),
+						errhint("Replay the dead letter once the origin sent the event again, or "
+								"resync the table.")));
+	/* the one value being built: a bytea, or a C string */
+	value = MemoryContextAllocHuge(cxt, v->bytes + VARHDRSZ + 1);
+	data = v->bytea ? VARDATA(value) : value;
+	if (v->bytea)
+		SET_VARSIZE(value, v->bytes + VARHDRSZ);
+	read_parts(args, types, offs, nparts, data, v->bytes);
+	if (v->bytea)
+		return value;
+	data[v->bytes] = '\0';
+	if (memchr(data, '\0', v->bytes) != NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						errmsg("the text form of column \"%s\" of event " INT64_FORMAT
+							   " contains a zero byte",
+							   v->column, ev->seq)));
+	pg_verify_mbstr(GetDatabaseEncoding(), data, v->bytes, false);
+	return value;
+}
+
+PartsValue *
+parts_collect(const WireMessage *msg, const WireEvent *ev)
+{
+	/* past SPI_finish of the caller's statements: the caller's context */
+	MemoryContext cxt = CurrentMemoryContext;
+	PartsValue *values = palloc(sizeof(PartsValue) * ev->large->nvalues);
+
+	for (int i = 0; i < ev->large->nvalues; i++)
+	{
+		values[i].value = &ev->large->values[i];
+		values[i].bytes = collect_value(msg, ev, i, cxt);
+	}
+	return values;
+}
+
+void
+parts_forget(const WireMessage *msg, const WireEvent *ev)
+{
+	Datum args[EVENT_ARGS];
+	Oid types[EVENT_ARGS];
+
+	event_args(args, types, msg->origin, msg->schema, msg->table, msg->incarnation.id, ev->seq);
+	spi_check(SPI_execute_plan(spi_kept_plan(&forget_plan,
+											 "DELETE FROM evrep.inbox_part WHERE " EVENT_WHERE,
+											 EVENT_ARGS, types),
+							   args, NULL, false, 0),
+			  SPI_OK_DELETE, ANY_ROWS, "could not forget the parts of an evrep event");
+}
