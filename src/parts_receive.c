@@ -123,6 +123,7 @@ read_parts(Datum *args, Oid *types, const int64 *offs, int nparts, char *buf, in
 	for (int i = 0; i < nparts; i++)
 	{
 		bool isnull;
+		Datum raw;
 		bytea *data;
 		int64 len;
 
@@ -134,13 +135,14 @@ read_parts(Datum *args, Oid *types, const int64 *offs, int nparts, char *buf, in
 										   EVENT_ARGS + 2, types),
 							 args, NULL, true, 1),
 			SPI_OK_SELECT, 1, "could not read a part of an evrep event");
-		data = DatumGetByteaPP(
-			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		raw = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		data = DatumGetByteaPP(raw);
 		len = VARSIZE_ANY_EXHDR(data);
 		if (offs[i] + len > bytes)
 			elog(ERROR, "evrep part at " INT64_FORMAT " passes the value's end", offs[i]);
 		memcpy(buf + offs[i], VARDATA_ANY(data), len);
-		pfree(data);
+		if ((Pointer) data != DatumGetPointer(raw))
+			pfree(data);
 		SPI_freetuptable(SPI_tuptable);
 	}
 }
