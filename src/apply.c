@@ -499,6 +499,18 @@ repair_hole(ApplyRun *run)
 								lo, hi, evrep_gap_repair_after));
 }
 
+/*
+ * An event applied before.  The parts of a large one came again with it
+ * (a resend): they go as they did the first time.
+ */
+static void
+skip_duplicate(ApplyRun *run, const WireEvent *ev)
+{
+	run->progress.skipped++;
+	if (ev->op == EVREP_OP_LARGE)
+		parts_forget(run->msg, ev);
+}
+
 /* The events not applied before, claimed in the stream's progress. */
 static void
 claim_new_events(ApplyRun *run)
@@ -524,7 +536,7 @@ claim_new_events(ApplyRun *run)
 		else if (fresh)
 			run->todo[run->ntodo++] = i;
 		else
-			run->progress.skipped++;
+			skip_duplicate(run, ev);
 		duplicates |= !fresh;
 	}
 	if (progress_went_back(&run->progress, msg, old_last_seq, duplicates))
@@ -786,7 +798,10 @@ static void
 apply_stream(ApplyRun *run)
 {
 	if (run->verdict == HISTORY_OLD_DUPLICATE)
-		run->progress.skipped += run->msg->nevents;
+	{
+		for (int i = 0; i < run->msg->nevents; i++)
+			skip_duplicate(run, &run->msg->events[i]);
+	}
 	else
 	{
 		follow_history(run, run->verdict);

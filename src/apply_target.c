@@ -578,10 +578,13 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
 	}
 	if (t->copy_delete[range] == NULL)
 		t->copy_delete[range] = prepare_kept(copy_delete_sql(t, order, copy->nkeys, range), 3);
-	/* rows skipped at the origin keep what this node has for their keys */
-	values[0] = copy->skipped ? DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(copy->rows),
-													JsonbPGetDatum(copy->skipped))
-							  : JsonbPGetDatum(copy->rows);
+	/*
+	 * rows skipped at the origin keep what this node has for their keys, and
+	 * rows sent ahead as large events what those wrote
+	 */
+	values[0] = copy->kept ? DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(copy->rows),
+												 JsonbPGetDatum(copy->kept))
+						   : JsonbPGetDatum(copy->rows);
 	values[1] = copy->after ? JsonbPGetDatum(copy->after) : (Datum) 0;
 	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
 	nulls[1] = copy->after ? ' ' : 'n';
@@ -617,7 +620,7 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 	 * emptying it costs far less than an upsert's speculative insertion.
 	 * Otherwise the local-only columns of rows that stay keep their values.
 	 */
-	if (all && copy->nskipped == 0 && copy_delete_range(t, copy, true))
+	if (all && copy->nkept == 0 && copy_delete_range(t, copy, true))
 	{
 		if (t->copy_insert == NULL)
 			t->copy_insert = prepare_kept(insert_sql(t, NULL, ROWS_SET, false, NULL), 1);
@@ -626,7 +629,7 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 	}
 	else
 	{
-		if (!all || copy->nskipped > 0)
+		if (!all || copy->nkept > 0)
 			(void) copy_delete_range(t, copy, false);
 		if (copy->nrows > 0)
 			run_plan(plan_for(t, use, ROWS_SET, true, &t->copy_subset, &t->copy_upsert), copy->rows,

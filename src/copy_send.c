@@ -15,6 +15,9 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "storage/bufmgr.h"
+#include "storage/itemptr.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -28,6 +31,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "contract.h"
@@ -35,6 +39,7 @@
 #include "evrep.h"
 #include "incarnation.h"
 #include "outbox.h"
+#include "oversize.h"
 #include "relcache.h"
 #include "row_json.h"
 #include "spi_plan.h"
@@ -260,6 +265,7 @@ typedef struct ChunkReader
 	char *filter_src;	/* and row filter; NULL: none */
 	SPIPlanPtr first;	/* NULL: not prepared yet */
 	SPIPlanPtr next;
+	SPIPlanPtr by_key; /* a row's ctid by its key object */
 } ChunkReader;
 
 static RelCache *readers = NULL;
@@ -275,13 +281,15 @@ free_reader(RelCacheEntry *entry)
 		SPI_freeplan(r->first);
 	if (r->next)
 		SPI_freeplan(r->next);
+	if (r->by_key)
+		SPI_freeplan(r->by_key);
 	if (r->key_desc)
 		pfree(r->key_desc);
 	if (r->columns_src)
 		pfree(r->columns_src);
 	if (r->filter_src)
 		pfree(r->filter_src);
-	r->first = r->next = NULL;
+	r->first = r->next = r->by_key = NULL;
 	r->key_desc = r->columns_src = r->filter_src = NULL;
 }
 
@@ -342,10 +350,11 @@ select_list(Datum columns)
 	return sel.data;
 }
 
+/* A kept plan of $1 jsonb (a key object) and, if nargs is 2, $2 int8 (a row count). */
 static SPIPlanPtr
-prepare_chunk(const char *sql)
+prepare_chunk(const char *sql, int nargs)
 {
-	SPIPlanPtr plan = SPI_prepare(sql, 2, (Oid[]){JSONBOID, INT8OID});
+	SPIPlanPtr plan = SPI_prepare(sql, nargs, (Oid[]){JSONBOID, INT8OID});
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -437,9 +446,13 @@ prepare_reader(ChunkReader *r, const CopyJob *job)
 		table_close(rel, AccessShareLock);
 	}
 	r->first =
-		prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, obj.data, sel, filter));
+		prepare_chunk(chunk_sql(qualname, true, tkeys.data, rkeys.data, obj.data, sel, filter), 2);
 	r->next =
-		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, obj.data, sel, filter));
+		prepare_chunk(chunk_sql(qualname, false, tkeys.data, rkeys.data, obj.data, sel, filter), 2);
+	r->by_key = prepare_chunk(psprintf("SELECT t.ctid FROM %s t, pg_catalog.jsonb_populate_record("
+									   "NULL::%s, $1) r WHERE ROW(%s) = ROW(%s)",
+									   qualname, qualname, tkeys.data, rkeys.data),
+							  1);
 	r->key_desc = MemoryContextStrdup(relcache_memory(readers), key_desc.data);
 	if (job->columns != (Datum) 0)
 		r->columns_src =
@@ -492,8 +505,11 @@ typedef struct ChunkRows
 {
 	StringInfoData rows;
 	StringInfoData skipped;
-	int64 nrows; /* rows covered, the skipped ones too */
+	List *skipped_keys;	  /* jsonb Datums */
+	StringInfoData apart; /* the keys of those sent as large events */
+	int64 nrows;		  /* rows covered, the skipped ones too */
 	int64 nskipped;
+	int64 napart;
 	Datum upto; /* jsonb */
 	bool last;	/* no rows after these */
 } ChunkRows;
@@ -541,7 +557,11 @@ read_chunk(SPIPlanPtr plan, Datum *values, const char *nulls, ChunkRows *c)
 			appendStringInfoChar(into, ',');
 		appendStringInfoString(
 			into, row != NULL ? row : JsonbToCString(NULL, &DatumGetJsonbP(key)->root, -1));
-		c->nskipped += row == NULL;
+		if (row == NULL)
+		{
+			c->nskipped++;
+			c->skipped_keys = lappend(c->skipped_keys, DatumGetPointer(datumCopy(key, false, -1)));
+		}
 		c->nrows++;
 		c->upto = datumCopy(key, false, -1);
 		SPI_freetuptable(SPI_tuptable);
@@ -554,7 +574,7 @@ read_chunk(SPIPlanPtr plan, Datum *values, const char *nulls, ChunkRows *c)
 
 /*
  * The chunk's body: {"for", "request", "estimate", "key", "after", "upto",
- * "rows"}, and "skipped" when it has keys.
+ * "rows"}, and "skipped" and "apart" when they have keys.
  */
 static Datum
 chunk_body(const CopyJob *job, const char *key_desc, const ChunkRows *c)
@@ -574,8 +594,114 @@ chunk_body(const CopyJob *job, const char *key_desc, const ChunkRows *c)
 					 c->last ? "null" : JsonbToCString(NULL, &DatumGetJsonbP(c->upto)->root, -1));
 	if (c->nskipped > 0)
 		appendStringInfo(&buf, ",\"skipped\":%s", c->skipped.data);
+	if (c->napart > 0)
+		appendStringInfo(&buf, ",\"apart\":%s", c->apart.data);
 	appendStringInfo(&buf, ",\"rows\":%s}", c->rows.data);
 	return CStringGetTextDatum(buf.data);
+}
+
+/* The columns a job sends, as a mask over rel's attributes; NULL: all. */
+static bool *
+columns_mask(Relation rel, Datum columns)
+{
+	TupleDesc desc = RelationGetDescr(rel);
+	bool *mask;
+	Datum *elems;
+	bool *nulls;
+	int n;
+
+	if (columns == (Datum) 0)
+		return NULL;
+	mask = palloc0(sizeof(bool) * desc->natts);
+	deconstruct_array(DatumGetArrayTypeP(columns), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
+					  &n);
+	for (int i = 0; i < n; i++)
+	{
+		AttrNumber attno = nulls[i]
+							   ? InvalidAttrNumber
+							   : get_attnum(RelationGetRelid(rel), TextDatumGetCString(elems[i]));
+
+		if (attno > 0)
+			mask[attno - 1] = true;
+	}
+	return mask;
+}
+
+/*
+ * The row of a key as the job's snapshot sees it, its large values still
+ * where they are stored (a whole-row value would read them all in).
+ */
+static HeapTuple
+row_by_key(ChunkReader *r, Relation rel, Datum key)
+{
+	HeapTupleData tuple;
+	HeapTuple copy;
+	Buffer buf;
+	bool isnull;
+
+	if (spi_check(SPI_execute_plan(r->by_key, &key, NULL, true, 1), SPI_OK_SELECT, ANY_ROWS,
+				  "could not find a row of a copy by its key") == 0)
+		return NULL;
+	tuple.t_self = *(ItemPointer) DatumGetPointer(
+		SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (!heap_fetch(rel, GetActiveSnapshot(), &tuple, &buf, false))
+		return NULL;
+	copy = heap_copytuple(&tuple);
+	ReleaseBuffer(buf);
+	return copy;
+}
+
+/*
+ * The chunk's rows too large for it go ahead of it as large events
+ * (oversize.c), numbered before it: the chunk keeps what they wrote
+ * ("apart").  Those that cannot stay in "skipped".  Returns how many ids
+ * it added to ids.  One row at a time in memory.
+ */
+static int
+send_rows_apart(const CopyJob *job, ChunkReader *r, ChunkRows *c, int64 *ids)
+{
+	Relation rel = table_open(job->relid, AccessShareLock);
+	bool *mask = columns_mask(rel, job->columns);
+	MemoryContext row_cxt =
+		AllocSetContextCreate(CurrentMemoryContext, "evrep copy row apart", ALLOCSET_DEFAULT_SIZES);
+	ListCell *lc;
+	int n = 0;
+
+	resetStringInfo(&c->skipped);
+	appendStringInfoChar(&c->skipped, '[');
+	initStringInfo(&c->apart);
+	appendStringInfoChar(&c->apart, '[');
+	c->nskipped = 0;
+	foreach (lc, c->skipped_keys)
+	{
+		Datum key = PointerGetDatum(lfirst(lc));
+		MemoryContext old = MemoryContextSwitchTo(row_cxt);
+		HeapTuple tuple = row_by_key(r, rel, key);
+		OversizeValues *values = NULL;
+		char *row = tuple ? oversize_large(rel, 'i', tuple, mask, &values) : NULL;
+		StringInfo into;
+
+		if (row != NULL)
+		{
+			ids[n] = outbox_add_numbered(job->pub_id, EVREP_OP_LARGE, CStringGetTextDatum(row));
+			oversize_store(ids[n++], values);
+		}
+		MemoryContextSwitchTo(old);
+		into = row != NULL ? &c->apart : &c->skipped;
+		if (into->len > 1)
+			appendStringInfoChar(into, ',');
+		appendStringInfoString(into, JsonbToCString(NULL, &DatumGetJsonbP(key)->root, -1));
+		if (row != NULL)
+			c->napart++;
+		else
+			c->nskipped++;
+		MemoryContextReset(row_cxt);
+	}
+	appendStringInfoChar(&c->skipped, ']');
+	appendStringInfoChar(&c->apart, ']');
+	MemoryContextDelete(row_cxt);
+	table_close(rel, AccessShareLock);
+	return n;
 }
 
 /* Under evrep.copy_rate_limit, the next chunk may not be read before this. */
@@ -589,23 +715,24 @@ copy_wait_ms(void)
 	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_chunk_at);
 }
 
-int64
-copy_next_chunk(bool *more)
+int64 *
+copy_next_chunk(bool *more, int *n)
 {
 	CopyJob job;
 	ChunkReader *reader;
 	Datum values[5];
 	ChunkRows chunk;
-	int64 id;
+	int64 *ids;
 
 	*more = false;
+	*n = 0;
 	if (copy_wait_ms() > 0)
 	{
 		*more = true;
-		return 0;
+		return NULL;
 	}
 	if (!next_job(&job))
-		return 0;
+		return NULL;
 
 	values[0] = job.last_key;
 	values[1] = Int64GetDatum(evrep_copy_chunk_rows);
@@ -615,6 +742,9 @@ copy_next_chunk(bool *more)
 	if (evrep_copy_rate_limit > 0)
 		next_chunk_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													chunk.nrows * 1000 / evrep_copy_rate_limit);
+	ids = palloc(sizeof(int64) * (chunk.nskipped + 1));
+	if (chunk.nskipped > 0)
+		*n = send_rows_apart(&job, reader, &chunk, ids);
 	if (chunk.nskipped > 0)
 		ereport(
 			WARNING,
@@ -626,7 +756,7 @@ copy_next_chunk(bool *more)
 			 errhint("The subscriber keeps what it has for them and parks a dead letter "
 					 "naming each.")));
 
-	id = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, reader->key_desc, &chunk));
+	ids[(*n)++] = outbox_add_numbered(job.pub_id, 'c', chunk_body(&job, reader->key_desc, &chunk));
 
 	values[0] = Int32GetDatum(job.pub_id);
 	values[1] = CStringGetTextDatum(job.requester);
@@ -641,5 +771,5 @@ copy_next_chunk(bool *more)
 		ereport(LOG, (errmsg("evrep: copy for node \"%s\" sent, last chunk " INT64_FORMAT " rows",
 							 job.requester, chunk.nrows)));
 	*more = !chunk.last || job.others;
-	return id;
+	return ids;
 }

@@ -18,9 +18,10 @@ extern void copy_accept_request(const WireCopyRequest *req);
 /*
  * Publisher, inside its numbering transaction at REPEATABLE READ with SPI
  * connected: reads the next chunk of the oldest unfinished job and adds it
- * to the outbox numbered (an OutboxCopyFn).
+ * to the outbox numbered, after a large event for each of its rows too
+ * large for it (an OutboxCopyFn).
  */
-extern int64 copy_next_chunk(bool *more);
+extern int64 *copy_next_chunk(bool *more, int *n);
 
 /* Milliseconds until evrep.copy_rate_limit lets the next chunk go; 0: now. */
 extern long copy_wait_ms(void);

@@ -338,8 +338,8 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 			m->large_id = batch->ids[i];
 			m->large_seq = seq;
 			m->incarnation = p->incarnation.id;
-			m->schema = p->schema;
-			m->table = p->table;
+			m->schema = pstrdup(p->schema);
+			m->table = pstrdup(p->table);
 			batch->large = true;
 		}
 		wire_add_event(&buf, m->nevents == 0, seq, op, commit_ts, row);
@@ -680,13 +680,12 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 			*copy_more = true;
 		else if (copy_chunk != NULL)
 		{
-			int64 chunk_id = copy_chunk(copy_more);
+			int nchunk;
+			int64 *chunk_ids = copy_chunk(copy_more, &nchunk);
 
-			if (chunk_id != 0)
-			{
-				ids = append_id(ids, n++ > 0, chunk_id);
-				with_chunk = true;
-			}
+			for (int k = 0; k < nchunk; k++)
+				ids = append_id(ids, n++ > 0, chunk_ids[k]);
+			with_chunk = nchunk > 0;
 		}
 		if (with_chunk)
 			batch = read_numbered(ids, max_per_message, mcxt);

@@ -35,11 +35,13 @@ typedef struct OutboxBatch
 } OutboxBatch;
 
 /*
- * Adds one chunk of a copy to the outbox (outbox_add_numbered) and returns
- * its outbox id, or 0 when no copy is due; sets *more when another chunk
- * is due after it.  Called inside the numbering transaction, SPI connected.
+ * Adds one chunk of a copy to the outbox (outbox_add_numbered), after the
+ * large events of the rows too large for it, and returns their outbox ids
+ * in number order (*n of them; none when no copy is due); sets *more when
+ * another chunk is due after it.  Called inside the numbering transaction,
+ * SPI connected.
  */
-typedef int64 (*OutboxCopyFn)(bool *more);
+typedef int64 *(*OutboxCopyFn)(bool *more, int *n);
 
 /*
  * Returns the next batch to send, encoded into messages: first the rows

@@ -319,6 +319,14 @@ row_without_large_values(Relation rel, HeapTuple tuple, const bool *mask, Oversi
 	return TextDatumGetCString(row);
 }
 
+char *
+oversize_large(Relation rel, char op, HeapTuple tuple, const bool *mask, OversizeValues **apart)
+{
+	char *row = row_without_large_values(rel, tuple, mask, apart);
+
+	return row ? large_json(op, row, RelationGetDescr(rel), *apart) : NULL;
+}
+
 Datum
 oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask, OversizeValues **apart)
 {
@@ -331,10 +339,9 @@ oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask, Over
 	*apart = NULL;
 	if (*op == 'd')
 		return key;
-	row = row_without_large_values(rel, tuple, mask, apart);
+	row = oversize_large(rel, *op, tuple, mask, apart);
 	if (row != NULL)
 	{
-		row = large_json(*op, row, RelationGetDescr(rel), *apart);
 		*op = EVREP_OP_LARGE;
 		return CStringGetTextDatum(row);
 	}

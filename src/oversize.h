@@ -27,6 +27,13 @@ typedef struct OversizeValues OversizeValues;
 extern Datum oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask,
 							  OversizeValues **apart);
 
+/*
+ * The large event of an insert or update (op), as oversize_capture makes
+ * it; NULL if the row cannot be sent that way either.
+ */
+extern char *oversize_large(Relation rel, char op, HeapTuple tuple, const bool *mask,
+							OversizeValues **apart);
+
 /* Stores the values that travel apart, beside the outbox row outbox_id. */
 extern void oversize_store(int64 outbox_id, const OversizeValues *apart);
 

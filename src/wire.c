@@ -232,6 +232,21 @@ parse_copy_key(JsonbContainer *obj, WireCopy *c)
 	}
 }
 
+/* An optional array of key objects; NULL when absent. */
+static Jsonb *
+get_key_array(JsonbContainer *obj, const char *key, int *n)
+{
+	JsonbValue *v = get_field(obj, key, jbvBinary, false);
+
+	*n = 0;
+	if (v == NULL)
+		return NULL;
+	if (!JsonContainerIsArray(v->val.binary.data))
+		invalid_message(psprintf("\"%s\" is not an array", key));
+	*n = JsonContainerSize(v->val.binary.data);
+	return JsonbValueToJsonb(v);
+}
+
 static void
 parse_copy(JsonbContainer *ev, WireEvent *out)
 {
@@ -252,14 +267,14 @@ parse_copy(JsonbContainer *ev, WireEvent *out)
 		invalid_message("\"rows\" is not an array");
 	c->nrows = JsonContainerSize(v->val.binary.data);
 	c->rows = JsonbValueToJsonb(v);
-	v = get_field(obj, "skipped", jbvBinary, false);
-	if (v != NULL)
-	{
-		if (!JsonContainerIsArray(v->val.binary.data))
-			invalid_message("\"skipped\" is not an array");
-		c->nskipped = JsonContainerSize(v->val.binary.data);
-		c->skipped = JsonbValueToJsonb(v);
-	}
+	c->skipped = get_key_array(obj, "skipped", &c->nskipped);
+	c->kept = get_key_array(obj, "apart", &c->nkept);
+	if (c->kept != NULL && c->skipped != NULL)
+		c->kept = DatumGetJsonbP(
+			DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(c->kept), JsonbPGetDatum(c->skipped)));
+	else if (c->kept == NULL)
+		c->kept = c->skipped;
+	c->nkept += c->nskipped;
 	out->copy = c;
 }
 

@@ -75,6 +75,8 @@ typedef struct WireCopy
 	int nrows;
 	Jsonb *skipped; /* key objects of rows too large to send, or NULL */
 	int nskipped;
+	Jsonb *kept; /* those and the rows sent before as large events ("apart") */
+	int nkept;
 } WireCopy;
 
 /*

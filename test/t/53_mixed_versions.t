@@ -18,8 +18,9 @@
 #      event of NEW's stream is not applied on OLD.
 #   3. OLD still publishes to NEW after that.
 #   4. A row too large for NEW's evrep.max_message_bytes (256kB here): NEW
-#      sends a skip event for it, alone in its message; OLD parks that
-#      message (unknown op "skip") and applies the rows before and after.
+#      sends its value in two part messages and a large event, alone in its
+#      message; OLD parks the parts (not JSON) and the large event (unknown
+#      op "large") and applies the rows before and after.
 # Ports: AMQP 6301, PostgreSQL 6352 (OLD) and 6353 (NEW).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
@@ -127,22 +128,26 @@ converged "3: 1.0 -> 1.1 (customer)" "$OLD" "$NEW" customer
 is "$(dead_letters "$NEW")" 0 "3: no dead letters on NEW"
 is "$(dead_letters "$OLD")" 1 "3: OLD's one dead letter is the truncate"
 
-# ==== 4. a row too large to send, between two that fit =========================
+# ==== 4. a row too large for one message, between two that fit ===============
 ok "4: NEW: a small doc, one of 300 kB, another small one" sql_script "$NEW" "
 INSERT INTO doc VALUES (1, 'before');
 INSERT INTO doc VALUES (2, repeat('x', 300000));
 INSERT INTO doc VALUES (3, 'after');"
-is "$(sql "$NEW" "SELECT op || ' ' || key::text FROM evrep.skipped")" 'insert {"id":2}' "4: NEW recorded the row it did not send"
+is "$(sql "$NEW" "SELECT count(*) FROM evrep.skipped")" 0 "4: NEW skipped nothing: row 2 goes as a large event, in parts"
 ok "4: NEW's outbox drains" wait_value 60 0 outbox_depth "$NEW"
 seq2=$(last_seq "$NEW" doc)
 ok "4: OLD's progress reaches NEW's last_seq $seq2 for doc" wait_value 60 "$seq2" \
     sql "$OLD" "SELECT last_seq FROM evrep.progress WHERE origin = '$NEW' AND table_name = 'doc'"
 is "$(sql "$OLD" "SELECT string_agg(id || ':' || body, ',' ORDER BY id) FROM doc")" "1:before,3:after" \
-   "4: OLD applied the rows before and after the skip"
+   "4: OLD applied the rows before and after the large one"
 # a message 1.0 cannot parse is parked without its table (as the truncate's)
-like "$(sql "$OLD" "SELECT error FROM evrep.dead_letter ORDER BY id DESC LIMIT 1")" 'unknown op "skip"' \
-   "4: OLD parked the skip's message: unknown op \"skip\""
-like "$(sql "$OLD" "SELECT body FROM evrep.dead_letter ORDER BY id DESC LIMIT 1")" '"op": ?"skip"' \
-   "4: the dead letter holds the skip event"
-is "$(dead_letters "$OLD")" 2 "4: only that message besides the truncate"
+like "$(sql "$OLD" "SELECT error FROM evrep.dead_letter ORDER BY id DESC LIMIT 1")" 'unknown op "large"' \
+   "4: OLD parked the large event's message: unknown op \"large\""
+like "$(sql "$OLD" "SELECT body FROM evrep.dead_letter ORDER BY id DESC LIMIT 1")" '"op": ?"large"' \
+   "4: the dead letter holds the large event"
+# 300,000 bytes in parts of 256 kB less the envelope's 16 kB: two parts
+is "$(sql "$OLD" "SELECT count(*) FROM evrep.dead_letter WHERE body LIKE '{\"format\":\"evrep.v1\"%\"part\":{%'")" 2 \
+   "4: OLD parked the two parts before it, as messages it cannot read"
+is "$(dead_letters "$OLD")" 4 "4: nothing else besides the truncate"
+is "$(sql "$NEW" "SELECT count(*) FROM evrep.outbox_value")" 0 "4: NEW keeps no value of the sent event"
 done_testing

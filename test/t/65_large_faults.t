@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# 65_large_faults: large events travel in parts, and parts survive what a
+# whole message survives. A sends at most 1 MB a message
+# (evrep.max_message_bytes), so a 150 MB bytea is some 150 part messages
+# before its event. While B is keeping parts (some of them in
+# evrep.inbox_part, not all), each of these happens once:
+#   1. B's consumer is SIGKILLed (B's server restarts its processes);
+#   2. A's publisher is SIGKILLed: A sends the event again, parts and all;
+#   3. the broker restarts;
+#   4. B crashes (pg_ctl stop -m immediate) and starts again;
+#   5. A crashes and starts again.
+# After each, a small row written after the large one arrives, B's rows
+# equal A's (md5 of every value), every number is applied once, and
+# neither A's evrep.outbox_value nor B's evrep.inbox_part keeps anything.
+# Then a 1,000 MB bytea in 16 MB parts: the peak RssAnon of B's consumer
+# while it puts the value together and applies it stays under 3x the value
+# (the value, the row formed from it, and TOAST's compression buffer) plus
+# 256 MB.
+# Ports: AMQP 6780, PostgreSQL 6781 (A) and 6782 (B).
+set -uo pipefail
+source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/replication_lib.sh"
+
+MQ=t65mq A=t65a B=t65b
+DDL='CREATE TABLE big (id int PRIMARY KEY, note text, b bytea)'
+MB=$((1024 * 1024))
+
+topo_up_tap <<EOF
+broker $MQ port=6780
+node $A port=6781 publish=big schema="$DDL" conf="evrep.max_message_bytes = '1MB'"
+node $B port=6782 subscribe=big schema="$DDL"
+EOF
+
+big_md5() { sql "$1" "SELECT md5(coalesce(string_agg(id || ':' || coalesce(note, '') || ':' || md5(coalesce(b, '')), ',' ORDER BY id), '')) FROM big"; }
+parts_kept() { sql "$B" "SELECT count(*) FROM evrep.inbox_part"; }
+on_exit 'if (( _TAP_FAILED )); then note "$(sql $B "SELECT origin, last_seq, gaps, applied, skipped, parked FROM evrep.progress" 2>/dev/null)"; note "$(sql $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 20" 2>/dev/null)"; fi'
+
+# large ID MB -- a row of MB megabytes of bytea, its bytes made from ID
+large() { printf "INSERT INTO big VALUES (%d, 'large', convert_to(repeat(md5('%d'), %d * %d / 32), 'UTF8'))" "$1" "$1" "$2" "$MB"; }
+
+converged() {
+    local label=$1 seq
+    ok "$label: A's outbox drains" wait_value 120 0 outbox_depth "$A"
+    seq=$(last_seq "$A" big)
+    ok "$label: B's progress reaches A's last_seq $seq with no gaps" wait_value 120 "$seq|{}" \
+        sql "$B" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$A' AND table_name = 'big'"
+    is "$(big_md5 "$B")" "$(big_md5 "$A")" "$label: B's rows equal A's (md5 of every value)"
+    is "$(applied "$B" "$A" big)" "$seq" "$label: every event applied once on B (applied = last_seq)"
+    is "$(sql "$A" "SELECT count(*) FROM evrep.outbox_value")" 0 "$label: A keeps no value of a sent event"
+    is "$(parts_kept)" 0 "$label: B keeps no part"
+    is "$(dead_letters "$B")" 0 "$label: no dead letters on B"
+    note "$label: B skipped $(skipped "$B" "$A" big) redelivered events"
+}
+
+# fault_while_parts LABEL ID -- writes row ID (150 MB) and a small row
+# after it, and waits until B keeps some of its parts (not all: the event
+# has not been applied).  The caller then injects the fault.
+fault_while_parts() {
+    local label=$1 id=$2
+    ok "$label: A writes a 150 MB bytea, then a small row" \
+        sql_script "$A" "$(large "$id" 150); INSERT INTO big VALUES ($((id + 100)), 'small after $id', NULL);"
+    ok "$label: B keeps parts of it, not yet all" wait_until 120 \
+        "(( \$(parts_kept 2>/dev/null || echo 0) >= 20 )) && [[ \$(sql $B 'SELECT count(*) FROM big WHERE id = $id') == 0 ]]" 0.1
+    note "$label: B kept $(parts_kept) parts when the fault came"
+}
+
+# --- 1. B's consumer SIGKILLed ----------------------------------------------------------------
+fault_while_parts "1 consumer killed" 1
+pid=$(worker_pid "$B" 'evrep consumer')
+ok "1: SIGKILL B's consumer ($pid)" kill -KILL "$pid"
+ok "1: B's workers are back" wait_until 60 "[[ \$(worker_connected $B consumer) == t ]]"
+converged "1 consumer killed"
+
+# --- 2. A's publisher SIGKILLed -------------------------------------------------------------
+fault_while_parts "2 publisher killed" 2
+pid=$(worker_pid "$A" 'evrep publisher')
+ok "2: SIGKILL A's publisher ($pid)" kill -KILL "$pid"
+ok "2: A's workers are back" wait_until 60 "[[ \$(worker_connected $A publisher) == t ]]"
+converged "2 publisher killed"
+
+# --- 3. the broker restarts -----------------------------------------------------------------
+fault_while_parts "3 broker restart" 3
+ok "3: restart the broker" rmq_restart "$MQ"
+converged "3 broker restart"
+
+# --- 4. B crashes ---------------------------------------------------------------------------
+fault_while_parts "4 B crash" 4
+ok "4: crash B (stop -m immediate)" pg_stop "$B" immediate
+ok "4: start B" pg_start "$B"
+converged "4 B crash"
+
+# --- 5. A crashes ---------------------------------------------------------------------------
+fault_while_parts "5 A crash" 5
+ok "5: crash A (stop -m immediate)" pg_stop "$A" immediate
+ok "5: start A" pg_start "$A"
+converged "5 A crash"
+
+# --- 6. 1,000 MB: the consumer's memory -------------------------------------------------------
+ok "6: A sends parts of 16 MB" sql_script "$A" "ALTER SYSTEM SET evrep.max_message_bytes = '16MB'; SELECT pg_reload_conf();"
+pid=$(worker_pid "$B" 'evrep consumer')
+rss_log=$EVREP_TEST_DIR/t65-rss.log
+: > "$rss_log"
+( while kill -0 "$pid" 2>/dev/null; do awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null >> "$rss_log"; sleep 0.05; done ) &
+sampler=$!
+on_exit "kill $sampler 2>/dev/null || true"
+ok "6: A writes a 1,000 MB bytea" sql "$A" "$(large 6 1000)"
+ok "6: B applies it" wait_value 600 1 sql "$B" "SELECT count(*) FROM big WHERE id = 6"
+kill "$sampler" 2>/dev/null
+peak_kb=$(sort -n "$rss_log" | tail -1)
+bound_kb=$(( (3 * 1000 + 256) * 1024 ))
+note "6: B's consumer ($pid): peak RssAnon $((peak_kb / 1024)) MB over $(wc -l < "$rss_log") samples"
+cmp_ok "$peak_kb" -lt "$bound_kb" "6: B's consumer's peak RssAnon is under 3 x 1,000 MB + 256 MB"
+cmp_ok "$peak_kb" -gt $((1000 * 1024)) "6: the samples saw the value in memory (over 1,000 MB)"
+converged "6 1,000 MB"
+
+done_testing
