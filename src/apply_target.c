@@ -888,8 +888,9 @@ column_input(ApplyTarget *t, int i, Oid *type, int32 *typmod, FmgrInfo *input, O
 
 /*
  * The value of column i from a large value's bytes (parts_receive.h): a
- * bytea as it is, any other form or type through the column's input
- * function, as jsonb_populate_record would read it.
+ * bytea for a bytea, a text form for a text as they are (no copy of the
+ * value), any other through the column's input function, as
+ * jsonb_populate_record would read it.
  */
 static Datum
 large_datum(ApplyTarget *t, int i, const PartsValue *v, Oid *type)
@@ -897,7 +898,7 @@ large_datum(ApplyTarget *t, int i, const PartsValue *v, Oid *type)
 	int32 typmod;
 	FmgrInfo input;
 	Oid ioparam;
-	char *text = v->bytes;
+	char *text = VARDATA(v->bytes);
 
 	column_input(t, i, type, &typmod, &input, &ioparam);
 	if (v->value->bytea)
@@ -906,6 +907,8 @@ large_datum(ApplyTarget *t, int i, const PartsValue *v, Oid *type)
 			return PointerGetDatum(v->bytes);
 		text = DatumGetCString(DirectFunctionCall1(byteaout, PointerGetDatum(v->bytes)));
 	}
+	else if (*type == TEXTOID)
+		return PointerGetDatum(v->bytes);
 	return InputFunctionCall(&input, text, ioparam, typmod);
 }
 

@@ -170,15 +170,17 @@ collect_value(const WireMessage *msg, const WireEvent *ev, int ord, MemoryContex
 								  "are missing from evrep.inbox_part."),
 						errhint("Replay the dead letter once the origin sent the event again, or "
 								"resync the table.")));
-	/* the one value being built: a bytea, or a C string */
+	/*
+	 * The one value being built, a varlena (a bytea, or a text) whose text
+	 * form is also a C string: a text column takes it as it is.
+	 */
 	value = MemoryContextAllocHuge(cxt, v->bytes + VARHDRSZ + 1);
-	data = v->bytea ? VARDATA(value) : value;
-	if (v->bytea)
-		SET_VARSIZE(value, v->bytes + VARHDRSZ);
+	SET_VARSIZE(value, v->bytes + VARHDRSZ);
+	data = VARDATA(value);
 	read_parts(args, types, offs, nparts, data, v->bytes);
+	data[v->bytes] = '\0';
 	if (v->bytea)
 		return value;
-	data[v->bytes] = '\0';
 	if (memchr(data, '\0', v->bytes) != NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 						errmsg("the text form of column \"%s\" of event " INT64_FORMAT

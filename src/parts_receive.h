@@ -11,14 +11,15 @@
 extern void parts_keep(const WirePart *part);
 
 /*
- * The values of a large event, each put together from its parts: a bytea
- * (form "bytea"), or a NUL-terminated text form checked for the database
- * encoding (form "text").  ERROR if a part is missing.  SPI connected.
+ * The values of a large event, each put together from its parts: a
+ * varlena of its bytes, NUL-terminated past its end (form "text": checked
+ * for the database encoding, its VARDATA a C string).  ERROR if a part is
+ * missing.  SPI connected.
  */
 typedef struct PartsValue
 {
 	const WireLargeValue *value;
-	char *bytes; /* a bytea varlena, or the text form (a C string) */
+	char *bytes; /* a bytea, or for form "text" a text */
 } PartsValue;
 
 extern PartsValue *parts_collect(const WireMessage *msg, const WireEvent *ev);

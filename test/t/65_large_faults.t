@@ -12,17 +12,18 @@
 # After each, a small row written after the large one arrives, B's rows
 # equal A's (md5 of every value), every number is applied once, and
 # neither A's evrep.outbox_value nor B's evrep.inbox_part keeps anything.
-# Then a 1,000 MB bytea in 16 MB parts: the peak RssAnon of B's consumer
-# while it puts the value together and applies it stays under 3x the value
-# (the value, the row formed from it, and TOAST's compression buffer) plus
-# 256 MB.
+# Then a 1,000 MB bytea and a 1,000 MB text in 16 MB parts: the peak
+# RssAnon of B's consumer while it puts the value together and applies it
+# stays under 3x the value (the value, the executor's copy of it and the
+# tuple formed from it) plus 256 MB. Then a row with three large values,
+# updated twice.
 # Ports: AMQP 6780, PostgreSQL 6781 (A) and 6782 (B).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/replication_lib.sh"
 
 MQ=t65mq A=t65a B=t65b
-DDL='CREATE TABLE big (id int PRIMARY KEY, note text, b bytea)'
+DDL='CREATE TABLE big (id int PRIMARY KEY, note text, b bytea, t text)'
 MB=$((1024 * 1024))
 
 topo_up_tap <<EOF
@@ -31,12 +32,12 @@ node $A port=6781 publish=big schema="$DDL" conf="evrep.max_message_bytes = '1MB
 node $B port=6782 subscribe=big schema="$DDL"
 EOF
 
-big_md5() { sql "$1" "SELECT md5(coalesce(string_agg(id || ':' || coalesce(note, '') || ':' || md5(coalesce(b, '')), ',' ORDER BY id), '')) FROM big"; }
+big_md5() { sql "$1" "SELECT md5(coalesce(string_agg(id || ':' || md5(coalesce(note, '')) || ':' || md5(coalesce(b, '')) || ':' || md5(coalesce(t, '')), ',' ORDER BY id), '')) FROM big"; }
 parts_kept() { sql "$B" "SELECT count(*) FROM evrep.inbox_part"; }
 on_exit 'if (( _TAP_FAILED )); then note "$(sql $B "SELECT origin, last_seq, gaps, applied, skipped, parked FROM evrep.progress" 2>/dev/null)"; note "$(sql $B "SELECT id, seq, sqlstate, error FROM evrep.dead_letter ORDER BY id LIMIT 20" 2>/dev/null)"; fi'
 
 # large ID MB -- a row of MB megabytes of bytea, its bytes made from ID
-large() { printf "INSERT INTO big VALUES (%d, 'large', convert_to(repeat(md5('%d'), %d * %d / 32), 'UTF8'))" "$1" "$1" "$2" "$MB"; }
+large() { printf "INSERT INTO big VALUES (%d, 'large', convert_to(repeat(md5('%d'), %d * %d / 32), 'UTF8'), NULL)" "$1" "$1" "$2" "$MB"; }
 
 converged() {
     local label=$1 seq
@@ -95,22 +96,43 @@ ok "5: crash A (stop -m immediate)" pg_stop "$A" immediate
 ok "5: start A" pg_start "$A"
 converged "5 A crash"
 
-# --- 6. 1,000 MB: the consumer's memory -------------------------------------------------------
+# --- 6. 1,000 MB values: the consumer's memory -------------------------------------------------
 ok "6: A sends parts of 16 MB" sql_script "$A" "ALTER SYSTEM SET evrep.max_message_bytes = '16MB'; SELECT pg_reload_conf();"
-pid=$(worker_pid "$B" 'evrep consumer')
-rss_log=$EVREP_TEST_DIR/t65-rss.log
-: > "$rss_log"
-( while kill -0 "$pid" 2>/dev/null; do awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null >> "$rss_log"; sleep 0.05; done ) &
-sampler=$!
-on_exit "kill $sampler 2>/dev/null || true"
-ok "6: A writes a 1,000 MB bytea" sql "$A" "$(large 6 1000)"
-ok "6: B applies it" wait_value 600 1 sql "$B" "SELECT count(*) FROM big WHERE id = 6"
-kill "$sampler" 2>/dev/null
-peak_kb=$(sort -n "$rss_log" | tail -1)
-bound_kb=$(( (3 * 1000 + 256) * 1024 ))
-note "6: B's consumer ($pid): peak RssAnon $((peak_kb / 1024)) MB over $(wc -l < "$rss_log") samples"
-cmp_ok "$peak_kb" -lt "$bound_kb" "6: B's consumer's peak RssAnon is under 3 x 1,000 MB + 256 MB"
-cmp_ok "$peak_kb" -gt $((1000 * 1024)) "6: the samples saw the value in memory (over 1,000 MB)"
-converged "6 1,000 MB"
 
+# peak_rss LABEL ID SQL -- runs SQL on A and waits until B has row ID,
+# sampling the RssAnon of B's consumer; asserts it peaked under 3x 1,000 MB
+# + 256 MB (the value put together, the executor's copy of it and the tuple
+# formed from it) and saw the value (over 1,000 MB)
+peak_rss() {
+    local label=$1 id=$2 stmt=$3 pid rss_log sampler peak_kb
+    pid=$(worker_pid "$B" 'evrep consumer')
+    rss_log=$EVREP_TEST_DIR/t65-rss-$id.log
+    : > "$rss_log"
+    ( while kill -0 "$pid" 2>/dev/null; do awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null >> "$rss_log"; sleep 0.05; done ) &
+    sampler=$!
+    ok "$label: A writes it" sql "$A" "$stmt"
+    ok "$label: B applies it" wait_value 600 1 sql "$B" "SELECT count(*) FROM big WHERE id = $id"
+    kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+    peak_kb=$(sort -n "$rss_log" | tail -1)
+    note "$label: B's consumer ($pid): peak RssAnon $((peak_kb / 1024)) MB over $(wc -l < "$rss_log") samples"
+    cmp_ok "$peak_kb" -lt $(( (3 * 1000 + 256) * 1024 )) "$label: B's consumer's peak RssAnon is under 3 x 1,000 MB + 256 MB"
+    cmp_ok "$peak_kb" -gt $((1000 * 1024)) "$label: the samples saw the value in memory (over 1,000 MB)"
+}
+peak_rss "6 bytea" 6 "$(large 6 1000)"
+converged "6 1,000 MB bytea"
+peak_rss "7 text" 7 "INSERT INTO big VALUES (7, 'text', NULL, repeat(md5('7'), 1000 * $MB / 32))"
+converged "7 1,000 MB text"
+
+# --- 8. several large values in one row ----------------------------------------------------
+ok "8: A writes a row of a 100 MB note, a 300 MB bytea and a 200 MB text" sql "$A" \
+    "INSERT INTO big VALUES (8, repeat('n', 100 * $MB), convert_to(repeat(md5('8b'), 300 * $MB / 32), 'UTF8'), repeat(md5('8t'), 200 * $MB / 32))"
+ok "8: and updates its bytea, then its note" sql_script "$A" "
+UPDATE big SET b = convert_to(repeat(md5('8c'), 250 * $MB / 32), 'UTF8') WHERE id = 8;
+UPDATE big SET note = 'small again' WHERE id = 8;"
+converged "8 several values"
+is "$(sql "$B" "SELECT note, octet_length(b), octet_length(t) FROM big WHERE id = 8")" "small again|$((250 * MB))|$((200 * MB))" \
+   "8: B's row has the last note, the updated bytea and the text"
+
+# gigabytes of data: gone once the test passed
+if (( ! _TAP_FAILED )); then topo_down && rm -rf "$(dirname "$(pg_datadir "$A")")" "$(dirname "$(pg_datadir "$B")")"; fi
 done_testing
