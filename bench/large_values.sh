@@ -24,7 +24,7 @@ BENCH_TMP=$(mktemp -d)
 bench_traps
 
 TABLES="CREATE TABLE ev (id int PRIMARY KEY, v bytea); CREATE TABLE lr (id int PRIMARY KEY, v bytea)"
-CONF="conf=\"shared_buffers = '512MB'\" conf=\"max_wal_size = '8GB'\""
+CONF="conf=\"shared_buffers = '512MB'\" conf=\"max_wal_size = '2GB'\""
 log "starting RabbitMQ and PostgreSQL nodes (dir $EVREP_TEST_DIR)"
 topo_up <<EOF || { log "the nodes did not come up"; exit 1; }
 broker $MQ port=5735
@@ -49,8 +49,8 @@ for mb in $sizes; do
 	log "staging $mb MB of random bytes on A"
 	# in pieces of at most 64 MB: the hex of the whole would pass 1 GB
 	q "$A" "INSERT INTO src SELECT $mb, string_agg(piece, ''::bytea ORDER BY p) FROM
-		(SELECT p, (SELECT decode(string_agg(md5(random()::text || p), ''), 'hex')
-			FROM generate_series(1, least(64, $mb - (p - 1) * 64) * 1024 * 1024 / 16)) AS piece
+		(SELECT p, (SELECT decode(string_agg(md5(random()::text || g), ''), 'hex')
+			FROM generate_series(1, least(64, $mb - (p - 1) * 64) * 1024 * 1024 / 16) g) AS piece
 		 FROM generate_series(1, ($mb + 63) / 64) p) s" >/dev/null
 done
 
@@ -69,7 +69,9 @@ transfer() {
 	until_ok 600 "[[ \$(q $B 'SELECT count(*) FROM $t') == 0 ]]" 0.1 ||
 		{ log "$t: the delete of row $id did not arrive"; exit 1; }
 	q "$A" "VACUUM $t" >/dev/null
+	q "$A" "VACUUM evrep.outbox_value" >/dev/null
 	q "$B" "VACUUM $t" >/dev/null
+	q "$B" "VACUUM evrep.inbox_part" >/dev/null
 	fsub "$t1" "$t0"
 }
 

@@ -58,8 +58,12 @@ value_sizes(int64 outbox_id, int *n)
 	return sizes;
 }
 
-/* A part's message: its header line, then len bytes of value ord from offset. */
-static void
+/*
+ * A part's message: its header line, then len bytes of value ord from
+ * offset.  False if the value is not there to that length (removed by
+ * hand): the event then goes without its parts, and subscribers park it.
+ */
+static bool
 part_message(StringInfo buf, const OutboxMessage *m, int ord, int64 offset, int len)
 {
 	Oid argtypes[4] = {INT8OID, INT4OID, INT4OID, INT4OID};
@@ -71,21 +75,23 @@ part_message(StringInfo buf, const OutboxMessage *m, int ord, int64 offset, int 
 	values[1] = Int32GetDatum(ord);
 	values[2] = Int32GetDatum((int32) (offset + 1));
 	values[3] = Int32GetDatum(len);
-	spi_check(SPI_execute_plan(spi_kept_plan(&slice_plan,
-											 "SELECT pg_catalog.substr(value, $3, $4) FROM "
-											 "evrep.outbox_value WHERE outbox_id = $1 AND ord = $2",
-											 4, argtypes),
-							   values, NULL, true, 1),
-			  SPI_OK_SELECT, 1, "could not read a part of evrep outbox row " INT64_FORMAT,
-			  m->large_id);
+	if (spi_check(
+			SPI_execute_plan(spi_kept_plan(&slice_plan,
+										   "SELECT pg_catalog.substr(value, $3, $4) FROM "
+										   "evrep.outbox_value WHERE outbox_id = $1 AND ord = $2",
+										   4, argtypes),
+							 values, NULL, true, 1),
+			SPI_OK_SELECT, ANY_ROWS, "could not read a part of evrep outbox row " INT64_FORMAT,
+			m->large_id) != 1)
+		return false;
 	slice =
 		DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (VARSIZE_ANY_EXHDR(slice) != len)
-		elog(ERROR, "evrep outbox row " INT64_FORMAT " value %d has no %d bytes at " INT64_FORMAT,
-			 m->large_id, ord, len, offset);
+		return false;
 	wire_part_header(buf, evrep_node_name, m->schema, m->table, m->incarnation, m->large_seq, ord,
 					 offset, len);
 	appendBinaryStringInfo(buf, VARDATA_ANY(slice), len);
+	return true;
 }
 
 /* One transaction, around what f does with SPI connected. */
@@ -113,6 +119,7 @@ typedef struct PartsRead
 	int64 offset;
 	int len;
 	StringInfo buf; /* allocated in cxt */
+	bool found;		/* the part was there */
 } PartsRead;
 
 static void
@@ -131,7 +138,7 @@ read_part(void *arg)
 	PartsRead *r = arg;
 
 	/* buf grows where it was made, past SPI_finish */
-	part_message(r->buf, r->m, r->ord, r->offset, r->len);
+	r->found = part_message(r->buf, r->m, r->ord, r->offset, r->len);
 }
 
 bool
@@ -159,6 +166,16 @@ parts_send(BrokerConn *conn, const OutboxMessage *m)
 			r.len = (int) Min((int64) part_bytes, r.sizes[r.ord] - r.offset);
 			resetStringInfo(&buf);
 			in_transaction(read_part, &r);
+			if (!r.found)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("evrep outbox row " INT64_FORMAT " has no value %d of " INT64_FORMAT
+								" bytes in evrep.outbox_value",
+								m->large_id, r.ord, r.sizes[r.ord]),
+						 errdetail("Its event is sent without it; subscribers park it.")));
+				break;
+			}
 			id = psprintf("%s/%s.%s/" INT64_FORMAT "/%d/" INT64_FORMAT, evrep_node_name, m->schema,
 						  m->table, m->large_seq, r.ord, r.offset);
 			pgstat_report_activity(STATE_RUNNING, id);
