@@ -190,17 +190,20 @@ capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id)
 }
 
 /*
- * A row whose JSON would not fit in one message is not built (oversize.c
- * says what is written instead): the writer's statement never fails for a
- * value's size.
+ * A row whose JSON would not fit in one message is not built, nor one with
+ * a value that travels better apart (oversize.c says what is written
+ * instead, for a delete its key): the writer's statement never fails for
+ * a value's size.
  */
 void
 capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask)
 {
-	Datum row = row_json_bounded(tuple, RelationGetDescr(rel), mask, evrep_row_limit());
+	Datum row = (Datum) 0;
 	OversizeValues *apart = NULL;
 	int64 id;
 
+	if (!oversize_goes_apart(rel, tuple, mask))
+		row = row_json_bounded(tuple, RelationGetDescr(rel), mask, evrep_row_limit());
 	if (row == (Datum) 0)
 		row = oversize_capture(rel, &op, tuple, mask, &apart);
 	id = write_outbox_row(pub_id, op, row);

@@ -141,6 +141,7 @@ typedef struct Apart
 	int attno;			   /* 1-based */
 	Size raw;			   /* its size, uncompressed */
 	bool bytea;			   /* form "bytea", else "text" */
+	bool always;		   /* goes apart even in a row that fits */
 	struct varlena *bytes; /* what is stored and sent, made by take_apart */
 } Apart;
 
@@ -164,6 +165,22 @@ static bool
 stored_as_text(Oid base)
 {
 	return base == TEXTOID || base == VARCHAROID || base == BPCHAROID || base == JSONOID;
+}
+
+/*
+ * A bytea or a text of a MB or more goes apart even in a row that fits:
+ * as raw bytes in parts it costs a subscriber a third of what its JSON
+ * does (a bytea is hex there, and parsed into jsonb): bench/results,
+ * large_values.md.
+ */
+#define APART_ALWAYS_BYTES (1024 * 1024)
+
+static bool
+apart_always(Oid typid, Size raw)
+{
+	Oid base = getBaseType(typid);
+
+	return raw >= APART_ALWAYS_BYTES && (base == BYTEAOID || stored_as_text(base));
 }
 
 /*
@@ -211,6 +228,7 @@ apart_candidates(TupleDesc desc, const Datum *values, const bool *nulls, const b
 		c[*n].attno = i + 1;
 		c[*n].raw = raw;
 		c[*n].bytea = getBaseType(att->atttypid) == BYTEAOID;
+		c[*n].always = apart_always(att->atttypid, raw);
 		c[*n].bytes = NULL;
 		(*n)++;
 	}
@@ -270,6 +288,52 @@ large_json(char op, const char *row, TupleDesc desc, const OversizeValues *apart
 }
 
 /*
+ * Puts the candidates that always go apart first, each group still
+ * largest first; returns how many they are.
+ */
+static int
+move_first_always(Apart *c, int n)
+{
+	Apart *sorted = palloc(sizeof(Apart) * Max(n, 1));
+	int nalways = 0;
+	int k = 0;
+
+	for (int i = 0; i < n; i++)
+		if (c[i].always)
+			sorted[k++] = c[i];
+	nalways = k;
+	for (int i = 0; i < n; i++)
+		if (!c[i].always)
+			sorted[k++] = c[i];
+	memcpy(c, sorted, sizeof(Apart) * n);
+	pfree(sorted);
+	return nalways;
+}
+
+bool
+oversize_goes_apart(Relation rel, HeapTuple tuple, const bool *mask)
+{
+	TupleDesc desc = RelationGetDescr(rel);
+
+	/* a value of a MB is stored out of line: most rows stop here */
+	if (!HeapTupleHasExternal(tuple) || !OidIsValid(outbox_value_relid()))
+		return false;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool isnull;
+		Datum value;
+
+		if (att->attisdropped || att->attlen != -1 || (mask != NULL && !mask[i]))
+			continue;
+		value = heap_getattr(tuple, i + 1, desc, &isnull);
+		if (!isnull && apart_always(att->atttypid, toast_raw_datum_size(value) - VARHDRSZ))
+			return true;
+	}
+	return false;
+}
+
+/*
  * The row without its largest values, largest first, until its JSON fits
  * in a message; NULL if it never does (or this catalog has no
  * evrep.outbox_value).
@@ -285,6 +349,7 @@ row_without_large_values(Relation rel, HeapTuple tuple, const bool *mask, Oversi
 	Size left = 0;
 	Apart *c;
 	int n;
+	int moved;
 	Datum row = (Datum) 0;
 	OversizeValues *out;
 
@@ -298,16 +363,24 @@ row_without_large_values(Relation rel, HeapTuple tuple, const bool *mask, Oversi
 		if (rest[i] && !nulls[i] && TupleDescAttr(desc, i)->attlen == -1)
 			left += toast_raw_datum_size(values[i]);
 	}
-	for (int k = 0; k < n && row == (Datum) 0; k++)
+	moved = move_first_always(c, n);
+	for (int k = 0; k < moved; k++)
 	{
 		rest[c[k].attno - 1] = false;
 		left -= c[k].raw + VARHDRSZ;
-		/* a try costs the JSON of the rest: first when it may fit */
-		if (left + 512 * (k + 1) < room / 2 || k == n - 1)
-			row = row_json_bounded(tuple, desc, rest, room - 512 * (k + 1));
-		if (row != (Datum) 0)
-			n = k + 1;
 	}
+	for (;;)
+	{
+		/* a try costs the JSON of the rest: first when it may fit */
+		if (moved > 0 && (left + 512 * moved < room / 2 || moved == n))
+			row = row_json_bounded(tuple, desc, rest, room - 512 * moved);
+		if (row != (Datum) 0 || moved == n)
+			break;
+		rest[c[moved].attno - 1] = false;
+		left -= c[moved].raw + VARHDRSZ;
+		moved++;
+	}
+	n = moved;
 	if (row == (Datum) 0)
 		return NULL;
 	out = palloc(sizeof(OversizeValues));

@@ -15,6 +15,13 @@
 typedef struct OversizeValues OversizeValues;
 
 /*
+ * Does the row have a value that goes apart even if the row fits in a
+ * message (a bytea or text of a MB or more)?  Then oversize_capture makes
+ * its event.
+ */
+extern bool oversize_goes_apart(Relation rel, HeapTuple tuple, const bool *mask);
+
+/*
  * The row_data of an event whose row did not fit (mask: the columns
  * published, NULL for all): for a delete, the key alone (a subscriber
  * deletes by key), which *op keeps; for an insert or update, a large
