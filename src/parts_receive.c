@@ -13,10 +13,12 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "parts_receive.h"
@@ -46,12 +48,35 @@ event_args(Datum *values, Oid *types, const char *origin, const char *schema, co
 	types[3] = types[4] = INT8OID;
 }
 
+/* A 1.0 catalog, under a 1.1 library until ALTER EXTENSION evrep UPDATE, has no inbox_part. */
+static bool
+have_inbox(void)
+{
+	Oid nspid = get_namespace_oid("evrep", true);
+
+	return OidIsValid(nspid) && OidIsValid(get_relname_relid("inbox_part", nspid));
+}
+
+static void
+require_inbox(void)
+{
+	if (!have_inbox())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("this node's evrep catalog cannot keep parts of large values"),
+				 errhint("Run ALTER EXTENSION evrep UPDATE, then resync the tables whose large "
+						 "events were parked.")));
+}
+
 void
 parts_keep(const WirePart *part)
 {
 	Datum values[EVENT_ARGS + 3];
 	Oid types[EVENT_ARGS + 3];
-	bytea *data = palloc(part->len + VARHDRSZ);
+	bytea *data;
+
+	require_inbox();
+	data = palloc(part->len + VARHDRSZ);
 
 	SET_VARSIZE(data, part->len + VARHDRSZ);
 	memcpy(VARDATA(data), part->data, part->len);
@@ -197,6 +222,8 @@ parts_collect(const WireMessage *msg, const WireEvent *ev)
 	MemoryContext cxt = CurrentMemoryContext;
 	PartsValue *values = palloc(sizeof(PartsValue) * ev->large->nvalues);
 
+	require_inbox();
+
 	for (int i = 0; i < ev->large->nvalues; i++)
 	{
 		values[i].value = &ev->large->values[i];
@@ -211,6 +238,8 @@ parts_forget(const WireMessage *msg, const WireEvent *ev)
 	Datum args[EVENT_ARGS];
 	Oid types[EVENT_ARGS];
 
+	if (!have_inbox())
+		return;
 	event_args(args, types, msg->origin, msg->schema, msg->table, msg->incarnation.id, ev->seq);
 	spi_check(SPI_execute_plan(spi_kept_plan(&forget_plan,
 											 "DELETE FROM evrep.inbox_part WHERE " EVENT_WHERE,
