@@ -3,10 +3,10 @@
 # until B has committed it, through evrep and through PostgreSQL's native
 # logical replication with binary = true, between the same two servers,
 # alternating, in one run.  The values are random (incompressible), staged
-# on A before the clock starts.  evrep runs with its defaults: a row whose
-# JSON fits in evrep.max_message_bytes (64 MB; a bytea is hex in JSON, so up
-# to about 32 MB) travels in one message, a larger one with its value in
-# parts of raw bytes (docs/protocol.md, "Large events and parts").
+# on A before the clock starts.  evrep runs with its defaults: a bytea of
+# 1 MB or more travels apart from its row in parts of raw bytes, at most
+# evrep.max_message_bytes (64 MB) each (docs/protocol.md, "Large events and
+# parts"); a smaller one as hex in the row's JSON.
 #
 #   bench/large_values.sh ["SIZES_MB"] [ROUNDS]    (default "1 10 100 1000" 3)
 #
