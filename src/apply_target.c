@@ -212,8 +212,9 @@ insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert, const
 					upsert ? (set.len ? "UPDATE SET " : "NOTHING") : "", upsert ? set.data : "");
 }
 
+/* t's key equals the key in the row object $1 (populated as r) */
 static char *
-delete_sql(ApplyTarget *t)
+key_condition(ApplyTarget *t)
 {
 	StringInfoData cond;
 	int i = -1;
@@ -224,9 +225,42 @@ delete_sql(ApplyTarget *t)
 		appendStringInfo(&cond, "%st.%s = %s", cond.len ? " AND " : "",
 						 quote_identifier(t->colnames[i]), col_value(t, i, "r", "$1"));
 	}
+	return cond.data;
+}
+
+static char *
+delete_sql(ApplyTarget *t)
+{
 	return psprintf(
 		"DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s",
-		t->qualname, t->qualname, cond.data);
+		t->qualname, t->qualname, key_condition(t));
+}
+
+/*
+ * An update that left values out as unchanged needs the row it updates:
+ * inserted without them, the row would lack them for good.
+ */
+static void
+require_row_for_unchanged(ApplyTarget *t, const WireEvent *ev)
+{
+	Oid argtypes[1] = {JSONBOID};
+	Datum values[1] = {JsonbPGetDatum(ev->row)};
+
+	if (ev->unchanged == NULL)
+		return;
+	if (spi_check(
+			SPI_execute_with_args(
+				psprintf("SELECT FROM %s AS t, pg_catalog.jsonb_populate_record(NULL::%s, $1) r"
+						 " WHERE %s FOR UPDATE OF t",
+						 t->qualname, t->qualname, key_condition(t)),
+				1, argtypes, values, NULL, false, 1),
+			SPI_OK_SELECT, ANY_ROWS, "evrep could not look for the row of an update") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the row of this update is not in %s, and the origin did not send its "
+						"unchanged values %s",
+						t->qualname, JsonbToCString(NULL, &ev->unchanged->root, -1)),
+				 errhint("Resync the table to copy the row whole.")));
 }
 
 /* A kept plan of nargs jsonb parameters (one jsonb[] if nargs is 0). */
@@ -675,7 +709,7 @@ key_text(ApplyTarget *t, JsonbContainer *row)
 	return buf.data;
 }
 
-#define IS_UPSERT(ev) ((ev)->op == 'i' || (ev)->op == 'u')
+#define IS_UPSERT(ev) (((ev)->op == 'i' || (ev)->op == 'u') && (ev)->unchanged == NULL)
 
 int
 apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
@@ -923,6 +957,7 @@ apply_target_large(ApplyTarget *t, const WireEvent *ev, const PartsValue *values
 	bool unknown = false;
 
 	(void) columns_in_use(t, &ev->row->root, use, 1);
+	require_row_for_unchanged(t, ev);
 	types[0] = JSONBOID;
 	args[0] = JsonbPGetDatum(ev->row);
 	for (int k = 0; k < ev->large->nvalues; k++)
@@ -974,6 +1009,7 @@ apply_target_event(ApplyTarget *t, const WireEvent *ev)
 								"table.")));
 	use = palloc(sizeof(bool) * t->ncols);
 	all = columns_in_use(t, &ev->row->root, use, 1);
+	require_row_for_unchanged(t, ev);
 
 	if (ev->op == 'd')
 		run_plan(t->delete, ev->row, SPI_OK_DELETE);

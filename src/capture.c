@@ -33,6 +33,7 @@
 #include "relcache.h"
 #include "row_json.h"
 #include "truncate.h"
+#include "wire.h"
 
 /* id, slot, pub_id, op, row_data, seq, commit_ts, and since 1.1 lsn */
 #define OUTBOX_NATTS_1_0 7
@@ -57,6 +58,8 @@ static void capture_xact_callback(XactEvent event, void *arg);
 static void wake_publisher_at_commit(void);
 static bool key_changed(TriggerData *trigdata);
 static void capture_row(TriggerData *trigdata, int32 pub_id);
+static void capture_update(Relation rel, int32 pub_id, HeapTuple oldtup, HeapTuple newtup,
+						   const bool *mask);
 static void capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id);
 static int64 write_outbox_row(int32 pub_id, char op, Datum row_data);
 static Datum truncate_options(Relation rel);
@@ -139,7 +142,7 @@ capture_row(TriggerData *trigdata, int32 pub_id)
 			capture_write(rel, pub_id, 'i', trigdata->tg_newtuple, NULL);
 		}
 		else
-			capture_write(rel, pub_id, 'u', trigdata->tg_newtuple, NULL);
+			capture_update(rel, pub_id, trigdata->tg_trigtuple, trigdata->tg_newtuple, NULL);
 	}
 }
 
@@ -177,7 +180,7 @@ capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id)
 		if (was && is && !key_changed(trigdata))
 		{
 			if (contract_published_changed(contract, tupdesc, oldtup, newtup))
-				capture_write(rel, pub_id, 'u', newtup, mask);
+				capture_update(rel, pub_id, oldtup, newtup, mask);
 		}
 		else
 		{
@@ -195,8 +198,9 @@ capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id)
  * instead, for a delete its key): the writer's statement never fails for
  * a value's size.
  */
-void
-capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask)
+static void
+write_event(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask,
+			const char *unchanged)
 {
 	Datum row = (Datum) 0;
 	OversizeValues *apart = NULL;
@@ -205,11 +209,38 @@ capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *
 	if (!oversize_goes_apart(rel, tuple, mask))
 		row = row_json_bounded(tuple, RelationGetDescr(rel), mask, evrep_row_limit());
 	if (row == (Datum) 0)
-		row = oversize_capture(rel, &op, tuple, mask, &apart);
+		row = oversize_capture(rel, &op, tuple, mask, unchanged, &apart);
+	else if (unchanged != NULL)
+	{
+		row = CStringGetTextDatum(
+			psprintf("{\"row\":%s,\"unchanged\":%s}", TextDatumGetCString(row), unchanged));
+		op = EVREP_OP_UPDATE_UNCHANGED;
+	}
 	id = write_outbox_row(pub_id, op, row);
 	if (apart != NULL)
 		oversize_store(id, apart);
 	wake_publisher_at_commit();
+}
+
+void
+capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask)
+{
+	write_event(rel, pub_id, op, tuple, mask, NULL);
+}
+
+/*
+ * An update.  Values of a MB or more it left as they were are not sent
+ * again (as native logical replication leaves unchanged TOAST values out):
+ * the event names them, and a subscriber keeps what it has, or parks the
+ * event if it lacks the row.
+ */
+static void
+capture_update(Relation rel, int32 pub_id, HeapTuple oldtup, HeapTuple newtup, const bool *mask)
+{
+	bool *sent = NULL;
+	char *unchanged = oversize_unchanged(rel, oldtup, newtup, mask, &sent);
+
+	write_event(rel, pub_id, 'u', newtup, unchanged ? sent : mask, unchanged);
 }
 
 static void

@@ -678,7 +678,7 @@ send_rows_apart(const CopyJob *job, ChunkReader *r, ChunkRows *c, int64 *ids)
 		MemoryContext old = MemoryContextSwitchTo(row_cxt);
 		HeapTuple tuple = row_by_key(r, rel, key);
 		OversizeValues *values = NULL;
-		char *row = tuple ? oversize_large(rel, 'i', tuple, mask, &values) : NULL;
+		char *row = tuple ? oversize_large(rel, 'i', tuple, mask, NULL, &values) : NULL;
 		StringInfo into;
 
 		if (row != NULL)

@@ -266,7 +266,7 @@ static char *
 row_to_send(PubInfo *p, char *op, char *row, bool first_time)
 {
 	if (*op == 'c' || *op == 't' || *op == EVREP_OP_SKIP || *op == EVREP_OP_LARGE ||
-		strlen(row) <= evrep_row_limit())
+		*op == EVREP_OP_UPDATE_UNCHANGED || strlen(row) <= evrep_row_limit())
 		return row;
 	row = oversize_skip_at_send(p->schema, p->table, p->key_json, *op, row, first_time);
 	if (*op != 'd')

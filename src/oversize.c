@@ -267,12 +267,16 @@ take_apart(Form_pg_attribute att, Datum value)
 
 /* {"of": ..., "row": ..., "values": [...]}: the "large" member of the event */
 static char *
-large_json(char op, const char *row, TupleDesc desc, const OversizeValues *apart)
+large_json(char op, const char *row, TupleDesc desc, const OversizeValues *apart,
+		   const char *unchanged)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"of\":\"%s\",\"row\":%s,\"values\":[", wire_op_name(op), row);
+	appendStringInfo(&buf, "{\"of\":\"%s\",\"row\":%s,", wire_op_name(op), row);
+	if (unchanged != NULL)
+		appendStringInfo(&buf, "\"unchanged\":%s,", unchanged);
+	appendStringInfoString(&buf, "\"values\":[");
 	for (int i = 0; i < apart->n; i++)
 	{
 		const Apart *a = &apart->values[i];
@@ -393,15 +397,17 @@ row_without_large_values(Relation rel, HeapTuple tuple, const bool *mask, Oversi
 }
 
 char *
-oversize_large(Relation rel, char op, HeapTuple tuple, const bool *mask, OversizeValues **apart)
+oversize_large(Relation rel, char op, HeapTuple tuple, const bool *mask, const char *unchanged,
+			   OversizeValues **apart)
 {
 	char *row = row_without_large_values(rel, tuple, mask, apart);
 
-	return row ? large_json(op, row, RelationGetDescr(rel), *apart) : NULL;
+	return row ? large_json(op, row, RelationGetDescr(rel), *apart, unchanged) : NULL;
 }
 
 Datum
-oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask, OversizeValues **apart)
+oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask, const char *unchanged,
+				 OversizeValues **apart)
 {
 	Datum key = row_json_columns(tuple, RelationGetDescr(rel), key_mask(rel));
 	char *key_json;
@@ -412,7 +418,7 @@ oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask, Over
 	*apart = NULL;
 	if (*op == 'd')
 		return key;
-	row = oversize_large(rel, *op, tuple, mask, apart);
+	row = oversize_large(rel, *op, tuple, mask, unchanged, apart);
 	if (row != NULL)
 	{
 		*op = EVREP_OP_LARGE;
@@ -496,6 +502,61 @@ oversize_skip_at_send(const char *schema, const char *table, const char *key_col
 						   key_json)));
 	}
 	return skip_json(op, key_json, reason);
+}
+
+/* Are two values the same one stored out of line (an UPDATE left it alone)? */
+static bool
+same_stored_value(Datum a, Datum b)
+{
+	struct varatt_external pa, pb;
+
+	if (!VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(a)) ||
+		!VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(b)))
+		return false;
+	VARATT_EXTERNAL_GET_POINTER(pa, DatumGetPointer(a));
+	VARATT_EXTERNAL_GET_POINTER(pb, DatumGetPointer(b));
+	return pa.va_valueid == pb.va_valueid && pa.va_toastrelid == pb.va_toastrelid;
+}
+
+char *
+oversize_unchanged(Relation rel, HeapTuple oldtup, HeapTuple newtup, const bool *mask, bool **sent)
+{
+	TupleDesc desc = RelationGetDescr(rel);
+	bool *keys;
+	StringInfoData names;
+
+	if (!HeapTupleHasExternal(newtup) || !OidIsValid(outbox_value_relid()))
+		return NULL;
+	keys = key_mask(rel);
+	*sent = NULL;
+	initStringInfo(&names);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool newnull, oldnull;
+		Datum newval, oldval;
+
+		if (att->attisdropped || att->attlen != -1 || keys[i] || (mask != NULL && !mask[i]))
+			continue;
+		newval = heap_getattr(newtup, i + 1, desc, &newnull);
+		oldval = heap_getattr(oldtup, i + 1, desc, &oldnull);
+		if (newnull || oldnull || !same_stored_value(newval, oldval) ||
+			toast_raw_datum_size(newval) - VARHDRSZ < APART_ALWAYS_BYTES)
+			continue;
+		if (*sent == NULL)
+		{
+			*sent = palloc(sizeof(bool) * desc->natts);
+			for (int k = 0; k < desc->natts; k++)
+				(*sent)[k] = mask == NULL || mask[k];
+		}
+		(*sent)[i] = false;
+		appendStringInfoChar(&names, names.len ? ',' : '[');
+		escape_json(&names, NameStr(att->attname));
+	}
+	if (*sent == NULL)
+		return NULL;
+	appendStringInfoChar(&names, ']');
+	return names.data;
 }
 
 /* outbox_id, ord, value */

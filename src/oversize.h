@@ -30,16 +30,27 @@ extern bool oversize_goes_apart(Relation rel, HeapTuple tuple, const bool *mask)
  * oversize_store once the outbox row has its id; if even that does not
  * fit, a skip event ({"op", "key", "reason"}), which *op becomes,
  * recorded in evrep.skipped and said to the writer as a WARNING.
+ * unchanged (or NULL) is oversize_unchanged's list, which a large event
+ * names.
  */
 extern Datum oversize_capture(Relation rel, char *op, HeapTuple tuple, const bool *mask,
-							  OversizeValues **apart);
+							  const char *unchanged, OversizeValues **apart);
 
 /*
  * The large event of an insert or update (op), as oversize_capture makes
  * it; NULL if the row cannot be sent that way either.
  */
 extern char *oversize_large(Relation rel, char op, HeapTuple tuple, const bool *mask,
-							OversizeValues **apart);
+							const char *unchanged, OversizeValues **apart);
+
+/*
+ * The values of a MB or more an UPDATE left as they were (the same value
+ * stored out of line), which are not sent again: their names as a JSON
+ * array, and in *sent the columns to send (mask without them); NULL if
+ * there are none.
+ */
+extern char *oversize_unchanged(Relation rel, HeapTuple oldtup, HeapTuple newtup, const bool *mask,
+								bool **sent);
 
 /* Stores the values that travel apart, beside the outbox row outbox_id. */
 extern void oversize_store(int64 outbox_id, const OversizeValues *apart);

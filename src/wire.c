@@ -63,6 +63,8 @@ wire_op_name(char op)
 			return "skip";
 		case EVREP_OP_LARGE:
 			return "large";
+		case EVREP_OP_UPDATE_UNCHANGED:
+			return "update";
 	}
 	elog(ERROR, "unknown evrep operation code \"%c\"", op);
 	return NULL; /* keep compiler quiet */
@@ -88,6 +90,12 @@ wire_add_event(StringInfo buf, bool first, int64 seq, char op, const char *commi
 					 wire_op_name(op));
 	if (commit_ts_json != NULL)
 		appendStringInfo(buf, ",\"commit_ts\":%s", commit_ts_json);
+	if (op == EVREP_OP_UPDATE_UNCHANGED)
+	{
+		/* {"row": ..., "unchanged": ...}: its members are the event's */
+		appendStringInfo(buf, ",%s", row_json + 1);
+		return;
+	}
 	/*
 	 * A copy chunk is not a row: it has rows, and the key range they fill;
 	 * a truncate has options, a skip what was skipped.
@@ -278,6 +286,28 @@ parse_copy(JsonbContainer *ev, WireEvent *out)
 	out->copy = c;
 }
 
+/* An optional non-empty array of column names; NULL when absent. */
+static Jsonb *
+get_names(JsonbContainer *obj, const char *key)
+{
+	JsonbValue *v = get_field(obj, key, jbvBinary, false);
+	JsonbContainer *arr;
+
+	if (v == NULL)
+		return NULL;
+	arr = v->val.binary.data;
+	if (!JsonContainerIsArray(arr) || JsonContainerSize(arr) == 0)
+		invalid_message(psprintf("\"%s\" is not a non-empty array", key));
+	for (int i = 0; i < (int) JsonContainerSize(arr); i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
+
+		if (e->type != jbvString || e->val.string.len == 0)
+			invalid_message(psprintf("an entry of \"%s\" is not a column name", key));
+	}
+	return JsonbValueToJsonb(v);
+}
+
 /*
  * "large": {"of": "insert"|"update", "row": {...}, "values": [{"column":
  * ..., "form": "bytea"|"text", "bytes": n}, ...]}
@@ -301,6 +331,8 @@ parse_large(JsonbContainer *ev, WireEvent *out)
 	if (!JsonContainerIsObject(v->val.binary.data))
 		invalid_message("\"row\" of \"large\" is not a JSON object");
 	out->row = JsonbValueToJsonb(v);
+	if (l->of == 'u')
+		out->unchanged = get_names(obj, "unchanged");
 	v = get_field(obj, "values", jbvBinary, true);
 	arr = v->val.binary.data;
 	if (!JsonContainerIsArray(arr) || JsonContainerSize(arr) == 0)
@@ -381,6 +413,8 @@ parse_event(JsonbValue *ev, WireEvent *out)
 		if (!JsonContainerIsObject(v->val.binary.data))
 			invalid_message("\"row\" is not a JSON object");
 		out->row = JsonbValueToJsonb(v);
+		if (out->op == 'u')
+			out->unchanged = get_names(obj, "unchanged");
 	}
 	out->event = JsonbValueToJsonb(ev);
 }

@@ -86,6 +86,14 @@ typedef struct WireCopy
  */
 #define EVREP_OP_LARGE 'L'
 
+/*
+ * In the outbox, an update that left values of a MB or more as they were:
+ * its row_data is {"row": {...}, "unchanged": [<column>, ...]}, sent as an
+ * "update" event with those two members.  A reader keeps what it has for
+ * the unchanged columns, and needs the row to be there.
+ */
+#define EVREP_OP_UPDATE_UNCHANGED 'v'
+
 typedef struct WireLargeValue
 {
 	char *column;
@@ -109,6 +117,7 @@ typedef struct WireEvent
 	Jsonb *row;			   /* NULL for a copy; options of a truncate; a skip's object */
 	WireCopy *copy;		   /* only for a copy */
 	WireLarge *large;	   /* only for a large event (its row is the row) */
+	Jsonb *unchanged;	   /* an update's or large event's columns left as they were, or NULL */
 	Jsonb *event;		   /* the whole event object, for parking */
 } WireEvent;
 

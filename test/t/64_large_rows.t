@@ -56,8 +56,24 @@ ok "A: a row with a 2 MB bytea (4 MB of JSON, under the limit)" warnings_none "$
 # (as JSON it would be 4 MB, which the broker refuses: the last test below)
 ok "B receives it" wait_value 60 1 sql "$B" "SELECT count(*) FROM big WHERE id = 20"
 is "$(big_md5 "$B" 20)" "$(big_md5 "$A" 20)" "B's row equals A's (md5)"
+# an update that leaves the bytea alone does not send it again
+ok "A's publisher cannot reach the broker" sql_script "$A" "
+ALTER SYSTEM SET evrep.broker_url = 'amqp://nobody:none@127.0.0.1:1/'; SELECT pg_reload_conf();"
+ok "A's publisher left the broker" wait_value 30 f worker_connected "$A" publisher
+ok "A: update row 20's text, not its bytea" sql "$A" "UPDATE big SET t = 'text changed' WHERE id = 20"
+is "$(sql "$A" "SELECT op::text || ' ' || (row_data::jsonb -> 'unchanged')::text || ' ' || ((row_data::jsonb -> 'row') ? 'b')::text FROM evrep.outbox ORDER BY id DESC LIMIT 1")" \
+   'v ["b"] false' "A's update names the bytea unchanged and leaves it out"
+ok "A: back to the broker" sql_script "$A" "ALTER SYSTEM RESET evrep.broker_url; SELECT pg_reload_conf();"
+ok "B applies the update" wait_value 60 "text changed" sql "$B" "SELECT t FROM big WHERE id = 20"
+is "$(big_md5 "$B" 20)" "$(big_md5 "$A" 20)" "B's row still equals A's, bytea included (md5)"
+ok "B: its row 20 goes" sql "$B" "DELETE FROM big WHERE id = 20"
+ok "A: another update of the text" sql "$A" "UPDATE big SET t = 'again' WHERE id = 20"
+ok "B parks it: without the row it cannot keep the bytea" wait_value 60 1 \
+    sql "$B" "SELECT count(*) FROM evrep.dead_letter WHERE error LIKE 'the row of this update is not in public.big%'"
+is "$(sql "$B" "SELECT count(*) FROM big WHERE id = 20")" 0 "B did not insert a row without its bytea"
+ok "B: the dead letter is seen to" sql "$B" "DELETE FROM evrep.dead_letter"
 ok "A: delete it (its key alone goes)" sql "$A" "DELETE FROM big WHERE id = 20"
-ok "B deletes it" wait_value 60 0 sql "$B" "SELECT count(*) FROM big WHERE id = 20"
+ok "A's outbox drains" wait_value 60 0 outbox_depth "$A"
 ok "A: back to 1 MB" sql_script "$A" "ALTER SYSTEM RESET evrep.max_message_bytes; SELECT pg_reload_conf();"
 sleep 1
 
