@@ -6,7 +6,8 @@
 # both sides are equal, nothing lost, nothing applied twice, and no writer
 # saw an error.  With two of three broker nodes down publishing waits (no
 # quorum: no confirms), the outbox grows, nothing is lost, and it resumes
-# when one node comes back.
+# when one node comes back.  Last, a 100 MB value travels in parts of 1 MB
+# while the leader of the subscriber's queue is SIGKILLed between them.
 # Ports: cluster AMQP 5841-5843, PostgreSQL 5941 (A) and 5942 (B).
 set -uo pipefail
 source "$(dirname "$0")/../lib/tap.sh"
@@ -114,4 +115,25 @@ for pair in "$A:$B:customer" "$B:$A:orders"; do
 done
 is "$(sql "$A" 'SELECT count(*) FROM evrep.dead_letter') $(sql "$B" 'SELECT count(*) FROM evrep.dead_letter')" \
    "0 0" "no dead letters"
+
+# --- a large value in parts while the leader of B's queue dies ------------------------------
+ok "A sends at most 1 MB a message" sql_script "$A" "ALTER SYSTEM SET evrep.max_message_bytes = '1MB'; SELECT pg_reload_conf();"
+sleep 1
+ok "A: a customer whose name is 100 MB (some 100 parts)" \
+    sql "$A" "INSERT INTO customer VALUES (1, repeat(md5('t44'), 100 * 1024 * 1024 / 32), 0)"
+ok "B keeps parts of it, not yet all" wait_until 60 \
+    "(( \$(sql $B 'SELECT count(*) FROM evrep.inbox_part' 2>/dev/null || echo 0) >= 10 )) && [[ \$(sql $B 'SELECT count(*) FROM customer WHERE id = 1') == 0 ]]" 0.1
+lead=$(rmq_cluster_leader "$MQ" "$QB")
+ok "SIGKILL member $lead, the leader of $QB, in the middle of the parts" rmq_cluster_kill "$MQ" "$lead"
+ok "B applies the 100 MB customer" wait_value 120 1 sql "$B" "SELECT count(*) FROM customer WHERE id = 1"
+is "$(sql "$B" "SELECT md5(name) FROM customer WHERE id = 1")" "$(sql "$A" "SELECT md5(name) FROM customer WHERE id = 1")" \
+   "B's 100 MB name equals A's (md5)"
+ok "A's outbox drains" wait_value 120 0 outbox_depth "$A"
+last=$(sql "$A" "SELECT last_seq FROM evrep.publication WHERE table_name = 'customer'")
+ok "B applied A's customer up to $last" wait_value 60 "$last|{}" \
+    sql "$B" "SELECT last_seq, gaps FROM evrep.progress WHERE origin = '$A' AND table_name = 'customer'"
+is "$(applied "$B" "$A" customer)" "$last" "B applied each of A's $last customer events once"
+is "$(sql "$A" 'SELECT count(*) FROM evrep.outbox_value') $(sql "$B" 'SELECT count(*) FROM evrep.inbox_part') $(sql "$B" 'SELECT count(*) FROM evrep.dead_letter')" \
+   "0 0 0" "no value left on A, no part on B, no dead letter"
+ok "restart member $lead" rmq_cluster_restart "$MQ" "$lead"
 done_testing
