@@ -5,8 +5,8 @@
  * The parts of a large event's values arrive before the event, each in a
  * message of its own (parts_send.c).  Each is kept in evrep.inbox_part in
  * the transaction that acks it, so the consumer holds no more than a
- * message at a time; a part sent again (a resend after a reconnect) is
- * kept once, by where its bytes go.  When the event comes, its values are
+ * message at a time; a part delivered again is kept once, by where its
+ * bytes go, and a resend of the event starts over.  When the event comes, its values are
  * put together from the parts, the one value at a time in memory, and
  * the parts go in the transaction that applies it; a parked event keeps
  * them for its replay.
@@ -68,6 +68,21 @@ require_inbox(void)
 						 "events were parked.")));
 }
 
+static void
+forget_event(const char *origin, const char *schema, const char *table, int64 incarnation,
+			 int64 seq)
+{
+	Datum args[EVENT_ARGS];
+	Oid types[EVENT_ARGS];
+
+	event_args(args, types, origin, schema, table, incarnation, seq);
+	spi_check(SPI_execute_plan(spi_kept_plan(&forget_plan,
+											 "DELETE FROM evrep.inbox_part WHERE " EVENT_WHERE,
+											 EVENT_ARGS, types),
+							   args, NULL, false, 0),
+			  SPI_OK_DELETE, ANY_ROWS, "could not forget the parts of an evrep event");
+}
+
 void
 parts_keep(const WirePart *part)
 {
@@ -76,6 +91,16 @@ parts_keep(const WirePart *part)
 	bytea *data;
 
 	require_inbox();
+
+	/*
+	 * A sender sends every part of an event, in order, each time it sends
+	 * the event: its first part drops what an earlier send left.  Kept,
+	 * parts of the same number from a history that went back without a
+	 * trace (a file-system snapshot restored between a value's parts and
+	 * its event) would be put together with the new ones.
+	 */
+	if (part->value == 0 && part->offset == 0)
+		forget_event(part->origin, part->schema, part->table, part->incarnation, part->seq);
 	data = palloc(part->len + VARHDRSZ);
 
 	SET_VARSIZE(data, part->len + VARHDRSZ);
@@ -101,10 +126,8 @@ parts_keep(const WirePart *part)
 
 /*
  * The offsets of the parts that make value ord whole, in order: one part
- * per offset, the next starting where the one before ended (a resend with
- * another evrep.max_message_bytes cut the value elsewhere; either cut
- * serves).  NULL, with *have the bytes found from the start, if a part is
- * missing.
+ * per offset, the next starting where the one before ended.  NULL, with *have the bytes found from
+ * the start, if a part is missing.
  */
 static int64 *
 part_chain(Datum *args, Oid *types, int ord, int64 bytes, int *nparts, int64 *have)
@@ -235,15 +258,6 @@ parts_collect(const WireMessage *msg, const WireEvent *ev)
 void
 parts_forget(const WireMessage *msg, const WireEvent *ev)
 {
-	Datum args[EVENT_ARGS];
-	Oid types[EVENT_ARGS];
-
-	if (!have_inbox())
-		return;
-	event_args(args, types, msg->origin, msg->schema, msg->table, msg->incarnation.id, ev->seq);
-	spi_check(SPI_execute_plan(spi_kept_plan(&forget_plan,
-											 "DELETE FROM evrep.inbox_part WHERE " EVENT_WHERE,
-											 EVENT_ARGS, types),
-							   args, NULL, false, 0),
-			  SPI_OK_DELETE, ANY_ROWS, "could not forget the parts of an evrep event");
+	if (have_inbox())
+		forget_event(msg->origin, msg->schema, msg->table, msg->incarnation.id, ev->seq);
 }
