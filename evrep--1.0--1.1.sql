@@ -59,6 +59,90 @@ UPDATE evrep.publication SET since = last_seq + 1;
 -- without a trace (a file-system snapshot restored).
 ALTER TABLE evrep.outbox ADD COLUMN lsn pg_lsn;
 
+/*
+ * Events are written once.  Capture records the writer's top-level
+ * transaction (xid), and nothing updates or deletes a captured row after
+ * its INSERT: the publisher numbers rows by batches, one row of
+ * evrep.outbox_batch each, and gets the space back by TRUNCATE of a
+ * partition whose rows are all confirmed (outbox.c).
+ *
+ * A batch is a window and an id range: the rows of the transactions
+ * visible in the snapshot hi but not in lo (those that committed between
+ * the two snapshots, however early they took their ids), with ids in
+ * (after_id, upto_id].  Within a publication, the batch's k-th row in id
+ * order (from 0) has the number first_seqs[i] + k, so a resend after a
+ * crash derives every number again, the same, from the immutable rows.  A
+ * long window is cut into several batches; the next window's lo is this
+ * one's hi.
+ *
+ * Rows the publisher writes itself (the chunks of a copy) and rows evrep
+ * 1.0 captured carry their number in seq instead, and are deleted once
+ * confirmed.
+ */
+ALTER TABLE evrep.outbox ADD COLUMN xid xid8;
+-- rows are no longer updated: the room kept for HOT updates is not needed
+ALTER TABLE evrep.outbox_0 SET (fillfactor = 100);
+ALTER TABLE evrep.outbox_1 SET (fillfactor = 100);
+
+-- What evrep 1.0 captured and had not numbered yet is numbered now, in id
+-- order as its publisher would have (the outbox is locked: every writer has
+-- finished), so that every row without an xid has its number.
+WITH n AS (
+	SELECT o.id, o.slot,
+		   p.last_seq + row_number() OVER (PARTITION BY o.pub_id ORDER BY o.id) AS seq
+	FROM evrep.outbox o JOIN evrep.publication p ON p.id = o.pub_id
+	WHERE o.seq IS NULL)
+UPDATE evrep.outbox o
+SET seq = n.seq,
+	commit_ts = CASE WHEN current_setting('track_commit_timestamp')::boolean
+					 THEN pg_xact_commit_timestamp(o.xmin) END
+FROM n WHERE o.id = n.id AND o.slot = n.slot;
+UPDATE evrep.publication p SET last_seq = m.seq
+FROM (SELECT pub_id, max(seq) AS seq FROM evrep.outbox GROUP BY pub_id) m
+WHERE p.id = m.pub_id AND m.seq > p.last_seq;
+
+-- numbered rows are few (chunks in flight): found without a scan
+CREATE INDEX outbox_numbered ON evrep.outbox (pub_id, seq) WHERE seq IS NOT NULL;
+
+CREATE TABLE evrep.outbox_batch (
+	id			bigint PRIMARY KEY,
+	lo			pg_snapshot,		-- NULL: the first window
+	hi			pg_snapshot NOT NULL,
+	after_id	bigint NOT NULL,
+	upto_id		bigint NOT NULL,
+	window_low	bigint NOT NULL,	-- no row of this window has a lower or equal id
+	next_low	bigint NOT NULL,	-- no row of a later window has a lower or equal id
+	last_in_window boolean NOT NULL,
+	pub_ids		integer[] NOT NULL,
+	first_seqs	bigint[] NOT NULL,
+	counts		bigint[] NOT NULL,	-- rows per publication, to notice rows removed by hand
+	lsn			pg_lsn NOT NULL,	-- the WAL position the batch was numbered at
+	confirmed	boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE evrep.outbox_batch IS
+'numbering of the outbox: each row numbers the events of one batch; kept until the broker confirmed it';
+
+/*
+ * Events the broker has not confirmed yet.  Confirmed are the rows of the
+ * windows before the last confirmed batch's (visible in its lo) and the
+ * rows of its window up to its upto_id; numbered rows are deleted once
+ * confirmed.
+ */
+CREATE VIEW evrep.outbox_pending AS
+SELECT o.id, o.pub_id, o.op, o.row_data, o.seq, o.xid,
+	   coalesce(o.commit_ts,
+				CASE WHEN current_setting('track_commit_timestamp')::boolean
+					 THEN pg_xact_commit_timestamp(o.xmin) END) AS commit_ts
+FROM evrep.outbox o
+LEFT JOIN (SELECT lo, hi, upto_id FROM evrep.outbox_batch WHERE confirmed
+		   ORDER BY id DESC LIMIT 1) c ON true
+WHERE o.xid IS NULL OR c.hi IS NULL
+   OR NOT (coalesce(pg_visible_in_snapshot(o.xid, c.lo), false)
+		   OR (pg_visible_in_snapshot(o.xid, c.hi) AND o.id <= c.upto_id));
+COMMENT ON VIEW evrep.outbox_pending IS
+'outbox events the broker has not confirmed yet';
+GRANT SELECT ON evrep.outbox_batch, evrep.outbox_pending TO evrep_admin;
+
 ALTER TABLE evrep.progress
 	ADD COLUMN incarnation bigint,			-- the origin's history of last_seq
 	ADD COLUMN last_lsn pg_lsn,				-- the origin's WAL position at last_seq
@@ -445,11 +529,8 @@ SELECT 'publish'::text AS role,
 		WHERE k.schema_name = p.schema_name AND k.table_name = p.table_name) AS not_sent
 FROM evrep.publication p
 LEFT JOIN LATERAL (
-	SELECT count(*) AS depth,
-		   min(coalesce(ob.commit_ts,
-						 CASE WHEN current_setting('track_commit_timestamp')::boolean
-							  THEN pg_xact_commit_timestamp(ob.xmin) END)) AS oldest_commit
-	FROM evrep.outbox ob WHERE ob.pub_id = p.id) o ON true
+	SELECT count(*) AS depth, min(ob.commit_ts) AS oldest_commit
+	FROM evrep.outbox_pending ob WHERE ob.pub_id = p.id) o ON true
 LEFT JOIN evrep.worker_state() w ON w.worker = 'publisher'
 WHERE p.active OR o.depth > 0
 UNION ALL

@@ -31,7 +31,7 @@ BEGIN
 	SELECT sum(evrep_apply(jsonb_set(message::jsonb, '{schema}', '"rt_dst"')::text)) INTO n
 	FROM evrep_claim(100000, per_message) WHERE message LIKE '%"schema":"rt_src"%';
 	-- as if every message was confirmed
-	DELETE FROM evrep.outbox;
+	DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 	RETURN n;
 END
 $$;
@@ -153,4 +153,4 @@ SELECT evrep._row_json(s) FROM rt_src.v s WHERE id IN (1, 3, 14) ORDER BY id;
 
 SELECT evrep_unpublish('rt_src.v');
 SELECT evrep_unpublish('rt_src.k');
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;

@@ -1,7 +1,7 @@
 -- TRUNCATE travels like any other change: one event per truncated
 -- published table, applied as TRUNCATE (or DELETE where TRUNCATE would
 -- fail), in stream order.
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 
 -- the outbox in the order events were captured
 CREATE FUNCTION captured() RETURNS TABLE (table_name text, op "char", row_data text)
@@ -27,14 +27,14 @@ TRUNCATE tr_a RESTART IDENTITY;
 INSERT INTO tr_a (v) VALUES ('a4');
 SELECT * FROM tr_a;
 SELECT * FROM captured();
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 
 -- several tables in one statement: one event for each published one
 INSERT INTO tr_b VALUES (1, 'b1');
 INSERT INTO tr_plain VALUES (1, 'p1');
 TRUNCATE tr_plain, tr_b, tr_a CONTINUE IDENTITY;
 SELECT * FROM captured() ORDER BY table_name;
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 
 -- a table nobody publishes captures nothing
 TRUNCATE tr_plain;
@@ -46,7 +46,7 @@ CREATE TABLE tr_child (id integer PRIMARY KEY, a_id integer REFERENCES tr_a);
 SELECT evrep_publish('tr_child');
 INSERT INTO tr_a VALUES (10, 'parent');
 INSERT INTO tr_child VALUES (1, 10);
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 -- (refused without CASCADE: nothing captured)
 TRUNCATE tr_a;
 TRUNCATE tr_a RESTART IDENTITY CASCADE;
@@ -54,7 +54,7 @@ SELECT count(*) AS child_rows FROM tr_child;
 SELECT * FROM captured() ORDER BY table_name;
 SELECT evrep_unpublish('tr_child');
 DROP TABLE tr_child;
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 
 -- rolled back, or in a rolled back savepoint: nothing; the apply session's
 -- role captures nothing either (no loops)
@@ -72,7 +72,7 @@ SET session_replication_role = replica;
 TRUNCATE tr_b;
 RESET session_replication_role;
 SELECT * FROM captured();
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 
 -- a TRUNCATE run by a trigger of another one has its own options, and the
 -- outer statement's are back for the triggers that fire after it
@@ -86,7 +86,7 @@ CREATE TRIGGER a_truncate_a AFTER TRUNCATE ON tr_b FOR EACH STATEMENT EXECUTE FU
 TRUNCATE tr_b;
 SELECT * FROM captured();
 DROP TRIGGER a_truncate_a ON tr_b;
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 
 -- a partitioned table: one event for the whole table
 CREATE TABLE tr_parted (id integer PRIMARY KEY, v text) PARTITION BY RANGE (id);
@@ -101,7 +101,7 @@ SELECT * FROM captured();
 SELECT routing_key, events,
 	(SELECT jsonb_agg(e - 'commit_ts') FROM jsonb_array_elements(message::jsonb -> 'events') e)
 FROM evrep_claim(100);
-DELETE FROM evrep.outbox;
+DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 
 -- the trigger checks how it was made
 CREATE TRIGGER bad_truncate BEFORE TRUNCATE ON tr_plain

@@ -24,6 +24,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/xid8.h"
 #include "utils/relcache.h"
 
 #include "capture.h"
@@ -35,9 +36,9 @@
 #include "truncate.h"
 #include "wire.h"
 
-/* id, slot, pub_id, op, row_data, seq, commit_ts, and since 1.1 lsn */
+/* id, slot, pub_id, op, row_data, seq, commit_ts, and since 1.1 lsn, xid */
 #define OUTBOX_NATTS_1_0 7
-#define OUTBOX_NATTS 8
+#define OUTBOX_NATTS 9
 
 /* Per backend: where the outbox partitions are. */
 typedef struct OutboxPartition
@@ -323,7 +324,13 @@ write_outbox_row(int32 pub_id, char op, Datum row_data)
 	/* without preload there is no publisher and no rotation: slot 0 */
 	slot = evrep_shared ? (int) pg_atomic_read_u32(&evrep_shared->outbox_slot) : 0;
 	values[4] = row_data;
-	nulls[5] = nulls[6] = nulls[7] = true; /* seq, commit_ts, lsn: set by the publisher */
+	nulls[5] = nulls[6] = nulls[7] = true; /* seq, commit_ts, lsn: for the publisher's own rows */
+	/*
+	 * The publisher's batches are cut by snapshots, which name top-level
+	 * transactions.  Taken before the id: outbox.c relies on every writer
+	 * having its xid before it takes an id.
+	 */
+	values[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	values[2] = Int32GetDatum(pub_id);
 	values[3] = CharGetDatum(op);
 	values[1] = Int16GetDatum(slot);

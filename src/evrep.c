@@ -11,6 +11,7 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -53,6 +54,7 @@ int evrep_batch_size = 5000;
 int evrep_message_events = 500;
 int evrep_publish_window = 1;
 int evrep_poll_interval = 1000;
+char *evrep_crash_at = NULL;
 int evrep_outbox_warn_depth = 1000000;
 int evrep_prefetch = 2000;
 bool evrep_apply_async_commit = true;
@@ -256,6 +258,14 @@ define_settings(void)
 		"(restored from a file-system snapshot). 0 never repairs holes.",
 		&evrep_gap_repair_after, 300, 0, INT_MAX / 1000, PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
+	DefineCustomStringVariable(
+		"evrep.crash_at",
+		"Developer option: the publisher kills itself once at this point, for crash tests.",
+		"claimed, sent, confirming or rotating; it fires while the data directory has no file "
+		"evrep_crashed_<point>, and creates that file.",
+		&evrep_crash_at, "", PGC_SIGHUP, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL | GUC_SUPERUSER_ONLY,
+		NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("evrep");
 }
 
@@ -317,6 +327,24 @@ evrep_wake_publisher(void)
 	latch = evrep_shared->workers[EVREP_PUBLISHER].latch;
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+void
+evrep_crash_point(const char *point)
+{
+	char path[MAXPGPATH];
+	int fd;
+
+	if (evrep_crash_at == NULL || strcmp(evrep_crash_at, point) != 0)
+		return;
+	/* once per data directory: the restart after the crash runs on */
+	snprintf(path, sizeof(path), "evrep_crashed_%s", point);
+	fd = OpenTransientFile(path, O_CREAT | O_EXCL | O_WRONLY | PG_BINARY);
+	if (fd < 0)
+		return;
+	CloseTransientFile(fd);
+	ereport(LOG, (errmsg("evrep publisher crashes on purpose at \"%s\" (evrep.crash_at)", point)));
+	(void) kill(MyProcPid, SIGKILL);
 }
 
 char *

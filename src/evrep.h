@@ -98,6 +98,13 @@ typedef struct EvrepShared
 
 extern EvrepShared *evrep_shared;
 
+/*
+ * A crash test's hook (evrep.crash_at): SIGKILLs this process, once per
+ * data directory, when the setting names this point.
+ */
+extern char *evrep_crash_at;
+extern void evrep_crash_point(const char *point);
+
 /* Wakes the publisher; cheap, safe to call with no publisher running. */
 extern void evrep_wake_publisher(void);
 

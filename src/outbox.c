@@ -42,6 +42,7 @@
 #include "spi_plan.h"
 #include "spi_util.h"
 #include "outbox.h"
+#include "outbox_int.h"
 #include "oversize.h"
 #include "wire.h"
 
@@ -49,9 +50,10 @@
  * Statements come in two forms, [0] for a 1.0 catalog and [1] for 1.1 or
  * later (incarnation.h): the library serves both until ALTER EXTENSION
  * UPDATE has run.  1.1 keeps the WAL position of the numbering (lsn).
+ * On 1.1 the captured rows are numbered by outbox_window.c; what is here
+ * numbers a 1.0 catalog's rows in place, and the rows that carry their
+ * number (chunks of a copy) in both.
  */
-#define EVENT_COLUMNS(lsn)                                                                         \
-	"id, pub_id, seq, op, row_data::text, pg_catalog.to_json(commit_ts)::text, " lsn
 
 /*
  * Each step is a plain statement over the outbox's primary key.  One
@@ -146,7 +148,7 @@ static int hist = 0;
  * of one history, also across a crash: a numbering is flushed before its
  * rows are sent, and recovery goes on past it.
  */
-static XLogRecPtr round_lsn = InvalidXLogRecPtr;
+XLogRecPtr outbox_round_lsn = InvalidXLogRecPtr;
 
 /*
  * Numbered rows not known to be in flight are sent again first; a healthy
@@ -173,9 +175,6 @@ static TransactionId mark_xid = InvalidTransactionId; /* ... once xmin passes th
 static int64 numbered_upto_at_commit = -1;			  /* set by this transaction */
 static bool xact_callback_registered = false;
 
-/* A round reads rows of at most this many full messages */
-#define ROUND_MESSAGES 2
-
 /* The last round stopped with rows left: at max_events, or at its bytes */
 static bool round_full = false;
 
@@ -187,16 +186,6 @@ static SPIPlanPtr fetch_plan[2];
 static SPIPlanPtr publications_plan[2];
 static SPIPlanPtr remove_plan = NULL;
 static SPIPlanPtr add_plan[2];
-
-/* A publication as the batch builder needs it. */
-typedef struct PubInfo
-{
-	int32 id;
-	char *schema;
-	char *table;
-	char *key_json;
-	WireIncarnation incarnation; /* id 0 on a 1.0 catalog */
-} PubInfo;
 
 /* Per publication in one numbering round. */
 typedef struct PubCount
@@ -215,8 +204,8 @@ finish_message(OutboxBatch *batch, OutboxMessage *m, StringInfo buf)
 	batch->messages = lappend(batch->messages, m);
 }
 
-static PubInfo *
-load_publications(int *npubs)
+PubInfo *
+outbox_load_publications(int *npubs)
 {
 	PubInfo *pubs;
 
@@ -274,18 +263,39 @@ row_to_send(PubInfo *p, char *op, char *row, bool first_time)
 	return row;
 }
 
+EventRow *
+outbox_event_rows(SPITupleTable *tuptable, uint64 n)
+{
+	EventRow *rows = palloc(sizeof(EventRow) * Max(n, 1));
+	TupleDesc desc = tuptable->tupdesc;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple tup = tuptable->vals[i];
+		bool isnull;
+		Datum lsn;
+
+		rows[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		rows[i].pub_id = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		rows[i].seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		rows[i].op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
+		rows[i].row = SPI_getvalue(tup, desc, 5);
+		rows[i].commit_ts = SPI_getvalue(tup, desc, 6);
+		lsn = SPI_getbinval(tup, desc, 7, &isnull);
+		rows[i].lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(lsn);
+		rows[i].numbered = true;
+	}
+	return rows;
+}
+
 /*
- * Packs the events of rows, nrows SPI result rows of EVENT_COLUMNS (in id
- * order, which within a publication is number order), into messages of
- * consecutive events of one publication and numbering round, allocated in
- * mcxt.  seqs, if not NULL, are the rows' numbers, given after they were
- * read at round_lsn.  A message stays within evrep.max_message_bytes, and
- * a skip or large event travels alone: a reader of revision 1 parks a message with
- * an op it does not know whole.
+ * Packs the events into messages of consecutive events of one publication
+ * and numbering round, allocated in mcxt.  A message stays within
+ * evrep.max_message_bytes, and a skip or large event travels alone: a
+ * reader of revision 1 parks a message with an op it does not know whole.
  */
-static OutboxBatch *
-build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, uint64 nrows,
-			const int64 *seqs, MemoryContext mcxt)
+OutboxBatch *
+outbox_encode(int max_per_message, EventRow *rows, int nrows, bool first_time, MemoryContext mcxt)
 {
 	OutboxBatch *batch;
 	OutboxMessage *m = NULL;
@@ -293,103 +303,126 @@ build_batch(PubInfo *pubs, int npubs, int max_per_message, SPITupleTable *rows, 
 	bool m_alone = false;
 	StringInfoData buf;
 	MemoryContext old;
-	TupleDesc desc = rows->tupdesc;
+	int npubs;
+	PubInfo *pubs = outbox_load_publications(&npubs);
+	int nnumbered = 0;
 
 	old = MemoryContextSwitchTo(mcxt);
 	batch = palloc0(sizeof(OutboxBatch));
 	batch->nevents = nrows;
 	batch->ids = palloc(sizeof(int64) * nrows);
+	batch->numbered_ids = palloc(sizeof(int64) * nrows);
 
-	for (uint64 i = 0; i < nrows; i++)
+	for (int i = 0; i < nrows; i++)
 	{
-		HeapTuple tup = rows->vals[i];
-		bool isnull;
-		int32 pub = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		int64 seq = seqs ? seqs[i] : DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		char op = DatumGetChar(SPI_getbinval(tup, desc, 4, &isnull));
-		Datum lsn_datum = SPI_getbinval(tup, desc, 7, &isnull);
-		XLogRecPtr lsn = seqs ? round_lsn : isnull ? InvalidXLogRecPtr : DatumGetLSN(lsn_datum);
-		PubInfo *p = find_publication(pubs, npubs, pub);
-		char *row = row_to_send(p, &op, SPI_getvalue(tup, desc, 5), seqs != NULL);
-		char *commit_ts = SPI_getvalue(tup, desc, 6);
+		EventRow *e = &rows[i];
+		PubInfo *p = find_publication(pubs, npubs, e->pub_id);
+		char op = e->op;
+		char *row = row_to_send(p, &op, e->row, first_time);
 		bool alone = op == EVREP_OP_SKIP || op == EVREP_OP_LARGE;
 
-		batch->ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		batch->ids[i] = e->id;
+		if (e->numbered)
+			batch->numbered_ids[nnumbered++] = e->id;
 		/* a message names one WAL position: resent rows may span rounds */
-		if (m == NULL || pub != m->pub_id || m->nevents >= max_per_message || lsn != m_lsn ||
-			m_alone || alone ||
+		if (m == NULL || e->pub_id != m->pub_id || m->nevents >= max_per_message ||
+			e->lsn != m_lsn || m_alone || alone ||
 			buf.len + strlen(row) + EVREP_ENVELOPE_BYTES > (Size) evrep_max_message_bytes)
 		{
 			if (m != NULL)
 				finish_message(batch, m, &buf);
 			m = palloc0(sizeof(OutboxMessage));
-			m->pub_id = pub;
+			m->pub_id = e->pub_id;
 			m->routing_key = wire_routing_key(p->schema, p->table);
 			m->message_id =
-				psprintf("%s/%s.%s/" INT64_FORMAT, evrep_node_name, p->schema, p->table, seq);
+				psprintf("%s/%s.%s/" INT64_FORMAT, evrep_node_name, p->schema, p->table, e->seq);
 			initStringInfo(&buf);
 			wire_begin_message(&buf, evrep_node_name, p->schema, p->table, p->key_json,
-							   &p->incarnation, lsn);
-			m_lsn = lsn;
+							   &p->incarnation, e->lsn);
+			m_lsn = e->lsn;
 		}
 		m_alone = alone;
 		if (op == EVREP_OP_LARGE)
 		{
-			m->large_id = batch->ids[i];
-			m->large_seq = seq;
+			m->large_id = e->id;
+			m->large_seq = e->seq;
 			m->incarnation = p->incarnation.id;
 			m->schema = pstrdup(p->schema);
 			m->table = pstrdup(p->table);
 			batch->large = true;
 		}
-		wire_add_event(&buf, m->nevents == 0, seq, op, commit_ts, row);
+		wire_add_event(&buf, m->nevents == 0, e->seq, op, e->commit_ts, row);
 		m->nevents++;
 		/* a chunk of a copy weighs what it carries */
 		batch->weight += op == 'c' ? evrep_copy_chunk_rows : 1;
 	}
 	finish_message(batch, m, &buf);
+	batch->nnumbered = nnumbered;
 	MemoryContextSwitchTo(old);
 	return batch;
+}
+
+/*
+ * The batch of rows, nrows SPI result rows of EVENT_COLUMNS in id order
+ * (which within a publication is number order); seqs, if not NULL, are
+ * their numbers, given just now at outbox_round_lsn.
+ */
+static OutboxBatch *
+build_batch(int max_per_message, SPITupleTable *tuptable, uint64 nrows, const int64 *seqs,
+			MemoryContext mcxt)
+{
+	EventRow *rows = outbox_event_rows(tuptable, nrows);
+
+	for (uint64 i = 0; seqs != NULL && i < nrows; i++)
+	{
+		rows[i].seq = seqs[i];
+		rows[i].lsn = outbox_round_lsn;
+	}
+	return outbox_encode(max_per_message, rows, nrows, seqs != NULL, mcxt);
 }
 
 /* Every numbered row: sent before, maybe never confirmed. */
 static OutboxBatch *
 read_unconfirmed(int max_per_message, MemoryContext mcxt)
 {
-	PubInfo *pubs;
-	int npubs;
-
-	/* whatever happens, rows numbered from now on are in flight */
-	resend_pending = false;
-	pubs = load_publications(&npubs);
 	if (spi_check(SPI_execute_plan(spi_kept_plan(&resend_plan[hist], resend_query[hist], 0, NULL),
 								   NULL, NULL, true, 0),
 				  SPI_OK_SELECT, ANY_ROWS, "could not read numbered outbox rows") == 0)
 		return NULL;
-	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
+	return build_batch(max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
 
-/* The rows just numbered, by id. */
-static OutboxBatch *
-read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
+/* Reads the rows just numbered, by id. */
+static void
+fetch_numbered(Datum ids)
 {
 	Oid argtypes[1] = {INT8ARRAYOID};
-	PubInfo *pubs;
-	int npubs;
-	int level;
+	int level = planner_avoid(fetch_avoid);
 
-	pubs = load_publications(&npubs);
-	level = planner_avoid(fetch_avoid);
 	/* not read-only: it must see the numbers given just before */
 	spi_check(SPI_execute_plan(spi_kept_plan(&fetch_plan[hist], fetch_query[hist], 1, argtypes),
 							   &ids, NULL, false, 0),
 			  SPI_OK_SELECT, SOME_ROWS, "could not read numbered outbox rows");
 	planner_restore(level);
-	return build_batch(pubs, npubs, max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
 }
 
-static int64
-reserve_numbers(int32 pub_id, int64 count)
+static OutboxBatch *
+read_numbered(Datum ids, int max_per_message, MemoryContext mcxt)
+{
+	fetch_numbered(ids);
+	return build_batch(max_per_message, SPI_tuptable, SPI_processed, NULL, mcxt);
+}
+
+void
+outbox_fetch_numbered(Datum ids, EventRow **rows, int *n)
+{
+	fetch_numbered(ids);
+	*rows = outbox_event_rows(SPI_tuptable, SPI_processed);
+	*n = SPI_processed;
+}
+
+int64
+outbox_reserve_numbers(int32 pub_id, int64 count)
 {
 	Oid argtypes[2] = {INT4OID, INT8OID};
 	Datum values[2] = {Int32GetDatum(pub_id), Int64GetDatum(count)};
@@ -426,11 +459,7 @@ outbox_xact_callback(XactEvent event, void *arg)
 		numbered_upto_at_commit = -1;
 }
 
-/*
- * The id sequence's last value, or -1 if it cannot bound what writers hold
- * (never used, or values cached by backends ahead of their use).
- */
-static int64
+int64
 outbox_seq_value(void)
 {
 	Oid seqid = get_relname_relid("outbox_id_seq", get_namespace_oid("evrep", false));
@@ -585,7 +614,7 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 		find_count(counts, &ncounts, pub_ids[i])->count++;
 	}
 	for (int i = 0; i < ncounts; i++)
-		counts[i].next_seq = reserve_numbers(counts[i].id, counts[i].count) + 1;
+		counts[i].next_seq = outbox_reserve_numbers(counts[i].id, counts[i].count) + 1;
 	for (int i = 0; i < n; i++)
 	{
 		(*row_seqs)[i] = find_count(counts, &ncounts, pub_ids[i])->next_seq++;
@@ -597,7 +626,7 @@ number_rows(int max_events, Datum *id_array, SPITupleTable **rows, int64 **row_s
 	argtypes[1] = INT8ARRAYOID;
 	argtypes[2] = TIMESTAMPTZARRAYOID;
 	argtypes[3] = PG_LSNOID;
-	values[3] = LSNGetDatum(round_lsn);
+	values[3] = LSNGetDatum(outbox_round_lsn);
 	values[0] = PointerGetDatum(
 		construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(
@@ -646,59 +675,72 @@ append_id(Datum ids, bool have_ids, int64 id)
 		construct_array(elems, n + 1, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/* A 1.0 catalog: rows are numbered in place, in commit order. */
+static OutboxBatch *
+claim_in_place(int max_events, int max_per_message, OutboxCopyFn copy_chunk, bool *copy_more,
+			   MemoryContext mcxt)
+{
+	OutboxBatch *batch = NULL;
+	Datum ids = (Datum) 0;
+	int n;
+	SPITupleTable *rows = NULL;
+	int64 *seqs = NULL;
+	bool with_chunk = false;
+
+	n = number_rows(max_events, &ids, &rows, &seqs);
+
+	/*
+	 * A chunk is numbered right after every change its snapshot saw: only
+	 * once this snapshot's changes are all numbered.
+	 */
+	if (copy_chunk != NULL && round_full)
+		*copy_more = true;
+	else if (copy_chunk != NULL)
+	{
+		int nchunk;
+		int64 *chunk_ids = copy_chunk(copy_more, &nchunk);
+
+		for (int k = 0; k < nchunk; k++)
+			ids = append_id(ids, n++ > 0, chunk_ids[k]);
+		with_chunk = nchunk > 0;
+	}
+	if (with_chunk)
+		batch = read_numbered(ids, max_per_message, mcxt);
+	else if (n > 0)
+		batch = build_batch(max_per_message, rows, n, seqs, mcxt);
+	if (batch != NULL && (n >= max_events || round_full))
+		batch->more = true;
+	return batch;
+}
+
 OutboxBatch *
 outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk, bool *copy_more,
 				   MemoryContext mcxt)
 {
 	OutboxBatch *batch = NULL;
-	Datum ids = (Datum) 0;
-	int n = 0;
-	SPITupleTable *rows = NULL;
-	int64 *seqs = NULL;
-	bool with_chunk = false;
 
 	require_node_name();
 	hist = history_catalog() ? 1 : 0;
-	round_lsn = GetXLogInsertRecPtr();
+	outbox_round_lsn = GetXLogInsertRecPtr();
 	spi_connect();
 
 	if (resend_pending)
-		batch = read_unconfirmed(max_per_message, mcxt);
-	if (batch != NULL)
-		batch->more = true; /* what was never numbered comes next */
-	if (batch != NULL && copy_chunk != NULL)
-		*copy_more = true; /* the chunk waits for the next round */
-	else if (batch == NULL)
 	{
-		n = number_rows(max_events, &ids, &rows, &seqs);
-
-		/*
-		 * A chunk is numbered right after every change its snapshot saw:
-		 * only once this snapshot's changes are all numbered.
-		 */
-		if (copy_chunk != NULL && round_full)
-			*copy_more = true;
-		else if (copy_chunk != NULL)
-		{
-			int nchunk;
-			int64 *chunk_ids = copy_chunk(copy_more, &nchunk);
-
-			for (int k = 0; k < nchunk; k++)
-				ids = append_id(ids, n++ > 0, chunk_ids[k]);
-			with_chunk = nchunk > 0;
-		}
-		if (with_chunk)
-			batch = read_numbered(ids, max_per_message, mcxt);
-		else if (n > 0)
-		{
-			int npubs;
-			PubInfo *pubs = load_publications(&npubs);
-
-			batch = build_batch(pubs, npubs, max_per_message, rows, n, seqs, mcxt);
-		}
-		if (batch != NULL && (n >= max_events || round_full))
-			batch->more = true;
+		/* whatever happens, what is numbered from now on is in flight */
+		resend_pending = false;
+		batch =
+			hist ? window_resend(max_per_message, mcxt) : read_unconfirmed(max_per_message, mcxt);
 	}
+	if (batch != NULL)
+	{
+		batch->more = true; /* what was never numbered comes next */
+		if (copy_chunk != NULL)
+			*copy_more = true; /* the chunk waits for the next round */
+	}
+	else if (hist)
+		batch = window_claim(max_events, max_per_message, copy_chunk, copy_more, mcxt);
+	else
+		batch = claim_in_place(max_events, max_per_message, copy_chunk, copy_more, mcxt);
 	SPI_finish();
 	return batch;
 }
@@ -721,8 +763,8 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
 	values[1] = Int32GetDatum(pub_id);
 	values[2] = CharGetDatum(op);
 	values[3] = row_data;
-	values[4] = Int64GetDatum(reserve_numbers(pub_id, 1) + 1);
-	values[5] = LSNGetDatum(round_lsn);
+	values[4] = Int64GetDatum(outbox_reserve_numbers(pub_id, 1) + 1);
+	values[5] = LSNGetDatum(outbox_round_lsn);
 	spi_check(SPI_execute_plan(spi_kept_plan(&add_plan[hist], add_query[hist], 6, argtypes), values,
 							   NULL, false, 0),
 			  SPI_OK_INSERT_RETURNING, 1, "could not add to the evrep outbox");
@@ -735,32 +777,46 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
  */
 static const char *const remove_avoid[] = {"seqscan", "bitmapscan", NULL};
 
+static Datum
+id_array(const int64 *ids, int n)
+{
+	Datum *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return PointerGetDatum(
+		construct_array(elems, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
 void
 outbox_remove_batch(OutboxBatch *batch)
 {
 	Oid argtypes[1] = {INT8ARRAYOID};
 	Datum values[1];
-	Datum *ids = palloc(sizeof(Datum) * batch->nevents);
-	int level;
 
-	for (int i = 0; i < batch->nevents; i++)
-		ids[i] = Int64GetDatum(batch->ids[i]);
-	values[0] = PointerGetDatum(construct_array(ids, batch->nevents, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	spi_connect();
-	level = planner_avoid(remove_avoid);
-	spi_check(
-		SPI_execute_plan(spi_kept_plan(&remove_plan, "DELETE FROM evrep.outbox WHERE id = ANY ($1)",
-									   1, argtypes),
-						 values, NULL, false, 0),
-		SPI_OK_DELETE, ANY_ROWS, "could not delete confirmed outbox rows");
-	planner_restore(level);
+	if (batch->nnumbered > 0)
+	{
+		int level = planner_avoid(remove_avoid);
+
+		values[0] = id_array(batch->numbered_ids, batch->nnumbered);
+		spi_check(SPI_execute_plan(spi_kept_plan(&remove_plan,
+												 "DELETE FROM evrep.outbox WHERE id = ANY ($1)", 1,
+												 argtypes),
+								   values, NULL, false, 0),
+				  SPI_OK_DELETE, ANY_ROWS, "could not delete confirmed outbox rows");
+		planner_restore(level);
+	}
 	if (batch->large)
+	{
+		values[0] = id_array(batch->ids, batch->nevents);
 		spi_check(SPI_execute_with_args("DELETE FROM evrep.outbox_value WHERE outbox_id = ANY ($1)",
 										1, argtypes, values, NULL, false, 0),
 				  SPI_OK_DELETE, ANY_ROWS, "could not delete the values of confirmed outbox rows");
+	}
+	if (batch->last_batch_id > 0)
+		window_confirm(batch);
 	SPI_finish();
-	pfree(ids);
 }
 
 /* How long writers stay on one partition before they are moved. */
@@ -771,10 +827,11 @@ static bool idle_partition_empty = false;
 static TimestampTz switched_at = 0;
 
 /*
- * TRUNCATE evrep.outbox_<slot> if nobody is writing to it and it holds no
- * rows.  The lock is only tried: a writer that read the old slot just
- * before the switch may still be inserting there, and must not queue
- * behind us.
+ * TRUNCATE evrep.outbox_<slot> if nobody is writing to it and every row in
+ * it is confirmed.  The lock is only tried: a writer that read the old
+ * slot just before the switch may still be inserting there, and must not
+ * queue behind us.  Once it is held, no writer of the partition is still
+ * running, and the statements below see every row it holds.
  */
 static bool
 try_truncate(int slot)
@@ -782,17 +839,31 @@ try_truncate(int slot)
 	char *name = psprintf("outbox_%d", slot);
 	Oid relid = get_relname_relid(name, get_namespace_oid("evrep", false));
 	bool emptied = false;
+	int64 below = history_catalog() ? window_truncate_below() : -1;
+	uint64 left;
 
 	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, AccessExclusiveLock))
 		return false;
 	spi_connect();
-	/* by the index: a sequential scan would visit every dead row */
-	if (spi_check(
+	if (below < 0)
+		/* numbered in place: emptied row by row; by the index, past the dead rows */
+		left = spi_check(
 			SPI_execute(psprintf("SELECT 1 FROM evrep.%s ORDER BY id LIMIT 1", name), false, 1),
-			SPI_OK_SELECT, ANY_ROWS, "could not read evrep.%s", name) == 0)
+			SPI_OK_SELECT, ANY_ROWS, "could not read evrep.%s", name);
+	else
+		/* rows written once: all of them in confirmed batches, none numbered */
+		left = spi_check(
+			SPI_execute_with_args(
+				psprintf("(SELECT 1 FROM evrep.%s WHERE id > $1 ORDER BY id LIMIT 1) UNION ALL"
+						 " (SELECT 1 FROM evrep.%s WHERE seq IS NOT NULL LIMIT 1)",
+						 name, name),
+				1, (Oid[]){INT8OID}, (Datum[]){Int64GetDatum(below)}, NULL, false, 0),
+			SPI_OK_SELECT, ANY_ROWS, "could not read evrep.%s", name);
+	if (left == 0)
 	{
 		spi_check(SPI_execute(psprintf("TRUNCATE evrep.%s", name), false, 0), SPI_OK_UTILITY,
 				  ANY_ROWS, "could not truncate evrep.%s", name);
+		evrep_crash_point("rotating");
 		emptied = true;
 	}
 	SPI_finish();
@@ -824,6 +895,8 @@ outbox_depth_estimate(void)
 	bool isnull;
 	Datum span;
 
+	if (history_catalog())
+		return window_depth_estimate();
 	spi_connect();
 	spi_check(SPI_execute("SELECT pg_catalog.max(id) - pg_catalog.min(id) + 1 FROM evrep.outbox",
 						  true, 1),

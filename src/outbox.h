@@ -28,10 +28,13 @@ typedef struct OutboxBatch
 {
 	List *messages; /* of OutboxMessage *, in send order */
 	int nevents;
-	int64 *ids; /* outbox ids covered, to delete on confirm */
-	int weight; /* events, a copy chunk counting as evrep.copy_chunk_rows */
-	bool more;	/* rows may wait beyond it: it was full, or a resend */
-	bool large; /* has a large event, whose values are removed with it */
+	int64 *ids;			 /* outbox ids covered */
+	int64 *numbered_ids; /* those of rows that carry their number: deleted on confirm */
+	int nnumbered;
+	int64 last_batch_id; /* the newest evrep.outbox_batch row covered; 0: none */
+	int weight;			 /* events, a copy chunk counting as evrep.copy_chunk_rows */
+	bool more;			 /* rows may wait beyond it: it was full, or a resend */
+	bool large;			 /* has a large event, whose values are removed with it */
 } OutboxBatch;
 
 /*
@@ -79,7 +82,11 @@ extern void outbox_resend_unconfirmed(void);
  */
 extern int64 outbox_depth_estimate(void);
 
-/* Deletes the rows of a confirmed batch.  Inside a transaction. */
+/*
+ * Retires a confirmed batch: marks its numbering confirmed (captured rows
+ * stay until their partition is emptied) and deletes the rows that carry
+ * their number.  Inside a transaction.
+ */
 extern void outbox_remove_batch(OutboxBatch *batch);
 
 /*

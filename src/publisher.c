@@ -137,6 +137,8 @@ claim_batch(MemoryContext round_cxt, bool *ready)
 		PopActiveSnapshot();
 	}
 	worker_commit();
+	if (batch != NULL)
+		evrep_crash_point("claimed");
 	if (copy_more || (copy && !*ready))
 		pg_atomic_write_u32(&evrep_shared->copy_due, 1);
 	pgstat_report_stat(false);
@@ -302,6 +304,7 @@ retire_confirmed(void)
 	}
 	outbox_rotate();
 	PopActiveSnapshot();
+	evrep_crash_point("confirming");
 	worker_commit();
 	pgstat_report_stat(false);
 	broker_backoff_reset(&backoff);
@@ -327,6 +330,7 @@ send_batch(OutboxBatch *batch, MemoryContext cxt)
 		if (broker_publish(conn, m->routing_key, m->body, m->body_len, m->message_id) != BROKER_OK)
 			return false;
 	}
+	evrep_crash_point("sent");
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	f = palloc(sizeof(InFlight));
 	f->cxt = cxt;

@@ -73,7 +73,7 @@ snapshot() {   # one query per node
     local n
     for n in "$A" "$B"; do
         sql "$n" "SELECT (SELECT count(*) FROM customer), (SELECT count(*) FROM orders),
-                         (SELECT count(*) FROM evrep.outbox),
+                         (SELECT coalesce(sum(outbox_depth), 0) FROM evrep.status WHERE role = 'publish'),
                          (SELECT string_agg(table_name || '=' || last_seq, ',' ORDER BY table_name) FROM evrep.publication),
                          (SELECT string_agg(table_name || '=' || applied, ',' ORDER BY table_name) FROM evrep.progress)"
     done

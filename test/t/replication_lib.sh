@@ -15,7 +15,7 @@
 #   sql_script NODE 'SQL'          SQL via stdin: one transaction per statement
 #   row_count NODE TABLE           SELECT count(*)
 #   table_md5 NODE TABLE           md5 of all rows in id order
-#   outbox_depth NODE              rows in evrep.outbox (not yet confirmed)
+#   outbox_depth NODE              events in the outbox not yet confirmed
 #   applied NODE ORIGIN TABLE      evrep.progress.applied (0 if no row yet)
 #   skipped NODE ORIGIN TABLE      evrep.progress.skipped (0 if no row yet)
 #   last_seq NODE TABLE            evrep.publication.last_seq of TABLE on NODE
@@ -68,7 +68,9 @@ row_count() { sql "$1" "SELECT count(*) FROM $2"; }
 
 table_md5() { sql "$1" "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM $2 t"; }
 
-outbox_depth() { sql "$1" "SELECT count(*) FROM evrep.outbox"; }
+# events not yet confirmed by the broker (1.1 keeps confirmed rows until
+# their partition is emptied; 1.0 deletes them), as evrep.status counts them
+outbox_depth() { sql "$1" "SELECT coalesce(sum(outbox_depth), 0) FROM evrep.status WHERE role = 'publish'"; }
 
 # _progress_sum COLUMN NODE ORIGIN TABLE -- a counter of NODE's evrep.progress
 # row for ORIGIN's TABLE (0 if no row yet)
