@@ -78,8 +78,14 @@ ALTER TABLE evrep.outbox ADD COLUMN lsn pg_lsn;
  * Rows the publisher writes itself (the chunks of a copy) and rows evrep
  * 1.0 captured carry their number in seq instead, and are deleted once
  * confirmed.
+ *
+ * One row may hold several events of a publication (op m, events of them:
+ * a statement's or a transaction's, gathered by capture_buffer.c), as a
+ * JSON array of [op, row] pairs: one outbox row per changed row cost a bulk
+ * INSERT as much as the INSERT itself.
  */
 ALTER TABLE evrep.outbox ADD COLUMN xid xid8;
+ALTER TABLE evrep.outbox ADD COLUMN events integer;	-- op m: how many; else NULL (one)
 -- rows are no longer updated: the room kept for HOT updates is not needed
 ALTER TABLE evrep.outbox_0 SET (fillfactor = 100);
 ALTER TABLE evrep.outbox_1 SET (fillfactor = 100);
@@ -123,19 +129,25 @@ COMMENT ON TABLE evrep.outbox_batch IS
 'numbering of the outbox: each row numbers the events of one batch; kept until the broker confirmed it';
 
 /*
- * Events the broker has not confirmed yet.  Confirmed are the rows of the
- * windows before the last confirmed batch's (visible in its lo) and the
- * rows of its window up to its upto_id; numbered rows are deleted once
- * confirmed.
+ * Events the broker has not confirmed yet, one row each (the events of an
+ * op m row numbered by ord).  Confirmed are the rows of the windows before
+ * the last confirmed batch's (visible in its lo) and the rows of its
+ * window up to its upto_id; numbered rows are deleted once confirmed.
  */
 CREATE VIEW evrep.outbox_pending AS
-SELECT o.id, o.pub_id, o.op, o.row_data, o.seq, o.xid,
+SELECT o.id, e.ord, o.pub_id, e.op, e.row_data, o.seq, o.xid,
 	   coalesce(o.commit_ts,
 				CASE WHEN current_setting('track_commit_timestamp')::boolean
 					 THEN pg_xact_commit_timestamp(o.xmin) END) AS commit_ts
 FROM evrep.outbox o
 LEFT JOIN (SELECT lo, hi, upto_id FROM evrep.outbox_batch WHERE confirmed
 		   ORDER BY id DESC LIMIT 1) c ON true
+CROSS JOIN LATERAL (
+	SELECT o.op, o.row_data, 1::bigint WHERE o.op <> 'm'
+	UNION ALL
+	SELECT (x.e ->> 0)::"char", x.e -> 1, x.ord
+	FROM json_array_elements(CASE WHEN o.op = 'm' THEN o.row_data END) WITH ORDINALITY x(e, ord)
+) e(op, row_data, ord)
 WHERE o.xid IS NULL OR c.hi IS NULL
    OR NOT (coalesce(pg_visible_in_snapshot(o.xid, c.lo), false)
 		   OR (pg_visible_in_snapshot(o.xid, c.hi) AND o.id <= c.upto_id));
@@ -262,9 +274,9 @@ GRANT EXECUTE ON FUNCTION evrep.current_incarnation() TO evrep_admin, pg_monitor
 -- name only the ops of 1.0 (i, u, d). 1.1 writes two more: 'c', a chunk of a
 -- copy (copy_send.c), and 't', a TRUNCATE (capture.c).
 COMMENT ON COLUMN evrep.outbox.op IS
-'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate), s(kip: a row too large to send), L(arge: an insert or update with values in evrep.outbox_value)';
+'i(nsert), u(pdate), d(elete), c(hunk of a copy), t(runcate), s(kip: a row too large to send), L(arge: an insert or update with values in evrep.outbox_value), v (an update that leaves large values unchanged), m(any: several events of one publication)';
 COMMENT ON COLUMN evrep.outbox.row_data IS
-'i, u: the new row; d: the old row (its key alone if the row is over evrep.max_message_bytes); c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options; s: what was skipped, {"op", "key", "reason"}; L: {"of", "row", "values"}, the row without its values in evrep.outbox_value';
+'i, u: the new row; d: the old row (its key alone if the row is over evrep.max_message_bytes); c: the chunk of a copy (its request, key range and rows); t: the TRUNCATE options; s: what was skipped, {"op", "key", "reason"}; L: {"of", "row", "values"}, the row without its values in evrep.outbox_value; v: {"row", "unchanged"}; m: [[op, row], ...], its events in order';
 
 -- a subscriber's own table name
 /*

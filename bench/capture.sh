@@ -4,9 +4,12 @@
 # interleaved in one run so machine noise hits both alike.  Prints each
 # round's tps and the ratio of the medians (goal >= 0.95); a third table,
 # published with a column list and a row filter (that every row passes),
-# measures a contract's cost against plain capture.
+# measures a contract's cost against plain capture.  Then, in as many
+# rounds, one INSERT ... SELECT of BULK rows (default 100000) into each of
+# plain and captured: the median times and their ratio (plain / captured,
+# goal >= 0.8).
 #
-#   bench/capture.sh [ROUNDS=5] [SECONDS=15] [CLIENTS=8]
+#   bench/capture.sh [ROUNDS=5] [SECONDS=15] [CLIENTS=8] [BULK=100000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EVREP_TEST_DIR=${EVREP_TEST_DIR:-/tmp/evrep-bench}
@@ -16,6 +19,7 @@ source bench/lib.sh
 rounds=${1:-5}
 secs=${2:-15}
 clients=${3:-8}
+bulk=${4:-100000}
 node=benchcap
 port=${EVREP_BENCH_PORT:-5901}
 
@@ -56,9 +60,28 @@ done
 p=$(median <"$tmp/plain.tps")
 c=$(median <"$tmp/captured.tps")
 k=$(median <"$tmp/contracted.tps")
-outbox=$(pg_psql $node -c "SELECT count(*) FROM evrep.outbox")
-captured=$(pg_psql $node -c "SELECT (SELECT count(*) FROM captured) + (SELECT count(*) FROM contracted)")
+# one statement's rows, timed on the server (the INSERT alone, no round trip)
+bulk_run() {
+	pg_psql $node -c "DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+		INSERT INTO $1 (id, name, credit) SELECT nextval('plain_id_seq'), 'customer ' || g, 100 FROM generate_series(1, $bulk) g;
+		RAISE NOTICE 'bulk %', extract(epoch FROM clock_timestamp() - t0); END \$\$" 2>&1 |
+		awk '/bulk/ {print $NF}'
+}
+: >"$tmp/plain.bulk"; : >"$tmp/captured.bulk"
+for r in $(seq "$rounds"); do
+	for t in plain captured; do
+		pg_psql $node -c "CHECKPOINT" >/dev/null
+		s=$(bulk_run $t)
+		echo "$s" >>"$tmp/$t.bulk"
+		printf 'round %d %-9s one INSERT of %d rows: %s s\n' "$r" "$t" "$bulk" "$s"
+	done
+done
+bp=$(median <"$tmp/plain.bulk")
+bc_=$(median <"$tmp/captured.bulk")
+outbox=$(pg_psql $node -c "SELECT count(*) FROM evrep.outbox_pending")
 printf 'median tps: plain %s, with evrep capture %s, ratio %.3f (clients %s, %s x %ss)\n' \
 	"$p" "$c" "$(echo "$c / $p" | bc -l)" "$clients" "$rounds" "$secs"
 printf 'with a column list and a row filter %s tps, ratio to plain capture %.3f\n' "$k" "$(echo "$k / $c" | bc -l)"
-printf 'check: %s rows in the two published tables (every row passes the filter), %s outbox rows\n' "$captured" "$outbox"
+printf 'one INSERT of %d rows, median s: plain %s, with evrep capture %s, ratio %.3f\n' "$bulk" "$bp" "$bc_" "$(echo "$bp / $bc_" | bc -l)"
+captured=$(pg_psql $node -c "SELECT (SELECT count(*) FROM captured) + (SELECT count(*) FROM contracted)")
+printf 'check: %s rows in the two published tables (every row passes the filter), %s outbox events\n' "$captured" "$outbox"

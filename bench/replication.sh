@@ -211,11 +211,11 @@ wait_rows() {
 	done
 }
 
-# wait_drained -- until A's outbox is empty
+# wait_drained -- until A's outbox holds nothing unconfirmed
 wait_drained() {
 	local got last=-1 since=$SECONDS start=$SECONDS
 	while :; do
-		got=$(pg_psql $A -c "SELECT count(*) FROM evrep.outbox")
+		got=$(pg_psql $A -c "SELECT coalesce(sum(outbox_depth), 0) FROM evrep.status WHERE role = 'publish'")
 		((got == 0)) && return 0
 		if ((got != last)); then last=$got; since=$SECONDS; fi
 		if ((SECONDS - since >= STALL)); then
@@ -483,9 +483,10 @@ fi
 
 # ---------------------------------------------------------------- throughput
 throughput() { # PATH(evrep|native) TABLE
-	local path=$1 t=$2 lo hi t0 end secs
+	local path=$1 t=$2 lo hi t0 end secs wal0
 	checkpoint
 	lo=$(seq_last "$t")
+	wal0=$(pg_psql $A -c "SELECT pg_current_wal_insert_lsn()")
 	phase_begin "$path" "thr-$path"
 	t0=$(now)
 	(sleep 5; top_snapshot "throughput $path") &
@@ -506,12 +507,16 @@ throughput() { # PATH(evrep|native) TABLE
 	fi
 	wait $tpid 2>/dev/null || true
 	phase_end "$path" "thr-$path" "throughput $path"
+	# WAL on A per event: capture, numbering and confirm (evrep) or the rows
+	# alone (native), until nothing is left to send
+	[[ $path == evrep ]] && wait_drained
+	R[thr_wal_$path]=$(pg_psql $A -c "SELECT round(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$wal0') / $WAIT_GOT)")
 	end=$(b_end "$path" "$t" "$lo" "$hi")
 	secs=$(fsub "$end" "$t0")
 	R[thr_$path]=$(awk -v n="$WAIT_GOT" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
 	R[thr_writer_$path]=$(pgbench_tps "$tmp/thr-$path.out")
 	R[thr_drain_$path]=$(fsub "$end" "$wend")
-	detail "throughput $path: $WAIT_GOT rows, end-to-end ${secs}s = ${R[thr_$path]} rows/s; writer alone $(fsub "$wend" "$t0")s (pgbench ${R[thr_writer_$path]} tps); B finished ${R[thr_drain_$path]}s after the writer"
+	detail "throughput $path: $WAIT_GOT rows, ${R[thr_wal_$path]} bytes of WAL on A per row, end-to-end ${secs}s = ${R[thr_$path]} rows/s; writer alone $(fsub "$wend" "$t0")s (pgbench ${R[thr_writer_$path]} tps); B finished ${R[thr_drain_$path]}s after the writer"
 	log "throughput $path: ${R[thr_$path]} rows/s end to end (writer ${R[thr_writer_$path]} tps, tail ${R[thr_drain_$path]}s)"
 }
 
@@ -622,6 +627,7 @@ bulk() { # PATH TABLE
 	acommit=$(pg_psql $A -c "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM $t WHERE id = $hi")
 	secs=$(fsub "$end" "$t0")
 	R[bulk_$path]=$(awk -v n="$WAIT_GOT" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
+	R[bulk_acommit_$path]=$(fsub "$acommit" "$t0")
 	detail "bulk $path: $WAIT_GOT rows in one transaction; INSERT committed on A after $(fsub "$acommit" "$t0")s, B had all after ${secs}s = ${R[bulk_$path]} rows/s"
 	log "bulk $path: ${R[bulk_$path]} rows/s end to end (A commit after $(fsub "$acommit" "$t0")s)"
 }
@@ -673,8 +679,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	throughput native lr || true
 	lr_disable
 	rounds_note thr
+	R[thr_wal_rounds]+="${R[thr_wal_rounds]:+ }$(fdiv "$(g thr_wal_evrep)" "$(g thr_wal_native)" 3)"
 done
 rounds_result thr
+R[thr_wal_ratio]=$(median "${R[thr_wal_rounds]}")
 
 log "lag: --rate=$LAG_RATES (rows/s) for ${LAG_SECS}s each, $ROUNDS round(s)"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -693,8 +701,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	lr_enable
 	bulk native lr || true
 	rounds_note bulk
+	# the capture's cost: A's commit time without the trigger / with it
+	R[bulk_acommit_rounds]+="${R[bulk_acommit_rounds]:+ }$(fdiv "$(g bulk_acommit_native)" "$(g bulk_acommit_evrep)" 3)"
 done
 rounds_result bulk
+R[bulk_acommit_ratio]=$(median "${R[bulk_acommit_rounds]}")
 
 # ---------------------------------------------------------------- report
 bratio=$(fdiv "$(g bloat_1m)" "$(g bloat_10k)" 3)
@@ -731,11 +742,13 @@ lag_md() { # RATE
 	echo "metric,evrep,native,evrep/native,goal"
 	echo "throughput_rows_per_s_${N_THR}_1row_txns,$(g thr_evrep),$(g thr_native),$(g thr_ratio),ratio>=1.0"
 	echo "throughput_ratio_per_round,${R[thr_rounds]// /;},,,"
+	echo "wal_bytes_per_event_on_A,$(g thr_wal_evrep),$(g thr_wal_native),$(g thr_wal_ratio),ratio<=1.5"
 	echo "throughput_writer_tps,$(g thr_writer_evrep),$(g thr_writer_native),$(fdiv "$(g thr_writer_evrep)" "$(g thr_writer_native)" 3),"
 	echo "throughput_tail_after_writer_s,$(g thr_drain_evrep),$(g thr_drain_native),,"
 	for r in $LAG_RATES; do lag_csv "$r"; done
 	echo "bulk_rows_per_s_${N_BULK}_rows_1_txn,$(g bulk_evrep),$(g bulk_native),$(g bulk_ratio),"
 	echo "bulk_ratio_per_round,${R[bulk_rounds]// /;},,,"
+	echo "bulk_a_commit_s,$(g bulk_acommit_evrep),$(g bulk_acommit_native),$(g bulk_acommit_ratio) (without/with capture),ratio>=0.8"
 	echo "outbox_bytes_after_${N_BLOAT1}_events,$(g bloat_10k),,,"
 	echo "outbox_bytes_after_${N_BLOAT2}_more_events,$(g bloat_1m),,$bratio (vs ${N_BLOAT1}),ratio<=2"
 	echo "bloat_events_actually_written,$(g bloat_events),,,"
@@ -759,11 +772,15 @@ lag_md() { # RATE
 	echo "|---|---|---|---|---|"
 	echo "| end-to-end rows/s, $N_THR single-row txns, $CLIENTS clients | $(g thr_evrep) | $(g thr_native) | $(g thr_ratio) | ≥ 1.0 |"
 	((ROUNDS > 1)) && echo "| … evrep/native in each round | | | ${R[thr_rounds]} | |"
+	echo "| WAL on A per event, bytes (until nothing is left to send) | $(g thr_wal_evrep) | $(g thr_wal_native) | $(g thr_wal_ratio) | ≤ 1.5 |"
+	((ROUNDS > 1)) && echo "| … evrep/native in each round | | | ${R[thr_wal_rounds]} | |"
 	echo "| writer tps on A during that run | $(g thr_writer_evrep) | $(g thr_writer_native) | | |"
 	echo "| B finished this long after the writer (s) | $(g thr_drain_evrep) | $(g thr_drain_native) | | |"
 	for r in $LAG_RATES; do lag_md "$r"; done
 	echo "| bulk: one INSERT of $N_BULK rows, rows/s end to end | $(g bulk_evrep) | $(g bulk_native) | $(g bulk_ratio) | |"
 	((ROUNDS > 1)) && echo "| … evrep/native in each round | | | ${R[bulk_rounds]} | |"
+	echo "| bulk: A's commit of that INSERT, s (without capture / with it) | $(g bulk_acommit_evrep) | $(g bulk_acommit_native) | $(g bulk_acommit_ratio) | ≥ 0.8 |"
+	((ROUNDS > 1)) && echo "| … in each round | | | ${R[bulk_acommit_rounds]} | |"
 	echo "| outbox size after $N_BLOAT1 events (MB) | $(mb "$(g bloat_10k)") | | | |"
 	echo "| outbox size after $N_BLOAT2 more events (MB) | $(mb "$(g bloat_1m)") | | $bratio× | ≤ 2× |"
 	echo "| … after a manual VACUUM (MB) | $(mb "$(g bloat_1m_vac)") | | $bratio_v× | |"

@@ -62,7 +62,7 @@ DELETE FROM ct.customer WHERE id = 1;
 DELETE FROM ct.customer WHERE id = 20;
 -- a row the filter does not pass
 INSERT INTO ct.customer VALUES (3, 'Cy', -1, NULL, 'ACTIVE');
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 
 -- a writer's search_path does not change what the filter calls
 CREATE SCHEMA evil;
@@ -70,7 +70,7 @@ CREATE FUNCTION evil.coalesce_(integer, integer) RETURNS integer LANGUAGE sql AS
 SET search_path = evil, ct, public;
 INSERT INTO ct.customer VALUES (4, 'Dee', 7, NULL, 'ACTIVE');
 SET search_path = ct, public;
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id DESC LIMIT 1;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id DESC, o.ord DESC LIMIT 1;
 
 -- changing the contract: rows that leave the filter are deleted, rows that
 -- enter it inserted, and all rows sent again when columns are added
@@ -79,25 +79,25 @@ INSERT INTO ct.customer VALUES (5, 'Eve', 50, 'x', 'DRAFT'), (6, 'Fay', 60, 'y',
 TRUNCATE evrep.outbox;
 SELECT evrep_alter_publication('ct.customer', columns => '{id,name,credit,status}',
 							   row_filter => 'status = ''DRAFT'' OR credit > 55');
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 TRUNCATE evrep.outbox;
 SELECT evrep_alter_publication('ct.customer', columns => '{id,name,secret}',
 							   row_filter => 'status = ''DRAFT'' OR credit > 55');
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 TRUNCATE evrep.outbox;
 -- the new contract is the capture's at once
 UPDATE ct.customer SET credit = 0 WHERE id = 6;
 UPDATE ct.customer SET name = 'Eve2' WHERE id = 5;
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 TRUNCATE evrep.outbox;
 -- no contract: everything, as before
 SELECT evrep_alter_publication('ct.customer');
 SELECT column_list, row_filter FROM evrep.publication WHERE table_name = 'customer'
   AND schema_name = 'ct';
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 TRUNCATE evrep.outbox;
 UPDATE ct.customer SET secret = 'z' WHERE id = 3;
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 SELECT evrep_alter_publication('ct.other');
 SELECT evrep_alter_publication('ct.customer', columns => '{name}');
 
@@ -120,7 +120,7 @@ SELECT evrep_alter_publication('ct.pair', columns => '{a,b}');
 ALTER TABLE ct.pair RENAME note TO remark;
 ALTER TABLE ct.pair DROP COLUMN extra;
 INSERT INTO ct.pair VALUES (2, 2, 'y');
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 
 TRUNCATE evrep.outbox;
 -- a toasted listed value an UPDATE leaves alone is no change of the contract
@@ -130,17 +130,17 @@ INSERT INTO ct.doc SELECT 1, string_agg(md5(g::text), ''), 0 FROM generate_serie
 SELECT pg_relation_size(reltoastrelid) > 0 AS toasted FROM pg_class WHERE oid = 'ct.doc'::regclass;
 TRUNCATE evrep.outbox;
 UPDATE ct.doc SET n = n + 1;
-SELECT count(*) AS sent_for_n FROM evrep.outbox;
+SELECT count(*) AS sent_for_n FROM evrep.outbox_pending;
 UPDATE ct.doc SET body = body || 'x';
 SELECT o.op, length(o.row_data->>'body') AS body_length, o.row_data::jsonb ? 'n' AS has_n
-FROM evrep.outbox o ORDER BY o.id;
+FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 TRUNCATE evrep.outbox;
 -- a filter that fails for a row fails that row's write, like a CHECK
 CREATE TABLE ct.div (id int PRIMARY KEY, qty int);
 SELECT evrep_publish('ct.div', row_filter => '100 / qty > 1');
 INSERT INTO ct.div VALUES (1, 0);
 INSERT INTO ct.div VALUES (2, 10), (3, 200);
-SELECT o.op, o.row_data FROM evrep.outbox o ORDER BY o.id;
+SELECT o.op, o.row_data FROM evrep.outbox_pending o ORDER BY o.id, o.ord;
 SELECT id FROM ct.div ORDER BY id;
 SELECT evrep_unpublish('ct.doc');
 SELECT evrep_unpublish('ct.div');

@@ -2,9 +2,9 @@
 SELECT routing_key, events,
        regexp_replace(message, ',"(commit_ts|lsn)":"[^"]*"', '', 'g') AS message
 FROM evrep_claim(100, 4);
--- rows are written once: the numbering is one batch record, and numbers
+-- rows are written once (a statement's events in one), the numbering is one batch record, and numbers
 -- run per table
-SELECT o.op, o.seq IS NULL AS no_seq, o.xid IS NOT NULL AS has_xid
+SELECT o.op, o.events, o.seq IS NULL AS no_seq, o.xid IS NOT NULL AS has_xid
 FROM evrep.outbox o ORDER BY o.id;
 SELECT id, lo IS NULL AS first_window, after_id, upto_id = (SELECT max(id) FROM evrep.outbox) AS upto_last,
        pub_ids = ARRAY(SELECT id FROM evrep.publication WHERE table_name IN ('customer', 'line') ORDER BY id) AS pubs,

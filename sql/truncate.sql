@@ -7,7 +7,7 @@ DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 CREATE FUNCTION captured() RETURNS TABLE (table_name text, op "char", row_data text)
 LANGUAGE sql AS $$
 	SELECT p.table_name, o.op, o.row_data::text
-	FROM evrep.outbox o JOIN evrep.publication p ON p.id = o.pub_id ORDER BY o.id
+	FROM evrep.outbox_pending o JOIN evrep.publication p ON p.id = o.pub_id ORDER BY o.id, o.ord
 $$;
 
 -- ---- capture ----
@@ -39,7 +39,7 @@ DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
 -- a table nobody publishes captures nothing
 TRUNCATE tr_plain;
 TRUNCATE tr_plain RESTART IDENTITY;
-SELECT count(*) AS nothing FROM evrep.outbox;
+SELECT count(*) AS nothing FROM evrep.outbox_pending;
 
 -- CASCADE reaches a published table through a foreign key: its own event
 CREATE TABLE tr_child (id integer PRIMARY KEY, a_id integer REFERENCES tr_a);
@@ -116,7 +116,7 @@ CREATE TRIGGER bad_args AFTER TRUNCATE ON tr_plain
 	FOR EACH STATEMENT EXECUTE FUNCTION evrep.capture();
 TRUNCATE tr_plain;
 DROP TRIGGER bad_args ON tr_plain;
-SELECT count(*) AS nothing FROM evrep.outbox;
+SELECT count(*) AS nothing FROM evrep.outbox_pending;
 
 SELECT evrep_unpublish('tr_a');
 SELECT evrep_unpublish('tr_b');

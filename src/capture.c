@@ -36,9 +36,9 @@
 #include "truncate.h"
 #include "wire.h"
 
-/* id, slot, pub_id, op, row_data, seq, commit_ts, and since 1.1 lsn, xid */
+/* id, slot, pub_id, op, row_data, seq, commit_ts, and since 1.1 lsn, xid, events */
 #define OUTBOX_NATTS_1_0 7
-#define OUTBOX_NATTS 9
+#define OUTBOX_NATTS 10
 
 /* Per backend: where the outbox partitions are. */
 typedef struct OutboxPartition
@@ -50,6 +50,7 @@ typedef struct OutboxPartition
 
 static OutboxPartition outbox[2];
 static bool outbox_valid = false; /* cleared by invalidations */
+static bool outbox_1_0 = false;	  /* a 1.0 catalog: one row per event */
 static Oid outbox_seqid = InvalidOid;
 
 static bool wake_at_commit = false;
@@ -63,6 +64,7 @@ static void capture_update(Relation rel, int32 pub_id, HeapTuple oldtup, HeapTup
 						   const bool *mask);
 static void capture_filtered_row(TriggerData *trigdata, Contract *contract, int32 pub_id);
 static int64 write_outbox_row(int32 pub_id, char op, Datum row_data);
+static void gather_event(int32 pub_id, char op, Datum row_data);
 static Datum truncate_options(Relation rel);
 static void lookup_outbox(void);
 static void forget_outbox(Oid relid);
@@ -217,9 +219,14 @@ write_event(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *ma
 			psprintf("{\"row\":%s,\"unchanged\":%s}", TextDatumGetCString(row), unchanged));
 		op = EVREP_OP_UPDATE_UNCHANGED;
 	}
-	id = write_outbox_row(pub_id, op, row);
-	if (apart != NULL)
-		oversize_store(id, apart);
+	if (op == 'i' || op == 'u' || op == 'd')
+		gather_event(pub_id, op, row);
+	else
+	{
+		id = write_outbox_row(pub_id, op, row);
+		if (apart != NULL)
+			oversize_store(id, apart);
+	}
 	wake_publisher_at_commit();
 }
 
@@ -309,8 +316,28 @@ truncate_options(Relation rel)
  * triggers, constraints beyond NOT NULL (always met here) or other
  * indexes; evrep--1.0.sql defines them so.
  */
+/* An event of a row, written with the others of its statement (capture_buffer.c). */
+static void
+gather_event(int32 pub_id, char op, Datum row_data)
+{
+	if (!outbox_valid)
+		lookup_outbox();
+	if (outbox_1_0)
+		(void) capture_outbox_row(pub_id, op, row_data, 1);
+	else
+		capture_buffer_add(pub_id, op, row_data);
+}
+
+/* An event that goes in a row of its own, after those gathered before it. */
 static int64
 write_outbox_row(int32 pub_id, char op, Datum row_data)
+{
+	capture_buffer_flush();
+	return capture_outbox_row(pub_id, op, row_data, 1);
+}
+
+int64
+capture_outbox_row(int32 pub_id, char op, Datum row_data, int32 events)
 {
 	int slot;
 	OutboxPartition target;
@@ -331,6 +358,8 @@ write_outbox_row(int32 pub_id, char op, Datum row_data)
 	 * having its xid before it takes an id.
 	 */
 	values[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values[9] = Int32GetDatum(events);
+	nulls[9] = events == 1;
 	values[2] = Int32GetDatum(pub_id);
 	values[3] = CharGetDatum(op);
 	values[1] = Int16GetDatum(slot);
@@ -378,6 +407,7 @@ lookup_partition(Oid nspid, int slot)
 	if (RelationGetDescr(rel)->natts != OUTBOX_NATTS &&
 		RelationGetDescr(rel)->natts != OUTBOX_NATTS_1_0)
 		elog(ERROR, "evrep.%s does not have the expected %d columns", name, OUTBOX_NATTS);
+	outbox_1_0 = RelationGetDescr(rel)->natts == OUTBOX_NATTS_1_0;
 	p->pkeyid = RelationGetPrimaryKeyIndex(rel);
 	table_close(rel, AccessShareLock);
 	if (!OidIsValid(p->pkeyid))

@@ -17,4 +17,15 @@
  */
 extern void capture_write(Relation rel, int32 pub_id, char op, HeapTuple tuple, const bool *mask);
 
+/* An outbox row of several events of one publication (capture_buffer.c). */
+#define EVREP_OP_MANY 'm'
+
+/* Writes one outbox row now: events of them (op m), else one. */
+extern int64 capture_outbox_row(int32 pub_id, char op, Datum row_data, int32 events);
+
+/* capture_buffer.c: events gathered into one outbox row */
+extern void capture_buffer_init(void);
+extern void capture_buffer_add(int32 pub_id, char op, Datum row);
+extern void capture_buffer_flush(void);
+
 #endif /* EVREP_CAPTURE_H */

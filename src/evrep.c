@@ -20,6 +20,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "capture.h"
 #include "evrep.h"
 #include "incarnation.h"
 #include "truncate.h"
@@ -86,6 +87,7 @@ _PG_init(void)
 	 */
 	define_settings();
 	evrep_truncate_install();
+	capture_buffer_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -34,6 +34,7 @@
 #include "utils/pg_lsn.h"
 #include "utils/xid8.h"
 
+#include "capture.h"
 #include "evrep.h"
 #include "outbox_int.h"
 #include "spi_plan.h"
@@ -61,7 +62,7 @@ static const char *const snapshot_query =
 
 /*
  * The rows of a window after an id, in id order from the primary key, up
- * to $1 rows and (the first row always goes) $4 bytes; column 6, the id
+ * to $1 events and (the first row always goes) $4 bytes; column 6, the id
  * after a row's in the scan, tells a cut batch.  A row of a transaction
  * that rolled back is not visible to the scan; one that is still running
  * is not visible in hi.
@@ -71,12 +72,14 @@ static const char *const scan_query =
 	" pg_catalog.to_json(CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(x) END)::text, next"
 	" FROM (SELECT l.*,"
 	" pg_catalog.sum(pg_catalog.pg_column_size(row_data)) OVER w"
-	" - pg_catalog.pg_column_size(row_data) AS before, pg_catalog.lead(id) OVER w AS next"
-	" FROM (SELECT id, pub_id, op, row_data, xmin AS x FROM evrep.outbox"
+	" - pg_catalog.pg_column_size(row_data) AS before,"
+	" pg_catalog.sum(coalesce(events, 1)) OVER w - coalesce(events, 1) AS events_before,"
+	" pg_catalog.lead(id) OVER w AS next"
+	" FROM (SELECT id, pub_id, op, row_data, events, xmin AS x FROM evrep.outbox"
 	" WHERE id > $3 AND id <= $5 AND pg_catalog.pg_visible_in_snapshot(xid, $6)"
 	" AND NOT coalesce(pg_catalog.pg_visible_in_snapshot(xid, $7), false)"
 	" ORDER BY id LIMIT $1) l WINDOW w AS (ORDER BY id)) s"
-	" WHERE before < $4 ORDER BY id";
+	" WHERE before < $4 AND events_before < $1 ORDER BY id";
 
 /* In id order from the primary keys, stopping at the limit (see outbox.c). */
 static const char *const scan_avoid[] = {"sort", "bitmapscan", "seqscan", NULL};
@@ -223,8 +226,66 @@ open_window(Window *w)
 }
 
 /*
- * Reads the window's rows with ids in (after, upto], at most max_rows of
- * them and about max_bytes; *cut when rows were left.
+ * The events of an op m row as capture_buffer.c writes them,
+ * [["i",{...}],["u",{...}]], appended to *rows.
+ */
+static void
+add_events(EventRow **rows, int *n, int *cap, const EventRow *outbox_row, const char *text)
+{
+	const char *p = text;
+
+	if (*p++ != '[')
+		goto bad;
+	while (*p != ']')
+	{
+		const char *start;
+		int depth = 0;
+		bool in_string = false;
+		EventRow *e;
+
+		if (p[0] != '[' || p[1] != '"' || p[2] == '\0' || p[3] != '"' || p[4] != ',' || p[5] != '{')
+			goto bad;
+		if (*n == *cap)
+			*rows = repalloc(*rows, sizeof(EventRow) * (*cap *= 2));
+		e = &(*rows)[(*n)++];
+		*e = *outbox_row;
+		e->op = p[2];
+		start = p += 5;
+		/* to the end of the row object */
+		for (;; p++)
+		{
+			if (*p == '\0')
+				goto bad;
+			if (in_string)
+			{
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				else if (*p == '"')
+					in_string = false;
+			}
+			else if (*p == '"')
+				in_string = true;
+			else if (*p == '{' || *p == '[')
+				depth++;
+			else if ((*p == '}' || *p == ']') && --depth == 0)
+				break;
+		}
+		e->row = pnstrdup(start, ++p - start);
+		if (*p++ != ']' || (*p != ',' && *p != ']'))
+			goto bad;
+		if (*p == ',')
+			p++;
+	}
+	return;
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("evrep outbox row " INT64_FORMAT " holds malformed events", outbox_row->id)));
+}
+
+/*
+ * Reads the window's events with ids in (after, upto], at most max_events
+ * of them and about max_bytes; *cut when rows were left.
  */
 static int
 scan_window(Window *w, int64 after, int64 upto, int64 max_rows, int64 max_bytes, EventRow **rows,
@@ -237,6 +298,8 @@ scan_window(Window *w, int64 after, int64 upto, int64 max_rows, int64 max_bytes,
 	int n;
 	TupleDesc desc;
 	bool isnull = true;
+	int nevents = 0;
+	int cap;
 
 	values[0] = Int64GetDatum(max_rows);
 	values[1] = BoolGetDatum(track_commit_timestamp);
@@ -255,21 +318,30 @@ scan_window(Window *w, int64 after, int64 upto, int64 max_rows, int64 max_bytes,
 
 	desc = SPI_tuptable->tupdesc;
 	*rows = palloc0(sizeof(EventRow) * Max(n, 1));
+	cap = Max(n, 1);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple tup = SPI_tuptable->vals[i];
-		EventRow *e = &(*rows)[i];
+		EventRow e = {0};
 
-		e->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		e->pub_id = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		e->op = DatumGetChar(SPI_getbinval(tup, desc, 3, &isnull));
-		e->row = SPI_getvalue(tup, desc, 4);
-		e->commit_ts = SPI_getvalue(tup, desc, 5);
+		e.id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		e.pub_id = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		e.op = DatumGetChar(SPI_getbinval(tup, desc, 3, &isnull));
+		e.commit_ts = SPI_getvalue(tup, desc, 5);
+		if (e.op == EVREP_OP_MANY)
+		{
+			add_events(rows, &nevents, &cap, &e, SPI_getvalue(tup, desc, 4));
+			continue;
+		}
+		e.row = SPI_getvalue(tup, desc, 4);
+		if (nevents == cap)
+			*rows = repalloc(*rows, sizeof(EventRow) * (cap *= 2));
+		(*rows)[nevents++] = e;
 	}
 	if (n > 0)
 		(void) SPI_getbinval(SPI_tuptable->vals[n - 1], desc, 6, &isnull);
 	*cut = n == max_rows || (n > 0 && !isnull);
-	return n;
+	return nevents;
 }
 
 static Datum

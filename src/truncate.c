@@ -17,6 +17,7 @@
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 
+#include "capture.h"
 #include "truncate.h"
 
 /* of the innermost TruncateStmt being executed */
@@ -54,6 +55,9 @@ evrep_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	if (!IsA(pstmt->utilityStmt, TruncateStmt))
 	{
 		next_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		/* COPY FROM fires its row triggers without ExecutorFinish */
+		if (IsA(pstmt->utilityStmt, CopyStmt))
+			capture_buffer_flush();
 		return;
 	}
 
