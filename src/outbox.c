@@ -720,6 +720,13 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 	OutboxBatch *batch = NULL;
 
 	require_node_name();
+	/*
+	 * ALTER EXTENSION UPDATE numbered what 1.0 had captured and not yet
+	 * numbered: those rows carry their numbers, and go out with the rows
+	 * sent before, before any window of 1.1.
+	 */
+	if (hist != (history_catalog() ? 1 : 0))
+		resend_pending = true;
 	hist = history_catalog() ? 1 : 0;
 	outbox_round_lsn = GetXLogInsertRecPtr();
 	spi_connect();

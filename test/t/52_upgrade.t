@@ -14,8 +14,11 @@
 #      written an outbox row) inserts a row: the update and the
 #      transaction both succeed (a lock-order inversion would deadlock them).
 #   4. The broker starts again; the outboxes drain; writes go on.
-#   5. ALTER EXTENSION evrep UPDATE on B while the writers run; then more
-#      writes, updates and deletes on both sides.
+#   5. ALTER EXTENSION evrep UPDATE on B while the writers run, in a
+#      transaction that captured 5 rows under the 1.0 catalog just before
+#      (their publisher connected, waiting on the outbox's lock): they reach
+#      A without a reconnect. Then more writes, updates and deletes on both
+#      sides.
 #   6. Afterwards: extversion 1.1 on both; the TRUNCATE trigger on every
 #      published table; nothing lost (same ids, equal md5 per table),
 #      nothing applied twice (applied = the origin's last_seq, no gaps, no
@@ -100,8 +103,23 @@ ok "4: B applies A's events sent under 1.1" wait_until 60 "[[ \$(row_count $B cu
 
 # ==== 5. the update on B, writers running =======================================
 b_rows=$(row_count "$B" orders)
-must "5: B: ALTER EXTENSION evrep UPDATE (writers running, $(outbox_depth "$B") events in B's outbox)" \
-    sql "$B" "ALTER EXTENSION evrep UPDATE"
+must "5: B's publisher is connected" wait_value 60 t worker_connected "$B" publisher
+b_pub=$(sql "$B" "SELECT pid FROM evrep.worker_state() WHERE worker = 'publisher'")
+# Rows captured under 1.0 and not yet numbered when the update runs, while
+# the publisher stays connected: the update's own transaction locks orders
+# and the outbox first (the writer and the publisher wait), inserts 5 rows,
+# then updates the catalog. They must be sent without a reconnect.
+must "5: B: ALTER EXTENSION evrep UPDATE (writers running, $(outbox_depth "$B") events in B's outbox; 5 rows captured in the update's own transaction)" \
+    sql_script "$B" "BEGIN;
+    LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE;
+    LOCK TABLE evrep.outbox IN ACCESS EXCLUSIVE MODE;
+    INSERT INTO orders SELECT g, 900, g FROM generate_series(900001, 900005) g;
+    ALTER EXTENSION evrep UPDATE;
+    COMMIT;"
+ok "5: A gets the 5 rows captured in the update's transaction" \
+    wait_value 30 5 sql "$A" "SELECT count(*) FROM orders WHERE id BETWEEN 900001 AND 900005"
+is "$(sql "$B" "SELECT pid FROM evrep.worker_state() WHERE worker = 'publisher'")|$(worker_connected "$B" publisher)" \
+   "$b_pub|t" "5: B's publisher did not restart nor reconnect meanwhile"
 is "$(extversion "$B")" 1.1 "5: B's catalog is 1.1"
 must "5: B's writer goes on after the update" wait_until 30 "[[ \$(row_count $B orders) -ge $((b_rows + 200)) ]]" 0.2
 ok "5: A: updates, deletes and a key update after both updates" sql_script "$A" "

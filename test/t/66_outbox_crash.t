@@ -18,7 +18,9 @@
 #      (insert, update rows the short transactions committed, sleep 1.5 s,
 #      insert and update more, commit) while short transactions commit, and
 #      single-row UPDATEs of the newest rows (an update applied before its
-#      insert, or an old value winning, shows as a different md5);
+#      insert, or an old value winning, shows as a different md5), and bulk
+#      transactions (a 3,000-row INSERT ... SELECT and an UPDATE of 1,000 of
+#      its rows: outbox rows of 1,000 events each, batches cut inside them);
 #   2. once a long transaction is open, evrep.crash_at = the point (ALTER
 #      SYSTEM, reload); the publisher writes $PGDATA/evrep_crashed_<point>,
 #      says so in the log and SIGKILLs itself, once; A recovers;
@@ -109,13 +111,33 @@ SELECT pg_sleep(0.01);
     echo "updater done sessions=$c failed=$failed"
 }
 
+# t66_bulk NODE BASE STOPFILE -- until STOPFILE exists (8 at most), one
+# transaction of a 3,000-row INSERT ... SELECT (three outbox rows of 1,000
+# events) and an UPDATE of its first 1,000 rows (one more), 0.3 s apart
+t66_bulk() {
+    local node=$1 base=$2 stop=$3 k=0 ok=0 failed=0 id
+    while [[ ! -e "$stop" ]] && ((k < 8)); do
+        id=$((base + k * 3000)) k=$((k + 1))
+        if printf '%s\n' "BEGIN;
+INSERT INTO customer SELECT g, 'bulk $k', g % 1000 FROM generate_series($id, $id + 2999) g;
+UPDATE customer SET credit = credit + 7, name = name || ' b' WHERE id BETWEEN $id AND $id + 999;
+COMMIT;" | pg_psql "$node" >/dev/null 2>&1; then
+            ok=$((ok + 1))
+        else
+            failed=$((failed + 1))
+        fi
+        sleep 0.3
+    done
+    echo "bulk done committed=$ok failed=$failed"
+}
+
 # bg_fn NAME FUNCTION ARGS... -- FUNCTION (defined above) in the background
 bg_fn() {
     local name=$1 log; shift
     log=$(bg_logfile "$name") || return 1
     rm -f "$log" "$log.stop"
     bg_start "$name" bash -c 'source "$1/../lib/pg.sh" && source "$1/replication_lib.sh" && eval "$2" && shift 2 && "$@"' \
-        _ "$REPL_LIB_DIR" "$(declare -f t66_long t66_updater)" "$@"
+        _ "$REPL_LIB_DIR" "$(declare -f t66_long t66_updater t66_bulk)" "$@"
 }
 bg_fn_done() { grep -q ' done ' "$(bg_logfile "$1")" 2>/dev/null; }
 
@@ -130,6 +152,7 @@ round() {
     ok "$p: short writer started (ids $lo.., one per transaction)" start_writer "t66-w$r" "$A" customer "$lo" "$hi"
     ok "$p: updater started" bg_fn "t66-u$r" t66_updater "$A" "$lo" "$hi" "$(bg_logfile "t66-u$r").stop"
     ok "$p: long transactions started" bg_fn "t66-l$r" t66_long "$A" "$lbase" "$lo" "$hi" "$(bg_logfile "t66-l$r").stop"
+    ok "$p: bulk transactions started (ids from $((lbase + 20000)))" bg_fn "t66-b$r" t66_bulk "$A" "$((lbase + 20000))" "$(bg_logfile "t66-b$r").stop"
     ok "$p: under load: 200 short rows and a long transaction open (in its sleep)" \
         wait_until 60 "[[ \$(sql $A \"SELECT count(*) FROM customer WHERE id BETWEEN $lo AND $hi\") -ge 200 && \$(sql $A \"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(1.5)%'\") -ge 1 ]]" 0.1
 
@@ -159,11 +182,12 @@ round() {
         wait_until 60 "[[ \$(sql $A \"SELECT count(*) FROM customer WHERE id BETWEEN $lo AND $hi\") -ge $((n1 + 1000)) ]]" 0.1
     ok "$p: two long transactions commit after the recovery" \
         wait_until 60 "[[ \$(sql $A \"SELECT count(*) FROM customer WHERE id BETWEEN $lbase AND $lend\") -ge $((l1 + 20)) ]]" 0.2
-    stop_writer "t66-w$r"; touch "$(bg_logfile "t66-u$r").stop" "$(bg_logfile "t66-l$r").stop"
+    stop_writer "t66-w$r"; touch "$(bg_logfile "t66-u$r").stop" "$(bg_logfile "t66-l$r").stop" "$(bg_logfile "t66-b$r").stop"
     ok "$p: short writer finished" wait_until 60 "writer_done t66-w$r"
     ok "$p: updater finished" wait_until 60 "bg_fn_done t66-u$r"
     ok "$p: long transactions finished" wait_until 60 "bg_fn_done t66-l$r"
-    note "$p: $(grep -h '^writer done' "$(bg_logfile "t66-w$r")"); $(grep -h ' done ' "$(bg_logfile "t66-u$r")"); $(grep -h ' done ' "$(bg_logfile "t66-l$r")") (failed: lost in the crash)"
+    ok "$p: bulk transactions finished" wait_until 60 "bg_fn_done t66-b$r"
+    note "$p: $(grep -h '^writer done' "$(bg_logfile "t66-w$r")"); $(grep -h ' done ' "$(bg_logfile "t66-u$r")"); $(grep -h ' done ' "$(bg_logfile "t66-l$r")"); $(grep -h ' done ' "$(bg_logfile "t66-b$r")") (failed: lost in the crash)"
     pl=$(writer_last "t66-w$r")
     is "$(sql "$A" "SELECT count(*), min(id), max(id) FROM customer WHERE id BETWEEN $lo AND $hi")" \
        "$((pl - lo + 1))|$lo|$pl" "$p: A holds exactly the short writer's committed ids $lo..$pl"
