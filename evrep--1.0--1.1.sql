@@ -129,31 +129,39 @@ COMMENT ON TABLE evrep.outbox_batch IS
 'numbering of the outbox: each row numbers the events of one batch; kept until the broker confirmed it';
 
 /*
- * Events the broker has not confirmed yet, one row each (the events of an
- * op m row numbered by ord).  Confirmed are the rows of the windows before
- * the last confirmed batch's (visible in its lo) and the rows of its
- * window up to its upto_id; numbered rows are deleted once confirmed.
+ * Outbox rows the broker has not confirmed yet.  Confirmed are the rows of
+ * the windows before the last confirmed batch's (visible in its lo) and
+ * the rows of its window up to its upto_id; numbered rows are deleted once
+ * confirmed.  evrep.status counts their events from here, without taking
+ * op m rows apart.
  */
-CREATE VIEW evrep.outbox_pending AS
-SELECT o.id, e.ord, o.pub_id, e.op, e.row_data, o.seq, o.xid,
+CREATE VIEW evrep.outbox_unconfirmed AS
+SELECT o.id, o.pub_id, o.op, o.row_data, coalesce(o.events, 1) AS events, o.seq, o.xid,
 	   coalesce(o.commit_ts,
 				CASE WHEN current_setting('track_commit_timestamp')::boolean
 					 THEN pg_xact_commit_timestamp(o.xmin) END) AS commit_ts
 FROM evrep.outbox o
 LEFT JOIN (SELECT lo, hi, upto_id FROM evrep.outbox_batch WHERE confirmed
 		   ORDER BY id DESC LIMIT 1) c ON true
-CROSS JOIN LATERAL (
-	SELECT o.op, o.row_data, 1::bigint WHERE o.op <> 'm'
-	UNION ALL
-	SELECT (x.e ->> 0)::"char", x.e -> 1, x.ord
-	FROM json_array_elements(CASE WHEN o.op = 'm' THEN o.row_data END) WITH ORDINALITY x(e, ord)
-) e(op, row_data, ord)
 WHERE o.xid IS NULL OR c.hi IS NULL
    OR NOT (coalesce(pg_visible_in_snapshot(o.xid, c.lo), false)
 		   OR (pg_visible_in_snapshot(o.xid, c.hi) AND o.id <= c.upto_id));
+
+/* The same, one row per event (the events of an op m row numbered by ord). */
+CREATE VIEW evrep.outbox_pending AS
+SELECT u.id, e.ord, u.pub_id, e.op, e.row_data, u.seq, u.xid, u.commit_ts
+FROM evrep.outbox_unconfirmed u
+CROSS JOIN LATERAL (
+	SELECT u.op, u.row_data, 1::bigint WHERE u.op <> 'm'
+	UNION ALL
+	SELECT (x.e ->> 0)::"char", x.e -> 1, x.ord
+	FROM json_array_elements(CASE WHEN u.op = 'm' THEN u.row_data END) WITH ORDINALITY x(e, ord)
+) e(op, row_data, ord);
+COMMENT ON VIEW evrep.outbox_unconfirmed IS
+'outbox rows the broker has not confirmed yet';
 COMMENT ON VIEW evrep.outbox_pending IS
-'outbox events the broker has not confirmed yet';
-GRANT SELECT ON evrep.outbox_batch, evrep.outbox_pending TO evrep_admin;
+'outbox events the broker has not confirmed yet, one row each';
+GRANT SELECT ON evrep.outbox_batch, evrep.outbox_unconfirmed, evrep.outbox_pending TO evrep_admin;
 
 ALTER TABLE evrep.progress
 	ADD COLUMN incarnation bigint,			-- the origin's history of last_seq
@@ -541,8 +549,8 @@ SELECT 'publish'::text AS role,
 		WHERE k.schema_name = p.schema_name AND k.table_name = p.table_name) AS not_sent
 FROM evrep.publication p
 LEFT JOIN LATERAL (
-	SELECT count(*) AS depth, min(ob.commit_ts) AS oldest_commit
-	FROM evrep.outbox_pending ob WHERE ob.pub_id = p.id) o ON true
+	SELECT sum(ob.events) AS depth, min(ob.commit_ts) AS oldest_commit
+	FROM evrep.outbox_unconfirmed ob WHERE ob.pub_id = p.id) o ON true
 LEFT JOIN evrep.worker_state() w ON w.worker = 'publisher'
 WHERE p.active OR o.depth > 0
 UNION ALL

@@ -168,7 +168,8 @@ EOF
 }
 bench_numbered() { q "$A" "SELECT coalesce(max(last_seq), 0) FROM evrep.publication WHERE table_name = '$TBL'"; }
 bench_applied() { q "$B" "SELECT coalesce(sum(applied), 0) FROM evrep.progress WHERE table_name = '$TBL'"; }
-bench_depth() { q "$A" "SELECT count(*) FROM evrep.outbox"; }
+# events not yet confirmed (1.1 keeps confirmed outbox rows until their partition is emptied)
+bench_depth() { q "$A" "SELECT coalesce(sum(outbox_depth), 0) FROM evrep.status WHERE role = 'publish'"; }
 bench_wpid() { q "$1" "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity WHERE backend_type = '$2'"; }
 bench_status_kb() { [[ -n "$1" ]] && awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null; }
 

@@ -441,7 +441,7 @@ bloat() {
 	pgbench_run "$tmp/bloat2.out" -t $((N_BLOAT2 / 10 / CLIENTS)) --rate=$((BLOAT_RATE / 10)) -f "$tmp/ev10.sql" &
 	bpid=$!
 	while kill -0 $bpid 2>/dev/null; do
-		read -r d sz <<<"$(pg_psql $A -F ' ' -c "SELECT count(*), $OUTBOX_SIZE FROM evrep.outbox")"
+		read -r d sz <<<"$(pg_psql $A -F ' ' -c "SELECT (SELECT coalesce(sum(outbox_depth), 0) FROM evrep.status WHERE role = 'publish'), $OUTBOX_SIZE")"
 		((d > maxdepth)) && maxdepth=$d
 		((sz > maxsize)) && maxsize=$sz
 		sleep 2
