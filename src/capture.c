@@ -309,13 +309,6 @@ truncate_options(Relation rel)
 																: "{\"restart_identity\":false}"));
 }
 
-/*
- * The outbox row is written straight to the heap and the one index of the
- * current partition: the executor machinery of an SPI INSERT cost several
- * times the insert itself on this hot path.  The partitions have no
- * triggers, constraints beyond NOT NULL (always met here) or other
- * indexes; evrep--1.0.sql defines them so.
- */
 /* An event of a row, written with the others of its statement (capture_buffer.c). */
 static void
 gather_event(int32 pub_id, char op, Datum row_data)
@@ -336,6 +329,15 @@ write_outbox_row(int32 pub_id, char op, Datum row_data)
 	return capture_outbox_row(pub_id, op, row_data, 1);
 }
 
+/*
+ * The outbox row is written straight to the heap and the one index of the
+ * current partition: the executor machinery of an SPI INSERT cost several
+ * times the insert itself on this hot path.  The partitions have no
+ * triggers, constraints beyond NOT NULL (always met here) or other indexes
+ * these rows belong in (1.1's outbox_numbered holds only rows with a seq,
+ * which capture never writes); evrep--1.0.sql and the 1.1 update define
+ * them so.
+ */
 int64
 capture_outbox_row(int32 pub_id, char op, Datum row_data, int32 events)
 {

@@ -1,7 +1,11 @@
 /*
  * outbox.c
- *		Publisher side of the outbox: number the rows in commit order, encode
- *		them as wire messages, and delete them once the broker confirmed.
+ *		Publisher side of the outbox: claim a batch, encode it as wire
+ *		messages, retire it once the broker confirmed, and empty drained
+ *		partitions.  A 1.1 catalog's rows are written once and numbered by
+ *		windows (outbox_window.c); a 1.0 catalog's are numbered here, in
+ *		place, and deleted once confirmed, as are the rows that carry their
+ *		number (the chunks of a copy).
  *
  * Numbers are given by the publisher, not at INSERT time: a transaction
  * that took its outbox id early but committed late is simply numbered in a
