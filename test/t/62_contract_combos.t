@@ -190,14 +190,15 @@ is "$(got)" "$(want)" "B's target still equals A's rows under the contract"
 
 # --- an UPDATE of an unpublished column sends nothing --------------------------------
 # In one REPEATABLE READ transaction the outbox shows only this transaction's
-# own new rows: counted before and after each UPDATE.
+# own new events: counted before and after each UPDATE (evrep.outbox_pending
+# has one row per event; a statement's events are one outbox row).
 outbox_delta=$(sql_script "$A" "
     BEGIN ISOLATION LEVEL REPEATABLE READ;
-    CREATE TEMP TABLE c0 AS SELECT count(*) AS n FROM evrep.outbox;
+    CREATE TEMP TABLE c0 AS SELECT count(*) AS n FROM evrep.outbox_pending;
     UPDATE orders SET margin = coalesce(margin, 0) + 1000;
-    CREATE TEMP TABLE c1 AS SELECT count(*) AS n FROM evrep.outbox;
+    CREATE TEMP TABLE c1 AS SELECT count(*) AS n FROM evrep.outbox_pending;
     UPDATE orders SET remark = remark || '+' WHERE $FINAL_FILTER;
-    SELECT (SELECT n FROM c1) - (SELECT n FROM c0), (SELECT count(*) FROM evrep.outbox) - (SELECT n FROM c1);
+    SELECT (SELECT n FROM c1) - (SELECT n FROM c0), (SELECT count(*) FROM evrep.outbox_pending) - (SELECT n FROM c1);
     ROLLBACK")
 is "$outbox_delta" "0|$(sql "$A" "SELECT count(*) FROM orders WHERE $FINAL_FILTER")" \
    "A's outbox: an UPDATE of margin on every row captures 0 events, one of remark one per row in the filter"
