@@ -78,7 +78,7 @@ for r in $(seq "$rounds"); do
 done
 bp=$(median <"$tmp/plain.bulk")
 bc_=$(median <"$tmp/captured.bulk")
-outbox=$(pg_psql $node -c "SELECT count(*) FROM evrep.outbox_pending")
+outbox=$(pg_psql $node -c "SELECT coalesce(sum(outbox_depth), 0) FROM evrep.status WHERE role = 'publish'")
 printf 'median tps: plain %s, with evrep capture %s, ratio %.3f (clients %s, %s x %ss)\n' \
 	"$p" "$c" "$(echo "$c / $p" | bc -l)" "$clients" "$rounds" "$secs"
 printf 'with a column list and a row filter %s tps, ratio to plain capture %.3f\n' "$k" "$(echo "$k / $c" | bc -l)"
