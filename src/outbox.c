@@ -788,8 +788,8 @@ outbox_add_numbered(int32 pub_id, char op, Datum row_data)
  */
 static const char *const remove_avoid[] = {"seqscan", "bitmapscan", NULL};
 
-static Datum
-id_array(const int64 *ids, int n)
+Datum
+outbox_int8_array(const int64 *ids, int n)
 {
 	Datum *elems = palloc(sizeof(Datum) * Max(n, 1));
 
@@ -810,7 +810,7 @@ outbox_remove_batch(OutboxBatch *batch)
 	{
 		int level = planner_avoid(remove_avoid);
 
-		values[0] = id_array(batch->numbered_ids, batch->nnumbered);
+		values[0] = outbox_int8_array(batch->numbered_ids, batch->nnumbered);
 		spi_check(SPI_execute_plan(spi_kept_plan(&remove_plan,
 												 "DELETE FROM evrep.outbox WHERE id = ANY ($1)", 1,
 												 argtypes),
@@ -820,7 +820,7 @@ outbox_remove_batch(OutboxBatch *batch)
 	}
 	if (batch->large)
 	{
-		values[0] = id_array(batch->ids, batch->nevents);
+		values[0] = outbox_int8_array(batch->ids, batch->nevents);
 		spi_check(SPI_execute_with_args("DELETE FROM evrep.outbox_value WHERE outbox_id = ANY ($1)",
 										1, argtypes, values, NULL, false, 0),
 				  SPI_OK_DELETE, ANY_ROWS, "could not delete the values of confirmed outbox rows");

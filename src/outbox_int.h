@@ -59,6 +59,9 @@ extern PubInfo *outbox_load_publications(int *npubs);
 extern OutboxBatch *outbox_encode(int max_per_message, EventRow *rows, int n, bool first_time,
 								  MemoryContext mcxt);
 
+/* An int8[] of n values. */
+extern Datum outbox_int8_array(const int64 *v, int n);
+
 /* Takes count numbers of a publication's stream; returns the last before them. */
 extern int64 outbox_reserve_numbers(int32 pub_id, int64 count);
 

@@ -354,17 +354,6 @@ scan_window(Window *w, int64 after, int64 upto, int64 max_rows, int64 max_bytes,
 }
 
 static Datum
-int8_array(const int64 *v, int n)
-{
-	Datum *elems = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(v[i]);
-	return PointerGetDatum(
-		construct_array(elems, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-static Datum
 int4_array(const int32 *v, int n)
 {
 	Datum *elems = palloc(sizeof(Datum) * Max(n, 1));
@@ -435,8 +424,8 @@ number_batch(Window *w, EventRow *rows, int n, bool cut)
 	values[6] = Int64GetDatum(w->next_low);
 	values[7] = BoolGetDatum(!cut);
 	values[8] = int4_array(pub_ids, npubs);
-	values[9] = int8_array(firsts, npubs);
-	values[10] = int8_array(counts, npubs);
+	values[9] = outbox_int8_array(firsts, npubs);
+	values[10] = outbox_int8_array(counts, npubs);
 	values[11] = LSNGetDatum(outbox_round_lsn);
 	spi_check(SPI_execute_plan(spi_kept_plan(&insert_plan, insert_query, 12, argtypes), values,
 							   nulls, false, 0),
@@ -515,16 +504,10 @@ window_claim(int max_events, int max_per_message, OutboxCopyFn copy_chunk, bool 
 
 		if (nchunk > 0)
 		{
-			Datum *elems = palloc(sizeof(Datum) * nchunk);
 			EventRow *chunk_rows;
 			int nread;
 
-			for (int k = 0; k < nchunk; k++)
-				elems[k] = Int64GetDatum(chunk_ids[k]);
-			outbox_fetch_numbered(
-				PointerGetDatum(construct_array(elems, nchunk, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
-				&chunk_rows, &nread);
+			outbox_fetch_numbered(outbox_int8_array(chunk_ids, nchunk), &chunk_rows, &nread);
 			rows = append_rows(n > 0 ? rows : NULL, n, chunk_rows, nread);
 			nchunk = nread;
 		}
