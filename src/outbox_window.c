@@ -65,7 +65,9 @@ static const char *const snapshot_query =
  * to $1 events and (the first row always goes) $4 bytes; column 6, the id
  * after a row's in the scan, tells a cut batch.  A row of a transaction
  * that rolled back is not visible to the scan; one that is still running
- * is not visible in hi.
+ * is not visible in hi.  A row with a seq carries its number (a 1.0
+ * publisher may have numbered a row captured just after the update, in a
+ * claim that waited for the update's locks): never numbered again.
  */
 static const char *const scan_query =
 	"SELECT id, pub_id, op, row_data::text,"
@@ -76,7 +78,7 @@ static const char *const scan_query =
 	" pg_catalog.sum(coalesce(events, 1)) OVER w - coalesce(events, 1) AS events_before,"
 	" pg_catalog.lead(id) OVER w AS next"
 	" FROM (SELECT id, pub_id, op, row_data, events, xmin AS x FROM evrep.outbox"
-	" WHERE id > $3 AND id <= $5 AND pg_catalog.pg_visible_in_snapshot(xid, $6)"
+	" WHERE id > $3 AND id <= $5 AND seq IS NULL AND pg_catalog.pg_visible_in_snapshot(xid, $6)"
 	" AND NOT coalesce(pg_catalog.pg_visible_in_snapshot(xid, $7), false)"
 	" ORDER BY id LIMIT $1) l WINDOW w AS (ORDER BY id)) s"
 	" WHERE before < $4 AND events_before < $1 ORDER BY id";
