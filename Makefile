@@ -14,7 +14,7 @@ PGFILEDESC = "evrep - event-driven replication through RabbitMQ"
 
 REGRESS = setup capture publish apply deadletter security copy roundtrip truncate history \
 	contract subscribe_target large
-ISOLATION = late_commit
+ISOLATION = late_commit upgrade_claim
 # initdb refuses to run as root: test/run runs installcheck as postgres with
 # its output in a directory postgres owns.
 REGRESS_DIR ?= $(CURDIR)

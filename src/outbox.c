@@ -724,6 +724,17 @@ outbox_claim_batch(int max_events, int max_per_message, OutboxCopyFn copy_chunk,
 	OutboxBatch *batch = NULL;
 
 	require_node_name();
+
+	/*
+	 * The outbox is locked before the catalog's version is read and before
+	 * any snapshot is taken: an ALTER EXTENSION UPDATE (which alters the
+	 * outbox) has then either committed, and both show it, or waits for this
+	 * claim.  A 1.0 claim that took its snapshot first and then waited for
+	 * the update read the rows the update had just numbered as unnumbered,
+	 * and numbered them again: their first numbers were never sent.
+	 */
+	LockRelationOid(get_relname_relid("outbox", get_namespace_oid("evrep", false)),
+					AccessShareLock);
 	/*
 	 * ALTER EXTENSION UPDATE numbered what 1.0 had captured and not yet
 	 * numbered: those rows carry their numbers, and go out with the rows

@@ -109,8 +109,12 @@ b_pub=$(sql "$B" "SELECT pid FROM evrep.worker_state() WHERE worker = 'publisher
 # the publisher stays connected: the update's own transaction locks orders
 # and the outbox first (the writer and the publisher wait), inserts 5 rows,
 # then updates the catalog. They must be sent without a reconnect.
-must "5: B: ALTER EXTENSION evrep UPDATE (writers running, $(outbox_depth "$B") events in B's outbox; 5 rows captured in the update's own transaction)" \
-    sql_script "$B" "BEGIN;
+# Just before, 20,000 rows are committed at once: the publisher is numbering
+# them, by batches, when the update takes the outbox, so its next claim waits
+# for the update (the update numbers the rest of them).
+must "5: B: ALTER EXTENSION evrep UPDATE (writers running, $(outbox_depth "$B") events in B's outbox; 20,000 rows being numbered; 5 rows captured in the update's own transaction)" \
+    sql_script "$B" "INSERT INTO orders SELECT g, 901, g FROM generate_series(800001, 820000) g;
+    BEGIN;
     LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE;
     LOCK TABLE evrep.outbox IN ACCESS EXCLUSIVE MODE;
     INSERT INTO orders SELECT g, 900, g FROM generate_series(900001, 900005) g;
@@ -121,6 +125,7 @@ ok "5: A gets the 5 rows captured in the update's transaction" \
 is "$(sql "$B" "SELECT pid FROM evrep.worker_state() WHERE worker = 'publisher'")|$(worker_connected "$B" publisher)" \
    "$b_pub|t" "5: B's publisher did not restart nor reconnect meanwhile"
 is "$(extversion "$B")" 1.1 "5: B's catalog is 1.1"
+b_rows=$(row_count "$B" orders)
 must "5: B's writer goes on after the update" wait_until 30 "[[ \$(row_count $B orders) -ge $((b_rows + 200)) ]]" 0.2
 ok "5: A: updates, deletes and a key update after both updates" sql_script "$A" "
     UPDATE customer SET name = name || ' (upd)', credit = -credit WHERE id % 7 = 0;
