@@ -13,7 +13,7 @@ DATA = evrep--1.0.sql evrep--1.0--1.1.sql
 PGFILEDESC = "evrep - event-driven replication through RabbitMQ"
 
 REGRESS = setup capture publish apply deadletter security copy roundtrip truncate history \
-	contract subscribe_target large
+	contract subscribe_target large json_rows
 ISOLATION = late_commit upgrade_claim
 # initdb refuses to run as root: test/run runs installcheck as postgres with
 # its output in a directory postgres owns.

@@ -6,8 +6,11 @@
  * of the local table), never from message text, and reads the event's row
  * through jsonb_populate_record, so PostgreSQL's own input functions
  * convert each value to the local column type.  json and jsonb columns
- * arrive as strings of their text (row_json.c) and are read from that.  The plans are kept per
- * relation and dropped by a relcache invalidation (relcache.c).
+ * arrive as strings of their text (row_json.c) and are read from that.  A
+ * copy's rows are read from the message's text by evrep._json_rows
+ * (json_rows.c), unless the table has array or composite columns.  The
+ * plans are kept per relation and dropped by a relcache invalidation
+ * (relcache.c).
  */
 #include "postgres.h"
 
@@ -31,6 +34,7 @@
 #include "utils/syscache.h"
 
 #include "apply_target.h"
+#include "incarnation.h"
 #include "parts_receive.h"
 #include "relcache.h"
 #include "row_json.h"
@@ -45,6 +49,7 @@ struct ApplyTarget
 	char **colnames; /* insertable columns */
 	char **textjson; /* json/jsonb columns: their type, else NULL */
 	bool any_textjson;
+	bool json_rows;				   /* a copy's rows are read from their text (evrep._json_rows) */
 	Bitmapset *keycols;			   /* indexes into colnames */
 	SPIPlanPtr upsert;			   /* all columns */
 	SPIPlanPtr upsert_many;		   /* all columns, rows of a jsonb[] */
@@ -110,6 +115,7 @@ reset_target(RelCacheEntry *entry)
 	t->colnames = NULL;
 	t->textjson = NULL;
 	t->any_textjson = false;
+	t->json_rows = false;
 	t->keycols = NULL;
 	t->subset = NULL;
 	t->many_subset = NULL;
@@ -135,12 +141,13 @@ key_list(ApplyTarget *t)
 
 /*
  * Column i of a row in a statement: the populated record's column, or the
- * text that the row object obj holds for a json or jsonb column.
+ * text that the row object obj holds for a json or jsonb column (obj NULL:
+ * rows of evrep._json_rows, which reads that text itself).
  */
 static char *
 col_value(ApplyTarget *t, int i, const char *rec, const char *obj)
 {
-	if (t->textjson[i])
+	if (t->textjson[i] && obj != NULL)
 		return psprintf("(%s OPERATOR(pg_catalog.->>) %s)::%s", obj,
 						quote_literal_cstr(t->colnames[i]), t->textjson[i]);
 	return psprintf("%s.%s", rec, quote_identifier(t->colnames[i]));
@@ -153,6 +160,8 @@ col_value(ApplyTarget *t, int i, const char *rec, const char *obj)
 static char *
 set_source(ApplyTarget *t, const char *param)
 {
+	if (t->json_rows)
+		return psprintf("evrep._json_rows(NULL::%s, %s) r", t->qualname, param);
 	if (t->any_textjson)
 		return psprintf("pg_catalog.jsonb_array_elements(%s) AS j(value),"
 						" pg_catalog.jsonb_populate_record(NULL::%s, j.value) r",
@@ -177,7 +186,9 @@ static char *
 insert_sql(ApplyTarget *t, const bool *use, RowSource source, bool upsert, const int *params)
 {
 	char *from;
-	const char *obj = source == ROWS_ONE ? "$1" : "j.value";
+	const char *obj = source == ROWS_ONE				   ? "$1"
+					  : source == ROWS_SET && t->json_rows ? NULL
+														   : "j.value";
 
 	StringInfoData cols, sel, set;
 
@@ -263,24 +274,56 @@ require_row_for_unchanged(ApplyTarget *t, const WireEvent *ev)
 				 errhint("Resync the table to copy the row whole.")));
 }
 
-/* A kept plan of nargs jsonb parameters (one jsonb[] if nargs is 0). */
+/* A kept plan of nargs parameters: the first of type first, then jsonb. */
 static SPIPlanPtr
-prepare_kept(const char *sql, int nargs)
+prepare_typed(const char *sql, int nargs, Oid first)
 {
-	Oid argtypes[3] = {JSONBOID, JSONBOID, JSONBOID};
-	SPIPlanPtr plan;
-
-	if (nargs == 0)
-	{
-		argtypes[0] = JSONBARRAYOID;
-		nargs = 1;
-	}
-	plan = SPI_prepare(sql, nargs, argtypes);
+	Oid argtypes[3] = {first, JSONBOID, JSONBOID};
+	SPIPlanPtr plan = SPI_prepare(sql, nargs, argtypes);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+/* A kept plan of nargs jsonb parameters (one jsonb[] if nargs is 0). */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs)
+{
+	return nargs == 0 ? prepare_typed(sql, 1, JSONBARRAYOID) : prepare_typed(sql, nargs, JSONBOID);
+}
+
+/* ... whose first parameter is a copy's rows ($1 of set_source). */
+static SPIPlanPtr
+prepare_rows_kept(ApplyTarget *t, const char *sql, int nargs)
+{
+	return prepare_typed(sql, nargs, t->json_rows ? TEXTOID : JSONBOID);
+}
+
+/* A copy's rows and the key objects it keeps, as one JSON array's text. */
+static Datum
+rows_and_kept_text(WireCopy *copy)
+{
+	text *rows = wire_copy_rows_text(copy);
+	char *kept = JsonbToCString(NULL, &copy->kept->root, VARSIZE(copy->kept));
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	/* both arrays: the first without its ], the second without its [ */
+	appendBinaryStringInfo(&buf, VARDATA_ANY(rows), VARSIZE_ANY_EXHDR(rows) - 1);
+	if (copy->nrows > 0 && JsonContainerSize(&copy->kept->root) > 0)
+		appendStringInfoChar(&buf, ',');
+	appendStringInfoString(&buf, kept + 1);
+	return PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
+}
+
+/* A copy's rows as set_source reads them. */
+static Datum
+copy_rows_arg(ApplyTarget *t, WireCopy *copy)
+{
+	return t->json_rows ? PointerGetDatum(wire_copy_rows_text(copy))
+						: JsonbPGetDatum(wire_copy_rows(copy));
 }
 
 /*
@@ -310,6 +353,19 @@ has_deferrable_pkey(Relation rel)
 	return found;
 }
 
+/*
+ * Can evrep._json_rows read a copy's values of this type?  It reads an
+ * array or a composite (written in to_json's form) as JSON text, not as
+ * jsonb_populate_record does.
+ */
+static bool
+json_rows_can_read(Oid typid)
+{
+	Oid base = getBaseType(typid);
+
+	return !type_is_rowtype(base) && !OidIsValid(get_element_type(base));
+}
+
 /* Reads columns and primary key of the relation from the catalog. */
 static void
 build_target(RelCacheEntry *entry)
@@ -329,6 +385,7 @@ build_target(RelCacheEntry *entry)
 	t->colnames = palloc(sizeof(char *) * desc->natts);
 	t->colcoll = palloc0(sizeof(char *) * desc->natts);
 	t->textjson = palloc0(sizeof(char *) * desc->natts);
+	t->json_rows = history_catalog(); /* 1.1 has evrep._json_rows */
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -339,6 +396,7 @@ build_target(RelCacheEntry *entry)
 			t->keycols = bms_add_member(t->keycols, t->ncols);
 		if (OidIsValid(att->attcollation))
 			t->colcoll[t->ncols] = get_collation_name(att->attcollation);
+		t->json_rows &= json_rows_can_read(att->atttypid);
 		if (row_json_is_text_of_json(att->atttypid))
 		{
 			t->textjson[t->ncols] =
@@ -392,8 +450,10 @@ plan_for(ApplyTarget *t, const bool *use, RowSource source, bool upsert, char **
 	sig[t->ncols] = '\0';
 	if (*kept_sig == NULL || strcmp(sig, *kept_sig) != 0)
 	{
-		SPIPlanPtr plan =
-			prepare_kept(insert_sql(t, use, source, upsert, NULL), source == ROWS_ARRAY ? 0 : 1);
+		SPIPlanPtr plan = source == ROWS_SET
+							  ? prepare_rows_kept(t, insert_sql(t, use, source, upsert, NULL), 1)
+							  : prepare_kept(insert_sql(t, use, source, upsert, NULL),
+											 source == ROWS_ARRAY ? 0 : 1);
 
 		free_plan(kept);
 		*kept = plan;
@@ -415,6 +475,14 @@ run_plan(SPIPlanPtr plan, Jsonb *row, int expect)
 	Datum values[1] = {JsonbPGetDatum(row)};
 
 	spi_check(SPI_execute_plan(plan, values, NULL, false, 0), expect, ANY_ROWS,
+			  "evrep apply statement failed");
+}
+
+/* An INSERT of a copy's rows (copy_rows_arg). */
+static void
+run_rows_plan(SPIPlanPtr plan, Datum rows)
+{
+	spi_check(SPI_execute_plan(plan, &rows, NULL, false, 0), SPI_OK_INSERT, ANY_ROWS,
 			  "evrep apply statement failed");
 }
 
@@ -527,7 +595,7 @@ copy_delete_sql(ApplyTarget *t, const int *order, int nkeys, int range)
 	for (int i = 0; i < nkeys; i++)
 	{
 		appendStringInfo(&same, "%s%s = t.%s", i ? " AND " : "",
-						 col_value(t, order[i], "r", "j.value"),
+						 col_value(t, order[i], "r", t->json_rows ? NULL : "j.value"),
 						 quote_identifier(t->colnames[order[i]]));
 	}
 	return psprintf("DELETE FROM %s AS t USING pg_catalog.jsonb_populate_record(NULL::%s, $2) a,"
@@ -579,7 +647,7 @@ copy_key_order(ApplyTarget *t, const WireCopy *copy)
  * those the chunk lacks.  False when the range cannot be cut here.
  */
 static bool
-copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
+copy_delete_range(ApplyTarget *t, WireCopy *copy, bool whole)
 {
 	int range = (copy->after ? COPY_RANGE_AFTER : 0) | (copy->upto ? COPY_RANGE_UPTO : 0) |
 				(whole ? COPY_RANGE_WHOLE : 0);
@@ -611,14 +679,19 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
 		t->copy_order = MemoryContextStrdup(t->cxt, sig);
 	}
 	if (t->copy_delete[range] == NULL)
-		t->copy_delete[range] = prepare_kept(copy_delete_sql(t, order, copy->nkeys, range), 3);
+		t->copy_delete[range] =
+			prepare_rows_kept(t, copy_delete_sql(t, order, copy->nkeys, range), 3);
 	/*
 	 * rows skipped at the origin keep what this node has for their keys, and
 	 * rows sent ahead as large events what those wrote
 	 */
-	values[0] = copy->kept ? DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(copy->rows),
-												 JsonbPGetDatum(copy->kept))
-						   : JsonbPGetDatum(copy->rows);
+	if (copy->kept && t->json_rows)
+		values[0] = rows_and_kept_text(copy);
+	else if (copy->kept)
+		values[0] = DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(wire_copy_rows(copy)),
+										JsonbPGetDatum(copy->kept));
+	else
+		values[0] = copy_rows_arg(t, copy);
 	values[1] = copy->after ? JsonbPGetDatum(copy->after) : (Datum) 0;
 	values[2] = copy->upto ? JsonbPGetDatum(copy->upto) : (Datum) 0;
 	nulls[1] = copy->after ? ' ' : 'n';
@@ -633,20 +706,18 @@ copy_delete_range(ApplyTarget *t, const WireCopy *copy, bool whole)
  * rows.  Both statements are set-based, one per chunk.
  */
 static void
-apply_target_copy(ApplyTarget *t, const WireCopy *copy)
+apply_target_copy(ApplyTarget *t, WireCopy *copy)
 {
 	bool *use = palloc(sizeof(bool) * t->ncols);
 	bool all = true;
 
 	if (copy->nrows > 0)
 	{
-		JsonbValue *first = getIthJsonbValueFromContainer(&copy->rows->root, 0);
-
-		if (first->type != jbvBinary || !JsonContainerIsObject(first->val.binary.data))
+		if (!JB_ROOT_IS_OBJECT(copy->first_row))
 			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							errmsg("invalid evrep message: a row of a copy is not a JSON object")));
 		/* the rows of a chunk come from one SELECT: they all have the same columns */
-		all = columns_in_use(t, first->val.binary.data, use, copy->nrows);
+		all = columns_in_use(t, &copy->first_row->root, use, copy->nrows);
 	}
 
 	/*
@@ -657,17 +728,17 @@ apply_target_copy(ApplyTarget *t, const WireCopy *copy)
 	if (all && copy->nkept == 0 && copy_delete_range(t, copy, true))
 	{
 		if (t->copy_insert == NULL)
-			t->copy_insert = prepare_kept(insert_sql(t, NULL, ROWS_SET, false, NULL), 1);
+			t->copy_insert = prepare_rows_kept(t, insert_sql(t, NULL, ROWS_SET, false, NULL), 1);
 		if (copy->nrows > 0)
-			run_plan(t->copy_insert, copy->rows, SPI_OK_INSERT);
+			run_rows_plan(t->copy_insert, copy_rows_arg(t, copy));
 	}
 	else
 	{
 		if (!all || copy->nkept > 0)
 			(void) copy_delete_range(t, copy, false);
 		if (copy->nrows > 0)
-			run_plan(plan_for(t, use, ROWS_SET, true, &t->copy_subset, &t->copy_upsert), copy->rows,
-					 SPI_OK_INSERT);
+			run_rows_plan(plan_for(t, use, ROWS_SET, true, &t->copy_subset, &t->copy_upsert),
+						  copy_rows_arg(t, copy));
 	}
 	pfree(use);
 }

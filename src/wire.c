@@ -16,6 +16,7 @@
 #include "utils/timestamp.h"
 
 #include "wire.h"
+#include "wire_scan.h"
 
 static void
 append_header(StringInfo buf, const char *origin, const char *schema, const char *table)
@@ -256,7 +257,7 @@ get_key_array(JsonbContainer *obj, const char *key, int *n)
 }
 
 static void
-parse_copy(JsonbContainer *ev, WireEvent *out)
+parse_copy(JsonbContainer *ev, WireEvent *out, const WireEventText *sent)
 {
 	JsonbValue *v = get_field(ev, "copy", jbvBinary, true);
 	JsonbContainer *obj = v->val.binary.data;
@@ -273,8 +274,28 @@ parse_copy(JsonbContainer *ev, WireEvent *out)
 	v = get_field(obj, "rows", jbvBinary, true);
 	if (!JsonContainerIsArray(v->val.binary.data))
 		invalid_message("\"rows\" is not an array");
-	c->nrows = JsonContainerSize(v->val.binary.data);
-	c->rows = JsonbValueToJsonb(v);
+	if (sent != NULL && sent->rows.len > 0)
+	{
+		/* left out of the parse: what they hold is read when applied */
+		if (JsonContainerSize(v->val.binary.data) != 0)
+			elog(ERROR, "evrep message scan took rows the parse still has");
+		c->rows_text = sent->rows.start;
+		c->rows_len = sent->rows.len;
+		c->nrows = sent->nrows;
+		if (c->nrows > 0)
+		{
+			char *first = pnstrdup(sent->first_row.start, sent->first_row.len);
+
+			c->first_row = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(first)));
+		}
+	}
+	else
+	{
+		c->nrows = JsonContainerSize(v->val.binary.data);
+		c->rows = JsonbValueToJsonb(v);
+		if (c->nrows > 0)
+			c->first_row = JsonbValueToJsonb(getIthJsonbValueFromContainer(v->val.binary.data, 0));
+	}
 	c->skipped = get_key_array(obj, "skipped", &c->nskipped);
 	c->kept = get_key_array(obj, "apart", &c->nkept);
 	if (c->kept != NULL && c->skipped != NULL)
@@ -360,7 +381,7 @@ parse_large(JsonbContainer *ev, WireEvent *out)
 }
 
 static void
-parse_event(JsonbValue *ev, WireEvent *out)
+parse_event(JsonbValue *ev, WireEvent *out, const WireEventText *sent)
 {
 	JsonbContainer *obj;
 	JsonbValue *v;
@@ -388,7 +409,7 @@ parse_event(JsonbValue *ev, WireEvent *out)
 						: 0;
 
 	if (out->op == 'c')
-		parse_copy(obj, out);
+		parse_copy(obj, out, sent);
 	else if (out->op == EVREP_OP_LARGE)
 		parse_large(obj, out);
 	else if (out->op == 's')
@@ -417,27 +438,45 @@ parse_event(JsonbValue *ev, WireEvent *out)
 			out->unchanged = get_names(obj, "unchanged");
 	}
 	out->event = JsonbValueToJsonb(ev);
+	if (sent != NULL)
+	{
+		out->text = sent->event.start;
+		out->text_len = sent->event.len;
+	}
 }
 
 /* The body as a JSON object of our format. */
 static Jsonb *
-parse_object(const char *body, int len)
+parse_text(const char *text)
 {
-	char *text;
-	Jsonb *jb;
+	Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 	char *format;
 
-	if (memchr(body, '\0', len) != NULL)
-		invalid_message("the body contains a zero byte");
-	pg_verify_mbstr(GetDatabaseEncoding(), body, len, false);
-	text = pnstrdup(body, len);
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-	pfree(text);
 	if (!JB_ROOT_IS_OBJECT(jb))
 		invalid_message("the body is not a JSON object");
 	format = get_string(&jb->root, "format", true);
 	if (strcmp(format, EVREP_WIRE_FORMAT) != 0)
 		invalid_message(psprintf("unsupported format \"%s\"", format));
+	return jb;
+}
+
+/* A body's text, checked for what jsonb_in does not check. */
+static char *
+body_text(const char *body, int len)
+{
+	if (memchr(body, '\0', len) != NULL)
+		invalid_message("the body contains a zero byte");
+	pg_verify_mbstr(GetDatabaseEncoding(), body, len, false);
+	return pnstrdup(body, len);
+}
+
+static Jsonb *
+parse_object(const char *body, int len)
+{
+	char *text = body_text(body, len);
+	Jsonb *jb = parse_text(text);
+
+	pfree(text);
 	return jb;
 }
 
@@ -475,8 +514,27 @@ WireMessage *
 wire_parse(const char *body, int len)
 {
 	WireMessage *msg = palloc0(sizeof(WireMessage));
-	Jsonb *jb = parse_object(body, len);
+	char *text = body_text(body, len);
+	WireEventText *sent = NULL;
+	int nsent = -1;
+	Jsonb *jb;
 	JsonbValue *events;
+
+	/*
+	 * A chunk of a copy is parsed without its rows (the text stays: they
+	 * and the events point into it); other messages are not worth a scan.
+	 */
+	if (memmem(text, len, "\"copy\"", 6) != NULL)
+		nsent = wire_scan_events(text, len, &sent);
+	if (nsent > 0)
+	{
+		char *without_rows = wire_scan_without_rows(text, len, sent, nsent);
+
+		jb = parse_text(without_rows);
+		pfree(without_rows);
+	}
+	else
+		jb = parse_text(text);
 
 	msg->origin = get_string(&jb->root, "origin", true);
 	msg->schema = get_string(&jb->root, "schema", true);
@@ -489,9 +547,12 @@ wire_parse(const char *body, int len)
 	msg->nevents = JsonContainerSize(events->val.binary.data);
 	if (msg->nevents == 0)
 		invalid_message("\"events\" is empty");
+	if (nsent >= 0 && nsent != msg->nevents)
+		elog(ERROR, "evrep message scan found %d events, its parse %d", nsent, msg->nevents);
 	msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
 	for (int i = 0; i < msg->nevents; i++)
-		parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i), &msg->events[i]);
+		parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i), &msg->events[i],
+					nsent > 0 ? &sent[i] : NULL);
 	return msg;
 }
 
@@ -505,9 +566,35 @@ wire_single_event(const WireMessage *msg, const WireEvent *ev)
 	/* a replay of a large event finds its parts by the history it named */
 	append_incarnation(&buf, &msg->incarnation);
 	appendStringInfoString(&buf, ",\"events\":[");
-	appendStringInfoString(&buf, JsonbToCString(NULL, &ev->event->root, VARSIZE(ev->event)));
+	if (ev->text != NULL)
+		appendBinaryStringInfo(&buf, ev->text, ev->text_len);
+	else
+		appendStringInfoString(&buf, JsonbToCString(NULL, &ev->event->root, VARSIZE(ev->event)));
 	appendStringInfoString(&buf, "]}");
 	return buf.data;
+}
+
+text *
+wire_copy_rows_text(WireCopy *copy)
+{
+	if (copy->rows_text != NULL)
+		return cstring_to_text_with_len(copy->rows_text, copy->rows_len);
+	return cstring_to_text(JsonbToCString(NULL, &copy->rows->root, VARSIZE(copy->rows)));
+}
+
+Jsonb *
+wire_copy_rows(WireCopy *copy)
+{
+	if (copy->rows == NULL)
+	{
+		/* kept as long as the message */
+		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(copy));
+		char *text = pnstrdup(copy->rows_text, copy->rows_len);
+
+		copy->rows = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		MemoryContextSwitchTo(old);
+	}
+	return copy->rows;
 }
 
 /* ---- parts of large values ---- */

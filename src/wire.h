@@ -71,13 +71,24 @@ typedef struct WireCopy
 	char **key_collations; /* NULL for a type without collation */
 	Jsonb *after;		   /* key object, or NULL */
 	Jsonb *upto;		   /* key object, or NULL */
-	Jsonb *rows;		   /* array of row objects */
 	int nrows;
+	Jsonb *first_row; /* the first row object, or NULL when there is none */
+	/* the rows: wire_copy_rows_text and wire_copy_rows */
+	const char *rows_text; /* the array as sent, if it was not parsed */
+	int rows_len;
+	Jsonb *rows; /* as jsonb, once parsed */
 	Jsonb *skipped; /* key objects of rows too large to send, or NULL */
 	int nskipped;
 	Jsonb *kept; /* those and the rows sent before as large events ("apart") */
 	int nkept;
 } WireCopy;
+
+/*
+ * A copy's rows, a JSON array of row objects: as text (evrep._json_rows
+ * reads it without building jsonb), or as jsonb.
+ */
+extern text *wire_copy_rows_text(WireCopy *copy);
+extern Jsonb *wire_copy_rows(WireCopy *copy);
 
 /*
  * An insert or update ("of") with values too large for one message: each
@@ -119,6 +130,8 @@ typedef struct WireEvent
 	WireLarge *large;	   /* only for a large event (its row is the row) */
 	Jsonb *unchanged;	   /* an update's or large event's columns left as they were, or NULL */
 	Jsonb *event;		   /* the whole event object, for parking */
+	const char *text;	   /* ... and its text as sent, if known */
+	int text_len;
 } WireEvent;
 
 typedef struct WireMessage
