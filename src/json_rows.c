@@ -100,13 +100,8 @@ static void
 end_nested(RowsState *s)
 {
 	if (s->lex->lex_level == 2 && s->field >= 0)
-	{
-		MemoryContext old = MemoryContextSwitchTo(s->row_cxt);
-
 		s->value[s->field] =
 			pnstrdup(s->nested_start, s->lex->prev_token_terminator - s->nested_start);
-		MemoryContextSwitchTo(old);
-	}
 }
 
 static void
@@ -122,14 +117,12 @@ rows_object_end(void *state)
 	int natts = s->desc->natts;
 	Datum *values;
 	bool *nulls;
-	MemoryContext old;
 
 	if (s->lex->lex_level != 1)
 	{
 		end_nested(s);
 		return;
 	}
-	old = MemoryContextSwitchTo(s->row_cxt);
 	values = palloc(sizeof(Datum) * natts);
 	nulls = palloc(sizeof(bool) * natts);
 	for (int i = 0; i < natts; i++)
@@ -143,7 +136,6 @@ rows_object_end(void *state)
 									  TupleDescAttr(s->desc, i)->atttypmod);
 		nulls[i] = s->value[i] == NULL;
 	}
-	MemoryContextSwitchTo(old);
 	tuplestore_putvalues(s->store, s->desc, values, nulls);
 }
 
@@ -164,12 +156,7 @@ rows_scalar(void *state, char *token, JsonTokenType type)
 	if (s->lex->lex_level <= 1)
 		not_rows();
 	if (s->lex->lex_level == 2 && s->field >= 0)
-	{
-		MemoryContext old = MemoryContextSwitchTo(s->row_cxt);
-
-		s->value[s->field] = type == JSON_TOKEN_NULL ? NULL : pstrdup(token);
-		MemoryContextSwitchTo(old);
-	}
+		s->value[s->field] = type == JSON_TOKEN_NULL ? NULL : token;
 }
 
 PG_FUNCTION_INFO_V1(evrep_json_rows);
@@ -181,6 +168,7 @@ evrep_json_rows(PG_FUNCTION_ARGS)
 	text *rows;
 	RowsState s = {0};
 	JsonSemAction sem = {0};
+	MemoryContext old;
 
 	if (!type_is_rowtype(rowtype))
 		ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -217,7 +205,13 @@ evrep_json_rows(PG_FUNCTION_ARGS)
 	sem.object_end = rows_object_end;
 	sem.object_field_start = rows_field_start;
 	sem.scalar = rows_scalar;
+	/*
+	 * What the lexer hands over (names, values) and what a row's input
+	 * functions make are the row's: all of it goes when the next row starts.
+	 */
+	old = MemoryContextSwitchTo(s.row_cxt);
 	pg_parse_json_or_ereport(s.lex, &sem);
+	MemoryContextSwitchTo(old);
 	MemoryContextDelete(s.row_cxt);
 	return (Datum) 0;
 }
