@@ -105,6 +105,35 @@ SELECT evrep_resync('"Odd Sch"."Line Item"');
 SELECT req() > :before AS newer, phase, rows_copied, chunks FROM evrep.sync
 WHERE table_name = 'Line Item';
 
+-- a chunk as a publisher writes it (text, not jsonb's output): its rows are
+-- read from the text itself, and strings that look like JSON structure, or
+-- spacing around the members, do not mislead the scan that finds them
+SELECT format('{"format":"evrep.v1","origin":"a","schema":"Odd Sch","table":"Line Item",'
+	'"events":[{"seq":%s,"op":"copy","copy":{"for":"regress","request":%s,"estimate":3,'
+	'"key":[{"column":"Order Id","collation":null},{"column":"line#","collation":null}],'
+	'"after":%s,"upto":%s,%s}}]}', 19, req(), 'null', '{"Order Id":2,"line#":1}',
+	E'"rows" :\n [ {"Order Id":1,"line#":1,"Note":"]}\\" \\\\ \\"rows\\":[{","qty":1} ,'
+	' {"line#":1,"Note":"a,b","Order Id":2,"qty":2}]') AS chunk19 \gset
+SELECT :'chunk19';
+SELECT evrep_apply(:'chunk19');
+SELECT * FROM "Odd Sch"."Line Item" ORDER BY 1, 2;
+-- a row the JSON lexer rejects, after a good first row: parked whole, with
+-- the text it came with
+SELECT evrep_apply(replace(replace(replace(replace(:'chunk19', '"seq":19', '"seq":20'),
+	'"after":null', '"after":{"Order Id":2,"line#":1}'),
+	'"upto":{"Order Id":2,"line#":1}', '"upto":{"Order Id":3,"line#":9}'),
+	' {"line#":1,"Note":"a,b","Order Id":2,"qty":2}]', ' {"Order Id":3,,}]'));
+SELECT seq, sqlstate, error, position('"Note":"]}\" \\ \"rows\":[{"' in body) > 0 AS text_kept
+FROM evrep.dead_letter WHERE seq = 20;
+-- an escaped member name: the body is parsed whole, the rows still arrive
+SELECT evrep_apply(regexp_replace(replace(replace(replace(:'chunk19', '"seq":19', '"seq":21'),
+	'"after":null', '"after":{"Order Id":2,"line#":1}'),
+	'"upto":{"Order Id":2,"line#":1}', '"upto":null'),
+	'"rows" :.*\]}}]}$', '"ro\u0077s":[{"Order Id":4,"line#":1,"Note":"d","qty":4}]}}]}'));
+SELECT * FROM "Odd Sch"."Line Item" ORDER BY 1, 2;
+SELECT phase, rows_copied, chunks FROM evrep.sync_status WHERE table_name = 'Line Item';
+SELECT seq, sqlstate, error FROM evrep.dead_letter WHERE seq > 20 ORDER BY id;
+
 SELECT evrep_unsubscribe('"Odd Sch"."Line Item"');
 SELECT count(*) FROM evrep.sync WHERE table_name = 'Line Item';
 DROP TABLE "Odd Sch"."Line Item";
