@@ -114,7 +114,7 @@ SELECT format('{"format":"evrep.v1","origin":"a","schema":"Odd Sch","table":"Lin
 	'"after":%s,"upto":%s,%s}}]}', 19, req(), 'null', '{"Order Id":2,"line#":1}',
 	E'"rows" :\n [ {"Order Id":1,"line#":1,"Note":"]}\\" \\\\ \\"rows\\":[{","qty":1} ,'
 	' {"line#":1,"Note":"a,b","Order Id":2,"qty":2}]') AS chunk19 \gset
-SELECT :'chunk19';
+SELECT regexp_replace(:'chunk19', '"request":[0-9]+', '"request":N') AS chunk19;
 SELECT evrep_apply(:'chunk19');
 SELECT * FROM "Odd Sch"."Line Item" ORDER BY 1, 2;
 -- a row the JSON lexer rejects, after a good first row: parked whole, with
