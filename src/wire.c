@@ -526,7 +526,7 @@ wire_parse(const char *body, int len)
 	 */
 	if (memmem(text, len, "\"copy\"", 6) != NULL)
 		nsent = wire_scan_events(text, len, &sent);
-	if (nsent > 0)
+	if (wire_scan_any_rows(sent, nsent))
 	{
 		char *without_rows = wire_scan_without_rows(text, len, sent, nsent);
 

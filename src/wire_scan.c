@@ -240,6 +240,17 @@ wire_scan_events(const char *text, int len, WireEventText **events)
 	return e.n;
 }
 
+bool
+wire_scan_any_rows(const WireEventText *events, int nevents)
+{
+	for (int i = 0; i < nevents; i++)
+	{
+		if (events[i].rows.len > 0)
+			return true;
+	}
+	return false;
+}
+
 char *
 wire_scan_without_rows(const char *text, int len, const WireEventText *events, int nevents)
 {

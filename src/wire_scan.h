@@ -30,6 +30,9 @@ typedef struct WireEventText
  */
 extern int wire_scan_events(const char *text, int len, WireEventText **events);
 
+/* Did the scan find a copy's rows (nevents -1: no scan)? */
+extern bool wire_scan_any_rows(const WireEventText *events, int nevents);
+
 /* The text with each copy's rows replaced by [] (palloc'd). */
 extern char *wire_scan_without_rows(const char *text, int len, const WireEventText *events,
 									int nevents);
