@@ -158,3 +158,18 @@ DROP TABLE nest, nest_log;
 DROP FUNCTION nest_after();
 DELETE FROM evrep.outbox o USING evrep.publication p
 WHERE p.id = o.pub_id AND p.table_name IN ('nest', 'nest_log');
+
+-- a statement's events over 2 kB are stored compressed (lz4), and read back
+-- whole: the JSON of a bulk statement was written to the WAL a second time
+CREATE TABLE bulk (id integer PRIMARY KEY, note text);
+SELECT evrep_publish('bulk');
+INSERT INTO bulk SELECT g, 'note number ' || g FROM generate_series(1, 500) g;
+SELECT o.op, o.events, pg_column_compression(o.row_data) AS compression,
+	   pg_column_size(o.row_data) * 4 < octet_length(o.row_data::text) AS smaller
+FROM evrep.outbox o JOIN evrep.publication p ON p.id = o.pub_id WHERE p.table_name = 'bulk';
+SELECT count(*), count(*) FILTER (WHERE (o.row_data->>'note') = 'note number ' || (o.row_data->>'id'))
+FROM evrep.outbox_pending o JOIN evrep.publication p ON p.id = o.pub_id WHERE p.table_name = 'bulk';
+SELECT evrep_unpublish('bulk');
+DROP TABLE bulk;
+DELETE FROM evrep.outbox o USING evrep.publication p
+WHERE p.id = o.pub_id AND p.table_name = 'bulk';

@@ -62,7 +62,8 @@ static const char *const snapshot_query =
 
 /*
  * The rows of a window after an id, in id order from the primary key, up
- * to $1 events and (the first row always goes) $4 bytes; column 6, the id
+ * to $1 events and (the first row always goes) $4 bytes of text (the
+ * length a compressed value will have, read without decompressing it); column 6, the id
  * after a row's in the scan, tells a cut batch.  A row of a transaction
  * that rolled back is not visible to the scan; one that is still running
  * is not visible in hi.  A row with a seq carries its number (a 1.0
@@ -73,8 +74,8 @@ static const char *const scan_query =
 	"SELECT id, pub_id, op, row_data::text,"
 	" pg_catalog.to_json(CASE WHEN $2 THEN pg_catalog.pg_xact_commit_timestamp(x) END)::text, next"
 	" FROM (SELECT l.*,"
-	" pg_catalog.sum(pg_catalog.pg_column_size(row_data)) OVER w"
-	" - pg_catalog.pg_column_size(row_data) AS before,"
+	" pg_catalog.sum(pg_catalog.octet_length(row_data::pg_catalog.text)) OVER w"
+	" - pg_catalog.octet_length(row_data::pg_catalog.text) AS before,"
 	" pg_catalog.sum(coalesce(events, 1)) OVER w - coalesce(events, 1) AS events_before,"
 	" pg_catalog.lead(id) OVER w AS next"
 	" FROM (SELECT id, pub_id, op, row_data, events, xmin AS x FROM evrep.outbox"
