@@ -39,6 +39,20 @@ SELECT error FROM evrep.dead_letter ORDER BY id DESC LIMIT 1;
 GRANT ALL ON managed TO evrep_manager;
 SELECT evrep_apply(msg('z', 2, 'insert', '{"id": 3, "v": "as owner"}', 'managed'));
 SELECT * FROM managed ORDER BY id;
+-- a copy reads its rows through evrep._json_rows, which needs USAGE on
+-- schema evrep (evrep_admin's): an owner that left evrep_admin still gets
+-- its copy, read through jsonb as before
+REVOKE evrep_admin FROM evrep_manager;
+SELECT evrep_resync('managed');
+SELECT evrep_apply(format('{"format":"evrep.v1","origin":"y","schema":"public","table":"managed",'
+	'"events":[{"seq":1,"op":"copy","copy":{"for":"regress","request":%s,"estimate":3,'
+	'"key":[{"column":"id","collation":null}],"after":null,"upto":null,"rows":'
+	'[{"id":1,"v":"captured"},{"id":3,"v":"as owner"},{"id":40,"v":"copied"}]}}]}',
+	(SELECT request_id FROM evrep.sync WHERE table_name = 'managed')));
+SELECT * FROM managed ORDER BY id;
+SELECT error FROM evrep.dead_letter WHERE table_name = 'managed' AND origin = 'y';
+GRANT evrep_admin TO evrep_manager;
+DELETE FROM managed WHERE id = 40;
 
 -- identifiers with quotes, dots and SQL in them are inert
 CREATE SCHEMA "we.ird";

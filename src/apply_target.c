@@ -17,12 +17,15 @@
 #include "access/table.h"
 #include "catalog/dependency.h"
 #include "catalog/heap.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/acl.h"
@@ -702,6 +705,36 @@ copy_delete_range(ApplyTarget *t, WireCopy *copy, bool whole)
 }
 
 /*
+ * evrep._json_rows runs as the subscription's owner, who needs USAGE on
+ * schema evrep and EXECUTE on it: evrep_admin's, but an owner may have
+ * left evrep_admin since it subscribed.  Such an owner's copies read their
+ * rows through jsonb, as before 1.1, instead of being parked.
+ */
+static void
+require_json_rows_rights(ApplyTarget *t)
+{
+	Oid nsp;
+	Oid argtypes[2] = {ANYELEMENTOID, TEXTOID};
+	Oid fn = InvalidOid;
+
+	if (!t->json_rows)
+		return;
+	nsp = get_namespace_oid("evrep", true);
+	if (OidIsValid(nsp) && pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE) == ACLCHECK_OK)
+		fn = LookupFuncName(list_make2(makeString("evrep"), makeString("_json_rows")), 2, argtypes,
+							true);
+	if (OidIsValid(fn) && pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK)
+		return;
+	t->json_rows = false;
+	free_plan(&t->copy_insert);
+	free_plan(&t->copy_upsert);
+	t->copy_subset = NULL;
+	for (int i = 0; i < lengthof(t->copy_delete); i++)
+		free_plan(&t->copy_delete[i]);
+	t->copy_order = NULL;
+}
+
+/*
  * A chunk of a copy: the local rows in its key range become exactly its
  * rows.  Both statements are set-based, one per chunk.
  */
@@ -711,6 +744,7 @@ apply_target_copy(ApplyTarget *t, WireCopy *copy)
 	bool *use = palloc(sizeof(bool) * t->ncols);
 	bool all = true;
 
+	require_json_rows_rights(t);
 	if (copy->nrows > 0)
 	{
 		if (!JB_ROOT_IS_OBJECT(copy->first_row))
