@@ -42,6 +42,7 @@
 #include "relcache.h"
 #include "row_json.h"
 #include "spi_util.h"
+#include "wire_scan.h"
 
 struct ApplyTarget
 {
@@ -50,6 +51,7 @@ struct ApplyTarget
 	char *qualname;		/* quoted schema.table */
 	int ncols;
 	char **colnames; /* insertable columns */
+	int *collens;	 /* their lengths */
 	char **textjson; /* json/jsonb columns: their type, else NULL */
 	bool any_textjson;
 	bool json_rows;				   /* a copy's rows are read from their text (evrep._json_rows) */
@@ -61,6 +63,10 @@ struct ApplyTarget
 	SPIPlanPtr insert_many;		   /* as upsert_many, without ON CONFLICT */
 	char *many_subset_ins;		   /* columns of many_subset_insert */
 	SPIPlanPtr many_subset_insert; /* as many_subset_upsert, without ON CONFLICT */
+	char *text_ins_cols;		   /* columns of text_insert */
+	SPIPlanPtr text_insert;		   /* a run of inserts read from their text (_json_rows) */
+	char *text_ups_cols;		   /* columns of text_upsert */
+	SPIPlanPtr text_upsert;		   /* ... of inserts and updates */
 	SPIPlanPtr delete;
 	char *subset;			   /* columns of subset_upsert: "1" = used */
 	SPIPlanPtr subset_upsert;  /* for events that lack some columns */
@@ -109,6 +115,8 @@ reset_target(RelCacheEntry *entry)
 	free_plan(&t->many_subset_upsert);
 	free_plan(&t->insert_many);
 	free_plan(&t->many_subset_insert);
+	free_plan(&t->text_insert);
+	free_plan(&t->text_upsert);
 	for (int i = 0; i < lengthof(t->copy_delete); i++)
 		free_plan(&t->copy_delete[i]);
 	if (t->cxt)
@@ -116,6 +124,7 @@ reset_target(RelCacheEntry *entry)
 	t->cxt = NULL;
 	t->qualname = NULL;
 	t->colnames = NULL;
+	t->collens = NULL;
 	t->textjson = NULL;
 	t->any_textjson = false;
 	t->json_rows = false;
@@ -123,6 +132,8 @@ reset_target(RelCacheEntry *entry)
 	t->subset = NULL;
 	t->many_subset = NULL;
 	t->many_subset_ins = NULL;
+	t->text_ins_cols = NULL;
+	t->text_ups_cols = NULL;
 	t->copy_subset = NULL;
 	t->copy_order = NULL;
 	t->colcoll = NULL;
@@ -255,10 +266,10 @@ delete_sql(ApplyTarget *t)
  * inserted without them, the row would lack them for good.
  */
 static void
-require_row_for_unchanged(ApplyTarget *t, const WireEvent *ev)
+require_row_for_unchanged(ApplyTarget *t, const WireEvent *ev, Jsonb *row)
 {
 	Oid argtypes[1] = {JSONBOID};
-	Datum values[1] = {JsonbPGetDatum(ev->row)};
+	Datum values[1] = {JsonbPGetDatum(row)};
 
 	if (ev->unchanged == NULL)
 		return;
@@ -386,6 +397,7 @@ build_target(RelCacheEntry *entry)
 	t->qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 											 RelationGetRelationName(rel));
 	t->colnames = palloc(sizeof(char *) * desc->natts);
+	t->collens = palloc(sizeof(int) * desc->natts);
 	t->colcoll = palloc0(sizeof(char *) * desc->natts);
 	t->textjson = palloc0(sizeof(char *) * desc->natts);
 	t->json_rows = history_catalog(); /* 1.1 has evrep._json_rows */
@@ -407,6 +419,7 @@ build_target(RelCacheEntry *entry)
 									 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
 			t->any_textjson = true;
 		}
+		t->collens[t->ncols] = strlen(NameStr(att->attname));
 		t->colnames[t->ncols++] = pstrdup(NameStr(att->attname));
 	}
 	MemoryContextSwitchTo(old);
@@ -728,7 +741,11 @@ require_json_rows_rights(ApplyTarget *t)
 	t->json_rows = false;
 	free_plan(&t->copy_insert);
 	free_plan(&t->copy_upsert);
+	free_plan(&t->text_insert);
+	free_plan(&t->text_upsert);
 	t->copy_subset = NULL;
+	t->text_ins_cols = NULL;
+	t->text_ups_cols = NULL;
 	for (int i = 0; i < lengthof(t->copy_delete); i++)
 		free_plan(&t->copy_delete[i]);
 	t->copy_order = NULL;
@@ -777,19 +794,25 @@ apply_target_copy(ApplyTarget *t, WireCopy *copy)
 	pfree(use);
 }
 
-/* Does the row carry exactly the local columns in use? */
-static bool
-carries_columns(ApplyTarget *t, JsonbContainer *row, const bool *use)
+/* The key's values as the row's text has them; NULL without a key. */
+static char *
+key_of_text(ApplyTarget *t, const WireSpan *values)
 {
-	for (int i = 0; i < t->ncols; i++)
-	{
-		bool has =
-			getKeyJsonValueFromContainer(row, t->colnames[i], strlen(t->colnames[i]), NULL) != NULL;
+	StringInfoData buf;
+	int i = -1;
 
-		if (has != use[i])
-			return false;
+	initStringInfo(&buf);
+	while ((i = bms_next_member(t->keycols, i)) >= 0)
+	{
+		char c = values[i].len > 0 ? values[i].start[0] : 'n';
+
+		/* null, or an object or array, is no key to tell rows apart by */
+		if (c == 'n' || c == '{' || c == '[')
+			return NULL;
+		appendBinaryStringInfo(&buf, values[i].start, values[i].len);
+		appendStringInfoChar(&buf, '\x1f');
 	}
-	return true;
+	return buf.data;
 }
 
 /* The row's key values as text, to tell rows of one key apart; NULL without a key. */
@@ -814,109 +837,258 @@ key_text(ApplyTarget *t, JsonbContainer *row)
 	return buf.data;
 }
 
+/* What a run needs to know of an event's row. */
+typedef struct RowShape
+{
+	bool *use;	  /* the local columns it carries */
+	int nmembers; /* its members, columns or not */
+	char *key;	  /* its key values as text, or NULL */
+} RowShape;
+
+/*
+ * The shape of a row from its text: no jsonb is built.  The key is its
+ * values as written, so two ways of writing one key (an escape, 1.0 for
+ * 1) pass for two keys: the run's statement then fails, and the message
+ * is applied one event at a time.  false if the text does not say (an
+ * escaped name, a column repeated).
+ */
+static bool
+shape_of_text(ApplyTarget *t, const WireEvent *ev, RowShape *shape, WireSpan *values)
+{
+	WireObjectScan it;
+	WireSpan name, value;
+	int next = 0;
+
+	memset(shape->use, 0, sizeof(bool) * t->ncols);
+	memset(values, 0, sizeof(WireSpan) * t->ncols);
+	shape->nmembers = 0;
+	wire_scan_object_begin(&it, ev->row_text, ev->row_len);
+	while (wire_scan_object_next(&it, &name, &value))
+	{
+		int i = next;
+
+		shape->nmembers++;
+		/* members come in the columns' order, mostly: try the next one first */
+		if (i >= t->ncols || t->collens[i] != name.len ||
+			memcmp(t->colnames[i], name.start, name.len) != 0)
+		{
+			for (i = 0; i < t->ncols; i++)
+			{
+				if (t->collens[i] == name.len && memcmp(t->colnames[i], name.start, name.len) == 0)
+					break;
+			}
+		}
+		if (i == t->ncols)
+			continue;
+		if (shape->use[i])
+			return false;
+		shape->use[i] = true;
+		values[i] = value;
+		next = i + 1;
+	}
+	if (it.failed)
+		return false;
+	shape->key = key_of_text(t, values);
+	return true;
+}
+
+static void
+shape_of(ApplyTarget *t, WireEvent *ev, RowShape *shape, WireSpan *values)
+{
+	JsonbContainer *row;
+
+	if (ev->row_text != NULL && shape_of_text(t, ev, shape, values))
+		return;
+	row = &wire_event_row(ev)->root;
+	for (int i = 0; i < t->ncols; i++)
+		shape->use[i] =
+			getKeyJsonValueFromContainer(row, t->colnames[i], t->collens[i], NULL) != NULL;
+	shape->nmembers = JsonContainerSize(row);
+	shape->key = key_text(t, row);
+}
+
+/*
+ * Rows with members that are no column of the table: counted, and named
+ * once (from the first such row's jsonb).
+ */
+static void
+note_unknown_in_run(ApplyTarget *t, WireEvent *ev, int nmembers, int nused)
+{
+	if (nmembers <= nused)
+		return;
+	if (t->unknown_warned)
+		t->unknown_rows++;
+	else
+		note_unknown_columns(t, &wire_event_row(ev)->root, nused, 1);
+}
+
+/*
+ * The run's rows as evrep._json_rows reads them, a JSON array's text, if
+ * each came as text and this owner may call it; else NULL.
+ */
+static text *
+run_rows_text(ApplyTarget *t, WireEvent *const *evs, int len)
+{
+	StringInfoData buf;
+
+	for (int i = 0; i < len; i++)
+	{
+		if (evs[i]->row_text == NULL)
+			return NULL;
+	}
+	require_json_rows_rights(t);
+	if (!t->json_rows)
+		return NULL;
+	initStringInfo(&buf);
+	enlargeStringInfo(&buf, VARHDRSZ);
+	buf.len = VARHDRSZ;
+	appendStringInfoChar(&buf, '[');
+	for (int i = 0; i < len; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		appendBinaryStringInfo(&buf, evs[i]->row_text, evs[i]->row_len);
+	}
+	appendStringInfoChar(&buf, ']');
+	SET_VARSIZE(buf.data, buf.len);
+	return (text *) buf.data;
+}
+
+/* The statement for a run of len events with the columns use (nused of them). */
+static SPIPlanPtr
+run_plan_for(ApplyTarget *t, const bool *use, int nused, bool inserts, bool as_text)
+{
+	if (as_text)
+		return inserts ? plan_for(t, use, ROWS_SET, false, &t->text_ins_cols, &t->text_insert)
+					   : plan_for(t, use, ROWS_SET, true, &t->text_ups_cols, &t->text_upsert);
+	if (nused < t->ncols)
+		return inserts
+				   ? plan_for(t, use, ROWS_ARRAY, false, &t->many_subset_ins,
+							  &t->many_subset_insert)
+				   : plan_for(t, use, ROWS_ARRAY, true, &t->many_subset, &t->many_subset_upsert);
+	if (inserts)
+	{
+		if (t->insert_many == NULL)
+			t->insert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, false, NULL), 0);
+		return t->insert_many;
+	}
+	if (t->upsert_many == NULL)
+		t->upsert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, true, NULL), 0);
+	return t->upsert_many;
+}
+
 #define IS_UPSERT(ev) (((ev)->op == 'i' || (ev)->op == 'u') && (ev)->unchanged == NULL)
 
-int
-apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
+/*
+ * How many leading events of evs[0..n) make a run: upserts of distinct
+ * keys with the columns of the first (in use), whose member counts go to
+ * nmembers; 0 if fewer than two.
+ */
+static int
+run_length(ApplyTarget *t, WireEvent *const *evs, int n, bool *use, int *nmembers)
 {
-	char *first;
-	char *second;
+	RowShape first = {use}, other;
+	WireSpan *values;
 	HTAB *keys;
 	HASHCTL ctl;
-	Datum *rows;
-	bool *use;
-	int nused = 0;
-	int len = 0;
+	int len;
 
 	/* the common cases that make no run, before building anything */
 	if (n < 2 || !IS_UPSERT(evs[0]) || !IS_UPSERT(evs[1]))
 		return 0;
+	values = palloc(sizeof(WireSpan) * t->ncols);
 
 	/*
 	 * The run's events carry the same columns, all of the table's or (a
 	 * subscriber with columns of its own) some: those it lacks keep their
 	 * values or defaults, as with one event.
 	 */
-	first = key_text(t, &evs[0]->row->root);
-	second = key_text(t, &evs[1]->row->root);
-	if (first == NULL || second == NULL || strcmp(first, second) == 0)
+	shape_of(t, evs[0], &first, values);
+	if (first.key == NULL)
 		return 0;
-	use = palloc(sizeof(bool) * t->ncols);
-	for (int i = 0; i < t->ncols; i++)
-	{
-		use[i] = getKeyJsonValueFromContainer(&evs[0]->row->root, t->colnames[i],
-											  strlen(t->colnames[i]), NULL) != NULL;
-		nused += use[i];
-	}
-	if (!carries_columns(t, &evs[1]->row->root, use))
-	{
-		pfree(use);
-		return 0;
-	}
+	nmembers[0] = first.nmembers;
+	other.use = palloc(sizeof(bool) * t->ncols);
 	ctl.keysize = NAMEDATALEN * 2;
 	ctl.entrysize = ctl.keysize;
 	ctl.hcxt = CurrentMemoryContext;
 	keys = hash_create("evrep apply run keys", n, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	rows = palloc(sizeof(Datum) * n);
-	for (; len < n; len++)
+	for (len = 0; len < n; len++)
 	{
-		const WireEvent *ev = evs[len];
-		char *key;
+		RowShape *shape = len == 0 ? &first : &other;
 		bool found;
 
-		/* the first two were looked at above */
-		if (len >= 2 && (!IS_UPSERT(ev) || !carries_columns(t, &ev->row->root, use)))
-			break;
+		if (len > 0)
+		{
+			if (!IS_UPSERT(evs[len]))
+				break;
+			shape_of(t, evs[len], &other, values);
+			if (memcmp(other.use, use, sizeof(bool) * t->ncols) != 0)
+				break;
+			nmembers[len] = other.nmembers;
+		}
 		/* one statement may touch a row once: a key seen again ends the run */
-		key = len == 0 ? first : len == 1 ? second : key_text(t, &ev->row->root);
-		if (key == NULL || strlen(key) >= ctl.keysize)
+		if (shape->key == NULL || strlen(shape->key) >= ctl.keysize)
 			break;
-		(void) hash_search(keys, key, HASH_ENTER, &found);
+		(void) hash_search(keys, shape->key, HASH_ENTER, &found);
 		if (found)
 			break;
-		rows[len] = JsonbPGetDatum(ev->row);
-	}
-	if (len >= 2)
-	{
-		Datum arg = PointerGetDatum(construct_array(rows, len, JSONBOID, -1, false, TYPALIGN_INT));
-		bool inserts = true;
-		SPIPlanPtr plan;
-
-		/*
-		 * A run of inserts is a plain INSERT: ON CONFLICT's look at the key
-		 * before each row and its speculative insertion were a sixth of
-		 * the apply.  A key the table has already (a row of its own, say)
-		 * fails the message's attempt with unique_violation, and its events
-		 * are applied one by one, as upserts.
-		 */
-		for (int i = 0; i < len; i++)
-			inserts &= evs[i]->op == 'i';
-		if (nused < t->ncols)
-			plan = inserts ? plan_for(t, use, ROWS_ARRAY, false, &t->many_subset_ins,
-									  &t->many_subset_insert)
-						   : plan_for(t, use, ROWS_ARRAY, true, &t->many_subset,
-									  &t->many_subset_upsert);
-		else if (inserts)
-		{
-			if (t->insert_many == NULL)
-				t->insert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, false, NULL), 0);
-			plan = t->insert_many;
-		}
-		else
-		{
-			if (t->upsert_many == NULL)
-				t->upsert_many = prepare_kept(insert_sql(t, NULL, ROWS_ARRAY, true, NULL), 0);
-			plan = t->upsert_many;
-		}
-		for (int i = 0; i < len; i++)
-			note_unknown_columns(t, &evs[i]->row->root, nused, 1);
-		spi_check(SPI_execute_plan(plan, &arg, NULL, false, 0), SPI_OK_INSERT, ANY_ROWS,
-				  "evrep apply statement failed");
 	}
 	hash_destroy(keys);
-	pfree(rows);
-	pfree(use);
+	pfree(other.use);
+	pfree(values);
 	return len >= 2 ? len : 0;
+}
+
+int
+apply_target_run(ApplyTarget *t, WireEvent *const *evs, int n)
+{
+	bool *use = palloc(sizeof(bool) * t->ncols);
+	int *nmembers = palloc(sizeof(int) * Max(n, 1));
+	int len = run_length(t, evs, n, use, nmembers);
+	int nused = 0;
+	bool inserts = true;
+	text *rows_text;
+	Datum arg;
+
+	if (len == 0)
+	{
+		pfree(use);
+		pfree(nmembers);
+		return 0;
+	}
+	for (int i = 0; i < t->ncols; i++)
+		nused += use[i];
+
+	/*
+	 * A run of inserts is a plain INSERT: ON CONFLICT's look at the key
+	 * before each row and its speculative insertion were a sixth of the
+	 * apply.  A key the table has already (a row of its own, say) fails
+	 * the message's attempt with unique_violation, and its events are
+	 * applied one by one, as upserts.
+	 */
+	for (int i = 0; i < len; i++)
+		inserts &= evs[i]->op == 'i';
+	rows_text = run_rows_text(t, evs, len);
+	if (rows_text != NULL)
+		arg = PointerGetDatum(rows_text);
+	else
+	{
+		Datum *rows = palloc(sizeof(Datum) * len);
+
+		for (int i = 0; i < len; i++)
+			rows[i] = JsonbPGetDatum(wire_event_row(evs[i]));
+		arg = PointerGetDatum(construct_array(rows, len, JSONBOID, -1, false, TYPALIGN_INT));
+		pfree(rows);
+	}
+	for (int i = 0; i < len; i++)
+		note_unknown_in_run(t, evs[i], nmembers[i], nused);
+	spi_check(SPI_execute_plan(run_plan_for(t, use, nused, inserts, rows_text != NULL), &arg, NULL,
+							   false, 0),
+			  SPI_OK_INSERT, ANY_ROWS, "evrep apply statement failed");
+	pfree(DatumGetPointer(arg));
+	pfree(use);
+	pfree(nmembers);
+	return len;
 }
 
 /*
@@ -1062,7 +1234,7 @@ apply_target_large(ApplyTarget *t, const WireEvent *ev, const PartsValue *values
 	bool unknown = false;
 
 	(void) columns_in_use(t, &ev->row->root, use, 1);
-	require_row_for_unchanged(t, ev);
+	require_row_for_unchanged(t, ev, ev->row);
 	types[0] = JSONBOID;
 	args[0] = JsonbPGetDatum(ev->row);
 	for (int k = 0; k < ev->large->nvalues; k++)
@@ -1090,10 +1262,11 @@ apply_target_large(ApplyTarget *t, const WireEvent *ev, const PartsValue *values
 }
 
 void
-apply_target_event(ApplyTarget *t, const WireEvent *ev)
+apply_target_event(ApplyTarget *t, WireEvent *ev)
 {
 	bool *use;
 	bool all;
+	Jsonb *row;
 
 	if (ev->op == 'c')
 	{
@@ -1113,14 +1286,15 @@ apply_target_event(ApplyTarget *t, const WireEvent *ev)
 								"max_message_size) and update the row there again, or resync the "
 								"table.")));
 	use = palloc(sizeof(bool) * t->ncols);
-	all = columns_in_use(t, &ev->row->root, use, 1);
-	require_row_for_unchanged(t, ev);
+	row = wire_event_row(ev);
+	all = columns_in_use(t, &row->root, use, 1);
+	require_row_for_unchanged(t, ev, row);
 
 	if (ev->op == 'd')
-		run_plan(t->delete, ev->row, SPI_OK_DELETE);
+		run_plan(t->delete, row, SPI_OK_DELETE);
 	else if (all)
-		run_plan(t->upsert, ev->row, SPI_OK_INSERT);
+		run_plan(t->upsert, row, SPI_OK_INSERT);
 	else
-		run_plan(subset_plan(t, use), ev->row, SPI_OK_INSERT);
+		run_plan(subset_plan(t, use), row, SPI_OK_INSERT);
 	pfree(use);
 }

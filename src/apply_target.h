@@ -25,7 +25,7 @@ extern ApplyTarget *apply_target_get(Oid relid);
  * are matched by name: a local column the event does not carry keeps its
  * value or default, an event column the table lacks is ignored.
  */
-extern void apply_target_event(ApplyTarget *target, const WireEvent *ev);
+extern void apply_target_event(ApplyTarget *target, WireEvent *ev);
 
 /*
  * A large event: its row, with the values put together from their parts

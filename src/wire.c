@@ -380,8 +380,31 @@ parse_large(JsonbContainer *ev, WireEvent *out)
 	out->large = l;
 }
 
+/* The last commit_ts read, and its text. */
+typedef struct CommitTsCache
+{
+	const char *text;
+	TimestampTz value;
+} CommitTsCache;
+
+/*
+ * A commit_ts as a timestamp: the events of one transaction share it, and
+ * timestamptz_in was a tenth of a message's apply.
+ */
+static TimestampTz
+parse_commit_ts(const char *ts, CommitTsCache *cache)
+{
+	if (cache->text == NULL || strcmp(ts, cache->text) != 0)
+	{
+		cache->value = DatumGetTimestampTz(DirectFunctionCall3(
+			timestamptz_in, CStringGetDatum(ts), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+		cache->text = ts;
+	}
+	return cache->value;
+}
+
 static void
-parse_event(JsonbValue *ev, WireEvent *out, const WireEventText *sent)
+parse_event(JsonbValue *ev, WireEvent *out, const WireEventText *sent, CommitTsCache *cache)
 {
 	JsonbContainer *obj;
 	JsonbValue *v;
@@ -403,10 +426,8 @@ parse_event(JsonbValue *ev, WireEvent *out, const WireEventText *sent)
 	out->op = parse_op(get_string(obj, "op", true));
 
 	ts = get_string(obj, "commit_ts", false);
-	out->commit_ts = ts ? DatumGetTimestampTz(
-							  DirectFunctionCall3(timestamptz_in, CStringGetDatum(ts),
-												  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)))
-						: 0;
+	out->commit_ts = ts ? parse_commit_ts(ts, cache) : 0;
+	out->cxt = CurrentMemoryContext;
 
 	if (out->op == 'c')
 		parse_copy(obj, out, sent);
@@ -433,16 +454,39 @@ parse_event(JsonbValue *ev, WireEvent *out, const WireEventText *sent)
 		v = get_field(obj, "row", jbvBinary, true);
 		if (!JsonContainerIsObject(v->val.binary.data))
 			invalid_message("\"row\" is not a JSON object");
-		out->row = JsonbValueToJsonb(v);
+		if (sent != NULL && sent->row.len > 0)
+		{
+			/* parsed without it: {} stands in its place */
+			out->row_text = sent->row.start;
+			out->row_len = sent->row.len;
+		}
+		else
+			out->row = JsonbValueToJsonb(v);
 		if (out->op == 'u')
 			out->unchanged = get_names(obj, "unchanged");
 	}
-	out->event = JsonbValueToJsonb(ev);
 	if (sent != NULL)
 	{
 		out->text = sent->event.start;
 		out->text_len = sent->event.len;
 	}
+	else
+		out->event = JsonbValueToJsonb(ev);
+}
+
+Jsonb *
+wire_event_row(WireEvent *ev)
+{
+	if (ev->row == NULL && ev->row_text != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(ev->cxt);
+		char *text = pnstrdup(ev->row_text, ev->row_len);
+
+		ev->row = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		pfree(text);
+		MemoryContextSwitchTo(old);
+	}
+	return ev->row;
 }
 
 /* The body as a JSON object of our format. */
@@ -516,16 +560,16 @@ wire_parse(const char *body, int len)
 	WireMessage *msg = palloc0(sizeof(WireMessage));
 	char *text = body_text(body, len);
 	WireEventText *sent = NULL;
-	int nsent = -1;
+	int nsent;
+	CommitTsCache cache = {0};
 	Jsonb *jb;
 	JsonbValue *events;
 
 	/*
-	 * A chunk of a copy is parsed without its rows (the text stays: they
-	 * and the events point into it); other messages are not worth a scan.
+	 * The message is parsed without its rows, which are read from its text
+	 * (it stays: they and the events point into it).
 	 */
-	if (memmem(text, len, "\"copy\"", 6) != NULL)
-		nsent = wire_scan_events(text, len, &sent);
+	nsent = wire_scan_events(text, len, &sent);
 	if (wire_scan_any_rows(sent, nsent))
 	{
 		char *without_rows = wire_scan_without_rows(text, len, sent, nsent);
@@ -552,7 +596,7 @@ wire_parse(const char *body, int len)
 	msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
 	for (int i = 0; i < msg->nevents; i++)
 		parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i), &msg->events[i],
-					nsent > 0 ? &sent[i] : NULL);
+					nsent > 0 ? &sent[i] : NULL, &cache);
 	return msg;
 }
 

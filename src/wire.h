@@ -76,7 +76,7 @@ typedef struct WireCopy
 	/* the rows: wire_copy_rows_text and wire_copy_rows */
 	const char *rows_text; /* the array as sent, if it was not parsed */
 	int rows_len;
-	Jsonb *rows; /* as jsonb, once parsed */
+	Jsonb *rows;	/* as jsonb, once parsed */
 	Jsonb *skipped; /* key objects of rows too large to send, or NULL */
 	int nskipped;
 	Jsonb *kept; /* those and the rows sent before as large events ("apart") */
@@ -126,11 +126,14 @@ typedef struct WireEvent
 	char op;			   /* 'i', 'u', 'd', 'c' (copy), 't' (truncate), 's' (skip), 'L' */
 	TimestampTz commit_ts; /* 0 when absent */
 	Jsonb *row;			   /* NULL for a copy; options of a truncate; a skip's object */
+	const char *row_text;  /* an insert's, update's or delete's row as sent, if known: */
+	int row_len;		   /* then row is NULL until wire_event_row builds it */
+	MemoryContext cxt;	   /* the message's, where it is built */
 	WireCopy *copy;		   /* only for a copy */
 	WireLarge *large;	   /* only for a large event (its row is the row) */
 	Jsonb *unchanged;	   /* an update's or large event's columns left as they were, or NULL */
-	Jsonb *event;		   /* the whole event object, for parking */
-	const char *text;	   /* ... and its text as sent, if known */
+	Jsonb *event;		   /* the whole event object, for parking, unless ... */
+	const char *text;	   /* ... its text as sent is known */
 	int text_len;
 } WireEvent;
 
@@ -151,6 +154,13 @@ typedef struct WireMessage
  * a valid evrep.v1 message.
  */
 extern WireMessage *wire_parse(const char *body, int len);
+
+/*
+ * An event's row (an insert's, update's or delete's) as jsonb, parsed from
+ * its text the first time it is asked for; an error if that text is not
+ * JSON.
+ */
+extern Jsonb *wire_event_row(WireEvent *ev);
 
 /* Re-wraps one event of a message as a one-event message (for parking). */
 extern char *wire_single_event(const WireMessage *msg, const WireEvent *ev);

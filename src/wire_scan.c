@@ -96,15 +96,29 @@ skip_value(Scan *s)
 		s->failed = true;
 }
 
+/* A member an object walk looks for, and what it does there. */
+typedef struct Wanted
+{
+	const char *key;
+	void (*found)(Scan *, void *);
+} Wanted;
+
+/* Is the quoted name (len with its quotes) key? */
+static bool
+name_is(const char *name, size_t len, const char *key)
+{
+	return len == strlen(key) + 2 && strncmp(name + 1, key, len - 2) == 0;
+}
+
 /*
- * Walks an object's members; at the one named key calls found (once: a
- * repeated key fails, since jsonb keeps only the last), others are
- * skipped.
+ * Walks an object's members; at one named in wanted (nwanted of them)
+ * calls its found (once: a repeated key fails, since jsonb keeps only the
+ * last), others are skipped.
  */
 static void
-walk_object(Scan *s, const char *key, void (*found)(Scan *, void *), void *arg)
+walk_object(Scan *s, const Wanted *wanted, int nwanted, void *arg)
 {
-	bool seen = false;
+	int seen = 0;
 
 	if (!expect(s, '{'))
 		return;
@@ -117,6 +131,7 @@ walk_object(Scan *s, const char *key, void (*found)(Scan *, void *), void *arg)
 	{
 		const char *name;
 		size_t len;
+		int w;
 
 		skip_ws(s);
 		name = s->p;
@@ -127,13 +142,15 @@ walk_object(Scan *s, const char *key, void (*found)(Scan *, void *), void *arg)
 			s->failed = true;
 		if (!expect(s, ':'))
 			return;
-		if (len == strlen(key) + 2 && strncmp(name + 1, key, len - 2) == 0)
+		for (w = 0; w < nwanted && !name_is(name, len, wanted[w].key); w++)
+			;
+		if (w < nwanted)
 		{
-			if (seen)
+			if (seen & (1 << w))
 				s->failed = true;
-			seen = true;
+			seen |= 1 << w;
 			skip_ws(s);
-			found(s, arg);
+			wanted[w].found(s, arg);
 		}
 		else
 			skip_value(s);
@@ -184,10 +201,28 @@ found_rows(Scan *s, void *arg)
 static void
 found_copy(Scan *s, void *arg)
 {
+	static const Wanted rows = {"rows", found_rows};
+
 	if (at(s, '{'))
-		walk_object(s, "rows", found_rows, arg);
+		walk_object(s, &rows, 1, arg);
 	else
 		skip_value(s);
+}
+
+/* An event's row object; anything else is left to jsonb_in's parse. */
+static void
+found_row(Scan *s, void *arg)
+{
+	WireEventText *ev = arg;
+	const char *start = s->p;
+	bool object = at(s, '{');
+
+	skip_value(s);
+	if (object && !s->failed)
+	{
+		ev->row.start = start;
+		ev->row.len = s->p - start;
+	}
 }
 
 typedef struct Events
@@ -200,6 +235,7 @@ typedef struct Events
 static void
 found_events(Scan *s, void *arg)
 {
+	static const Wanted in_event[] = {{"copy", found_copy}, {"row", found_row}};
 	Events *e = arg;
 
 	if (!expect(s, '['))
@@ -217,7 +253,7 @@ found_events(Scan *s, void *arg)
 		skip_ws(s);
 		ev->event.start = s->p;
 		if (at(s, '{'))
-			walk_object(s, "copy", found_copy, ev);
+			walk_object(s, in_event, lengthof(in_event), ev);
 		else
 			skip_value(s);
 		ev->event.len = s->p - ev->event.start;
@@ -231,8 +267,9 @@ wire_scan_events(const char *text, int len, WireEventText **events)
 {
 	Scan s = {text, text + len, false};
 	Events e = {palloc(sizeof(WireEventText) * 8), 0, 8};
+	static const Wanted in_body = {"events", found_events};
 
-	walk_object(&s, "events", found_events, &e);
+	walk_object(&s, &in_body, 1, &e);
 	skip_ws(&s);
 	if (s.failed || s.p != s.end)
 		return -1;
@@ -245,7 +282,7 @@ wire_scan_any_rows(const WireEventText *events, int nevents)
 {
 	for (int i = 0; i < nevents; i++)
 	{
-		if (events[i].rows.len > 0)
+		if (events[i].rows.len > 0 || events[i].row.len > 0)
 			return true;
 	}
 	return false;
@@ -260,12 +297,61 @@ wire_scan_without_rows(const char *text, int len, const WireEventText *events, i
 	initStringInfo(&buf);
 	for (int i = 0; i < nevents; i++)
 	{
-		if (events[i].rows.len == 0)
+		/* an event has a copy's rows or a row, if both the row stays */
+		const WireSpan *cut = events[i].rows.len > 0  ? &events[i].rows
+							  : events[i].row.len > 0 ? &events[i].row
+													  : NULL;
+
+		if (cut == NULL)
 			continue;
-		appendBinaryStringInfo(&buf, from, events[i].rows.start - from);
-		appendStringInfoString(&buf, "[]");
-		from = events[i].rows.start + events[i].rows.len;
+		appendBinaryStringInfo(&buf, from, cut->start - from);
+		appendStringInfoString(&buf, cut == &events[i].rows ? "[]" : "{}");
+		from = cut->start + cut->len;
 	}
 	appendBinaryStringInfo(&buf, from, text + len - from);
 	return buf.data;
+}
+
+void
+wire_scan_object_begin(WireObjectScan *it, const char *text, int len)
+{
+	Scan s = {text, text + len, false};
+
+	it->failed = !expect(&s, '{');
+	it->p = s.p;
+	it->end = s.end;
+	it->first = true;
+}
+
+bool
+wire_scan_object_next(WireObjectScan *it, WireSpan *name, WireSpan *value)
+{
+	Scan s = {it->p, it->end, it->failed};
+
+	if (s.failed)
+		return false;
+	if (at(&s, '}'))
+	{
+		it->p = s.p + 1;
+		return false;
+	}
+	if (!it->first)
+		expect(&s, ',');
+	it->first = false;
+	skip_ws(&s);
+	name->start = s.p + 1;
+	skip_string(&s);
+	name->len = s.p - name->start - 1;
+	if (!s.failed && memchr(name->start, '\\', name->len) != NULL)
+		s.failed = true;
+	expect(&s, ':');
+	skip_ws(&s);
+	value->start = s.p;
+	skip_value(&s);
+	value->len = s.p - value->start;
+	if (value->len == 0)
+		s.failed = true;
+	it->p = s.p;
+	it->failed = s.failed;
+	return !s.failed;
 }

@@ -2,9 +2,10 @@
  * wire_scan.h
  *		Where each event, and each copy's rows, lie in a message's text.
  *
- * For wire.c only: a chunk of a copy is parsed as jsonb without its rows,
- * which the apply reads from this text (json_rows.c), and a parked event
- * keeps the text it came with.
+ * wire.c parses a message as jsonb without its rows (a copy's rows, an
+ * event's row), which the apply reads from this text (json_rows.c), and a
+ * parked event keeps the text it came with.  apply_target.c reads a row's
+ * members from its text.
  */
 #ifndef EVREP_WIRE_SCAN_H
 #define EVREP_WIRE_SCAN_H
@@ -21,6 +22,7 @@ typedef struct WireEventText
 	WireSpan rows;		/* "rows" of its "copy" object */
 	WireSpan first_row; /* the first of them */
 	int nrows;
+	WireSpan row; /* its "row" object */
 } WireEventText;
 
 /*
@@ -30,11 +32,30 @@ typedef struct WireEventText
  */
 extern int wire_scan_events(const char *text, int len, WireEventText **events);
 
-/* Did the scan find a copy's rows (nevents -1: no scan)? */
+/* Did the scan find a copy's rows or a row (nevents -1: no scan)? */
 extern bool wire_scan_any_rows(const WireEventText *events, int nevents);
 
-/* The text with each copy's rows replaced by [] (palloc'd). */
+/*
+ * The text with each copy's rows replaced by [] and each other event's row
+ * by {} (palloc'd).
+ */
 extern char *wire_scan_without_rows(const char *text, int len, const WireEventText *events,
 									int nevents);
+
+/*
+ * The members of one object's text, in order, their values as they are
+ * written.  Stops (failed) at an escaped name, which only a decoder can
+ * compare, and at what is not an object; values are not checked.
+ */
+typedef struct WireObjectScan
+{
+	const char *p;
+	const char *end;
+	bool first;
+	bool failed;
+} WireObjectScan;
+
+extern void wire_scan_object_begin(WireObjectScan *it, const char *text, int len);
+extern bool wire_scan_object_next(WireObjectScan *it, WireSpan *name, WireSpan *value);
 
 #endif /* EVREP_WIRE_SCAN_H */
