@@ -136,6 +136,35 @@ SELECT id, left(sr::text, 300) AS src, left(dr::text, 300) AS dst
 FROM rt_src.s sr FULL JOIN rt_dst.s dr USING (id)
 WHERE sr::text IS DISTINCT FROM dr::text ORDER BY id;
 SELECT id, jb IS NULL AS jb_null, jb, dj, j FROM rt_dst.s WHERE id IN (1, 2, 3) ORDER BY id;
+-- its events, in the text the publisher wrote (not jsonb's): runs of
+-- updates and of inserts read their rows from it (evrep._json_rows), and
+-- the deletes go one at a time
+CREATE FUNCTION rt_ship_s() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	n bigint;
+BEGIN
+	SELECT sum(evrep_apply(replace(message, '"schema":"rt_src"', '"schema":"rt_dst"'))) INTO n
+	FROM evrep_claim(100000) WHERE message LIKE '%"schema":"rt_src","table":"s"%';
+	DELETE FROM evrep.outbox; DELETE FROM evrep.outbox_batch;
+	RETURN n;
+END
+$$;
+UPDATE rt_dst.s SET t = 'stale', n = -1;
+DELETE FROM evrep.progress WHERE schema_name = 'rt_dst' AND table_name = 's'; -- the copy's seq 1
+UPDATE rt_src.s SET i2 = i2;
+CREATE TEMP TABLE rt_keep AS SELECT * FROM rt_src.s;
+DELETE FROM rt_src.s WHERE id <> 6;
+INSERT INTO rt_src.s SELECT * FROM rt_keep WHERE id <> 6;
+SET track_functions = 'all';
+BEGIN;
+SELECT rt_ship_s();
+SELECT calls AS json_rows_statements FROM pg_stat_xact_user_functions WHERE funcname = '_json_rows';
+COMMIT;
+RESET track_functions;
+SELECT count(*) FROM rt_dst.s;
+SELECT id, left(sr::text, 300) AS src, left(dr::text, 300) AS dst
+FROM rt_src.s sr FULL JOIN rt_dst.s dr USING (id)
+WHERE sr::text IS DISTINCT FROM dr::text ORDER BY id;
 SELECT evrep_unpublish('rt_src.s');
 
 -- json and jsonb keys: deletes find their rows

@@ -7,10 +7,10 @@
  * through jsonb_populate_record, so PostgreSQL's own input functions
  * convert each value to the local column type.  json and jsonb columns
  * arrive as strings of their text (row_json.c) and are read from that.  A
- * copy's rows are read from the message's text by evrep._json_rows
- * (json_rows.c), unless the table has array or composite columns.  The
- * plans are kept per relation and dropped by a relcache invalidation
- * (relcache.c).
+ * copy's rows, and a run's, are read from the message's text by
+ * evrep._json_rows (json_rows.c), unless the table has array or composite
+ * columns.  The plans are kept per relation and dropped by a relcache
+ * invalidation (relcache.c).
  */
 #include "postgres.h"
 
@@ -23,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "common/hashfn.h"
 #include "nodes/bitmapset.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
@@ -794,14 +795,13 @@ apply_target_copy(ApplyTarget *t, WireCopy *copy)
 	pfree(use);
 }
 
-/* The key's values as the row's text has them; NULL without a key. */
+/* The key's values as the row's text has them, in buf; NULL without a key. */
 static char *
-key_of_text(ApplyTarget *t, const WireSpan *values)
+key_of_text(ApplyTarget *t, const WireSpan *values, StringInfo buf)
 {
-	StringInfoData buf;
 	int i = -1;
 
-	initStringInfo(&buf);
+	resetStringInfo(buf);
 	while ((i = bms_next_member(t->keycols, i)) >= 0)
 	{
 		char c = values[i].len > 0 ? values[i].start[0] : 'n';
@@ -809,10 +809,10 @@ key_of_text(ApplyTarget *t, const WireSpan *values)
 		/* null, or an object or array, is no key to tell rows apart by */
 		if (c == 'n' || c == '{' || c == '[')
 			return NULL;
-		appendBinaryStringInfo(&buf, values[i].start, values[i].len);
-		appendStringInfoChar(&buf, '\x1f');
+		appendBinaryStringInfo(buf, values[i].start, values[i].len);
+		appendStringInfoChar(buf, '\x1f');
 	}
-	return buf.data;
+	return buf->data;
 }
 
 /* The row's key values as text, to tell rows of one key apart; NULL without a key. */
@@ -840,9 +840,10 @@ key_text(ApplyTarget *t, JsonbContainer *row)
 /* What a run needs to know of an event's row. */
 typedef struct RowShape
 {
-	bool *use;	  /* the local columns it carries */
-	int nmembers; /* its members, columns or not */
-	char *key;	  /* its key values as text, or NULL */
+	bool *use;			 /* the local columns it carries */
+	int nmembers;		 /* its members, columns or not */
+	char *key;			 /* its key values as text, or NULL */
+	StringInfoData text; /* where a key read from text is */
 } RowShape;
 
 /*
@@ -888,7 +889,7 @@ shape_of_text(ApplyTarget *t, const WireEvent *ev, RowShape *shape, WireSpan *va
 	}
 	if (it.failed)
 		return false;
-	shape->key = key_of_text(t, values);
+	shape->key = key_of_text(t, values, &shape->text);
 	return true;
 }
 
@@ -987,7 +988,7 @@ run_plan_for(ApplyTarget *t, const bool *use, int nused, bool inserts, bool as_t
 static int
 run_length(ApplyTarget *t, WireEvent *const *evs, int n, bool *use, int *nmembers)
 {
-	RowShape first = {use}, other;
+	RowShape first = {use}, other = {0};
 	WireSpan *values;
 	HTAB *keys;
 	HASHCTL ctl;
@@ -997,6 +998,8 @@ run_length(ApplyTarget *t, WireEvent *const *evs, int n, bool *use, int *nmember
 	if (n < 2 || !IS_UPSERT(evs[0]) || !IS_UPSERT(evs[1]))
 		return 0;
 	values = palloc(sizeof(WireSpan) * t->ncols);
+	initStringInfo(&first.text);
+	initStringInfo(&other.text);
 
 	/*
 	 * The run's events carry the same columns, all of the table's or (a
@@ -1008,13 +1011,19 @@ run_length(ApplyTarget *t, WireEvent *const *evs, int n, bool *use, int *nmember
 		return 0;
 	nmembers[0] = first.nmembers;
 	other.use = palloc(sizeof(bool) * t->ncols);
-	ctl.keysize = NAMEDATALEN * 2;
+
+	/*
+	 * Keys by a 64-bit hash of their text: two keys that collide end the
+	 * run early, which costs a statement and nothing else.
+	 */
+	ctl.keysize = sizeof(uint64);
 	ctl.entrysize = ctl.keysize;
 	ctl.hcxt = CurrentMemoryContext;
-	keys = hash_create("evrep apply run keys", n, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	keys = hash_create("evrep apply run keys", n, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (len = 0; len < n; len++)
 	{
 		RowShape *shape = len == 0 ? &first : &other;
+		uint64 hash;
 		bool found;
 
 		if (len > 0)
@@ -1027,15 +1036,18 @@ run_length(ApplyTarget *t, WireEvent *const *evs, int n, bool *use, int *nmember
 			nmembers[len] = other.nmembers;
 		}
 		/* one statement may touch a row once: a key seen again ends the run */
-		if (shape->key == NULL || strlen(shape->key) >= ctl.keysize)
+		if (shape->key == NULL)
 			break;
-		(void) hash_search(keys, shape->key, HASH_ENTER, &found);
+		hash = hash_bytes_extended((const unsigned char *) shape->key, strlen(shape->key), 0);
+		(void) hash_search(keys, &hash, HASH_ENTER, &found);
 		if (found)
 			break;
 	}
 	hash_destroy(keys);
 	pfree(other.use);
 	pfree(values);
+	pfree(first.text.data);
+	pfree(other.text.data);
 	return len >= 2 ? len : 0;
 }
 

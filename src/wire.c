@@ -384,6 +384,7 @@ parse_large(JsonbContainer *ev, WireEvent *out)
 typedef struct CommitTsCache
 {
 	const char *text;
+	int len;
 	TimestampTz value;
 } CommitTsCache;
 
@@ -392,13 +393,17 @@ typedef struct CommitTsCache
  * timestamptz_in was a tenth of a message's apply.
  */
 static TimestampTz
-parse_commit_ts(const char *ts, CommitTsCache *cache)
+parse_commit_ts(const char *ts, int len, CommitTsCache *cache)
 {
-	if (cache->text == NULL || strcmp(ts, cache->text) != 0)
+	if (cache->text == NULL || cache->len != len || memcmp(ts, cache->text, len) != 0)
 	{
-		cache->value = DatumGetTimestampTz(DirectFunctionCall3(
-			timestamptz_in, CStringGetDatum(ts), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-		cache->text = ts;
+		char *text = pnstrdup(ts, len);
+
+		cache->value = DatumGetTimestampTz(
+			DirectFunctionCall3(timestamptz_in, CStringGetDatum(text), ObjectIdGetDatum(InvalidOid),
+								Int32GetDatum(-1)));
+		cache->text = text;
+		cache->len = len;
 	}
 	return cache->value;
 }
@@ -426,7 +431,7 @@ parse_event(JsonbValue *ev, WireEvent *out, const WireEventText *sent, CommitTsC
 	out->op = parse_op(get_string(obj, "op", true));
 
 	ts = get_string(obj, "commit_ts", false);
-	out->commit_ts = ts ? parse_commit_ts(ts, cache) : 0;
+	out->commit_ts = ts ? parse_commit_ts(ts, strlen(ts), cache) : 0;
 	out->cxt = CurrentMemoryContext;
 
 	if (out->op == 'c')
@@ -554,28 +559,108 @@ parse_history(JsonbContainer *root, WireMessage *msg)
 	}
 }
 
+/* A seq as a publisher writes it: a positive integer of at most 18 digits. */
+static bool
+plain_seq(const WireSpan *v, int64 *seq)
+{
+	int64 n = 0;
+
+	if (v->len == 0 || v->len > 18 || v->start[0] < '1' || v->start[0] > '9')
+		return false;
+	for (int i = 0; i < v->len; i++)
+	{
+		if (v->start[i] < '0' || v->start[i] > '9')
+			return false;
+		n = n * 10 + (v->start[i] - '0');
+	}
+	*seq = n;
+	return true;
+}
+
+/* An op of a row, as written: "insert", "update" or "delete"; else 0. */
+static char
+plain_op(const WireSpan *v)
+{
+	static const char *const names[] = {"\"insert\"", "\"update\"", "\"delete\""};
+	static const char ops[] = {'i', 'u', 'd'};
+
+	for (int i = 0; i < lengthof(names); i++)
+	{
+		if (v->len == strlen(names[i]) && memcmp(v->start, names[i], v->len) == 0)
+			return ops[i];
+	}
+	return 0;
+}
+
+/*
+ * An insert, update or delete with the members a publisher writes (seq,
+ * op, commit_ts, row; nothing else) is read from its text: building its
+ * jsonb was most of a message's parse.  Anything else is parsed as jsonb
+ * (false).
+ */
+static bool
+parse_plain_event(const WireEventText *sent, WireEvent *out, CommitTsCache *cache)
+{
+	const WireSpan *ts = &sent->commit_ts;
+
+	if (sent->row.len == 0 || sent->nmembers != 3 + (ts->len > 0) ||
+		!plain_seq(&sent->seq, &out->seq) || (out->op = plain_op(&sent->op)) == 0)
+		return false;
+	if (ts->len > 0)
+	{
+		/* a string without escapes (timestamptz_in checks the rest) */
+		if (ts->len < 3 || ts->start[0] != '"' || ts->start[ts->len - 1] != '"' ||
+			memchr(ts->start, '\\', ts->len) != NULL)
+			return false;
+		out->commit_ts = parse_commit_ts(ts->start + 1, ts->len - 2, cache);
+	}
+	out->row_text = sent->row.start;
+	out->row_len = sent->row.len;
+	out->cxt = CurrentMemoryContext;
+	out->text = sent->event.start;
+	out->text_len = sent->event.len;
+	return true;
+}
+
+/* Any other event: its own text parsed as jsonb, without its rows. */
+static void
+parse_event_text(const WireEventText *sent, WireEvent *out, CommitTsCache *cache)
+{
+	char *text = wire_scan_without_rows(sent->event.start, sent->event.len, sent, 1);
+	Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	JsonbValue v;
+
+	pfree(text);
+	v.type = jbvBinary;
+	v.val.binary.data = &jb->root;
+	v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	parse_event(&v, out, sent, cache);
+}
+
 WireMessage *
 wire_parse(const char *body, int len)
 {
 	WireMessage *msg = palloc0(sizeof(WireMessage));
 	char *text = body_text(body, len);
 	WireEventText *sent = NULL;
+	WireSpan array;
 	int nsent;
 	CommitTsCache cache = {0};
 	Jsonb *jb;
 	JsonbValue *events;
 
 	/*
-	 * The message is parsed without its rows, which are read from its text
-	 * (it stays: they and the events point into it).
+	 * The events are read from the text (it stays: they and their rows
+	 * point into it), the rest of the message as jsonb; a text the scan
+	 * cannot follow is parsed whole.
 	 */
-	nsent = wire_scan_events(text, len, &sent);
-	if (wire_scan_any_rows(sent, nsent))
+	nsent = wire_scan_events(text, len, &sent, &array);
+	if (nsent > 0)
 	{
-		char *without_rows = wire_scan_without_rows(text, len, sent, nsent);
+		char *head = wire_scan_cut(text, len, &array, "[]");
 
-		jb = parse_text(without_rows);
-		pfree(without_rows);
+		jb = parse_text(head);
+		pfree(head);
 	}
 	else
 		jb = parse_text(text);
@@ -588,15 +673,18 @@ wire_parse(const char *body, int len)
 	events = get_field(&jb->root, "events", jbvBinary, true);
 	if (!JsonContainerIsArray(events->val.binary.data))
 		invalid_message("\"events\" is not an array");
-	msg->nevents = JsonContainerSize(events->val.binary.data);
+	msg->nevents = nsent > 0 ? nsent : JsonContainerSize(events->val.binary.data);
 	if (msg->nevents == 0)
 		invalid_message("\"events\" is empty");
-	if (nsent >= 0 && nsent != msg->nevents)
-		elog(ERROR, "evrep message scan found %d events, its parse %d", nsent, msg->nevents);
 	msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
 	for (int i = 0; i < msg->nevents; i++)
-		parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i), &msg->events[i],
-					nsent > 0 ? &sent[i] : NULL, &cache);
+	{
+		if (nsent < 0)
+			parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i), &msg->events[i],
+						NULL, &cache);
+		else if (!parse_plain_event(&sent[i], &msg->events[i], &cache))
+			parse_event_text(&sent[i], &msg->events[i], &cache);
+	}
 	return msg;
 }
 

@@ -44,17 +44,28 @@ expect(Scan *s, char c)
 	return !s->failed;
 }
 
+/* A string: its closing quote is the first one after an even run of backslashes. */
 static void
 skip_string(Scan *s)
 {
 	if (!expect(s, '"'))
 		return;
-	while (s->p < s->end && *s->p != '"')
-		s->p += *s->p == '\\' ? 2 : 1;
-	if (s->p >= s->end)
-		s->failed = true;
-	else
-		s->p++;
+	for (;;)
+	{
+		const char *q = memchr(s->p, '"', s->end - s->p);
+		const char *b;
+
+		if (q == NULL)
+		{
+			s->failed = true;
+			return;
+		}
+		for (b = q; b > s->p && b[-1] == '\\'; b--)
+			;
+		s->p = q + 1;
+		if ((q - b) % 2 == 0)
+			return;
+	}
 }
 
 /* Any value: brackets are counted outside strings. */
@@ -113,21 +124,22 @@ name_is(const char *name, size_t len, const char *key)
 /*
  * Walks an object's members; at one named in wanted (nwanted of them)
  * calls its found (once: a repeated key fails, since jsonb keeps only the
- * last), others are skipped.
+ * last), others are skipped.  Returns how many members it has.
  */
-static void
+static int
 walk_object(Scan *s, const Wanted *wanted, int nwanted, void *arg)
 {
 	int seen = 0;
+	int n = 0;
 
 	if (!expect(s, '{'))
-		return;
+		return 0;
 	if (at(s, '}'))
 	{
 		s->p++;
-		return;
+		return 0;
 	}
-	for (;;)
+	for (;; n++)
 	{
 		const char *name;
 		size_t len;
@@ -141,7 +153,7 @@ walk_object(Scan *s, const Wanted *wanted, int nwanted, void *arg)
 		if (memchr(name, '\\', len) != NULL)
 			s->failed = true;
 		if (!expect(s, ':'))
-			return;
+			return n;
 		for (w = 0; w < nwanted && !name_is(name, len, wanted[w].key); w++)
 			;
 		if (w < nwanted)
@@ -155,13 +167,13 @@ walk_object(Scan *s, const Wanted *wanted, int nwanted, void *arg)
 		else
 			skip_value(s);
 		if (s->failed)
-			return;
+			return n;
 		if (at(s, ','))
 			s->p++;
 		else
 		{
 			expect(s, '}');
-			return;
+			return n + 1;
 		}
 	}
 }
@@ -204,7 +216,7 @@ found_copy(Scan *s, void *arg)
 	static const Wanted rows = {"rows", found_rows};
 
 	if (at(s, '{'))
-		walk_object(s, &rows, 1, arg);
+		(void) walk_object(s, &rows, 1, arg);
 	else
 		skip_value(s);
 }
@@ -225,19 +237,54 @@ found_row(Scan *s, void *arg)
 	}
 }
 
+/* A scalar member of an event, as written. */
+static void
+found_scalar(Scan *s, WireSpan *span)
+{
+	skip_ws(s);
+	span->start = s->p;
+	skip_value(s);
+	span->len = s->p - span->start;
+}
+
+static void
+found_seq(Scan *s, void *arg)
+{
+	found_scalar(s, &((WireEventText *) arg)->seq);
+}
+
+static void
+found_op(Scan *s, void *arg)
+{
+	found_scalar(s, &((WireEventText *) arg)->op);
+}
+
+static void
+found_commit_ts(Scan *s, void *arg)
+{
+	found_scalar(s, &((WireEventText *) arg)->commit_ts);
+}
+
 typedef struct Events
 {
 	WireEventText *ev;
 	int n;
 	int cap;
+	WireSpan array;
 } Events;
 
 static void
 found_events(Scan *s, void *arg)
 {
-	static const Wanted in_event[] = {{"copy", found_copy}, {"row", found_row}};
+	static const Wanted in_event[] = {{"seq", found_seq},
+									  {"op", found_op},
+									  {"commit_ts", found_commit_ts},
+									  {"row", found_row},
+									  {"copy", found_copy}};
 	Events *e = arg;
 
+	skip_ws(s);
+	e->array.start = s->p;
 	if (!expect(s, '['))
 		return;
 	while (!at(s, ']') && !s->failed)
@@ -253,39 +300,30 @@ found_events(Scan *s, void *arg)
 		skip_ws(s);
 		ev->event.start = s->p;
 		if (at(s, '{'))
-			walk_object(s, in_event, lengthof(in_event), ev);
+			ev->nmembers = walk_object(s, in_event, lengthof(in_event), ev);
 		else
 			skip_value(s);
 		ev->event.len = s->p - ev->event.start;
 	}
 	if (!s->failed)
 		s->p++;
+	e->array.len = s->p - e->array.start;
 }
 
 int
-wire_scan_events(const char *text, int len, WireEventText **events)
+wire_scan_events(const char *text, int len, WireEventText **events, WireSpan *array)
 {
 	Scan s = {text, text + len, false};
 	Events e = {palloc(sizeof(WireEventText) * 8), 0, 8};
 	static const Wanted in_body = {"events", found_events};
 
-	walk_object(&s, &in_body, 1, &e);
+	(void) walk_object(&s, &in_body, 1, &e);
 	skip_ws(&s);
-	if (s.failed || s.p != s.end)
+	if (s.failed || s.p != s.end || e.array.len == 0)
 		return -1;
 	*events = e.ev;
+	*array = e.array;
 	return e.n;
-}
-
-bool
-wire_scan_any_rows(const WireEventText *events, int nevents)
-{
-	for (int i = 0; i < nevents; i++)
-	{
-		if (events[i].rows.len > 0 || events[i].row.len > 0)
-			return true;
-	}
-	return false;
 }
 
 char *
@@ -309,6 +347,18 @@ wire_scan_without_rows(const char *text, int len, const WireEventText *events, i
 		from = cut->start + cut->len;
 	}
 	appendBinaryStringInfo(&buf, from, text + len - from);
+	return buf.data;
+}
+
+char *
+wire_scan_cut(const char *text, int len, const WireSpan *span, const char *with)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, text, span->start - text);
+	appendStringInfoString(&buf, with);
+	appendBinaryStringInfo(&buf, span->start + span->len, text + len - (span->start + span->len));
 	return buf.data;
 }
 

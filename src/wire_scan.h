@@ -23,17 +23,19 @@ typedef struct WireEventText
 	WireSpan first_row; /* the first of them */
 	int nrows;
 	WireSpan row; /* its "row" object */
+	WireSpan seq; /* these members' values as written */
+	WireSpan op;
+	WireSpan commit_ts;
+	int nmembers; /* all of its members */
 } WireEventText;
 
 /*
- * The events of a message body, in order; -1 if the text is not JSON of
- * the expected shape or repeats a member on the way: the caller then
- * parses it whole, and jsonb_in says what is wrong.
+ * The events of a message body, in order, and where their array lies; -1
+ * if the text is not JSON of the expected shape or repeats a member on
+ * the way: the caller then parses it whole, and jsonb_in says what is
+ * wrong.
  */
-extern int wire_scan_events(const char *text, int len, WireEventText **events);
-
-/* Did the scan find a copy's rows or a row (nevents -1: no scan)? */
-extern bool wire_scan_any_rows(const WireEventText *events, int nevents);
+extern int wire_scan_events(const char *text, int len, WireEventText **events, WireSpan *array);
 
 /*
  * The text with each copy's rows replaced by [] and each other event's row
@@ -41,6 +43,9 @@ extern bool wire_scan_any_rows(const WireEventText *events, int nevents);
  */
 extern char *wire_scan_without_rows(const char *text, int len, const WireEventText *events,
 									int nevents);
+
+/* The text with span replaced by with (palloc'd). */
+extern char *wire_scan_cut(const char *text, int len, const WireSpan *span, const char *with);
 
 /*
  * The members of one object's text, in order, their values as they are
