@@ -51,8 +51,14 @@ SELECT evrep_apply(format('{"format":"evrep.v1","origin":"y","schema":"public","
 	(SELECT request_id FROM evrep.sync WHERE table_name = 'managed')));
 SELECT * FROM managed ORDER BY id;
 SELECT error FROM evrep.dead_letter WHERE table_name = 'managed' AND origin = 'y';
+-- and so does a run of events, read from its text by evrep._json_rows too
+SELECT evrep_apply('{"format":"evrep.v1","origin":"y","schema":"public","table":"managed",
+  "events":[{"seq":2,"op":"insert","row":{"id":41,"v":"run"}},
+            {"seq":3,"op":"insert","row":{"id":42,"v":"run"}}]}');
+SELECT * FROM managed WHERE id > 40 ORDER BY id;
+SELECT error FROM evrep.dead_letter WHERE table_name = 'managed' AND origin = 'y';
 GRANT evrep_admin TO evrep_manager;
-DELETE FROM managed WHERE id = 40;
+DELETE FROM managed WHERE id >= 40;
 
 -- identifiers with quotes, dots and SQL in them are inert
 CREATE SCHEMA "we.ird";
