@@ -4,11 +4,13 @@
  */
 #include "postgres.h"
 
+#include "common/jsonapi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
+#include "utils/jsonfuncs.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -494,11 +496,10 @@ wire_event_row(WireEvent *ev)
 	return ev->row;
 }
 
-/* The body as a JSON object of our format. */
-static Jsonb *
-parse_text(const char *text)
+/* A body parsed as jsonb: a JSON object of our format. */
+static void
+check_format(Jsonb *jb)
 {
-	Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 	char *format;
 
 	if (!JB_ROOT_IS_OBJECT(jb))
@@ -506,6 +507,14 @@ parse_text(const char *text)
 	format = get_string(&jb->root, "format", true);
 	if (strcmp(format, EVREP_WIRE_FORMAT) != 0)
 		invalid_message(psprintf("unsupported format \"%s\"", format));
+}
+
+static Jsonb *
+parse_text(const char *text)
+{
+	Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+
+	check_format(jb);
 	return jb;
 }
 
@@ -594,47 +603,147 @@ plain_op(const WireSpan *v)
 
 /*
  * An insert, update or delete with the members a publisher writes (seq,
- * op, commit_ts, row; nothing else) is read from its text: building its
- * jsonb was most of a message's parse.  Anything else is parsed as jsonb
- * (false).
+ * op, commit_ts, row; nothing else, no escapes) is read from its text:
+ * building its jsonb was most of a message's parse.  Anything else is
+ * parsed as jsonb.
  */
 static bool
+is_plain_event(const WireEventText *sent)
+{
+	const WireSpan *ts = &sent->commit_ts;
+	int64 seq;
+
+	if (sent->row.len == 0 || sent->nmembers != 3 + (ts->len > 0) || !plain_seq(&sent->seq, &seq) ||
+		plain_op(&sent->op) == 0)
+		return false;
+	if (ts->len == 0)
+		return true;
+	if (ts->len < 3 || ts->start[0] != '"' || ts->start[ts->len - 1] != '"')
+		return false;
+	for (int i = 1; i < ts->len - 1; i++)
+	{
+		if (ts->start[i] == '\\' || (unsigned char) ts->start[i] < 0x20)
+			return false;
+	}
+	return true;
+}
+
+static void
 parse_plain_event(const WireEventText *sent, WireEvent *out, CommitTsCache *cache)
 {
 	const WireSpan *ts = &sent->commit_ts;
 
-	if (sent->row.len == 0 || sent->nmembers != 3 + (ts->len > 0) ||
-		!plain_seq(&sent->seq, &out->seq) || (out->op = plain_op(&sent->op)) == 0)
-		return false;
+	(void) plain_seq(&sent->seq, &out->seq);
+	out->op = plain_op(&sent->op);
 	if (ts->len > 0)
-	{
-		/* a string without escapes (timestamptz_in checks the rest) */
-		if (ts->len < 3 || ts->start[0] != '"' || ts->start[ts->len - 1] != '"' ||
-			memchr(ts->start, '\\', ts->len) != NULL)
-			return false;
 		out->commit_ts = parse_commit_ts(ts->start + 1, ts->len - 2, cache);
-	}
-	out->row_text = sent->row.start;
-	out->row_len = sent->row.len;
-	out->cxt = CurrentMemoryContext;
 	out->text = sent->event.start;
 	out->text_len = sent->event.len;
-	return true;
 }
 
-/* Any other event: its own text parsed as jsonb, without its rows. */
-static void
-parse_event_text(const WireEventText *sent, WireEvent *out, CommitTsCache *cache)
+/* An event that is not plain, as jsonb: its own text, without its rows. */
+static Jsonb *
+event_jsonb(const WireEventText *sent)
 {
 	char *text = wire_scan_without_rows(sent->event.start, sent->event.len, sent, 1);
 	Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-	JsonbValue v;
 
 	pfree(text);
-	v.type = jbvBinary;
-	v.val.binary.data = &jb->root;
-	v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-	parse_event(&v, out, sent, cache);
+	return jb;
+}
+
+/* origin, schema, table, history, and that "events" is an array. */
+static JsonbContainer *
+parse_header(Jsonb *jb, WireMessage *msg)
+{
+	JsonbValue *events;
+
+	msg->origin = get_string(&jb->root, "origin", true);
+	msg->schema = get_string(&jb->root, "schema", true);
+	msg->table = get_string(&jb->root, "table", true);
+	parse_history(&jb->root, msg);
+	events = get_field(&jb->root, "events", jbvBinary, true);
+	if (!JsonContainerIsArray(events->val.binary.data))
+		invalid_message("\"events\" is not an array");
+	return events->val.binary.data;
+}
+
+/*
+ * A row read from text is checked as jsonb_in would have checked it with
+ * the message, so that a message that is not JSON is still refused whole:
+ * by the lexer, decoding \u escapes if it has any (only then does it check
+ * what they name); a row with a number numeric_in might refuse is built as
+ * jsonb (which it will be anyway, to be applied).
+ */
+static void
+check_row(WireEvent *ev, const WireEventText *sent)
+{
+	JsonLexContext *lex;
+	bool unicode = memmem(ev->row_text, ev->row_len, "\\u", 2) != NULL;
+
+	if (sent->row_odd_number)
+	{
+		(void) wire_event_row(ev);
+		return;
+	}
+	lex = makeJsonLexContextCstringLen(unconstify(char *, ev->row_text), ev->row_len,
+									   GetDatabaseEncoding(), unicode);
+	pg_parse_json_or_ereport(lex, &nullSemAction);
+	if (lex->strval)
+	{
+		pfree(lex->strval->data);
+		pfree(lex->strval);
+	}
+	pfree(lex);
+}
+
+/*
+ * A body the scan followed: every part of it is checked as JSON first (the
+ * rest as jsonb, each event as jsonb unless plain, each row by the
+ * lexer), as jsonb_in checked the whole body before anything it says;
+ * then what it says.
+ */
+static Jsonb *
+parse_parts(const char *text, int len, WireMessage *msg, const WireEventText *sent,
+			const WireSpan *array)
+{
+	char *head = wire_scan_cut(text, len, array, "[]");
+	Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(head)));
+	Jsonb **events = palloc0(sizeof(Jsonb *) * msg->nevents);
+	CommitTsCache cache = {0};
+
+	pfree(head);
+	for (int i = 0; i < msg->nevents; i++)
+	{
+		WireEvent *ev = &msg->events[i];
+
+		if (!is_plain_event(&sent[i]))
+			events[i] = event_jsonb(&sent[i]);
+		if (sent[i].row.len > 0)
+		{
+			ev->row_text = sent[i].row.start;
+			ev->row_len = sent[i].row.len;
+			ev->cxt = CurrentMemoryContext;
+			check_row(ev, &sent[i]);
+		}
+	}
+	check_format(jb);
+	parse_header(jb, msg);
+	for (int i = 0; i < msg->nevents; i++)
+	{
+		JsonbValue v = {.type = jbvBinary};
+
+		if (events[i] == NULL)
+		{
+			parse_plain_event(&sent[i], &msg->events[i], &cache);
+			continue;
+		}
+		v.val.binary.data = &events[i]->root;
+		v.val.binary.len = VARSIZE(events[i]) - VARHDRSZ;
+		parse_event(&v, &msg->events[i], &sent[i], &cache);
+	}
+	pfree(events);
+	return jb;
 }
 
 WireMessage *
@@ -644,47 +753,29 @@ wire_parse(const char *body, int len)
 	char *text = body_text(body, len);
 	WireEventText *sent = NULL;
 	WireSpan array;
-	int nsent;
 	CommitTsCache cache = {0};
+	JsonbContainer *events;
 	Jsonb *jb;
-	JsonbValue *events;
 
 	/*
 	 * The events are read from the text (it stays: they and their rows
-	 * point into it), the rest of the message as jsonb; a text the scan
-	 * cannot follow is parsed whole.
+	 * point into it); a text the scan cannot follow is parsed whole.
 	 */
-	nsent = wire_scan_events(text, len, &sent, &array);
-	if (nsent > 0)
+	msg->nevents = wire_scan_events(text, len, &sent, &array);
+	if (msg->nevents > 0)
 	{
-		char *head = wire_scan_cut(text, len, &array, "[]");
-
-		jb = parse_text(head);
-		pfree(head);
+		msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
+		(void) parse_parts(text, len, msg, sent, &array);
+		return msg;
 	}
-	else
-		jb = parse_text(text);
-
-	msg->origin = get_string(&jb->root, "origin", true);
-	msg->schema = get_string(&jb->root, "schema", true);
-	msg->table = get_string(&jb->root, "table", true);
-	parse_history(&jb->root, msg);
-
-	events = get_field(&jb->root, "events", jbvBinary, true);
-	if (!JsonContainerIsArray(events->val.binary.data))
-		invalid_message("\"events\" is not an array");
-	msg->nevents = nsent > 0 ? nsent : JsonContainerSize(events->val.binary.data);
+	jb = parse_text(text);
+	events = parse_header(jb, msg);
+	msg->nevents = JsonContainerSize(events);
 	if (msg->nevents == 0)
 		invalid_message("\"events\" is empty");
 	msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
 	for (int i = 0; i < msg->nevents; i++)
-	{
-		if (nsent < 0)
-			parse_event(getIthJsonbValueFromContainer(events->val.binary.data, i), &msg->events[i],
-						NULL, &cache);
-		else if (!parse_plain_event(&sent[i], &msg->events[i], &cache))
-			parse_event_text(&sent[i], &msg->events[i], &cache);
-	}
+		parse_event(getIthJsonbValueFromContainer(events, i), &msg->events[i], NULL, &cache);
 	return msg;
 }
 

@@ -18,6 +18,7 @@ typedef struct Scan
 	const char *p;
 	const char *end;
 	bool failed;
+	bool odd_number; /* skip_value passed a number with an exponent, or a long one */
 } Scan;
 
 static void
@@ -68,16 +69,29 @@ skip_string(Scan *s)
 	}
 }
 
-/* Any value: brackets are counted outside strings. */
+/*
+ * Any value: brackets are counted outside strings.  Numbers numeric_in
+ * might refuse (an exponent, a thousand digits) are noted.
+ */
 static void
 skip_value(Scan *s)
 {
 	int depth = 0;
+	int digits = 0;
 
 	skip_ws(s);
 	while (s->p < s->end && !s->failed)
 	{
 		char c = *s->p;
+
+		if (c >= '0' && c <= '9')
+			s->odd_number |= ++digits > 1000;
+		else
+		{
+			/* outside strings, an e after a digit is an exponent (true, false have none) */
+			s->odd_number |= (c == 'e' || c == 'E') && digits > 0;
+			digits = 0;
+		}
 
 		if (c == '"')
 		{
@@ -229,11 +243,13 @@ found_row(Scan *s, void *arg)
 	const char *start = s->p;
 	bool object = at(s, '{');
 
+	s->odd_number = false;
 	skip_value(s);
 	if (object && !s->failed)
 	{
 		ev->row.start = start;
 		ev->row.len = s->p - start;
+		ev->row_odd_number = s->odd_number;
 	}
 }
 

@@ -22,8 +22,9 @@ typedef struct WireEventText
 	WireSpan rows;		/* "rows" of its "copy" object */
 	WireSpan first_row; /* the first of them */
 	int nrows;
-	WireSpan row; /* its "row" object */
-	WireSpan seq; /* these members' values as written */
+	WireSpan row;		 /* its "row" object */
+	bool row_odd_number; /* with a number numeric_in might refuse */
+	WireSpan seq;		 /* these members' values as written */
 	WireSpan op;
 	WireSpan commit_ts;
 	int nmembers; /* all of its members */
