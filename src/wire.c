@@ -435,6 +435,12 @@ parse_event(JsonbValue *ev, WireEvent *out, const WireEventText *sent, CommitTsC
 	ts = get_string(obj, "commit_ts", false);
 	out->commit_ts = ts ? parse_commit_ts(ts, strlen(ts), cache) : 0;
 	out->cxt = CurrentMemoryContext;
+	if (out->op != 'i' && out->op != 'u' && out->op != 'd')
+	{
+		/* a "row" beside what this op carries is none of its business */
+		out->row_text = NULL;
+		out->row = NULL;
+	}
 
 	if (out->op == 'c')
 		parse_copy(obj, out, sent);
@@ -703,7 +709,7 @@ check_row(WireEvent *ev, const WireEventText *sent)
  * lexer), as jsonb_in checked the whole body before anything it says;
  * then what it says.
  */
-static Jsonb *
+static void
 parse_parts(const char *text, int len, WireMessage *msg, const WireEventText *sent,
 			const WireSpan *array)
 {
@@ -743,7 +749,6 @@ parse_parts(const char *text, int len, WireMessage *msg, const WireEventText *se
 		parse_event(&v, &msg->events[i], &sent[i], &cache);
 	}
 	pfree(events);
-	return jb;
 }
 
 WireMessage *
@@ -765,7 +770,7 @@ wire_parse(const char *body, int len)
 	if (msg->nevents > 0)
 	{
 		msg->events = palloc0(sizeof(WireEvent) * msg->nevents);
-		(void) parse_parts(text, len, msg, sent, &array);
+		parse_parts(text, len, msg, sent, &array);
 		return msg;
 	}
 	jb = parse_text(text);
