@@ -955,7 +955,10 @@ run_rows_text(ApplyTarget *t, WireEvent *const *evs, int len)
 	return (text *) buf.data;
 }
 
-/* The statement for a run of len events with the columns use (nused of them). */
+/*
+ * The statement for a run with the columns use (nused of them): its rows
+ * read from their text, or from a jsonb[].
+ */
 static SPIPlanPtr
 run_plan_for(ApplyTarget *t, const bool *use, int nused, bool inserts, bool as_text)
 {
