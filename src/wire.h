@@ -1,6 +1,6 @@
 /*
  * wire.h
- *		The evrep wire format, evrep.v1 revision 2 (docs/wire-format.md).
+ *		The evrep wire format, evrep.v1 revision 2 (docs/protocol.md).
  *
  * One AMQP message carries one or more events of one table from one
  * origin, in the origin's order:
