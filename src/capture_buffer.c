@@ -118,7 +118,11 @@ capture_buffer_flush(void)
 		{
 			Event *e = lfirst(lc);
 
-			appendStringInfo(&buf, "%s[\"%c\",", foreach_current_index(lc) > 0 ? "," : "", e->op);
+			if (foreach_current_index(lc) > 0)
+				appendStringInfoChar(&buf, ',');
+			appendStringInfoString(&buf, "[\"");
+			appendStringInfoChar(&buf, e->op);
+			appendStringInfoString(&buf, "\",");
 			appendBinaryStringInfo(&buf, e->row, e->len);
 			appendStringInfoChar(&buf, ']');
 		}

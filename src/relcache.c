@@ -28,10 +28,11 @@ struct RelCache
 	Size entrysize;
 	RelCacheBuildFn build;
 	RelCacheFreeFn free_entry;
-	bool types;		   /* keyed by type: any change drops every entry */
-	bool stale;		   /* (types) drop them at the next relcache_get */
-	MemoryContext cxt; /* the table and relcache_memory() */
-	HTAB *entries;	   /* NULL until the first relcache_get after a drop */
+	bool types;			 /* keyed by type: any change drops every entry */
+	bool stale;			 /* (types) drop them at the next relcache_get */
+	MemoryContext cxt;	 /* the table and relcache_memory() */
+	HTAB *entries;		 /* NULL until the first relcache_get after a drop */
+	RelCacheEntry *last; /* the entry relcache_get returned last, or NULL */
 	RelCache *next;
 };
 
@@ -148,8 +149,17 @@ relcache_get(RelCache *cache, Oid key)
 		/* the table is in cxt too */
 		MemoryContextReset(cache->cxt);
 		cache->entries = NULL;
+		cache->last = NULL;
 	}
 	cache->stale = false;
+
+	/*
+	 * A statement's rows ask for one relation again and again.  Entries are
+	 * never removed from the table (only marked stale), so the last one
+	 * stays where it is until the table goes.
+	 */
+	if (cache->last != NULL && cache->last->key == key && cache->last->valid)
+		return cache->last;
 	if (cache->entries == NULL)
 	{
 		HASHCTL ctl;
@@ -172,6 +182,7 @@ relcache_get(RelCache *cache, Oid key)
 		cache->build(entry);
 		entry->valid = true;
 	}
+	cache->last = entry;
 	return entry;
 }
 

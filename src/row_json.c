@@ -265,7 +265,9 @@ append_value(StringInfo buf, TypeForm *tf, Datum value)
 			char dt[MAXDATELEN + 1];
 
 			JsonEncodeDateTime(dt, value, tf->basetype, NULL);
-			appendStringInfo(buf, "\"%s\"", dt);
+			appendStringInfoChar(buf, '"');
+			appendStringInfoString(buf, dt);
+			appendStringInfoChar(buf, '"');
 			return;
 		}
 		case FORM_TO_JSON:
