@@ -596,12 +596,15 @@ plain_seq(const WireSpan *v, int64 *seq)
 static char
 plain_op(const WireSpan *v)
 {
-	static const char *const names[] = {"\"insert\"", "\"update\"", "\"delete\""};
 	static const char ops[] = {'i', 'u', 'd'};
 
-	for (int i = 0; i < lengthof(names); i++)
+	if (v->len < 2 || v->start[0] != '"' || v->start[v->len - 1] != '"')
+		return 0;
+	for (int i = 0; i < lengthof(ops); i++)
 	{
-		if (v->len == strlen(names[i]) && memcmp(v->start, names[i], v->len) == 0)
+		const char *name = wire_op_name(ops[i]);
+
+		if (v->len - 2 == strlen(name) && memcmp(v->start + 1, name, v->len - 2) == 0)
 			return ops[i];
 	}
 	return 0;
